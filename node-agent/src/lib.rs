@@ -1,0 +1,7 @@
+//! Ferry's node agent: the transfer process, its command line, the restore marker and the
+//! restore helper.
+
+pub mod cli;
+pub mod marker;
+pub mod restore_helper;
+pub mod transfer;

@@ -1,0 +1,172 @@
+//! The transfer process itself: reads one job, runs it on the engine, and writes events. It
+//! knows nothing of Kubernetes.
+
+use std::io::{self, BufRead, Write};
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ferry_shared::repository::{EngineError, EngineLogger, OpenMode, ProgressCounters, Repository};
+use nix::sys::resource::{Resource, setrlimit};
+
+use crate::marker;
+
+use super::protocol::{Event, Job, Operation, Outcome, ProgressReport};
+
+/// Caps the process's data segment (heap and anonymous mappings). An allocation past it fails,
+/// the process aborts, and the agent reports the transfer as out of memory.
+pub fn limit_memory(bytes: u64) -> nix::Result<()> {
+    setrlimit(Resource::RLIMIT_DATA, bytes, bytes)
+}
+
+/// Writes events as JSON lines, one at a time, whichever thread sends them.
+struct Events<W>(Arc<Mutex<W>>);
+
+impl<W> Clone for Events<W> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<W: Write> Events<W> {
+    fn send(&self, event: &Event) {
+        let mut out = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A closed stdout means the agent is gone; the job's end is then nobody's concern.
+        if let Ok(line) = serde_json::to_string(event) {
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
+    }
+}
+
+/// Reads a job from `input`, runs it, and writes its events to `output`. Returns whether the
+/// job succeeded.
+pub fn run(input: impl BufRead, output: impl Write + Send + 'static) -> bool {
+    let events = Events(Arc::new(Mutex::new(output)));
+    let job: Job = match serde_json::from_reader(input) {
+        Ok(job) => job,
+        Err(err) => {
+            events.send(&Event::Failed {
+                category: "InvalidJob".to_owned(),
+                message: format!("the transfer job is not valid JSON: {err}"),
+            });
+            return false;
+        }
+    };
+    // Warnings go to the agent as events; rustic's other chatter stays out of the way.
+    let _ = EngineLogger::new(log::Level::Error, |record| {
+        eprintln!("{}: {}", record.level(), record.args());
+    })
+    .install();
+
+    let counters = ProgressCounters::new();
+    let (done, finished) = mpsc::channel::<()>();
+    let ticker = {
+        let events = events.clone();
+        let counters = counters.clone();
+        let interval = job.progress_interval;
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            loop {
+                match finished.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => events.send(&Event::Progress(
+                        ProgressReport::new(counters.snapshot(), start.elapsed()),
+                    )),
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return start.elapsed(),
+                }
+            }
+        })
+    };
+
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| execute(&job, counters.clone())))
+        .unwrap_or_else(|panic| {
+            let cause = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            Err(Failure {
+                category: "Panic".to_owned(),
+                message: format!("the transfer stopped on an internal error: {cause}"),
+            })
+        });
+    drop(done);
+    let elapsed = ticker.join().unwrap_or_default();
+    events.send(&Event::Progress(ProgressReport::new(
+        counters.snapshot(),
+        elapsed,
+    )));
+    match result {
+        Ok(outcome) => {
+            let warnings = match &outcome {
+                Outcome::Backup(backup) => &backup.warnings,
+                Outcome::Restore(restore) => &restore.warnings,
+            };
+            for message in warnings {
+                events.send(&Event::Warning {
+                    message: message.clone(),
+                });
+            }
+            events.send(&Event::Completed(outcome));
+            true
+        }
+        Err(failure) => {
+            events.send(&Event::Failed {
+                category: failure.category,
+                message: failure.message,
+            });
+            false
+        }
+    }
+}
+
+struct Failure {
+    category: String,
+    message: String,
+}
+
+impl From<EngineError> for Failure {
+    fn from(err: EngineError) -> Self {
+        Self {
+            category: err.category().to_owned(),
+            message: err.to_string(),
+        }
+    }
+}
+
+fn execute(job: &Job, counters: Arc<ProgressCounters>) -> Result<Outcome, Failure> {
+    match &job.operation {
+        Operation::Backup(request) => {
+            let repo = Repository::open(&job.repository, OpenMode::CreateIfMissing, counters)?;
+            Ok(Outcome::Backup(repo.backup(request)?))
+        }
+        Operation::Restore {
+            request,
+            restore_uid,
+        } => {
+            if let Some(uid) = restore_uid {
+                marker::validate_restore_uid(uid).map_err(|err| Failure {
+                    category: "InvalidJob".to_owned(),
+                    message: err.to_string(),
+                })?;
+            }
+            let repo = Repository::open(&job.repository, OpenMode::Existing, counters)?;
+            let outcome = repo.restore(request)?;
+            if let Some(uid) = restore_uid {
+                marker::write_marker(&request.target, uid).map_err(|err| Failure {
+                    category: "WriteMarker".to_owned(),
+                    message: err.to_string(),
+                })?;
+            }
+            Ok(Outcome::Restore(outcome))
+        }
+    }
+}
+
+/// Runs the job read from stdin, writing events to stdout.
+pub fn run_stdio() -> bool {
+    run(io::stdin().lock(), io::stdout())
+}

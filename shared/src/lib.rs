@@ -1,0 +1,3 @@
+pub mod crd;
+pub mod names;
+pub mod repository;

@@ -1,0 +1,270 @@
+//! Where a repository lives, in Ferry's own terms, and its translation into rustic backend
+//! options and into the identifier a user gives the restic CLI.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use rustic_backend::BackendOptions;
+use serde::{Deserialize, Serialize};
+
+/// A restic-format repository on a local filesystem or in an S3 bucket.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum RepositoryLocation {
+    /// A directory on a local (or mounted) filesystem.
+    Local {
+        /// The repository's directory.
+        path: PathBuf,
+    },
+    /// A prefix in an S3 bucket.
+    S3(S3Location),
+}
+
+/// An S3 repository: the bucket, the repository's prefix inside it, and how to reach it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Location {
+    /// The S3 endpoint URL, such as `http://minio.example:9000`; AWS itself when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The bucket name.
+    pub bucket: String,
+    /// The repository's prefix inside the bucket, such as `ferry/restic/shop`.
+    #[serde(default)]
+    pub prefix: String,
+    /// The region; `us-east-1` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Address buckets as `<bucket>.<host>` instead of `<host>/<bucket>`.
+    #[serde(default)]
+    pub virtual_host_style: bool,
+    /// The access key ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Location")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("virtual_host_style", &self.virtual_host_style)
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "<set>"),
+            )
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for RepositoryLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local { path } => f.debug_struct("Local").field("path", path).finish(),
+            Self::S3(s3) => s3.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for RepositoryLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.restic_identifier())
+    }
+}
+
+/// The region used when none is given, as the AWS SDKs do.
+const DEFAULT_REGION: &str = "us-east-1";
+
+impl RepositoryLocation {
+    /// Reads a repository argument as a user would write it for the restic CLI: a local path,
+    /// or `s3:<endpoint>/<bucket>[/<prefix>]` with an `http://` or `https://` endpoint (or a bare
+    /// host, which means https). Credentials and the region come separately.
+    pub fn parse(repository: &str) -> Result<Self, String> {
+        let Some(rest) = repository.strip_prefix("s3:") else {
+            let path = repository.strip_prefix("local:").unwrap_or(repository);
+            if path.is_empty() {
+                return Err("the repository path is empty".to_owned());
+            }
+            return Ok(Self::Local {
+                path: PathBuf::from(path),
+            });
+        };
+        let (scheme, rest) = match rest.split_once("://") {
+            Some((scheme @ ("http" | "https"), rest)) => (scheme, rest),
+            Some((other, _)) => {
+                return Err(format!(
+                    "unsupported S3 endpoint scheme `{other}` in `{repository}`: use http or https"
+                ));
+            }
+            None => ("https", rest),
+        };
+        let mut parts = rest.splitn(3, '/');
+        let host = parts.next().unwrap_or_default();
+        let bucket = parts.next().unwrap_or_default();
+        let prefix = parts.next().unwrap_or_default().trim_matches('/');
+        if host.is_empty() || bucket.is_empty() {
+            return Err(format!(
+                "`{repository}` is not an S3 repository of the form s3:http://host:port/bucket/prefix"
+            ));
+        }
+        Ok(Self::S3(S3Location {
+            endpoint: Some(format!("{scheme}://{host}")),
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            ..S3Location::default()
+        }))
+    }
+
+    /// The identifier a user gives `restic -r` to reach the same repository.
+    pub fn restic_identifier(&self) -> String {
+        match self {
+            Self::Local { path } => path.display().to_string(),
+            Self::S3(s3) => {
+                let endpoint = s3.endpoint.clone().unwrap_or_else(|| {
+                    format!(
+                        "s3.{}.amazonaws.com",
+                        s3.region.as_deref().unwrap_or(DEFAULT_REGION)
+                    )
+                });
+                let mut id = format!("s3:{}/{}", endpoint.trim_end_matches('/'), s3.bucket);
+                let prefix = s3.prefix.trim_matches('/');
+                if !prefix.is_empty() {
+                    id.push('/');
+                    id.push_str(prefix);
+                }
+                id
+            }
+        }
+    }
+
+    /// The rustic backend options for this location. `retries` bounds how often a failed
+    /// request to object storage is tried again.
+    pub(crate) fn backend_options(&self, retries: u32) -> BackendOptions {
+        match self {
+            Self::Local { path } => {
+                BackendOptions::default().repository(format!("local:{}", path.display()))
+            }
+            Self::S3(s3) => {
+                let mut options = BTreeMap::from([
+                    ("bucket".to_owned(), s3.bucket.clone()),
+                    (
+                        "root".to_owned(),
+                        format!("/{}", s3.prefix.trim_matches('/')),
+                    ),
+                    (
+                        "region".to_owned(),
+                        s3.region
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+                    ),
+                    // Only what Ferry is given counts: no ambient AWS profile or instance role.
+                    ("disable_config_load".to_owned(), "true".to_owned()),
+                    ("disable_ec2_metadata".to_owned(), "true".to_owned()),
+                    (
+                        "enable_virtual_host_style".to_owned(),
+                        s3.virtual_host_style.to_string(),
+                    ),
+                    ("retry".to_owned(), retries.to_string()),
+                ]);
+                if let Some(endpoint) = &s3.endpoint {
+                    options.insert("endpoint".to_owned(), endpoint.clone());
+                }
+                if let Some(key) = &s3.access_key_id {
+                    options.insert("access_key_id".to_owned(), key.clone());
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    options.insert("secret_access_key".to_owned(), secret.clone());
+                }
+                BackendOptions::default()
+                    .repository("opendal:s3")
+                    .options(options)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_local_paths_and_s3_identifiers() {
+        let cases = [
+            ("/srv/repo", "/srv/repo"),
+            ("local:/srv/repo", "/srv/repo"),
+            (
+                "s3:http://127.0.0.1:9000/bucket",
+                "s3:http://127.0.0.1:9000/bucket",
+            ),
+            (
+                "s3:http://127.0.0.1:9000/bucket/restic/shop/",
+                "s3:http://127.0.0.1:9000/bucket/restic/shop",
+            ),
+            (
+                "s3:minio.example/bucket/p",
+                "s3:https://minio.example/bucket/p",
+            ),
+        ];
+        for (input, identifier) in cases {
+            let location = RepositoryLocation::parse(input).expect(input);
+            assert_eq!(location.restic_identifier(), identifier, "{input}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_repositories() {
+        for input in ["", "s3:", "s3:http://host", "s3:ftp://host/bucket"] {
+            assert!(RepositoryLocation::parse(input).is_err(), "{input}");
+        }
+    }
+
+    #[test]
+    fn aws_identifier_names_the_regional_endpoint() {
+        let location = RepositoryLocation::S3(S3Location {
+            bucket: "b".into(),
+            prefix: "/ferry/restic/ns/".into(),
+            region: Some("eu-west-1".into()),
+            ..S3Location::default()
+        });
+        assert_eq!(
+            location.restic_identifier(),
+            "s3:s3.eu-west-1.amazonaws.com/b/ferry/restic/ns"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let location = RepositoryLocation::S3(S3Location {
+            bucket: "b".into(),
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            secret_access_key: Some("very-secret".into()),
+            ..S3Location::default()
+        });
+        let shown = format!("{location:?}");
+        assert!(
+            !shown.contains("very-secret") && !shown.contains("AKIDEXAMPLE"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn s3_options_point_opendal_at_the_prefix() {
+        let location = RepositoryLocation::parse("s3:http://127.0.0.1:9000/bucket/a/b").unwrap();
+        let options = location.backend_options(0);
+        assert_eq!(options.repository.as_deref(), Some("opendal:s3"));
+        assert_eq!(options.options["root"], "/a/b");
+        assert_eq!(options.options["bucket"], "bucket");
+        assert_eq!(options.options["endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(options.options["retry"], "0");
+    }
+}

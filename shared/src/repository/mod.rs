@@ -1,0 +1,173 @@
+//! Ferry's restic-format repository engine, on rustic_core. It takes paths, a repository and a
+//! progress sink, and knows nothing of Kubernetes. Its calls block: run them off any async
+//! runtime.
+
+mod backup;
+mod error;
+mod location;
+mod maintenance;
+mod progress;
+mod restore;
+mod warnings;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustic_backend::BackendOptions;
+use rustic_core::{
+    ConfigOptions, Credentials, KeyOptions, OpenStatus, Repository as RusticRepository,
+    RepositoryBackends, RepositoryOptions,
+};
+use serde::{Deserialize, Serialize};
+
+pub use backup::{BackupOutcome, BackupRequest};
+pub use error::EngineError;
+pub use location::{RepositoryLocation, S3Location};
+pub use maintenance::{CheckReport, PruneReport, SnapshotInfo};
+pub use progress::{ProgressCounters, ProgressSnapshot};
+pub use restore::{RestoreOutcome, RestoreRequest};
+pub use warnings::{EngineLogger, EngineWarnings};
+
+use error::describe;
+use progress::CounterBars;
+
+/// How to reach and unlock one repository.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryConfig {
+    pub location: RepositoryLocation,
+    pub password: String,
+    /// rustic's cache of trees and index files; no cache when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// How often a failed object-storage request is tried again.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+impl fmt::Debug for RepositoryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RepositoryConfig")
+            .field("location", &self.location)
+            .field("password", &"<redacted>")
+            .field("cache_dir", &self.cache_dir)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+/// Object-storage requests are tried this many more times before a transfer fails.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+/// Whether opening may create a repository that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Fail when there is no repository at the location.
+    Existing,
+    /// Create the repository when there is none.
+    CreateIfMissing,
+}
+
+/// An opened repository.
+pub struct Repository {
+    repo: RusticRepository<OpenStatus>,
+    backends: RepositoryBackends,
+    location: String,
+    counters: Arc<ProgressCounters>,
+}
+
+impl Repository {
+    /// Opens the repository, creating it first if `mode` allows and there is none. `counters`
+    /// receives the progress of every transfer run through this handle.
+    pub fn open(
+        config: &RepositoryConfig,
+        mode: OpenMode,
+        counters: Arc<ProgressCounters>,
+    ) -> Result<Self, EngineError> {
+        let location = config.location.restic_identifier();
+        let backends =
+            backend_options(config)
+                .to_backends()
+                .map_err(|err| EngineError::OpenBackend {
+                    location: location.clone(),
+                    cause: describe(&err),
+                })?;
+        let options = match &config.cache_dir {
+            Some(dir) => RepositoryOptions::default().cache_dir(dir.clone()),
+            None => RepositoryOptions::default().no_cache(true),
+        };
+        let repo =
+            RusticRepository::new_with_progress(&options, &backends, CounterBars(counters.clone()))
+                .map_err(|err| EngineError::OpenBackend {
+                    location: location.clone(),
+                    cause: describe(&err),
+                })?;
+        let exists = repo
+            .config_id()
+            .map_err(|err| EngineError::OpenRepository {
+                location: location.clone(),
+                cause: describe(&err),
+            })?
+            .is_some();
+        let credentials = Credentials::password(&config.password);
+        let repo = match (exists, mode) {
+            (true, _) => repo.open(&credentials).map_err(|err| {
+                if err.is_incorrect_password() {
+                    EngineError::WrongPassword {
+                        location: location.clone(),
+                    }
+                } else {
+                    EngineError::OpenRepository {
+                        location: location.clone(),
+                        cause: describe(&err),
+                    }
+                }
+            })?,
+            (false, OpenMode::CreateIfMissing) => repo
+                .init(
+                    &credentials,
+                    &KeyOptions::default(),
+                    &ConfigOptions::default(),
+                )
+                .map_err(|err| EngineError::InitRepository {
+                    location: location.clone(),
+                    cause: describe(&err),
+                })?,
+            (false, OpenMode::Existing) => {
+                return Err(EngineError::NoRepository { location });
+            }
+        };
+        Ok(Self {
+            repo,
+            backends,
+            location,
+            counters,
+        })
+    }
+
+    /// The identifier a user gives `restic -r` for this repository.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    pub fn counters(&self) -> &Arc<ProgressCounters> {
+        &self.counters
+    }
+
+    fn read_error(&self, what: &str) -> impl Fn(Box<rustic_core::RusticError>) -> EngineError {
+        let what = what.to_owned();
+        move |err| EngineError::ReadRepository {
+            what: what.clone(),
+            cause: describe(&err),
+        }
+    }
+}
+
+fn backend_options(config: &RepositoryConfig) -> BackendOptions {
+    config.location.backend_options(config.retries)
+}

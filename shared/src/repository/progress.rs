@@ -1,0 +1,105 @@
+//! Progress as atomic counters. The engine adds to them from its worker threads; whoever runs
+//! the engine reads a [`ProgressSnapshot`] whenever it wants to publish one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustic_core::{Progress, ProgressBars, ProgressType, RusticProgress};
+use serde::{Deserialize, Serialize};
+
+/// Bytes and files done, and their totals, for one transfer.
+#[derive(Debug, Default)]
+pub struct ProgressCounters {
+    bytes_done: AtomicU64,
+    bytes_total: AtomicU64,
+    files_done: AtomicU64,
+    files_total: AtomicU64,
+}
+
+/// A consistent-enough reading of [`ProgressCounters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressSnapshot {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+}
+
+impl ProgressCounters {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn add_bytes(&self, bytes: u64) {
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_files(&self, files: u64) {
+        self.files_done.fetch_add(files, Ordering::Relaxed);
+    }
+
+    pub fn set_totals(&self, bytes: u64, files: u64) {
+        self.bytes_total.store(bytes, Ordering::Relaxed);
+        self.files_total.store(files, Ordering::Relaxed);
+    }
+
+    /// Sets every counter at once, for the final figures of a finished transfer.
+    pub fn finish(&self, bytes: u64, files: u64) {
+        self.set_totals(bytes, files);
+        self.bytes_done.store(bytes, Ordering::Relaxed);
+        self.files_done.store(files, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            files_done: self.files_done.load(Ordering::Relaxed),
+            files_total: self.files_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Feeds rustic's byte progress ("backing up...") into the counters and ignores its other
+/// spinners. It is deliberately not hidden: rustic skips its size scan for hidden progress.
+#[derive(Debug, Clone)]
+pub(crate) struct CounterBars(pub Arc<ProgressCounters>);
+
+impl ProgressBars for CounterBars {
+    fn progress(&self, progress_type: ProgressType, _prefix: &str) -> Progress {
+        match progress_type {
+            ProgressType::Bytes => Progress::new(ByteProgress(self.0.clone())),
+            ProgressType::Spinner | ProgressType::Counter => Progress::new(Ignored),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ByteProgress(Arc<ProgressCounters>);
+
+impl RusticProgress for ByteProgress {
+    fn is_hidden(&self) -> bool {
+        false
+    }
+    // The total comes from Ferry's own scan, which also counts files.
+    fn set_length(&self, _len: u64) {}
+    fn set_title(&self, _title: &str) {}
+    fn inc(&self, inc: u64) {
+        self.0.add_bytes(inc);
+    }
+    fn finish(&self) {}
+}
+
+#[derive(Debug)]
+struct Ignored;
+
+impl RusticProgress for Ignored {
+    fn is_hidden(&self) -> bool {
+        false
+    }
+    fn set_length(&self, _len: u64) {}
+    fn set_title(&self, _title: &str) {}
+    fn inc(&self, _inc: u64) {}
+    fn finish(&self) {}
+}
