@@ -625,3 +625,50 @@ fn unreadable_files_are_counted_and_named() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn a_transfer_over_its_memory_limit_fails_alone_and_says_so() {
+    let scratch = Scratch::new();
+    let source = scratch.source_with_rich_tree();
+    let repository = scratch.repository();
+    let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
+    let target = scratch.path("restored");
+    let mut command = restore_command(&scratch, &repository, &snapshot_id(&backup), &target);
+    command.args(["--memory-limit", "16Mi"]);
+    fails_with(command, "ran out of memory");
+}
+
+#[test]
+fn a_terminated_backup_stops_its_transfer_and_saves_no_snapshot() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let scratch = Scratch::new();
+    let source = scratch.path("source");
+    make_files(&source, 64, 1024 * 1024, 9);
+    let repository = scratch.repository();
+    let mut command = backup_command(&scratch, &repository, &source);
+    let mut child = command
+        .args(["--progress-interval", "1ms", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let event: Event = serde_json::from_str(&line.unwrap()).unwrap();
+        if let Event::Progress(report) = event
+            && report.counters.bytes_done > 0
+        {
+            break;
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    let snapshots = Path::new(&repository).join("snapshots");
+    assert_eq!(fs::read_dir(snapshots).unwrap().count(), 0);
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what Ferry's tests run against: the restic CLI (Debian's 0.14), curl, util-linux
+# (unshare, setpriv) and moto's S3 server. Idempotent; needs root for apt-get.
+set -euo pipefail
+
+missing=()
+command -v restic >/dev/null 2>&1 || missing+=(restic)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'moto[server]'
+fi
+restic version

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Ferry's test command: installs what the tests run against (restic, curl, moto), checks
+# formatting and lints, then runs every test of the workspace with the test S3 server up.
+# Arguments go to the test runner, e.g. `scripts/test.sh transfer_cli`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+eval "$(scripts/test-services.sh start >/dev/null && cat target/test-services/s3.env)"
+trap 'scripts/test-services.sh stop' EXIT
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
