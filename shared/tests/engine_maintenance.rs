@@ -1,0 +1,130 @@
+//! Snapshots by tag, forget, prune and check, through the engine's library API, with the restic
+//! CLI as the judge of the repository afterwards.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use ferry_shared::repository::{
+    BackupRequest, EngineError, OpenMode, ProgressCounters, Repository, RepositoryConfig,
+    RepositoryLocation, RestoreRequest,
+};
+use ferry_tests::restic::{restic, succeed};
+use ferry_tests::tree::{assert_same_tree, make_files};
+
+fn config(repo: &Path) -> RepositoryConfig {
+    RepositoryConfig {
+        location: RepositoryLocation::Local {
+            path: repo.to_owned(),
+        },
+        password: "maintenance".to_owned(),
+        cache_dir: None,
+        retries: 0,
+    }
+}
+
+fn open(repo: &Path, mode: OpenMode) -> Repository {
+    Repository::open(&config(repo), mode, ProgressCounters::new()).expect("open repository")
+}
+
+fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn back_up(repo: &Path, source: &Path, tags: BTreeMap<String, String>) -> String {
+    let outcome = open(repo, OpenMode::CreateIfMissing)
+        .backup(&BackupRequest {
+            source: source.to_owned(),
+            tags,
+            label: Some("shop/data".to_owned()),
+            parent: None,
+        })
+        .expect("backup");
+    outcome.snapshot_id.expect("a snapshot")
+}
+
+#[test]
+fn snapshots_are_found_by_tag_forgotten_and_pruned_and_the_rest_stays_sound() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    let keep_source = scratch.path().join("keep");
+    let drop_source = scratch.path().join("drop");
+    make_files(&keep_source, 20, 50_000, 1);
+    make_files(&drop_source, 20, 50_000, 2);
+
+    let kept = back_up(
+        &repo,
+        &keep_source,
+        tags(&[("backup", "monday"), ("ns", "shop")]),
+    );
+    let dropped = back_up(
+        &repo,
+        &drop_source,
+        tags(&[("backup", "tuesday"), ("ns", "shop")]),
+    );
+
+    let repository = open(&repo, OpenMode::Existing);
+    let shop = repository.snapshots(&tags(&[("ns", "shop")])).unwrap();
+    assert_eq!(
+        shop.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [kept.as_str(), dropped.as_str()]
+    );
+    let tuesday = repository
+        .snapshots(&tags(&[("backup", "tuesday")]))
+        .unwrap();
+    assert_eq!(tuesday.len(), 1);
+    assert_eq!(tuesday[0].id, dropped);
+    assert_eq!(tuesday[0].hostname, "ferry");
+    assert_eq!(tuesday[0].label, "shop/data");
+    assert_eq!(tuesday[0].tags["ns"], "shop");
+    assert!(
+        repository
+            .snapshots(&tags(&[("ns", "other")]))
+            .unwrap()
+            .is_empty()
+    );
+
+    repository.forget(std::slice::from_ref(&dropped)).unwrap();
+    let left = repository.snapshots(&BTreeMap::new()).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, kept);
+
+    let pruned = repository.prune().unwrap();
+    assert!(
+        pruned.bytes_removed > 0 || pruned.packs_repacked > 0,
+        "{pruned:?}"
+    );
+    let report = repository.check(true).unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+
+    let password = scratch.path().join("password");
+    fs::write(&password, "maintenance").unwrap();
+    succeed(restic(&repo.display().to_string(), &password).args(["check", "--read-data"]));
+
+    let target = scratch.path().join("restored");
+    open(&repo, OpenMode::Existing)
+        .restore(&RestoreRequest {
+            snapshot: kept,
+            target: target.clone(),
+        })
+        .unwrap();
+    assert_same_tree(&keep_source, &target);
+}
+
+#[test]
+fn forgetting_an_unknown_snapshot_fails_and_forgets_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    let source = scratch.path().join("source");
+    make_files(&source, 3, 1000, 3);
+    let kept = back_up(&repo, &source, BTreeMap::new());
+    let repository = open(&repo, OpenMode::Existing);
+    let err = repository
+        .forget(&[kept.clone(), "0123456789abcdef".to_owned()])
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Forget { .. }), "{err}");
+    assert_eq!(repository.snapshots(&BTreeMap::new()).unwrap()[0].id, kept);
+}
