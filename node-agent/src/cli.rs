@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_shared::repository::{
-    BackupOutcome, BackupRequest, DEFAULT_RETRIES, RepositoryConfig, RepositoryLocation,
-    RestoreOutcome, RestoreRequest, S3Location,
+    BackupOutcome, BackupRequest, DEFAULT_RETRIES, ProgressSnapshot, RepositoryConfig,
+    RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
 };
 
 use crate::transfer::{self, Event, Job, Operation, Outcome, ProgressReport, TransferProcess};
@@ -340,6 +340,8 @@ fn print_event(event: &Event, json: bool) {
         return;
     }
     match event {
+        // Nothing to show before the source is scanned or the snapshot is read.
+        Event::Progress(report) if report.counters == ProgressSnapshot::default() => {}
         Event::Progress(report) => println!("{}", progress_line(report)),
         Event::Warning { message } => println!("warning: {message}"),
         Event::Completed(Outcome::Backup(outcome)) => println!("{}", backup_summary(outcome)),

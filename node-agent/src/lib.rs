@@ -2,6 +2,8 @@
 //! restore helper.
 
 pub mod cli;
+pub mod decision;
 pub mod marker;
 pub mod restore_helper;
 pub mod transfer;
+pub mod volume_path;
