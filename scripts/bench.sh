@@ -26,8 +26,14 @@
 #   tree  peak of the *sum* of VmRSS over every process of the step at the same moment,
 #         sampled from /proc every 20 ms (see sampler below). For Ferry this adds the CLI
 #         parent that is alive next to the transfer child; for restic (one process) it only
-#         confirms rss. Sampling can miss short spikes, so it may read a little low.
+#         confirms rss. Sampling can miss short spikes, so it may read a little low; and
+#         summing VmRSS counts pages shared by both processes (the ferry-node-agent binary,
+#         about 10 MiB) twice, so for Ferry it may read a little high. The true peak of the
+#         tree lies between rss and tree.
 #   cpu   user + system CPU seconds (GNU time %U + %S, children included)
+#   Small scales mostly measure fixed costs: e.g. each open of a repository derives the key
+#   with scrypt, whose memory (N × r × 128 bytes: 32 MiB for restic's calibrated keys, 128 MiB
+#   for rustic_core's N = 2^17 default) sets a floor under the peak RSS.
 #   The data set and repositories stay in the page cache (nothing here drops caches), so the
 #   numbers are warm-cache numbers. Nothing needs privileges, except that restic and GNU time
 #   are installed with apt-get when missing.

@@ -13,6 +13,7 @@ use ferry_shared::repository::{
     RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
 };
 
+use crate::agent;
 use crate::transfer::{self, Event, Job, Operation, Outcome, ProgressReport, TransferProcess};
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent: the transfers of this node's PodVolumeBackups and PodVolumeRestores.
+    Run(Box<agent::RunArgs>),
     /// Back up a directory into a restic-format repository, creating the repository if needed.
     Backup(BackupArgs),
     /// Restore a snapshot into an empty directory.
@@ -155,7 +158,7 @@ fn parse_tag(tag: &str) -> Result<(String, String), String> {
 }
 
 /// Bytes, with an optional K, M, G (powers of 1000) or Ki, Mi, Gi (powers of 1024) suffix.
-fn parse_size(size: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(size: &str) -> Result<u64, String> {
     let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = &size[digits.len()..];
     let multiplier: u64 = match unit {
@@ -226,6 +229,9 @@ pub fn run(cli: Cli) -> ExitCode {
     if let Command::Transfer(args) = &cli.command {
         return run_transfer(args);
     }
+    if let Command::Run(args) = &cli.command {
+        agent::init_logging(args.log_format);
+    }
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(run_command(cli.command)),
         Err(err) => {
@@ -238,15 +244,19 @@ pub fn run(cli: Cli) -> ExitCode {
 async fn run_command(command: Command) -> ExitCode {
     let (job, run) = match command {
         Command::Transfer(args) => return run_transfer(&args),
+        Command::Run(args) => return run_agent(*args).await,
         Command::Backup(args) => (
             args.repository.config().map(|repository| Job {
                 repository,
-                operation: Operation::Backup(BackupRequest {
-                    source: args.source,
-                    tags: args.tags.into_iter().collect(),
-                    label: args.label,
-                    parent: args.parent,
-                }),
+                operation: Operation::Backup {
+                    request: BackupRequest {
+                        source: args.source,
+                        tags: args.tags.into_iter().collect(),
+                        label: args.label,
+                        parent: args.parent,
+                    },
+                    create_repository: true,
+                },
                 progress_interval: args.run.progress_interval,
             }),
             args.run,
@@ -297,6 +307,18 @@ async fn run_command(command: Command) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_agent(args: agent::RunArgs) -> ExitCode {
+    match agent::run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(%err, "the node agent stopped");
+            // Kubernetes shows this file's contents as the container's last state.
+            let _ = fs::write("/dev/termination-log", err.to_string());
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,8 @@
-//! Support for Ferry's integration tests: test data and its comparison, the restic CLI, and the
-//! test S3 server started by `scripts/test-services.sh`.
+//! Support for Ferry's integration tests: test data and its comparison, the restic CLI, the
+//! test S3 server started by `scripts/test-services.sh`, and an in-process Kubernetes API server.
 
+pub mod apiserver;
+pub mod harness;
 pub mod restic;
 pub mod s3;
 pub mod tree;

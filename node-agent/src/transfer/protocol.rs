@@ -23,8 +23,16 @@ pub struct Job {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Operation {
-    /// Back up a directory; creates the repository if there is none.
-    Backup(BackupRequest),
+    /// Back up a directory.
+    Backup {
+        #[serde(flatten)]
+        request: BackupRequest,
+        /// Create the repository if there is none. Only a lone user may: two transfers that
+        /// both create one would each write their own key and config. In a cluster the
+        /// coordinator creates repositories.
+        #[serde(default)]
+        create_repository: bool,
+    },
     /// Restore a snapshot into an empty directory.
     Restore {
         #[serde(flatten)]

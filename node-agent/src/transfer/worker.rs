@@ -139,8 +139,16 @@ impl From<EngineError> for Failure {
 
 fn execute(job: &Job, counters: Arc<ProgressCounters>) -> Result<Outcome, Failure> {
     match &job.operation {
-        Operation::Backup(request) => {
-            let repo = Repository::open(&job.repository, OpenMode::CreateIfMissing, counters)?;
+        Operation::Backup {
+            request,
+            create_repository,
+        } => {
+            let mode = if *create_repository {
+                OpenMode::CreateIfMissing
+            } else {
+                OpenMode::Existing
+            };
+            let repo = Repository::open(&job.repository, mode, counters)?;
             Ok(Outcome::Backup(repo.backup(request)?))
         }
         Operation::Restore {

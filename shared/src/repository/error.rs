@@ -23,7 +23,7 @@ pub enum EngineError {
 
     /// The repository does not exist, and the action does not create one.
     #[error(
-        "there is no repository at {location}: check the location, or run a backup first to create it"
+        "there is no repository at {location}: check the location; the coordinator creates a namespace's repository before its first backup, and `ferry-node-agent backup` creates one when run by hand"
     )]
     NoRepository { location: String },
 

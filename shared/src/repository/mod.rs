@@ -4,6 +4,7 @@
 
 mod backup;
 mod error;
+mod key;
 mod location;
 mod maintenance;
 mod progress;
@@ -128,16 +129,30 @@ impl Repository {
                     }
                 }
             })?,
-            (false, OpenMode::CreateIfMissing) => repo
-                .init(
-                    &credentials,
-                    &KeyOptions::default(),
-                    &ConfigOptions::default(),
+            (false, OpenMode::CreateIfMissing) => {
+                let repo = repo
+                    .init(
+                        &credentials,
+                        &KeyOptions::default(),
+                        &ConfigOptions::default(),
+                    )
+                    .map_err(|err| EngineError::InitRepository {
+                        location: location.clone(),
+                        cause: describe(&err),
+                    })?;
+                let first_key = repo.key_id().as_ref().map(|id| **id);
+                key::replace_key(
+                    &backends.repository(),
+                    &repo.key(),
+                    &config.password,
+                    first_key.as_ref(),
                 )
-                .map_err(|err| EngineError::InitRepository {
+                .map_err(|cause| EngineError::InitRepository {
                     location: location.clone(),
-                    cause: describe(&err),
-                })?,
+                    cause,
+                })?;
+                repo
+            }
             (false, OpenMode::Existing) => {
                 return Err(EngineError::NoRepository { location });
             }

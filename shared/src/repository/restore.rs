@@ -4,12 +4,12 @@
 //! flight (gigabytes for a gigabyte of data) and panics on I/O errors. Ferry plans the restore
 //! itself instead:
 //!
-//! 1. walk the snapshot's trees, checking every name, and create the directories and empty
-//!    files;
+//! 1. walk the snapshot's trees, checking every name, and create the directories and the
+//!    empty files;
 //! 2. look up every data blob in the index and group the blobs by pack into read ranges of at
 //!    most [`MAX_RANGE`] bytes, so neighbouring blobs cost one request;
 //! 3. a few workers each read one range at a time, decrypt, decompress and verify each blob,
-//!    and write it at its offsets;
+//!    and write it at its offsets, creating each file with its first blob;
 //! 4. create symlinks and FIFOs, then set ownership, modes and times, directories last.
 //!
 //! Memory is bounded by the workers times one range and its largest blob, whatever the size of
@@ -17,6 +17,7 @@
 //! anew (never through an existing entry), and symlinks are created only after all data is
 //! written, so no write ever follows a link.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -31,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use aes256ctr_poly1305aes::aead::AeadInPlace;
 use aes256ctr_poly1305aes::aead::generic_array::GenericArray;
+use bytes::BytesMut;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{Mode, UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
@@ -95,7 +97,11 @@ impl Repository {
         let mut tree = Walk::default();
         tree.walk(&repo, snapshot.tree)?;
         let plan = plan_reads(&repo, &tree)?;
-        let total_bytes: u64 = tree.files.iter().map(|file| file.size).sum();
+        let total_bytes: u64 = tree
+            .files
+            .iter()
+            .map(|file| file.remaining.load(Ordering::Relaxed))
+            .sum();
         // Files as a backup counts them: every entry that is not a directory.
         let total_files = (tree.files.len() + tree.specials.len()) as u64;
         self.counters.set_totals(total_bytes, total_files);
@@ -168,10 +174,9 @@ fn prepare_target(target: &Path) -> Result<PathBuf, EngineError> {
 /// One regular file of the snapshot.
 struct PlannedFile {
     path: PathBuf,
-    size: u64,
     content: Vec<DataId>,
     meta: Metadata,
-    /// Bytes not yet written; the file is done when this reaches zero.
+    /// Bytes not yet written, from the plan; the file is done when this reaches zero.
     remaining: AtomicU64,
 }
 
@@ -222,16 +227,12 @@ impl Walk {
                         self.dirs.push((path.clone(), node.meta));
                         pending.push((path, subtree));
                     }
-                    NodeType::File => {
-                        let size = node.meta.size;
-                        self.files.push(PlannedFile {
-                            path,
-                            size,
-                            content: node.content.unwrap_or_default(),
-                            meta: node.meta,
-                            remaining: AtomicU64::new(size),
-                        });
-                    }
+                    NodeType::File => self.files.push(PlannedFile {
+                        path,
+                        content: node.content.unwrap_or_default(),
+                        meta: node.meta,
+                        remaining: AtomicU64::new(0),
+                    }),
                     node_type => self.specials.push(Special {
                         path,
                         node_type,
@@ -336,6 +337,8 @@ fn plan_reads(
             located.targets.push((index, offset));
             offset += u64::from(entry.location.data_length());
         }
+        // The blobs, not the recorded size, say how much a file holds.
+        file.remaining.store(offset, Ordering::Relaxed);
     }
 
     let mut ranges = Vec::new();
@@ -390,39 +393,44 @@ fn cipher(key: &rustic_core::repofile::MasterKey) -> Aes256CtrPoly1305Aes {
     Aes256CtrPoly1305Aes::new(GenericArray::from_slice(&bytes))
 }
 
-/// Decrypts, decompresses and verifies one blob as stored in a pack.
-fn decode_blob(
+/// Decrypts (in place), decompresses and verifies one blob as stored in a pack, and returns
+/// its plaintext: borrowed from `raw` when the blob is not compressed.
+fn decode_blob<'a>(
     cipher: &Aes256CtrPoly1305Aes,
-    raw: &[u8],
+    raw: &'a mut [u8],
     uncompressed: Option<NonZeroU32>,
     id: &DataId,
-) -> Result<Vec<u8>, String> {
+) -> Result<Cow<'a, [u8]>, String> {
     if raw.len() < 32 {
         return Err(format!("blob {id} is too short to be encrypted data"));
     }
-    let (nonce, rest) = raw.split_at(16);
-    let (ciphertext, tag) = rest.split_at(rest.len() - 16);
-    let mut plain = ciphertext.to_vec();
+    let (nonce, rest) = raw.split_at_mut(16);
+    let split = rest.len() - 16;
+    let (ciphertext, tag) = rest.split_at_mut(split);
     cipher
         .decrypt_in_place_detached(
             GenericArray::from_slice(nonce),
             &[],
-            &mut plain,
+            ciphertext,
             GenericArray::from_slice(tag),
         )
         .map_err(|_| format!("blob {id} fails its authentication check: the pack is damaged"))?;
-    if let Some(length) = uncompressed {
-        let length = length.get() as usize;
-        plain = zstd::bulk::decompress(&plain, length)
-            .map_err(|err| format!("blob {id} cannot be decompressed: {err}"))?;
-        if plain.len() != length {
-            return Err(format!(
-                "blob {id} decompressed to {} bytes instead of {length}",
-                plain.len()
-            ));
+    let plain = match uncompressed {
+        Some(length) => {
+            let length = length.get() as usize;
+            let plain = zstd::bulk::decompress(ciphertext, length)
+                .map_err(|err| format!("blob {id} cannot be decompressed: {err}"))?;
+            if plain.len() != length {
+                return Err(format!(
+                    "blob {id} decompressed to {} bytes instead of {length}",
+                    plain.len()
+                ));
+            }
+            Cow::Owned(plain)
         }
-    }
-    if !id.blob_matches_reader(plain.len() as u64, &mut plain.as_slice()) {
+        None => Cow::Borrowed(&*ciphertext),
+    };
+    if !id.blob_matches_reader(plain.len() as u64, &mut &*plain) {
         return Err(format!(
             "blob {id} does not match its hash: the pack is damaged"
         ));
@@ -444,8 +452,9 @@ impl Writer<'_> {
         }
     }
 
-    /// Creates every directory (owner-writable until its metadata is set) and every file,
-    /// sized but not yet written. Nothing is created through an existing entry.
+    /// Creates every directory (owner-writable until its metadata is set) and every empty
+    /// file; the workers create the others as they write them. Nothing is created through an
+    /// existing entry.
     fn create_entries(&self, tree: &Walk) -> Result<(), EngineError> {
         let mut builder = DirBuilder::new();
         builder.mode(0o700);
@@ -454,20 +463,10 @@ impl Writer<'_> {
                 .create(self.target.join(path))
                 .map_err(|err| self.write_error("create directory", path, err))?;
         }
-        for file in &tree.files {
-            let handle = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(OFlag::O_NOFOLLOW.bits())
-                .open(self.target.join(&file.path))
+        for file in tree.files.iter().filter(|file| file.content.is_empty()) {
+            open_for_writing(&self.target.join(&file.path))
                 .map_err(|err| self.write_error("create file", &file.path, err))?;
-            handle
-                .set_len(file.size)
-                .map_err(|err| self.write_error("size file", &file.path, err))?;
-            if file.size == 0 {
-                self.counters.add_files(1);
-            }
+            self.counters.add_files(1);
         }
         Ok(())
     }
@@ -625,6 +624,18 @@ fn unix_mode(go_mode: u32) -> u32 {
     mode
 }
 
+/// Opens a file of the restore for writing, creating it if this is its first blob. Never
+/// through a symlink: the only links in the target are the ones the restore creates last.
+fn open_for_writing(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+}
+
 /// One worker's state: the file it wrote last stays open for the next blob.
 struct Worker<'a> {
     writer: &'a Writer<'a>,
@@ -647,7 +658,7 @@ impl Worker<'_> {
                 .map(|(file, _)| self.tree.files[*file].path.clone())
                 .unwrap_or_default()
         };
-        let bytes = backend
+        let read = backend
             .read_partial(
                 FileType::Pack,
                 &range.pack,
@@ -660,15 +671,18 @@ impl Worker<'_> {
                 pack: range.pack.to_string(),
                 cause: describe(&err),
             })?;
+        let mut bytes = read
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let received = bytes.len();
         for blob in &range.blobs {
             let raw = bytes
-                .get(blob.start..blob.start + blob.length)
+                .get_mut(blob.start..blob.start + blob.length)
                 .ok_or_else(|| EngineError::ReadData {
                     path: self.writer.target.join(first_path()),
                     pack: range.pack.to_string(),
                     cause: format!(
-                        "the pack returned {} bytes where {} were expected",
-                        bytes.len(),
+                        "the pack returned {received} bytes where {} were expected",
                         range.length
                     ),
                 })?;
@@ -691,11 +705,8 @@ impl Worker<'_> {
         let handle = match &self.open {
             Some((open, handle)) if *open == index => handle,
             _ => {
-                let handle = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(OFlag::O_NOFOLLOW.bits())
-                    .open(self.writer.target.join(&file.path))
-                    .map_err(|err| self.writer.write_error("open", &file.path, err))?;
+                let handle = open_for_writing(&self.writer.target.join(&file.path))
+                    .map_err(|err| self.writer.write_error("write", &file.path, err))?;
                 &self.open.insert((index, handle)).1
             }
         };

@@ -1,0 +1,53 @@
+//! `ferry-node-agent run`: the DaemonSet's settings. Every flag has an environment twin.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// This node's name, from the downward API (spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// The namespace Ferry is installed in, where its custom resources and Secrets live.
+    #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
+    pub namespace: String,
+    /// The kubelet's pods directory as mounted into the agent.
+    #[arg(long, env = "FERRY_HOST_PODS", default_value = "/host_pods")]
+    pub host_pods: PathBuf,
+    /// The repository cache (trees and index), shared by transfers; none when absent.
+    #[arg(long, env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Transfers run at once on this node; the rest wait in a queue.
+    #[arg(long, env = "FERRY_MAX_CONCURRENT_TRANSFERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_transfers: u16,
+    /// How often a running transfer's progress is written to its status.
+    #[arg(long, env = "FERRY_PROGRESS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub progress_interval: Duration,
+    /// Attempts of one transfer (the first and its retries after an interruption) before it is Failed.
+    #[arg(long, env = "FERRY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// A transfer whose progress has not moved for this long is stopped and tried again.
+    #[arg(long, env = "FERRY_STALL_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
+    /// Each transfer process's memory cap, such as 1Gi; unlimited when absent.
+    #[arg(long, env = "FERRY_TRANSFER_MEMORY_LIMIT", value_parser = crate::cli::parse_size)]
+    pub transfer_memory_limit: Option<u64>,
+    /// How many more times a failed object-storage request is tried within a transfer.
+    #[arg(long, env = "FERRY_RETRIES", default_value_t = ferry_shared::repository::DEFAULT_RETRIES)]
+    pub retries: u32,
+    /// Where /metrics, /livez and /readyz are served.
+    #[arg(long, env = "FERRY_METRICS_ADDRESS", default_value = "0.0.0.0:8085")]
+    pub metrics_address: SocketAddr,
+    /// Log lines as plain text or as JSON objects.
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}

@@ -1,0 +1,273 @@
+//! Everything a transfer needs from the cluster: the live pod and its volume's host path, the
+//! storage location and its credentials, and the repository password. Nothing the custom
+//! resource claims is trusted without checking it against the cluster.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ferry_shared::crd::{BackupStorageLocation, PodReference};
+use ferry_shared::names;
+use ferry_shared::repository::RepositoryConfig;
+use ferry_shared::storage::{parse_aws_credentials, repository_location};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::kinds::{Specifics, TransferKind};
+use super::transfers::Context;
+use crate::volume_path::{VolumeRequest, find_volume_path, volume_dir};
+
+/// Why the inputs cannot be had. Every case ends the transfer Failed with the message.
+#[derive(Debug)]
+pub enum InputError {
+    Fatal(String),
+}
+
+fn fatal(message: impl Into<String>) -> InputError {
+    InputError::Fatal(message.into())
+}
+
+/// The resolved inputs of one transfer.
+pub struct Inputs {
+    pub path: PathBuf,
+    pub repository: RepositoryConfig,
+    pub tags: BTreeMap<String, String>,
+    pub label: String,
+    pub parent: Option<String>,
+    /// The snapshot to restore.
+    pub snapshot: Option<String>,
+    pub restore_uid: Option<String>,
+}
+
+pub async fn resolve<K: TransferKind>(ctx: &Context, object: &K) -> Result<Inputs, InputError> {
+    let reference = object.pod();
+    let pod = live_pod(ctx, reference).await?;
+    let path = host_path(ctx, object, &pod).await?;
+    let repository = repository(ctx, object).await?;
+    let mut inputs = Inputs {
+        path,
+        repository,
+        tags: BTreeMap::new(),
+        label: format!(
+            "{}/{}/{}",
+            reference.namespace,
+            reference.name,
+            object.volume()
+        ),
+        parent: None,
+        snapshot: None,
+        restore_uid: None,
+    };
+    match object.specifics() {
+        Specifics::Backup { tags, parent } => {
+            if let Some(claim) = tags.get(names::tag::PVC_UID) {
+                inputs.label = format!("{}/pvc/{claim}", reference.namespace);
+            }
+            inputs.tags = tags;
+            inputs.parent = parent;
+        }
+        Specifics::Restore {
+            snapshot,
+            restore_uid,
+        } => {
+            inputs.snapshot = Some(snapshot);
+            inputs.restore_uid = Some(restore_uid.ok_or_else(|| {
+                fatal("the PodVolumeRestore has no controlling Restore owner, so there is no restore UID for its done-marker")
+            })?);
+        }
+    }
+    Ok(inputs)
+}
+
+async fn live_pod(ctx: &Context, reference: &PodReference) -> Result<Pod, InputError> {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &reference.namespace);
+    match pods.get_opt(&reference.name).await {
+        Ok(Some(pod)) => Ok(pod),
+        Ok(None) => Err(fatal(format!(
+            "pod {}/{} does not exist",
+            reference.namespace, reference.name
+        ))),
+        Err(err) => Err(fatal(format!(
+            "cannot read pod {}/{}: {err}",
+            reference.namespace, reference.name
+        ))),
+    }
+}
+
+async fn host_path<K: TransferKind>(
+    ctx: &Context,
+    object: &K,
+    pod: &Pod,
+) -> Result<PathBuf, InputError> {
+    let reference = object.pod();
+    let claim_name = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volumes.as_ref())
+        .and_then(|volumes| volumes.iter().find(|v| v.name == object.volume()))
+        .and_then(|volume| volume.persistent_volume_claim.as_ref())
+        .map(|source| source.claim_name.clone());
+    let mut claim = None;
+    let mut volume = None;
+    if let Some(claim_name) = claim_name {
+        let claims =
+            Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &reference.namespace);
+        claim = claims.get_opt(&claim_name).await.map_err(|err| {
+            fatal(format!(
+                "cannot read claim {}/{claim_name}: {err}",
+                reference.namespace
+            ))
+        })?;
+        let bound = claim
+            .as_ref()
+            .and_then(|claim| claim.spec.as_ref())
+            .and_then(|spec| spec.volume_name.clone());
+        if let Some(bound) = bound.filter(|name| !name.is_empty()) {
+            let volumes = Api::<PersistentVolume>::all(ctx.client.clone());
+            volume = volumes
+                .get_opt(&bound)
+                .await
+                .map_err(|err| fatal(format!("cannot read persistent volume {bound}: {err}")))?;
+        }
+    }
+    let request = VolumeRequest {
+        node: &ctx.node,
+        pod_uid: &reference.uid,
+        volume: object.volume(),
+    };
+    let dir = volume_dir(request, pod, claim.as_ref(), volume.as_ref())
+        .map_err(|err| fatal(err.to_string()))?;
+    find_volume_path(&ctx.host_pods, &reference.uid, &dir).map_err(|err| fatal(err.to_string()))
+}
+
+async fn secret_value(
+    ctx: &Context,
+    name: &str,
+    key: &str,
+    purpose: &str,
+) -> Result<String, InputError> {
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|err| {
+            fatal(format!(
+                "cannot read Secret {}/{name}: {err}",
+                ctx.namespace
+            ))
+        })?
+        .ok_or_else(|| {
+            fatal(format!(
+                "Secret {}/{name}, which holds the {purpose}, does not exist",
+                ctx.namespace
+            ))
+        })?;
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|bytes| bytes.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|data| data.get(key))
+                .map(|text| text.clone().into_bytes())
+        })
+        .ok_or_else(|| {
+            fatal(format!(
+                "Secret {}/{name} has no key {key} (the {purpose})",
+                ctx.namespace
+            ))
+        })?;
+    String::from_utf8(value).map_err(|_| {
+        fatal(format!(
+            "the {purpose} in Secret {}/{name} is not text",
+            ctx.namespace
+        ))
+    })
+}
+
+async fn repository<K: TransferKind>(
+    ctx: &Context,
+    object: &K,
+) -> Result<RepositoryConfig, InputError> {
+    let locations = Api::<BackupStorageLocation>::namespaced(ctx.client.clone(), &ctx.namespace);
+    let location_name = object.storage_location();
+    let location = locations
+        .get_opt(location_name)
+        .await
+        .map_err(|err| {
+            fatal(format!(
+                "cannot read storage location {location_name}: {err}"
+            ))
+        })?
+        .ok_or_else(|| fatal(format!("storage location {location_name} does not exist")))?;
+    let credentials = match &location.spec.credential {
+        Some(reference) => {
+            let text =
+                secret_value(ctx, &reference.name, &reference.key, "storage credentials").await?;
+            Some(parse_aws_credentials(&text).map_err(|err| {
+                fatal(format!(
+                    "Secret {}/{}: {err}",
+                    ctx.namespace, reference.name
+                ))
+            })?)
+        }
+        None => None,
+    };
+    let resolved = repository_location(
+        &location.spec,
+        object.repository_namespace(),
+        credentials.as_ref(),
+    )
+    .map_err(|err| fatal(format!("storage location {location_name}: {err}")))?;
+    // The resource names its repository; it must be the one the location gives, or a crafted
+    // resource could send the location's credentials, or the node's files, elsewhere.
+    if resolved.restic_identifier() != object.repository() {
+        return Err(fatal(format!(
+            "the repository {} does not belong to storage location {location_name}, whose repository for namespace {} is {}",
+            object.repository(),
+            object.repository_namespace(),
+            resolved.restic_identifier()
+        )));
+    }
+    let password = secret_value(
+        ctx,
+        names::REPOSITORY_SECRET,
+        names::REPOSITORY_PASSWORD_KEY,
+        "repository password",
+    )
+    .await?;
+    Ok(RepositoryConfig {
+        location: resolved,
+        password: password.trim_end_matches(['\r', '\n']).to_owned(),
+        cache_dir: ctx.cache_dir.clone(),
+        retries: ctx.retries,
+    })
+}
+
+/// A restore starts only once its pod is on this node and the pod's restore-wait init
+/// container is running, so the volume is mounted and the application is held.
+pub async fn restore_may_start(ctx: &Context, reference: &PodReference) -> bool {
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &reference.namespace);
+    let Ok(Some(pod)) = pods.get_opt(&reference.name).await else {
+        return false;
+    };
+    pod.uid().as_deref() == Some(reference.uid.as_str())
+        && pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref()) == Some(ctx.node.as_str())
+        && restore_wait_running(&pod)
+}
+
+pub fn restore_wait_running(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.init_container_statuses.as_ref())
+        .and_then(|statuses| {
+            statuses
+                .iter()
+                .find(|status| status.name == names::RESTORE_WAIT_CONTAINER)
+        })
+        .and_then(|status| status.state.as_ref())
+        .is_some_and(|state| state.running.is_some())
+}

@@ -1,0 +1,185 @@
+//! `ferry-node-agent run`: the DaemonSet process. It watches the PodVolumeBackups and
+//! PodVolumeRestores labelled for its node, and the pods on its node, runs their transfers in
+//! child processes, and serves its metrics.
+
+mod config;
+mod inputs;
+mod kinds;
+mod metrics;
+mod transfers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_shared::admin::{self, Readiness};
+use ferry_shared::crd::{PodVolumeBackup, PodVolumeRestore};
+use ferry_shared::names;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use config::{LogFormat, RunArgs};
+
+use crate::transfer::TransferProcess;
+use metrics::Metrics;
+use transfers::Context;
+
+/// How long transfers get to record their interruption after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot connect to the Kubernetes API: {0}")]
+    Connect(#[source] kube::Error),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    #[error("cannot find this program's own executable, needed to start transfers: {0}")]
+    Executable(#[source] std::io::Error),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Admin {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts logging to stderr, as plain lines or JSON objects; `RUST_LOG` filters.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
+    let client = Client::try_default().await.map_err(AgentError::Connect)?;
+    let metrics = Metrics::new().map_err(AgentError::Metrics)?;
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+    let process = TransferProcess {
+        program: std::env::current_exe().map_err(AgentError::Executable)?,
+        memory_limit: settings.transfer_memory_limit,
+        grace: Duration::from_secs(10),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        &settings,
+        process,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(settings.metrics_address)
+        .await
+        .map_err(|source| AgentError::Admin {
+            address: settings.metrics_address,
+            source,
+        })?;
+    let admin = tokio::spawn(admin::serve_on(
+        listener,
+        metrics.registry(),
+        readiness.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    tokio::spawn(stop_on_signals(shutdown.clone()));
+
+    let selector = format!("{}={}", names::label::NODE, settings.node_name);
+    let backups = Controller::new(
+        Api::<PodVolumeBackup>::namespaced(client.clone(), &settings.namespace),
+        watcher::Config::default().labels(&selector),
+    );
+    let restores = Controller::new(
+        Api::<PodVolumeRestore>::namespaced(client.clone(), &settings.namespace),
+        watcher::Config::default().labels(&selector),
+    );
+    let backup_store = backups.store();
+    let restore_store = restores.store();
+    let waiting_restores = restore_store.clone();
+    // A restore waits for its pod's restore-wait container; a change of a pod on this node
+    // looks again at the restores of that pod.
+    let restores = restores.watches(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().fields(&format!("spec.nodeName={}", settings.node_name)),
+        move |pod: Pod| {
+            let uid = pod.uid();
+            waiting_restores
+                .state()
+                .into_iter()
+                .filter(|restore| Some(&restore.spec.pod.uid) == uid.as_ref())
+                .map(|restore| ObjectRef::from_obj(&*restore))
+                .collect::<Vec<_>>()
+        },
+    );
+    {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            if backup_store.wait_until_ready().await.is_ok()
+                && restore_store.wait_until_ready().await.is_ok()
+            {
+                info!("watches synced; ready");
+                readiness.set_ready();
+            }
+        });
+    }
+
+    info!(node = %settings.node_name, namespace = %settings.namespace, "node agent started");
+    let backups = backups
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(
+            transfers::reconcile::<PodVolumeBackup>,
+            transfers::error_policy::<PodVolumeBackup>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let restores = restores
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(
+            transfers::reconcile::<PodVolumeRestore>,
+            transfers::error_policy::<PodVolumeRestore>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    tokio::join!(backups, restores);
+
+    shutdown.cancel();
+    info!("stopping: recording running transfers for retry");
+    if tokio::time::timeout(SHUTDOWN_GRACE, ctx.wait_for_transfers())
+        .await
+        .is_err()
+    {
+        warn!("transfers did not stop in time");
+    }
+    match admin.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => error!(%err, "metrics server failed"),
+        Err(err) => error!(%err, "metrics server task failed"),
+    }
+    Ok(())
+}
+
+async fn stop_on_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot listen for SIGTERM; stop the agent with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => info!("SIGTERM received"),
+        _ = interrupt.recv() => info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

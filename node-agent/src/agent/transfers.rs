@@ -1,0 +1,480 @@
+//! The controller of pod-volume transfers on this node, for PodVolumeBackups and
+//! PodVolumeRestores alike: decide, claim with a resourceVersion precondition, run the transfer
+//! in a child process, publish its progress, and finish it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_shared::crd::{PodVolumePhase, Progress};
+use ferry_shared::names;
+use ferry_shared::repository::{BackupRequest, RestoreRequest};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::inputs::{self, InputError};
+use super::kinds::{TransferKind, TransferStatus};
+use super::metrics::{Finish, Metrics, Operation};
+use crate::decision::{Decision, Observed, decide};
+use crate::transfer::{
+    Event, Job, Operation as JobOperation, Outcome, TransferError, TransferProcess,
+};
+
+/// What every transfer task shares.
+pub struct Context {
+    pub client: Client,
+    pub namespace: String,
+    pub node: String,
+    pub host_pods: std::path::PathBuf,
+    pub cache_dir: Option<std::path::PathBuf>,
+    pub retries: u32,
+    pub progress_interval: Duration,
+    pub stall_timeout: Duration,
+    pub max_attempts: u32,
+    pub process: TransferProcess,
+    pub slots: Arc<Semaphore>,
+    pub metrics: Metrics,
+    /// Cancelled on SIGTERM; every transfer's token is a child of it.
+    pub shutdown: CancellationToken,
+    running: Mutex<HashMap<(Operation, String), CancellationToken>>,
+    tasks: TaskTracker,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        settings: &super::config::RunArgs,
+        process: TransferProcess,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            client,
+            namespace: settings.namespace.clone(),
+            node: settings.node_name.clone(),
+            host_pods: settings.host_pods.clone(),
+            cache_dir: settings.cache_dir.clone(),
+            retries: settings.retries,
+            progress_interval: settings.progress_interval,
+            stall_timeout: settings.stall_timeout,
+            max_attempts: settings.max_attempts,
+            process,
+            slots: Arc::new(Semaphore::new(usize::from(
+                settings.max_concurrent_transfers,
+            ))),
+            metrics,
+            shutdown,
+            running: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Waits until every transfer task has ended; no new ones start after this is called.
+    pub async fn wait_for_transfers(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    fn running(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(Operation, String), CancellationToken>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A reconcile failure: only API errors, which are retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("cannot write the status of {kind} {name}: {source}")]
+    WriteStatus {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+pub fn error_policy<K: TransferKind>(
+    object: Arc<K>,
+    error: &ReconcileError,
+    _ctx: Arc<Context>,
+) -> Action {
+    warn!(name = %object.name_any(), %error, "reconcile failed, retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn field_manager() -> PatchParams {
+    PatchParams::apply(names::field_manager::NODE_AGENT).force()
+}
+
+/// Writes the whole status the agent owns, by server-side apply.
+async fn apply_status<K: TransferKind>(
+    api: &Api<K>,
+    name: &str,
+    status: &TransferStatus,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &field_manager(), &Patch::Apply(patch))
+        .await
+        .map(|_| ())
+}
+
+pub async fn reconcile<K: TransferKind>(
+    object: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let name = object.name_any();
+    let status = object.transfer_status();
+    let running_here = ctx.running().contains_key(&(K::OPERATION, name.clone()));
+    let decision = decide(Observed {
+        phase: status.phase,
+        attempts: status.attempts,
+        running_here,
+        max_attempts: ctx.max_attempts,
+    });
+    match decision {
+        Decision::Nothing => Ok(Action::await_change()),
+        Decision::Fail { message } => {
+            let api = Api::<K>::namespaced(ctx.client.clone(), &ctx.namespace);
+            let failed = TransferStatus {
+                phase: PodVolumePhase::Failed,
+                message: Some(message),
+                completion_timestamp: Some(now()),
+                ..status
+            };
+            apply_status(&api, &name, &failed).await.map_err(|source| {
+                ReconcileError::WriteStatus {
+                    kind: K::kind(&()).into_owned().leak(),
+                    name,
+                    source,
+                }
+            })?;
+            Ok(Action::await_change())
+        }
+        Decision::Run { .. } => {
+            if K::OPERATION == Operation::Restore
+                && !inputs::restore_may_start(&ctx, object.pod()).await
+            {
+                // The pod watch reconciles this again when the pod changes.
+                return Ok(Action::await_change());
+            }
+            let token = ctx.shutdown.child_token();
+            ctx.running()
+                .insert((K::OPERATION, name.clone()), token.clone());
+            ctx.tasks.spawn(run::<K>(ctx.clone(), name, token));
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// How a transfer attempt ended other than by completing.
+enum Stop {
+    Failed(String),
+    /// The agent is shutting down: the transfer stays InProgress, to be retried on restart.
+    Shutdown,
+    /// The resource is gone; nothing to record.
+    Deleted,
+    /// Its progress stopped moving; it stays InProgress and is tried again.
+    Stalled,
+}
+
+/// One transfer, from waiting for a slot to its final status.
+async fn run<K: TransferKind>(ctx: Arc<Context>, name: String, token: CancellationToken) {
+    let api = Api::<K>::namespaced(ctx.client.clone(), &ctx.namespace);
+    let permit = tokio::select! {
+        permit = ctx.slots.clone().acquire_owned() => permit.ok(),
+        () = token.cancelled() => None,
+    };
+    if permit.is_some()
+        && let Some((object, status)) = claim(&api, &ctx, &name).await
+    {
+        attempt(&ctx, &api, &object, status, &token).await;
+    }
+    ctx.running().remove(&(K::OPERATION, name));
+}
+
+/// Claims the transfer for this node: InProgress, with the next attempt number, written with
+/// the resourceVersion the decision was made on, so no two agents can both claim it.
+async fn claim<K: TransferKind>(
+    api: &Api<K>,
+    ctx: &Context,
+    name: &str,
+) -> Option<(K, TransferStatus)> {
+    let mut object = match api.get_opt(name).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return None,
+        Err(err) => {
+            warn!(%name, %err, "cannot read the transfer to claim it");
+            return None;
+        }
+    };
+    let status = object.transfer_status();
+    let Decision::Run { attempt } = decide(Observed {
+        phase: status.phase,
+        attempts: status.attempts,
+        running_here: false,
+        max_attempts: ctx.max_attempts,
+    }) else {
+        return None;
+    };
+    let claimed = TransferStatus {
+        phase: PodVolumePhase::InProgress,
+        node: (K::OPERATION == Operation::Restore).then(|| ctx.node.clone()),
+        start_timestamp: Some(now()),
+        attempts: attempt,
+        message: (attempt > 1).then(|| format!("attempt {attempt} of {}", ctx.max_attempts)),
+        ..TransferStatus::default()
+    };
+    if let Err(err) = object.set_transfer_status(&claimed) {
+        warn!(%name, %err, "cannot build the claimed status");
+        return None;
+    }
+    let params = PostParams {
+        field_manager: Some(names::field_manager::NODE_AGENT.to_owned()),
+        ..PostParams::default()
+    };
+    match api.replace_status(name, &params, &object).await {
+        Ok(object) => {
+            info!(%name, attempt, "claimed");
+            Some((object, claimed))
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            info!(%name, "changed while being claimed; it will be looked at again");
+            None
+        }
+        Err(err) => {
+            warn!(%name, %err, "cannot claim");
+            None
+        }
+    }
+}
+
+async fn attempt<K: TransferKind>(
+    ctx: &Context,
+    api: &Api<K>,
+    object: &K,
+    mut status: TransferStatus,
+    token: &CancellationToken,
+) {
+    let name = object.name_any();
+    let started = Instant::now();
+    ctx.metrics.started(K::OPERATION);
+    let result = transfer(ctx, api, object, &mut status, token).await;
+    let (result_label, transferred) = match &result {
+        Ok(outcome) => ("completed", Some(transferred(outcome))),
+        Err(Stop::Failed(_)) => ("failed", None),
+        Err(_) => ("interrupted", None),
+    };
+    ctx.metrics.finished(
+        K::OPERATION,
+        Finish {
+            namespace: &ctx.namespace,
+            name: &name,
+            result: result_label,
+            seconds: started.elapsed().as_secs_f64(),
+            transferred,
+        },
+    );
+    let finished = match result {
+        Ok(outcome) => {
+            finish_completed(&mut status, outcome);
+            Some(status)
+        }
+        Err(Stop::Failed(message)) => {
+            warn!(%name, %message, "transfer failed");
+            Some(TransferStatus {
+                phase: PodVolumePhase::Failed,
+                message: Some(message),
+                completion_timestamp: Some(now()),
+                ..status
+            })
+        }
+        Err(Stop::Shutdown) => Some(TransferStatus {
+            message: Some(
+                "interrupted: the node agent stopped; the transfer is tried again when it starts"
+                    .to_owned(),
+            ),
+            ..status
+        }),
+        Err(Stop::Stalled) => Some(TransferStatus {
+            message: Some(format!(
+                "stopped: no progress for {}; it is tried again",
+                humantime::format_duration(ctx.stall_timeout)
+            )),
+            ..status
+        }),
+        Err(Stop::Deleted) => None,
+    };
+    if let Some(finished) = finished
+        && let Err(err) = apply_status(api, &name, &finished).await
+    {
+        warn!(%name, %err, "cannot write the final status");
+    }
+}
+
+fn transferred(outcome: &Outcome) -> (u64, u64) {
+    match outcome {
+        Outcome::Backup(backup) => (backup.bytes, backup.files),
+        Outcome::Restore(restore) => (restore.bytes, restore.files),
+    }
+}
+
+fn finish_completed(status: &mut TransferStatus, outcome: Outcome) {
+    status.phase = PodVolumePhase::Completed;
+    status.completion_timestamp = Some(now());
+    let (bytes, files, warnings) = match outcome {
+        Outcome::Backup(backup) => {
+            status.message = backup
+                .snapshot_id
+                .is_none()
+                .then(|| "volume was empty so no snapshot was taken".to_owned());
+            status.snapshot_id = backup.snapshot_id;
+            (backup.bytes, backup.files, backup.warnings)
+        }
+        Outcome::Restore(restore) => {
+            status.message = None;
+            (restore.bytes, restore.files, restore.warnings)
+        }
+    };
+    let rate = status.progress.as_ref().map_or(0, |p| p.bytes_per_second);
+    status.progress = Some(Progress {
+        total_bytes: bytes,
+        bytes_done: bytes,
+        total_files: files,
+        files_done: files,
+        bytes_per_second: rate,
+    });
+    status.warnings = warnings;
+}
+
+/// Resolves the inputs, runs the child, and publishes its progress until it ends.
+async fn transfer<K: TransferKind>(
+    ctx: &Context,
+    api: &Api<K>,
+    object: &K,
+    status: &mut TransferStatus,
+    token: &CancellationToken,
+) -> Result<Outcome, Stop> {
+    let name = object.name_any();
+    let inputs = inputs::resolve(ctx, object)
+        .await
+        .map_err(|err| match err {
+            InputError::Fatal(message) => Stop::Failed(message),
+        })?;
+    status.path = Some(inputs.path.display().to_string());
+    let operation = match K::OPERATION {
+        Operation::Backup => JobOperation::Backup {
+            request: BackupRequest {
+                source: inputs.path.clone(),
+                tags: inputs.tags,
+                label: Some(inputs.label),
+                parent: inputs.parent,
+            },
+            create_repository: false,
+        },
+        Operation::Restore => JobOperation::Restore {
+            request: RestoreRequest {
+                snapshot: inputs.snapshot.clone().unwrap_or_default(),
+                target: inputs.path.clone(),
+            },
+            restore_uid: inputs.restore_uid,
+        },
+    };
+    if let Some(snapshot) = &inputs.snapshot {
+        status.snapshot_id = Some(snapshot.clone());
+    }
+    let job = Job {
+        repository: inputs.repository,
+        operation,
+        progress_interval: ctx.progress_interval,
+    };
+    if apply_status(api, &name, status).await.is_err() {
+        return Err(Stop::Deleted);
+    }
+
+    let (events, mut received) = mpsc::unbounded_channel();
+    let stop = token.child_token();
+    let run = ctx.process.run(
+        &job,
+        move |event| {
+            let _ = events.send(event.clone());
+        },
+        stop.clone().cancelled_owned(),
+    );
+    tokio::pin!(run);
+    let mut last_change = Instant::now();
+    let mut last_done = (0, 0);
+    let mut deleted = false;
+    let mut stalled = false;
+    let result = loop {
+        let stall_at = tokio::time::Instant::from_std(last_change + ctx.stall_timeout);
+        tokio::select! {
+            result = &mut run => break result,
+            Some(event) = received.recv() => match event {
+                Event::Progress(report) => {
+                    let counters = report.counters;
+                    if (counters.bytes_done, counters.files_done) != last_done {
+                        last_done = (counters.bytes_done, counters.files_done);
+                        last_change = Instant::now();
+                    }
+                    ctx.metrics.progress(
+                        K::OPERATION,
+                        &ctx.namespace,
+                        &name,
+                        counters.bytes_done,
+                        counters.bytes_total,
+                    );
+                    status.progress = Some(Progress {
+                        total_bytes: counters.bytes_total,
+                        bytes_done: counters.bytes_done,
+                        total_files: counters.files_total,
+                        files_done: counters.files_done,
+                        bytes_per_second: report.bytes_per_second,
+                    });
+                    if let Err(kube::Error::Api(err)) = apply_status(api, &name, status).await
+                        && err.code == 404
+                    {
+                        deleted = true;
+                        stop.cancel();
+                    }
+                }
+                Event::Warning { message } => {
+                    if !status.warnings.contains(&message) {
+                        status.warnings.push(message);
+                    }
+                }
+                Event::Completed(_) | Event::Failed { .. } => {}
+            },
+            () = tokio::time::sleep_until(stall_at), if !stop.is_cancelled() => {
+                stalled = true;
+                stop.cancel();
+            }
+        }
+    };
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(TransferError::Cancelled) if deleted => Err(Stop::Deleted),
+        Err(TransferError::Cancelled) if stalled => Err(Stop::Stalled),
+        Err(TransferError::Cancelled) if ctx.shutdown.is_cancelled() => Err(Stop::Shutdown),
+        Err(TransferError::Cancelled) => Err(Stop::Deleted),
+        Err(err) => Err(Stop::Failed(err.to_string())),
+    }
+}

@@ -1,0 +1,744 @@
+//! `ferry-node-agent run` against the Kubernetes test server, with the harness playing the
+//! kubelet: PodVolumeBackups and PodVolumeRestores made as the coordinator makes them are
+//! claimed, transferred, published and finished by the real binary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ferry_shared::crd::{
+    PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, PodVolumeRestore,
+    PodVolumeRestoreSpec, Restore,
+};
+use ferry_shared::names;
+use ferry_shared::repository::{
+    OpenMode, ProgressCounters, Repository, RepositoryConfig, RepositoryLocation,
+};
+use ferry_tests::harness::{Cluster, INSTALL_NAMESPACE, VolumeKind};
+use ferry_tests::tree::{assert_same_tree, make_files, make_rich_tree};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ferry-node-agent");
+const HELPER: &str = env!("CARGO_BIN_EXE_ferry-restore-helper");
+const WORKLOADS: &str = "shop";
+const PASSWORD: &str = "agent-test-password";
+
+/// A cluster with one filesystem storage location, the repository password, and the workload
+/// namespace.
+async fn cluster() -> (Cluster, PathBuf) {
+    let cluster = Cluster::start().await;
+    cluster.create_namespace(WORKLOADS).await;
+    cluster
+        .create_secret(
+            names::REPOSITORY_SECRET,
+            names::REPOSITORY_PASSWORD_KEY,
+            PASSWORD,
+        )
+        .await;
+    let storage = cluster.path("storage");
+    let location = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "BackupStorageLocation",
+        "metadata": {"name": "default", "namespace": INSTALL_NAMESPACE},
+        "spec": {"provider": "filesystem", "path": storage, "default": true},
+    }))
+    .unwrap();
+    cluster
+        .api::<ferry_shared::crd::BackupStorageLocation>()
+        .create(&PostParams::default(), &location)
+        .await
+        .unwrap();
+    // The coordinator creates a namespace's repository before it asks for backups.
+    let repository = storage.join("restic").join(WORKLOADS);
+    Repository::open(
+        &RepositoryConfig {
+            location: RepositoryLocation::Local {
+                path: repository.clone(),
+            },
+            password: PASSWORD.to_owned(),
+            cache_dir: None,
+            retries: 0,
+        },
+        OpenMode::CreateIfMissing,
+        ProgressCounters::new(),
+    )
+    .expect("create the repository");
+    (cluster, repository)
+}
+
+fn pod_reference(pod: &Pod) -> PodReference {
+    PodReference {
+        namespace: pod.namespace().unwrap(),
+        name: pod.name_any(),
+        uid: pod.uid().unwrap(),
+    }
+}
+
+async fn create_backup(
+    cluster: &Cluster,
+    node: &str,
+    pod: &Pod,
+    volume: &str,
+    repository: &Path,
+) -> PodVolumeBackup {
+    let mut pvb = PodVolumeBackup::new(
+        "",
+        PodVolumeBackupSpec {
+            node: node.to_owned(),
+            pod: pod_reference(pod),
+            volume: volume.to_owned(),
+            storage_location: "default".to_owned(),
+            repository: repository.display().to_string(),
+            tags: BTreeMap::from([
+                ("backup".to_owned(), "nightly".to_owned()),
+                ("ns".to_owned(), WORKLOADS.to_owned()),
+                ("volume".to_owned(), volume.to_owned()),
+            ]),
+            parent_snapshot_id: None,
+        },
+    );
+    pvb.metadata.name = None;
+    pvb.metadata.generate_name = Some("nightly-".to_owned());
+    pvb.metadata.labels = Some(BTreeMap::from([(
+        names::label::NODE.to_owned(),
+        node.to_owned(),
+    )]));
+    cluster
+        .api::<PodVolumeBackup>()
+        .create(&PostParams::default(), &pvb)
+        .await
+        .unwrap()
+}
+
+async fn finished_backup(cluster: &Cluster, pvb: &PodVolumeBackup) -> PodVolumeBackup {
+    cluster
+        .wait_for(
+            &cluster.api::<PodVolumeBackup>(),
+            &pvb.name_any(),
+            "Completed or Failed",
+            |pvb| {
+                matches!(
+                    pvb.phase(),
+                    PodVolumePhase::Completed | PodVolumePhase::Failed
+                )
+            },
+        )
+        .await
+}
+
+fn snapshot_of(pvb: &PodVolumeBackup) -> String {
+    let status = pvb.status.clone().unwrap_or_default();
+    assert_eq!(status.phase, PodVolumePhase::Completed, "{status:?}");
+    status.snapshot_id.expect("a snapshot ID")
+}
+
+#[tokio::test]
+async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
+    let (mut cluster, repository) = cluster().await;
+    cluster.add_node("node-a").await;
+    cluster.start_agent(
+        Path::new(AGENT),
+        "node-a",
+        &["--progress-interval", "200ms"],
+    );
+
+    // The claim and its CSI volume, as a provisioner would have bound them.
+    let claims = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+        cluster.client(),
+        WORKLOADS,
+    );
+    claims
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "data-app-0", "namespace": WORKLOADS},
+                "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pvc-0a1b",
+                         "resources": {"requests": {"storage": "1Gi"}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(cluster.client())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "pvc-0a1b"},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0",
+            "node-a",
+            vec![
+                ("cache", VolumeKind::EmptyDir),
+                (
+                    "data",
+                    VolumeKind::CsiClaim {
+                        claim: "data-app-0".to_owned(),
+                        volume: "pvc-0a1b".to_owned(),
+                    },
+                ),
+            ],
+        )
+        .await;
+    make_rich_tree(&dirs[0], 1);
+    make_files(&dirs[1], 40, 100_000, 2);
+
+    let mut snapshots = Vec::new();
+    for volume in ["cache", "data"] {
+        let pvb = create_backup(&cluster, "node-a", &pod, volume, &repository).await;
+        let done = finished_backup(&cluster, &pvb).await;
+        let status = done.status.clone().unwrap();
+        assert_eq!(status.attempts, 1);
+        let progress = status.progress.clone().unwrap();
+        assert_eq!(progress.bytes_done, progress.total_bytes, "{status:?}");
+        assert!(status.path.unwrap().ends_with(if volume == "cache" {
+            "kubernetes.io~empty-dir/cache"
+        } else {
+            "kubernetes.io~csi/pvc-0a1b/mount"
+        }));
+        snapshots.push(snapshot_of(&done));
+    }
+
+    // Restore into a new pod on the same node, held by its restore-wait container.
+    let restore: Restore = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": "restore-1", "namespace": INSTALL_NAMESPACE},
+        "spec": {"backupName": "nightly"},
+    }))
+    .unwrap();
+    let restore = cluster
+        .api::<Restore>()
+        .create(&PostParams::default(), &restore)
+        .await
+        .unwrap();
+    let (new_pod, new_dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0-restored",
+            "node-a",
+            vec![
+                ("cache", VolumeKind::EmptyDir),
+                ("data", VolumeKind::EmptyDir),
+            ],
+        )
+        .await;
+    let mut pvrs = Vec::new();
+    for (volume, snapshot) in ["cache", "data"].iter().zip(&snapshots) {
+        let mut pvr = PodVolumeRestore::new(
+            "",
+            PodVolumeRestoreSpec {
+                pod: pod_reference(&new_pod),
+                volume: (*volume).to_owned(),
+                storage_location: "default".to_owned(),
+                repository: repository.display().to_string(),
+                snapshot_id: snapshot.clone(),
+                source_namespace: WORKLOADS.to_owned(),
+            },
+        );
+        pvr.metadata.name = None;
+        pvr.metadata.generate_name = Some("restore-1-".to_owned());
+        pvr.metadata.labels = Some(BTreeMap::from([(
+            names::label::NODE.to_owned(),
+            "node-a".to_owned(),
+        )]));
+        pvr.metadata.owner_references = Some(vec![
+            restore.controller_owner_ref(&()).expect("owner reference"),
+        ]);
+        pvrs.push(
+            cluster
+                .api::<PodVolumeRestore>()
+                .create(&PostParams::default(), &pvr)
+                .await
+                .unwrap(),
+        );
+    }
+    // Not yet: the restore-wait container is not running.
+    cluster
+        .set_pod_status(&new_pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
+        .await;
+    let restore_uid = restore.uid().unwrap();
+    for pvr in &pvrs {
+        let done = cluster
+            .wait_for(
+                &cluster.api::<PodVolumeRestore>(),
+                &pvr.name_any(),
+                "Completed",
+                |pvr| pvr.phase() == PodVolumePhase::Completed,
+            )
+            .await;
+        let status = done.status.unwrap();
+        assert_eq!(status.node.as_deref(), Some("node-a"));
+        // The marker is written before Completed: it is there when Completed is seen.
+        let volume = &new_dirs[if pvr.spec.volume == "cache" { 0 } else { 1 }];
+        assert!(volume.join(".velero").join(&restore_uid).exists());
+    }
+
+    let restores_dir = new_dirs[0].parent().unwrap();
+    let helper = Command::new(HELPER)
+        .arg(&restore_uid)
+        .arg("--restores-dir")
+        .arg(restores_dir)
+        .args(["--timeout", "10s"])
+        .output()
+        .unwrap();
+    assert!(
+        helper.status.success(),
+        "{}",
+        String::from_utf8_lossy(&helper.stderr)
+    );
+    assert_same_tree(&dirs[0], &new_dirs[0]);
+    assert_same_tree(&dirs[1], &new_dirs[1]);
+
+    let metrics = cluster.agent("node-a").metrics_text();
+    assert!(
+        metrics.contains(
+            r#"ferry_pod_volume_operations_total{operation="backup",result="completed"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"ferry_pod_volume_operations_total{operation="restore",result="completed"} 2"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn two_agents_each_do_only_their_own_nodes_work() {
+    let (mut cluster, repository) = cluster().await;
+    for node in ["node-a", "node-b"] {
+        cluster.add_node(node).await;
+        cluster.start_agent(Path::new(AGENT), node, &[]);
+    }
+    let mut backups = Vec::new();
+    for (node, pod_name) in [("node-a", "a-0"), ("node-b", "b-0"), ("node-a", "a-1")] {
+        let (pod, dirs) = cluster
+            .create_pod(
+                WORKLOADS,
+                pod_name,
+                node,
+                vec![("data", VolumeKind::EmptyDir)],
+            )
+            .await;
+        make_files(&dirs[0], 10, 10_000, 3);
+        backups.push((
+            node,
+            create_backup(&cluster, node, &pod, "data", &repository).await,
+        ));
+    }
+    for (node, pvb) in &backups {
+        let done = finished_backup(&cluster, pvb).await;
+        snapshot_of(&done);
+        let status = done.status.clone().unwrap();
+        assert_eq!(
+            status.attempts,
+            1,
+            "{} was run more than once",
+            done.name_any()
+        );
+        assert!(
+            status
+                .path
+                .unwrap()
+                .starts_with(&*cluster.host_pods(node).to_string_lossy()),
+            "{} ran on the wrong node",
+            done.name_any()
+        );
+    }
+    let claims = |node: &str| {
+        cluster
+            .logs()
+            .split("--- agent on ")
+            .filter(|log| log.starts_with(node))
+            .map(|log| log.matches("claimed").count())
+            .sum::<usize>()
+    };
+    assert_eq!(claims("node-a"), 2, "{}", cluster.logs());
+    assert_eq!(claims("node-b"), 1, "{}", cluster.logs());
+}
+
+#[tokio::test]
+async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
+    let (mut cluster, repository) = cluster().await;
+    cluster.add_node("node-a").await;
+    cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&dirs[0], 200, 512 * 1024, 4);
+    let pvb = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
+
+    // Every status write the agent makes is seen by a watch; count those with new progress.
+    let api = cluster.api::<PodVolumeBackup>();
+    let mut seen = Vec::new();
+    let stream = kube::runtime::watcher::watch_object(api.clone(), &pvb.name_any());
+    futures::pin_mut!(stream);
+    let deadline = tokio::time::Instant::now() + ferry_tests::harness::DEADLINE;
+    while let Ok(Some(Ok(Some(object)))) =
+        tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut stream)).await
+    {
+        let status = object.status.clone().unwrap_or_default();
+        if let Some(progress) = status.progress.filter(|p| p.bytes_done > 0)
+            && seen.last() != Some(&progress)
+        {
+            seen.push(progress);
+        }
+        if status.phase == PodVolumePhase::Completed {
+            break;
+        }
+    }
+    assert!(
+        seen.len() >= 2,
+        "progress was published {} times: {seen:?}",
+        seen.len()
+    );
+    for pair in seen.windows(2) {
+        assert!(pair[0].bytes_done <= pair[1].bytes_done, "{pair:?}");
+    }
+    let last = seen.last().unwrap();
+    assert_eq!(last.bytes_done, 200 * 512 * 1024);
+    assert_eq!((last.files_done, last.total_files), (200, 200));
+}
+
+#[tokio::test]
+async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
+    let (mut cluster, repository) = cluster().await;
+    cluster.add_node("node-a").await;
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&dirs[0], 300, 512 * 1024, 5);
+    let api = cluster.api::<PodVolumeBackup>();
+
+    // Killed while InProgress, then started again: attempt 2 completes.
+    cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
+    let pvb = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
+    cluster
+        .wait_for(&api, &pvb.name_any(), "InProgress", |pvb| {
+            pvb.phase() == PodVolumePhase::InProgress
+        })
+        .await;
+    cluster.agent("node-a").kill();
+    cluster.start_agent(Path::new(AGENT), "node-a", &[]);
+    let done = finished_backup(&cluster, &pvb).await;
+    snapshot_of(&done);
+    assert_eq!(done.status.unwrap().attempts, 2);
+
+    // A transfer that has already used up its attempts is failed with the reason.
+    cluster.agent("node-a").terminate();
+    let stuck = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
+    let mut status = stuck.status.clone().unwrap_or_default();
+    status.phase = PodVolumePhase::InProgress;
+    status.attempts = 3;
+    let mut stuck = api.get(&stuck.name_any()).await.unwrap();
+    stuck.status = Some(status);
+    api.replace_status(&stuck.name_any(), &PostParams::default(), &stuck)
+        .await
+        .unwrap();
+    cluster.start_agent(Path::new(AGENT), "node-a", &["--max-attempts", "3"]);
+    let failed = finished_backup(&cluster, &stuck).await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.phase, PodVolumePhase::Failed);
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("interrupted 3 times"),
+        "{status:?}"
+    );
+}
+
+/// Creates a PodVolumeBackup for node-a from `spec` as given, unchecked, as a careless or
+/// hostile writer of custom resources might.
+async fn create_raw_backup(cluster: &Cluster, spec: PodVolumeBackupSpec) -> PodVolumeBackup {
+    let mut pvb = PodVolumeBackup::new("", spec);
+    pvb.metadata.name = None;
+    pvb.metadata.generate_name = Some("bad-".to_owned());
+    pvb.metadata.labels = Some(BTreeMap::from([(
+        names::label::NODE.to_owned(),
+        "node-a".to_owned(),
+    )]));
+    cluster
+        .api::<PodVolumeBackup>()
+        .create(&PostParams::default(), &pvb)
+        .await
+        .unwrap()
+}
+
+async fn fails_with(cluster: &Cluster, pvb: &PodVolumeBackup, expected: &str) {
+    let done = finished_backup(cluster, pvb).await;
+    let status = done.status.unwrap_or_default();
+    assert_eq!(status.phase, PodVolumePhase::Failed, "{status:?}");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains(expected),
+        "expected {expected:?} in the message of {}: {message}",
+        pvb.name_any()
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
+    let (mut cluster, repository) = cluster().await;
+    cluster.add_node("node-a").await;
+    cluster.add_node("node-b").await;
+    cluster.start_agent(Path::new(AGENT), "node-a", &["--retries", "0"]);
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&dirs[0], 5, 1000, 6);
+    let (elsewhere, _) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-b",
+            "node-b",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    let good = PodVolumeBackupSpec {
+        node: "node-a".to_owned(),
+        pod: pod_reference(&pod),
+        volume: "data".to_owned(),
+        storage_location: "default".to_owned(),
+        repository: repository.display().to_string(),
+        tags: BTreeMap::new(),
+        parent_snapshot_id: None,
+    };
+    snapshot_of(&finished_backup(&cluster, &create_raw_backup(&cluster, good.clone()).await).await);
+
+    let outside = cluster.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    cluster
+        .create_secret(
+            "s3-keys",
+            "cloud",
+            "[default]\naws_access_key_id = test\naws_secret_access_key = test\n",
+        )
+        .await;
+    let unreachable = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "BackupStorageLocation",
+        "metadata": {"name": "unreachable", "namespace": INSTALL_NAMESPACE},
+        "spec": {"provider": "s3", "bucket": "b", "config": {"s3Url": "http://127.0.0.1:9"},
+                 "credential": {"name": "s3-keys", "key": "cloud"}},
+    }))
+    .unwrap();
+    cluster
+        .api::<ferry_shared::crd::BackupStorageLocation>()
+        .create(&PostParams::default(), &unreachable)
+        .await
+        .unwrap();
+
+    let cases: Vec<(PodVolumeBackupSpec, &str)> = vec![
+        (
+            PodVolumeBackupSpec {
+                volume: "../data".to_owned(),
+                ..good.clone()
+            },
+            "is not a valid name",
+        ),
+        (
+            PodVolumeBackupSpec {
+                volume: "missing".to_owned(),
+                ..good.clone()
+            },
+            "has no volume named missing",
+        ),
+        (
+            PodVolumeBackupSpec {
+                pod: PodReference {
+                    uid: "ffffffff-0000-4000-8000-000000000000".to_owned(),
+                    ..pod_reference(&pod)
+                },
+                ..good.clone()
+            },
+            "the pod was replaced",
+        ),
+        (
+            PodVolumeBackupSpec {
+                pod: pod_reference(&elsewhere),
+                ..good.clone()
+            },
+            "not on this node",
+        ),
+        (
+            PodVolumeBackupSpec {
+                repository: outside.display().to_string(),
+                ..good.clone()
+            },
+            "does not belong to storage location default",
+        ),
+        (
+            PodVolumeBackupSpec {
+                storage_location: "unreachable".to_owned(),
+                repository: format!("s3:http://127.0.0.1:9/b/restic/{WORKLOADS}"),
+                ..good.clone()
+            },
+            "Connection refused",
+        ),
+        (
+            PodVolumeBackupSpec {
+                storage_location: "nowhere".to_owned(),
+                ..good.clone()
+            },
+            "storage location nowhere does not exist",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let pvb = create_raw_backup(&cluster, spec).await;
+        fails_with(&cluster, &pvb, expected).await;
+    }
+
+    // A wrong password, then a missing Secret.
+    let secrets = cluster.api::<k8s_openapi::api::core::v1::Secret>();
+    secrets
+        .delete(names::REPOSITORY_SECRET, &DeleteParams::default())
+        .await
+        .unwrap();
+    let pvb = create_raw_backup(&cluster, good.clone()).await;
+    fails_with(&cluster, &pvb, "does not exist").await;
+    cluster
+        .create_secret(
+            names::REPOSITORY_SECRET,
+            names::REPOSITORY_PASSWORD_KEY,
+            "wrong",
+        )
+        .await;
+    let pvb = create_raw_backup(&cluster, good.clone()).await;
+    fails_with(&cluster, &pvb, "wrong password").await;
+
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside"
+    );
+
+    // Still serving: with the right password again, a backup completes.
+    secrets
+        .delete(names::REPOSITORY_SECRET, &DeleteParams::default())
+        .await
+        .unwrap();
+    cluster
+        .create_secret(
+            names::REPOSITORY_SECRET,
+            names::REPOSITORY_PASSWORD_KEY,
+            PASSWORD,
+        )
+        .await;
+    let pvb = create_raw_backup(&cluster, good.clone()).await;
+    snapshot_of(&finished_backup(&cluster, &pvb).await);
+}
+
+#[tokio::test]
+async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
+    let (mut cluster, repository) = cluster().await;
+    cluster.add_node("node-a").await;
+    cluster.start_agent(Path::new(AGENT), "node-a", &[]);
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&dirs[0], 3, 1000, 7);
+    snapshot_of(
+        &finished_backup(
+            &cluster,
+            &create_backup(&cluster, "node-a", &pod, "data", &repository).await,
+        )
+        .await,
+    );
+
+    let restore: Restore = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": "restore-2", "namespace": INSTALL_NAMESPACE},
+        "spec": {"backupName": "nightly"},
+    }))
+    .unwrap();
+    let restore = cluster
+        .api::<Restore>()
+        .create(&PostParams::default(), &restore)
+        .await
+        .unwrap();
+    let (new_pod, new_dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0-restored",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    cluster
+        .set_pod_status(&new_pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
+        .await;
+    let mut pvr = PodVolumeRestore::new(
+        "",
+        PodVolumeRestoreSpec {
+            pod: pod_reference(&new_pod),
+            volume: "data".to_owned(),
+            storage_location: "default".to_owned(),
+            repository: repository.display().to_string(),
+            snapshot_id: "deadbeef".to_owned(),
+            source_namespace: WORKLOADS.to_owned(),
+        },
+    );
+    pvr.metadata.name = None;
+    pvr.metadata.generate_name = Some("restore-2-".to_owned());
+    pvr.metadata.labels = Some(BTreeMap::from([(
+        names::label::NODE.to_owned(),
+        "node-a".to_owned(),
+    )]));
+    pvr.metadata.owner_references = Some(vec![restore.controller_owner_ref(&()).unwrap()]);
+    let pvr = cluster
+        .api::<PodVolumeRestore>()
+        .create(&PostParams::default(), &pvr)
+        .await
+        .unwrap();
+    let done = cluster
+        .wait_for(
+            &cluster.api::<PodVolumeRestore>(),
+            &pvr.name_any(),
+            "Failed",
+            |pvr| pvr.phase() == PodVolumePhase::Failed,
+        )
+        .await;
+    let message = done.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains("snapshot deadbeef was not found"),
+        "{message}"
+    );
+    assert!(!new_dirs[0].join(".velero").exists());
+}

@@ -1,0 +1,228 @@
+//! From a BackupStorageLocation to the repository of one workload namespace in it, at
+//! `<prefix>/restic/<namespace>` (a directory of the same shape for the filesystem provider).
+
+use std::path::PathBuf;
+
+use crate::crd::{BackupStorageLocationSpec, StorageProvider};
+use crate::repository::{RepositoryLocation, S3Location};
+
+/// Why a location cannot give a repository.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    #[error("the storage location is incomplete: {0}")]
+    Incomplete(&'static str),
+    #[error("namespace {0:?} is not a valid namespace name")]
+    InvalidNamespace(String),
+    #[error("the storage location's {0} is not supported yet")]
+    Unsupported(&'static str),
+    #[error("the credentials file has no {0}")]
+    Credentials(&'static str),
+}
+
+/// S3 keys, as read from an AWS shared-credentials file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("S3Credentials(<redacted>)")
+    }
+}
+
+/// Reads the `[default]` profile (or the only profile) of an AWS shared-credentials file, the
+/// format a storage location's credential Secret holds.
+pub fn parse_aws_credentials(text: &str) -> Result<S3Credentials, LocationError> {
+    let mut profile: Option<&str> = None;
+    let mut key = None;
+    let mut secret = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            profile = Some(name.trim());
+            continue;
+        }
+        if profile.is_some_and(|name| name != "default") {
+            continue;
+        }
+        if let Some((name, value)) = line.split_once('=') {
+            match name.trim() {
+                "aws_access_key_id" => key = Some(value.trim().to_owned()),
+                "aws_secret_access_key" => secret = Some(value.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    Ok(S3Credentials {
+        access_key_id: key.ok_or(LocationError::Credentials("aws_access_key_id"))?,
+        secret_access_key: secret.ok_or(LocationError::Credentials("aws_secret_access_key"))?,
+    })
+}
+
+/// The repository of `namespace` in the location.
+pub fn repository_location(
+    spec: &BackupStorageLocationSpec,
+    namespace: &str,
+    credentials: Option<&S3Credentials>,
+) -> Result<RepositoryLocation, LocationError> {
+    if !is_dns_label(namespace) {
+        return Err(LocationError::InvalidNamespace(namespace.to_owned()));
+    }
+    let prefix = spec.prefix.as_deref().unwrap_or_default().trim_matches('/');
+    let mut path = PathBuf::from(prefix);
+    path.push("restic");
+    path.push(namespace);
+    match spec.provider {
+        StorageProvider::Filesystem => {
+            let root = spec.path.as_deref().ok_or(LocationError::Incomplete(
+                "a filesystem location needs spec.path",
+            ))?;
+            Ok(RepositoryLocation::Local {
+                path: PathBuf::from(root).join(path),
+            })
+        }
+        StorageProvider::S3 => {
+            let bucket = spec
+                .bucket
+                .clone()
+                .filter(|bucket| !bucket.is_empty())
+                .ok_or(LocationError::Incomplete(
+                    "an s3 location needs spec.bucket",
+                ))?;
+            let credentials = credentials.ok_or(LocationError::Incomplete(
+                "an s3 location needs spec.credential, a Secret key holding an AWS credentials file",
+            ))?;
+            let config = spec.config.clone().unwrap_or_default();
+            if config.insecure_skip_tls_verify {
+                return Err(LocationError::Unsupported("config.insecureSkipTLSVerify"));
+            }
+            if config.ca_cert.is_some() {
+                return Err(LocationError::Unsupported("config.caCert"));
+            }
+            Ok(RepositoryLocation::S3(S3Location {
+                // A custom endpoint is addressed path-style unless told otherwise, as MinIO and
+                // most S3-compatible stores need; AWS itself is addressed by virtual host.
+                virtual_host_style: config.s3_url.is_none() && !config.force_path_style,
+                endpoint: config.s3_url,
+                bucket,
+                prefix: path.display().to_string(),
+                region: config.region,
+                access_key_id: Some(credentials.access_key_id.clone()),
+                secret_access_key: Some(credentials.secret_access_key.clone()),
+            }))
+        }
+    }
+}
+
+/// A DNS-1123 label, what Kubernetes allows as a namespace name.
+pub fn is_dns_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{AccessMode, S3Config};
+
+    fn s3_spec(config: S3Config) -> BackupStorageLocationSpec {
+        BackupStorageLocationSpec {
+            provider: StorageProvider::S3,
+            bucket: Some("backups".into()),
+            prefix: Some("/cluster-a/".into()),
+            config: Some(config),
+            credential: None,
+            path: None,
+            default: false,
+            access_mode: AccessMode::ReadWrite,
+            sync_period: None,
+            validation_frequency: None,
+        }
+    }
+
+    fn keys() -> S3Credentials {
+        S3Credentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "SECRET".into(),
+        }
+    }
+
+    #[test]
+    fn s3_repositories_live_under_prefix_restic_namespace() {
+        let spec = s3_spec(S3Config {
+            s3_url: Some("http://minio:9000".into()),
+            region: Some("eu-west-1".into()),
+            ..S3Config::default()
+        });
+        let location = repository_location(&spec, "shop", Some(&keys())).unwrap();
+        assert_eq!(
+            location.restic_identifier(),
+            "s3:http://minio:9000/backups/cluster-a/restic/shop"
+        );
+        let RepositoryLocation::S3(s3) = location else {
+            panic!("not S3")
+        };
+        assert!(!s3.virtual_host_style);
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn filesystem_repositories_live_under_the_path() {
+        let mut spec = s3_spec(S3Config::default());
+        spec.provider = StorageProvider::Filesystem;
+        spec.path = Some("/srv/ferry".into());
+        let location = repository_location(&spec, "shop", None).unwrap();
+        assert_eq!(
+            location.restic_identifier(),
+            "/srv/ferry/cluster-a/restic/shop"
+        );
+    }
+
+    #[test]
+    fn bad_namespaces_and_incomplete_locations_are_refused() {
+        let spec = s3_spec(S3Config::default());
+        for namespace in ["", "../etc", "a/b", "UPPER"] {
+            assert!(
+                repository_location(&spec, namespace, None).is_err(),
+                "{namespace}"
+            );
+        }
+        let mut no_bucket = spec.clone();
+        no_bucket.bucket = None;
+        assert!(repository_location(&no_bucket, "shop", Some(&keys())).is_err());
+        assert!(matches!(
+            repository_location(&spec, "shop", None),
+            Err(LocationError::Incomplete(_))
+        ));
+        let insecure = s3_spec(S3Config {
+            insecure_skip_tls_verify: true,
+            ..S3Config::default()
+        });
+        assert_eq!(
+            repository_location(&insecure, "shop", Some(&keys())),
+            Err(LocationError::Unsupported("config.insecureSkipTLSVerify"))
+        );
+    }
+
+    #[test]
+    fn credentials_come_from_the_default_profile() {
+        let text = "# keys\n[other]\naws_access_key_id = wrong\n[default]\naws_access_key_id = AKID\naws_secret_access_key=SECRET\n";
+        let credentials = parse_aws_credentials(text).unwrap();
+        assert_eq!(credentials.access_key_id, "AKID");
+        assert_eq!(credentials.secret_access_key, "SECRET");
+        assert!(!format!("{credentials:?}").contains("SECRET"));
+        assert_eq!(
+            parse_aws_credentials("[default]\naws_access_key_id=x\n"),
+            Err(LocationError::Credentials("aws_secret_access_key"))
+        );
+    }
+}

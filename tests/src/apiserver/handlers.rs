@@ -1,0 +1,440 @@
+//! HTTP: the path is read as the real server's `RequestInfoFactory` reads it, then each verb goes
+//! to its operation under the store's lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::discovery;
+use super::errors::{ApiError, FieldError};
+use super::operations::{self, Context, DeleteOptions, PatchType, Reply, Write};
+use super::resources::{Builtin, ResourceType};
+use super::selectors::{FieldSelector, LabelSelector, Selection};
+use super::store::{State as StoreState, Store};
+use super::strategy::Part;
+use super::watch::{self, WatchRequest, WatchSettings};
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub store: Arc<Store>,
+    pub watch: WatchSettings,
+    pub address: String,
+}
+
+/// Subresources of a namespace that `/api/v1/namespaces/<name>/<sub>` names.
+const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
+
+/// The default watch timeout when the client sets none (the real one is 30 to 60 minutes).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// A request for objects, as its path names them.
+#[derive(Debug)]
+struct Target {
+    group: String,
+    version: String,
+    plural: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+    watch_prefix: bool,
+}
+
+enum Route {
+    Version,
+    CoreVersions,
+    Groups,
+    Group(String),
+    ResourceList(String, String),
+    Objects(Target),
+}
+
+fn route(path: &str) -> Option<Route> {
+    let parts: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["version"] => return Some(Route::Version),
+        ["api"] => return Some(Route::CoreVersions),
+        ["api", version] => return Some(Route::ResourceList(String::new(), (*version).to_owned())),
+        ["api", version, rest @ ..] => (String::new(), *version, rest),
+        ["apis"] => return Some(Route::Groups),
+        ["apis", group] => return Some(Route::Group((*group).to_owned())),
+        ["apis", group, version] => {
+            return Some(Route::ResourceList(
+                (*group).to_owned(),
+                (*version).to_owned(),
+            ));
+        }
+        ["apis", group, version, rest @ ..] => ((*group).to_owned(), *version, rest),
+        _ => return None,
+    };
+    let (watch_prefix, rest) = match rest {
+        ["watch", tail @ ..] => (true, tail),
+        _ => (false, rest),
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, resource, tail @ ..] if !NAMESPACE_SUBRESOURCES.contains(resource) => {
+            (Some((*ns).to_owned()), [&[*resource][..], tail].concat())
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let (plural, name, subresource) = match rest.as_slice() {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(*name), None),
+        [plural, name, sub] => (*plural, Some(*name), Some(*sub)),
+        _ => return None,
+    };
+    Some(Route::Objects(Target {
+        group,
+        version: version.to_owned(),
+        plural: plural.to_owned(),
+        namespace,
+        name: name.map(str::to_owned),
+        subresource: subresource.map(str::to_owned),
+        watch_prefix,
+    }))
+}
+
+fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut response = (code, axum::Json(body)).into_response();
+    for warning in warnings {
+        let text = format!("299 - {}", Value::String(warning.clone()));
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+fn reply(result: Result<Reply, ApiError>) -> Response {
+    match result {
+        Ok(reply) => json_response(reply.code, &reply.body, &reply.warnings),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    matches!(params.get(name).map(String::as_str), Some("true" | "1"))
+}
+
+/// The one handler: everything the server serves goes through here.
+pub async fn handle(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let Some(route) = route(uri.path()) else {
+        return ApiError::path_not_found().into_response();
+    };
+    let discovery_document = {
+        let state = app.store.lock();
+        match &route {
+            Route::Version => Some(Some(discovery::version())),
+            Route::CoreVersions => Some(Some(discovery::core_versions(&app.address))),
+            Route::Groups => Some(Some(discovery::group_list(&state.registry))),
+            Route::Group(group) => Some(discovery::group(&state.registry, group)),
+            Route::ResourceList(group, version) => {
+                Some(discovery::resource_list(&state.registry, group, version))
+            }
+            Route::Objects(_) => None,
+        }
+    };
+    match (discovery_document, route) {
+        (Some(Some(document)), _) if method == Method::GET => {
+            json_response(StatusCode::OK, &document, &[])
+        }
+        (Some(_), _) => ApiError::path_not_found().into_response(),
+        (None, Route::Objects(target)) => {
+            match objects(&app, &method, target, &headers, &params, &body).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            }
+        }
+        (None, _) => ApiError::path_not_found().into_response(),
+    }
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let yaml = content_type.contains("yaml");
+    let parsed = if yaml {
+        serde_yaml::from_slice::<Value>(body).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|why| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded: {why}"
+        ))
+    })
+}
+
+fn selection(
+    params: &HashMap<String, String>,
+    resource: &ResourceType,
+    version: &str,
+) -> Result<Selection, ApiError> {
+    let labels = LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))?;
+    let served = resource
+        .version(version)
+        .ok_or_else(ApiError::path_not_found)?;
+    let fields = FieldSelector::parse(
+        params.get("fieldSelector").map_or("", String::as_str),
+        served,
+    )?;
+    Ok(Selection { labels, fields })
+}
+
+fn delete_options(
+    params: &HashMap<String, String>,
+    body: &Bytes,
+) -> Result<DeleteOptions, ApiError> {
+    let from_body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    let grace_from_query = match params.get("gracePeriodSeconds") {
+        Some(text) => Some(
+            text.parse::<i64>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let text = |pointer: &str| {
+        from_body
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Ok(DeleteOptions {
+        grace_period_seconds: grace_from_query
+            .or_else(|| from_body.get("gracePeriodSeconds").and_then(Value::as_i64)),
+        precondition_uid: text("/preconditions/uid"),
+        precondition_resource_version: text("/preconditions/resourceVersion"),
+    })
+}
+
+/// The field manager of a non-apply write: `fieldManager`, or the user agent up to its first `/`.
+fn manager(params: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    if let Some(manager) = params.get("fieldManager").filter(|m| !m.is_empty()) {
+        return manager.clone();
+    }
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|m| !m.is_empty())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+fn patch_options_invalid(error: FieldError) -> ApiError {
+    ApiError::invalid(
+        "PatchOptions.meta.k8s.io",
+        "meta.k8s.io",
+        "PatchOptions",
+        "",
+        &[error],
+    )
+}
+
+/// Runs a write under the lock: on a scratch copy of the state for `dryRun=All`, for real
+/// otherwise, then wakes the watches.
+fn write<T>(app: &App, dry_run: bool, op: impl FnOnce(&mut StoreState) -> T) -> T {
+    let result = {
+        let mut state = app.store.lock();
+        if dry_run {
+            let mut scratch = state.clone();
+            op(&mut scratch)
+        } else {
+            op(&mut state)
+        }
+    };
+    if !dry_run {
+        app.store.notify();
+    }
+    result
+}
+
+async fn objects(
+    app: &App,
+    method: &Method,
+    target: Target,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let resource = app
+        .store
+        .lock()
+        .registry
+        .find(&target.group, &target.version, &target.plural)
+        .ok_or_else(ApiError::path_not_found)?;
+    if target.namespace.is_some() && !resource.namespaced {
+        return Err(ApiError::path_not_found());
+    }
+    if resource.namespaced && target.namespace.is_none() && target.name.is_some() {
+        return Err(ApiError::path_not_found());
+    }
+    let part = match target.subresource.as_deref() {
+        None => Part::Main,
+        Some("status") if resource.has_status(&target.version) => Part::Status,
+        Some("binding") if resource.builtin() == Some(Builtin::Pod) => Part::Main,
+        Some(_) => return Err(ApiError::path_not_found()),
+    };
+    let binding = target.subresource.as_deref() == Some("binding");
+    let ctx = Context {
+        resource: Arc::clone(&resource),
+        version: target.version.clone(),
+        namespace: target.namespace.clone(),
+        part,
+        manager: manager(params, headers),
+        now: jiff::Timestamp::now(),
+    };
+    let dry_run = params.get("dryRun").is_some_and(|v| v == "All");
+    let name = target.name.clone();
+    let not_allowed = || ApiError::method_not_allowed(method.as_str(), &resource.group_resource());
+
+    if target.watch_prefix || (*method == Method::GET && name.is_none() && flag(params, "watch")) {
+        if *method != Method::GET || target.subresource.is_some() {
+            return Err(not_allowed());
+        }
+        let mut selection = selection(params, &resource, &target.version)?;
+        if let Some(name) = &name {
+            let served = resource
+                .version(&target.version)
+                .ok_or_else(ApiError::path_not_found)?;
+            let by_name = FieldSelector::parse(&format!("metadata.name={name}"), served)?;
+            selection.fields = by_name;
+        }
+        let timeout = match params.get("timeoutSeconds") {
+            Some(t) => Duration::from_secs(
+                t.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
+            ),
+            None => DEFAULT_WATCH_TIMEOUT,
+        };
+        let request = WatchRequest {
+            selection,
+            resource_version: params.get("resourceVersion").cloned(),
+            resource_version_match: params.get("resourceVersionMatch").cloned(),
+            send_initial_events: params
+                .get("sendInitialEvents")
+                .map(|v| v == "true" || v == "1"),
+            bookmarks: flag(params, "allowWatchBookmarks"),
+            timeout,
+        };
+        return watch::watch(Arc::clone(&app.store), app.watch.clone(), ctx, request).await;
+    }
+
+    let response = match (method.clone(), name) {
+        (Method::GET, None) => {
+            let selection = selection(params, &resource, &target.version)?;
+            let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok());
+            let state = app.store.lock();
+            let list = operations::list(
+                &state,
+                &ctx,
+                &selection,
+                limit,
+                params.get("continue").map(String::as_str),
+            )?;
+            json_response(StatusCode::OK, &list, &[])
+        }
+        (Method::GET, Some(name)) if !binding => {
+            let object = operations::get(&app.store.lock(), &ctx, &name)?;
+            json_response(StatusCode::OK, &object, &[])
+        }
+        (Method::POST, None) if resource.namespaced && target.namespace.is_none() => {
+            return Err(not_allowed());
+        }
+        (Method::POST, None) => {
+            let mut object = parse_body(headers, body)?;
+            operations::check_type_meta(&ctx, &mut object)?;
+            operations::resolve_namespace(&ctx, &mut object)?;
+            reply(write(app, dry_run, |state| {
+                operations::create(state, &ctx, object, Write::Update)
+            }))
+        }
+        (Method::POST, Some(name)) if binding => {
+            let object = parse_body(headers, body)?;
+            reply(write(app, dry_run, |state| {
+                operations::bind(state, &ctx, &name, &object)
+            }))
+        }
+        (Method::PUT, Some(name)) if !binding => {
+            let object = parse_body(headers, body)?;
+            reply(write(app, dry_run, |state| {
+                operations::replace(state, &ctx, &name, object)
+            }))
+        }
+        (Method::PATCH, Some(name)) if !binding => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = PatchType::from_content_type(content_type).ok_or_else(|| {
+                ApiError::unsupported_media_type(
+                    content_type,
+                    &[
+                        "application/json-patch+json",
+                        "application/merge-patch+json",
+                        "application/apply-patch+yaml",
+                        "application/strategic-merge-patch+json",
+                    ],
+                )
+            })?;
+            let field_manager = params
+                .get("fieldManager")
+                .filter(|m| !m.is_empty())
+                .cloned();
+            if kind == PatchType::Apply && field_manager.is_none() {
+                return Err(patch_options_invalid(FieldError::required(
+                    "fieldManager",
+                    "is required for apply patch",
+                )));
+            }
+            if kind != PatchType::Apply && params.contains_key("force") {
+                return Err(patch_options_invalid(FieldError::forbidden(
+                    "force",
+                    "may not be specified for non-apply patch",
+                )));
+            }
+            let patch = parse_body(headers, body)?;
+            reply(write(app, dry_run, |state| {
+                operations::patch(state, &ctx, &name, kind, patch, field_manager)
+            }))
+        }
+        (Method::DELETE, Some(name)) if part == Part::Main && !binding => {
+            let options = delete_options(params, body)?;
+            reply(write(app, dry_run, |state| {
+                operations::delete(state, &ctx, &name, &options)
+            }))
+        }
+        (Method::DELETE, None) if resource.verbs().contains(&"deletecollection") => {
+            let selection = selection(params, &resource, &target.version)?;
+            let options = delete_options(params, body)?;
+            reply(write(app, dry_run, |state| {
+                operations::delete_collection(state, &ctx, &selection, &options)
+            }))
+        }
+        _ => return Err(not_allowed()),
+    };
+    Ok(response)
+}

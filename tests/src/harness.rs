@@ -1,0 +1,387 @@
+//! A small cluster for end-to-end tests: the test API server, a temporary `host_pods` directory
+//! per node, and Ferry's real binaries as child processes. The harness plays the kubelet: it
+//! registers nodes, binds pods, sets their status, and makes and removes their volume
+//! directories.
+
+use std::fmt::Debug;
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStatus, Node, Pod, PodSpec,
+    PodStatus, Secret, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::apiserver::TestApiServer;
+
+/// Where Ferry is installed in the test cluster.
+pub const INSTALL_NAMESPACE: &str = "ferry";
+
+/// How long a wait may take before the test fails and shows what it saw.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// The kubelet's plugin directory of a volume kind.
+pub enum VolumeKind {
+    EmptyDir,
+    /// A PVC bound to a CSI persistent volume of this name.
+    CsiClaim {
+        claim: String,
+        volume: String,
+    },
+}
+
+/// A running test cluster.
+pub struct Cluster {
+    server: TestApiServer,
+    dir: TempDir,
+    kubeconfig: PathBuf,
+    agents: Vec<Agent>,
+}
+
+/// A node agent process.
+pub struct Agent {
+    pub node: String,
+    pub metrics: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Cluster {
+    /// Starts the API server with Ferry's CRDs and creates the install namespace.
+    pub async fn start() -> Self {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+        let server = TestApiServer::start(&crds)
+            .await
+            .expect("start the test API server");
+        server
+            .create_namespace(INSTALL_NAMESPACE)
+            .await
+            .expect("create the install namespace");
+        let dir = tempfile::tempdir().expect("cluster directory");
+        let kubeconfig = dir.path().join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .expect("write kubeconfig");
+        Self {
+            server,
+            dir,
+            kubeconfig,
+            agents: Vec::new(),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.server.client()
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client(), INSTALL_NAMESPACE)
+    }
+
+    /// A directory of the test's own, removed with the cluster.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The node's kubelet pods directory.
+    pub fn host_pods(&self, node: &str) -> PathBuf {
+        self.dir.path().join("nodes").join(node).join("pods")
+    }
+
+    pub async fn create_namespace(&self, name: &str) {
+        self.server
+            .create_namespace(name)
+            .await
+            .expect("create namespace");
+    }
+
+    /// Registers a node and makes its pods directory.
+    pub async fn add_node(&self, name: &str) {
+        fs::create_dir_all(self.host_pods(name)).expect("pods directory");
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Node::default()
+        };
+        Api::<Node>::all(self.client())
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+    }
+
+    /// Creates a Secret in the install namespace.
+    pub async fn create_secret(&self, name: &str, key: &str, value: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": INSTALL_NAMESPACE},
+            "stringData": {key: value},
+        }))
+        .expect("secret");
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+    }
+
+    /// Starts `ferry-node-agent run` for `node`, with `args` added.
+    pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Agent {
+        let metrics = free_port();
+        let log = self.path(&format!("agent-{node}-{}.log", self.agents.len()));
+        let log_file = fs::File::create(&log).expect("agent log");
+        let child = Command::new(program)
+            .arg("run")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("NODE_NAME", node)
+            .env("FERRY_NAMESPACE", INSTALL_NAMESPACE)
+            .env("FERRY_HOST_PODS", self.host_pods(node))
+            .env("FERRY_METRICS_ADDRESS", metrics.to_string())
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start ferry-node-agent");
+        self.agents.push(Agent {
+            node: node.to_owned(),
+            metrics,
+            child,
+            log,
+        });
+        self.agents.last_mut().expect("just pushed")
+    }
+
+    pub fn agent(&mut self, node: &str) -> &mut Agent {
+        self.agents
+            .iter_mut()
+            .rev()
+            .find(|agent| agent.node == node)
+            .expect("no agent on that node")
+    }
+
+    /// Every agent's log, for a failure message.
+    pub fn logs(&self) -> String {
+        self.agents
+            .iter()
+            .map(|agent| {
+                format!(
+                    "--- agent on {} ({}):\n{}",
+                    agent.node,
+                    agent.log.display(),
+                    fs::read_to_string(&agent.log).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Creates a running pod on `node` whose volumes exist on the node, as the kubelet would
+    /// have made them, and returns it with the host directory of each volume.
+    pub async fn create_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        volumes: Vec<(&str, VolumeKind)>,
+    ) -> (Pod, Vec<PathBuf>) {
+        let mut pod_volumes = Vec::new();
+        for (volume, kind) in &volumes {
+            let source = match kind {
+                VolumeKind::EmptyDir => json!({"name": volume, "emptyDir": {}}),
+                VolumeKind::CsiClaim { claim, .. } => {
+                    json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
+                }
+            };
+            pod_volumes.push(serde_json::from_value::<Volume>(source).expect("volume"));
+        }
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(node.to_owned()),
+                containers: vec![Container {
+                    name: "app".to_owned(),
+                    image: Some("app:1".to_owned()),
+                    volume_mounts: Some(
+                        volumes
+                            .iter()
+                            .map(|(volume, _)| VolumeMount {
+                                name: (*volume).to_owned(),
+                                mount_path: format!("/data/{volume}"),
+                                ..VolumeMount::default()
+                            })
+                            .collect(),
+                    ),
+                    ..Container::default()
+                }],
+                volumes: Some(pod_volumes),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        let pods = Api::<Pod>::namespaced(self.client(), namespace);
+        let pod = pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        let pod = self.set_pod_status(&pod, "Running", None).await;
+        let uid = pod.uid().expect("pod uid");
+        let mut dirs = Vec::new();
+        for (volume, kind) in &volumes {
+            let dir = match kind {
+                VolumeKind::EmptyDir => self
+                    .host_pods(node)
+                    .join(&uid)
+                    .join("volumes/kubernetes.io~empty-dir")
+                    .join(volume),
+                VolumeKind::CsiClaim { volume, .. } => self
+                    .host_pods(node)
+                    .join(&uid)
+                    .join("volumes/kubernetes.io~csi")
+                    .join(volume)
+                    .join("mount"),
+            };
+            fs::create_dir_all(&dir).expect("volume directory");
+            dirs.push(dir);
+        }
+        (pod, dirs)
+    }
+
+    /// Sets a pod's phase, and the state of one init container if given, as the kubelet does.
+    pub async fn set_pod_status(&self, pod: &Pod, phase: &str, running_init: Option<&str>) -> Pod {
+        let status = PodStatus {
+            phase: Some(phase.to_owned()),
+            init_container_statuses: running_init.map(|name| {
+                vec![ContainerStatus {
+                    name: name.to_owned(),
+                    image: "ferry-restore-helper".to_owned(),
+                    image_id: String::new(),
+                    ready: false,
+                    restart_count: 0,
+                    state: Some(ContainerState {
+                        running: Some(ContainerStateRunning::default()),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]
+            }),
+            ..PodStatus::default()
+        };
+        let pods = Api::<Pod>::namespaced(self.client(), &pod.namespace().unwrap_or_default());
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .expect("set pod status")
+    }
+
+    /// Deletes a pod and, as the kubelet does, its volume directories.
+    pub async fn delete_pod(&self, pod: &Pod) {
+        let pods = Api::<Pod>::namespaced(self.client(), &pod.namespace().unwrap_or_default());
+        // A bound pod is deleted gracefully; the kubelet confirms with a grace period of 0.
+        pods.delete(&pod.name_any(), &DeleteParams::default())
+            .await
+            .expect("delete pod");
+        let _ = pods
+            .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+            .await;
+        if let (Some(node), Some(uid)) = (
+            pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
+            pod.uid(),
+        ) {
+            let _ = fs::remove_dir_all(self.host_pods(&node).join(uid));
+        }
+    }
+
+    /// Waits until `condition` holds for the named object, and returns it. Past the deadline
+    /// the test fails, showing the object and every agent's log.
+    pub async fn wait_for<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&K) -> bool,
+    ) -> K
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+    {
+        let started = tokio::time::Instant::now();
+        let mut last = None;
+        while started.elapsed() < DEADLINE {
+            match api.get_opt(name).await {
+                Ok(Some(object)) if condition(&object) => return object,
+                Ok(found) => last = found,
+                Err(err) => panic!("reading {name}: {err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{name} never became {what}; last seen: {last:#?}\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Agent {
+    /// Sends SIGTERM and waits for the agent to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().expect("wait for agent")
+    }
+
+    /// Kills the agent at once, as a node crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The agent's `/metrics` text, fetched with curl.
+    pub fn metrics_text(&self) -> String {
+        let output = Command::new("curl")
+            .args(["-sf", "--noproxy", "*"])
+            .arg(format!("http://{}/metrics", self.metrics))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            agent.kill();
+        }
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("find a free port")
+}

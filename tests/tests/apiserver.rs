@@ -1,0 +1,1439 @@
+//! The test API server answers as a real kube-apiserver does. Each test drives it through
+//! `kube`'s client or `kube::runtime::watcher` and names the Kubernetes API convention it
+//! mirrors ("api-concepts" and "api-conventions" are the Kubernetes API reference documents of
+//! those names).
+
+use std::time::Duration;
+
+use axum::http::Request;
+use ferry_tests::apiserver::TestApiServer;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    WatchEvent, WatchParams,
+};
+use kube::core::Status;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
+/// A failure guard for waits, never a timing assertion.
+const GUARD: Duration = Duration::from_secs(10);
+
+async fn server() -> TestApiServer {
+    TestApiServer::start(CRDS).await.unwrap()
+}
+
+fn pvb_resource() -> ApiResource {
+    ApiResource {
+        group: "ferry.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "ferry.dev/v1alpha1".into(),
+        kind: "PodVolumeBackup".into(),
+        plural: "podvolumebackups".into(),
+    }
+}
+
+fn pvbs(server: &TestApiServer, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(server.client(), ns, &pvb_resource())
+}
+
+fn pvb(name: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "PodVolumeBackup",
+        "metadata": {"name": name},
+        "spec": {
+            "node": "node-a",
+            "pod": {"name": "web-0", "namespace": "app", "uid": "u-1"},
+            "repository": "s3:http://127.0.0.1/bucket/app",
+            "storageLocation": "default",
+            "volume": "data"
+        }
+    }))
+    .unwrap()
+}
+
+fn pod(name: &str, labels: Value, node: Option<&str>) -> Pod {
+    let mut pod = json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
+    });
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+    }
+    serde_json::from_value(pod).unwrap()
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
+}
+
+fn api_status(result: Result<impl std::fmt::Debug, kube::Error>) -> Box<Status> {
+    match result {
+        Err(kube::Error::Api(status)) => status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn raw(
+    server: &TestApiServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Value,
+) -> Box<Status> {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    api_status(server.client().request_text(request).await)
+}
+
+/// api-concepts "Discovery API": `/api`, `/api/v1`, `/apis` and each group version list the
+/// resources with their scope, kind, verbs, short names and subresources.
+#[tokio::test]
+async fn discovery_describes_core_kinds_groups_and_crds() {
+    let server = server().await;
+    let client = server.client();
+    let core = client.list_core_api_resources("v1").await.unwrap();
+    let find = |list: &k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList,
+                name: &str| {
+        list.resources
+            .iter()
+            .find(|r| r.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let pods = find(&core, "pods");
+    assert!(pods.namespaced);
+    assert_eq!(pods.kind, "Pod");
+    assert_eq!(pods.short_names, Some(vec!["po".to_owned()]));
+    assert!(pods.verbs.contains(&"watch".to_owned()));
+    assert!(!find(&core, "namespaces").namespaced);
+    assert!(!find(&core, "persistentvolumes").namespaced);
+    for sub in [
+        "pods/status",
+        "namespaces/status",
+        "nodes/status",
+        "persistentvolumeclaims/status",
+    ] {
+        assert_eq!(find(&core, sub).verbs, ["get", "patch", "update"]);
+    }
+    for name in [
+        "secrets",
+        "events",
+        "configmaps",
+        "serviceaccounts",
+        "persistentvolumeclaims",
+    ] {
+        assert!(find(&core, name).namespaced, "{name}");
+    }
+
+    let groups = client.list_api_groups().await.unwrap();
+    let names: Vec<&str> = groups.groups.iter().map(|g| g.name.as_str()).collect();
+    for group in [
+        "coordination.k8s.io",
+        "events.k8s.io",
+        "apiextensions.k8s.io",
+        "ferry.dev",
+    ] {
+        assert!(names.contains(&group), "{group} in {names:?}");
+    }
+    let ferry = client
+        .list_api_group_resources("ferry.dev/v1alpha1")
+        .await
+        .unwrap();
+    let pvb = find(&ferry, "podvolumebackups");
+    assert_eq!(
+        (
+            pvb.kind.as_str(),
+            pvb.singular_name.as_str(),
+            pvb.namespaced
+        ),
+        ("PodVolumeBackup", "podvolumebackup", true)
+    );
+    assert_eq!(pvb.short_names, Some(vec!["pvb".to_owned()]));
+    assert_eq!(pvb.categories, Some(vec!["ferry".to_owned()]));
+    assert_eq!(
+        find(&ferry, "podvolumebackups/status").kind,
+        "PodVolumeBackup"
+    );
+    let crds = client
+        .list_api_group_resources("apiextensions.k8s.io/v1")
+        .await
+        .unwrap();
+    assert!(!find(&crds, "customresourcedefinitions").namespaced);
+    let leases = client
+        .list_api_group_resources("coordination.k8s.io/v1")
+        .await
+        .unwrap();
+    assert!(find(&leases, "leases").namespaced);
+
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    assert!(discovery.has_group("events.k8s.io"));
+    assert_eq!(client.apiserver_version().await.unwrap().major, "1");
+
+    let crd = Api::<CustomResourceDefinition>::all(client)
+        .get("podvolumebackups.ferry.dev")
+        .await
+        .unwrap();
+    let conditions = crd.status.unwrap().conditions.unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+}
+
+/// api-conventions "Metadata" and api-concepts "Generated values": create fills `uid`,
+/// `resourceVersion`, `creationTimestamp` and, for kinds with a spec, `generation`;
+/// `generateName` gets five random characters.
+#[tokio::test]
+async fn create_fills_system_fields_and_generates_names() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "app");
+    let mut template = pod("", json!({}), None);
+    template.metadata.name = None;
+    template.metadata.generate_name = Some("web-".into());
+    let created = pods
+        .create(&PostParams::default(), &template)
+        .await
+        .unwrap();
+    let name = created.metadata.name.clone().unwrap();
+    assert!(name.starts_with("web-") && name.len() == 9, "{name}");
+    assert!(
+        name[4..]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    );
+    assert!(created.metadata.uid.is_some());
+    assert!(created.metadata.creation_timestamp.is_some());
+    let rv: u64 = created
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(created.status.unwrap().phase.as_deref(), Some("Pending"));
+
+    let backup = pvbs(&server, "app")
+        .create(&PostParams::default(), &pvb("b1"))
+        .await
+        .unwrap();
+    assert_eq!(backup.metadata.generation, Some(1));
+    let later: u64 = backup.metadata.resource_version.unwrap().parse().unwrap();
+    assert!(later > rv);
+}
+
+/// api-concepts "Resource operations" and the Status codes of api-conventions "HTTP Status
+/// codes": AlreadyExists 409, NotFound 404 (also for a namespace that does not exist, as the
+/// NamespaceLifecycle admission answers), Invalid 422 for bad names.
+#[tokio::test]
+async fn create_rejects_duplicates_unknown_namespaces_and_bad_names() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    maps.create(&PostParams::default(), &config_map("one"))
+        .await
+        .unwrap();
+
+    let exists = api_status(
+        maps.create(&PostParams::default(), &config_map("one"))
+            .await,
+    );
+    assert_eq!(
+        (exists.code, exists.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    assert_eq!(exists.message, "configmaps \"one\" already exists");
+
+    let elsewhere: Api<ConfigMap> = Api::namespaced(server.client(), "nope");
+    let missing = api_status(
+        elsewhere
+            .create(&PostParams::default(), &config_map("one"))
+            .await,
+    );
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    assert_eq!(missing.message, "namespaces \"nope\" not found");
+
+    let invalid = api_status(
+        maps.create(&PostParams::default(), &config_map("Not_A_Name"))
+            .await,
+    );
+    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"));
+    assert!(
+        invalid
+            .message
+            .starts_with("ConfigMap \"Not_A_Name\" is invalid: metadata.name: Invalid value"),
+        "{}",
+        invalid.message
+    );
+
+    let unnamed = api_status(
+        maps.create(&PostParams::default(), &ConfigMap::default())
+            .await,
+    );
+    assert_eq!(unnamed.code, 422);
+    assert_eq!(
+        unnamed.message,
+        "ConfigMap \"\" is invalid: metadata.name: Required value: name or generateName is required"
+    );
+
+    let get = api_status(maps.get("absent").await);
+    assert_eq!(
+        (get.code, get.reason.as_str(), get.message.as_str()),
+        (404, "NotFound", "configmaps \"absent\" not found")
+    );
+    let details = get.details.unwrap();
+    assert_eq!(
+        (details.name.as_str(), details.kind.as_str()),
+        ("absent", "configmaps")
+    );
+}
+
+/// api-concepts "Retrieving large results sets in chunks": a list carries the store's
+/// resourceVersion, and `limit` pages it with `continue`.
+#[tokio::test]
+async fn lists_carry_a_resource_version_and_paginate() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    for name in ["a", "b", "c"] {
+        maps.create(&PostParams::default(), &config_map(name))
+            .await
+            .unwrap();
+    }
+    let first = maps.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    assert_eq!(first.metadata.remaining_item_count, Some(1));
+    let token = first.metadata.continue_.clone().unwrap();
+    let rest = maps
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    let names: Vec<_> = first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert!(rest.metadata.continue_.is_none());
+    assert_eq!(
+        first.metadata.resource_version,
+        Some(server.resource_version().to_string())
+    );
+
+    let all: Api<ConfigMap> = Api::all(server.client());
+    let across = all.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        across
+            .items
+            .iter()
+            .filter(|m| m.metadata.namespace.as_deref() == Some("app"))
+            .count(),
+        3
+    );
+}
+
+/// api-conventions "Concurrency Control and Consistency": an update with a stale
+/// resourceVersion is a 409 Conflict; custom resources must carry a resourceVersion on update,
+/// while pods allow an unconditional update.
+#[tokio::test]
+async fn updates_are_optimistically_locked() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    let created = maps
+        .create(&PostParams::default(), &config_map("cm"))
+        .await
+        .unwrap();
+    let mut first = created.clone();
+    first.data = Some([("k".to_owned(), "first".to_owned())].into());
+    let updated = maps
+        .replace("cm", &PostParams::default(), &first)
+        .await
+        .unwrap();
+    assert_ne!(
+        updated.metadata.resource_version,
+        created.metadata.resource_version
+    );
+
+    let mut stale = created.clone();
+    stale.data = Some([("k".to_owned(), "second".to_owned())].into());
+    let conflict = api_status(maps.replace("cm", &PostParams::default(), &stale).await);
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        conflict.message,
+        "Operation cannot be fulfilled on configmaps \"cm\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+
+    let mut unconditional = stale;
+    unconditional.metadata.resource_version = None;
+    maps.replace("cm", &PostParams::default(), &unconditional)
+        .await
+        .unwrap();
+
+    let backups = pvbs(&server, "app");
+    let mut backup = backups
+        .create(&PostParams::default(), &pvb("b1"))
+        .await
+        .unwrap();
+    backup.metadata.resource_version = None;
+    let invalid = api_status(backups.replace("b1", &PostParams::default(), &backup).await);
+    assert_eq!(invalid.code, 422);
+    assert_eq!(
+        invalid.message,
+        "podvolumebackups.ferry.dev \"b1\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+    );
+    let conflict = api_status(
+        backups
+            .replace(
+                "b1",
+                &PostParams::default(),
+                &DynamicObject {
+                    metadata: kube::api::ObjectMeta {
+                        resource_version: Some("1".into()),
+                        ..backup.metadata.clone()
+                    },
+                    ..backup.clone()
+                },
+            )
+            .await,
+    );
+    assert_eq!(
+        conflict.message,
+        "Operation cannot be fulfilled on podvolumebackups.ferry.dev \"b1\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+}
+
+/// api-concepts "Resource versions": a write that changes nothing stores nothing, so the
+/// resourceVersion stays and watchers see no event.
+#[tokio::test]
+async fn a_no_op_update_keeps_the_resource_version() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    let created = maps
+        .create(&PostParams::default(), &config_map("cm"))
+        .await
+        .unwrap();
+    let same = maps
+        .replace("cm", &PostParams::default(), &created)
+        .await
+        .unwrap();
+    assert_eq!(
+        same.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    let patched = maps
+        .patch(
+            "cm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "v"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.metadata.resource_version,
+        created.metadata.resource_version
+    );
+}
+
+/// api-conventions "Spec and Status" and the CRD "status subresource": a create cannot set
+/// status, writes through the main resource ignore status, writes through `/status` change only
+/// status, and `metadata.generation` moves only with the spec.
+#[tokio::test]
+async fn the_status_subresource_separates_spec_and_status() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let backups = pvbs(&server, "app");
+    let mut with_status = pvb("b1");
+    with_status.data["status"] = json!({"phase": "Completed"});
+    let created = backups
+        .create(&PostParams::default(), &with_status)
+        .await
+        .unwrap();
+    assert!(created.data.get("status").is_none());
+
+    let status = backups
+        .patch_status("b1", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "InProgress"}, "spec": {"node": "other"}, "metadata": {"labels": {"x": "y"}}})))
+        .await
+        .unwrap();
+    assert_eq!(status.data["status"]["phase"], "InProgress");
+    assert_eq!(status.data["spec"]["node"], "node-a");
+    assert!(status.metadata.labels.is_none());
+    assert_eq!(status.metadata.generation, Some(1));
+
+    let main = backups
+        .patch(
+            "b1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Failed"}, "metadata": {"labels": {"x": "y"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(main.data["status"]["phase"], "InProgress");
+    assert_eq!(main.metadata.labels.unwrap()["x"], "y");
+    assert_eq!(main.metadata.generation, Some(1));
+
+    let spec = backups
+        .patch(
+            "b1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"volume": "logs"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(spec.metadata.generation, Some(2));
+    assert_ne!(
+        spec.metadata.resource_version,
+        main.metadata.resource_version
+    );
+
+    let defaulted = backups
+        .patch_status(
+            "b1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": null, "attempts": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        defaulted.data["status"]["phase"], "New",
+        "the schema default fills an absent phase"
+    );
+
+    let pods: Api<Pod> = Api::namespaced(server.client(), "app");
+    pods.create(&PostParams::default(), &pod("p", json!({}), Some("node-a")))
+        .await
+        .unwrap();
+    let running = pods
+        .patch_status(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}, "spec": {"nodeName": "node-b"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.status.unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(running.spec.unwrap().node_name.as_deref(), Some("node-a"));
+}
+
+/// api-concepts "Patch and Apply": JSON merge patch (RFC 7386), strategic merge patch merging
+/// lists by their merge key for built-in kinds (and 415 for custom resources), JSON patch
+/// (RFC 6902), and 404 for a patch of a missing object.
+#[tokio::test]
+async fn patches_merge_as_their_content_type_says() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "app");
+    let mut two = pod("p", json!({"app": "web"}), None);
+    two.spec
+        .as_mut()
+        .unwrap()
+        .containers
+        .push(serde_json::from_value(json!({"name": "sidecar", "image": "envoy:1"})).unwrap());
+    pods.create(&PostParams::default(), &two).await.unwrap();
+
+    let strategic = pods
+        .patch("p", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"containers": [{"name": "sidecar", "image": "envoy:2"}]}, "metadata": {"finalizers": ["a/b"]}})))
+        .await
+        .unwrap();
+    let containers = strategic.spec.unwrap().containers;
+    assert_eq!(containers.len(), 2);
+    assert_eq!(containers[0].image.as_deref(), Some("busybox:1.36"));
+    assert_eq!(containers[1].image.as_deref(), Some("envoy:2"));
+    let conditions = pods
+        .patch_status(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(conditions.status.unwrap().conditions.unwrap().len(), 1);
+
+    let merged = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"app": null, "tier": "front"}, "finalizers": null}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        merged
+            .metadata
+            .labels
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("tier".to_owned(), "front".to_owned())]
+    );
+
+    let json_patch: json_patch::Patch = serde_json::from_value(
+        json!([{"op": "add", "path": "/metadata/annotations", "value": {"note": "x"}}]),
+    )
+    .unwrap();
+    let patched = pods
+        .patch("p", &PatchParams::default(), &Patch::Json::<()>(json_patch))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.annotations.unwrap()["note"], "x");
+
+    let unsupported = api_status(
+        pvbs(&server, "app")
+            .patch("x", &PatchParams::default(), &Patch::Strategic(json!({})))
+            .await,
+    );
+    assert_eq!(
+        (unsupported.code, unsupported.reason.as_str()),
+        (415, "UnsupportedMediaType")
+    );
+    let missing = api_status(
+        pods.patch("nope", &PatchParams::default(), &Patch::Merge(json!({})))
+            .await,
+    );
+    assert_eq!(missing.code, 404);
+}
+
+/// api-concepts "Server-Side Apply": apply creates a missing object, merges the applied fields,
+/// records a `managedFields` entry with `operation: Apply` per manager (and subresource), and
+/// requires `fieldManager` (422 on PatchOptions otherwise).
+#[tokio::test]
+async fn server_side_apply_merges_and_records_the_manager() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let backups = pvbs(&server, "app");
+    let applied = json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "PodVolumeBackup",
+        "metadata": {"name": "b1", "labels": {"backup": "nightly"}},
+        "spec": pvb("b1").data["spec"].clone()
+    });
+    let created = backups
+        .patch(
+            "b1",
+            &PatchParams::apply("ferry-coordinator"),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .unwrap();
+    let managed = created.metadata.managed_fields.clone().unwrap();
+    let entry = managed
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("ferry-coordinator"))
+        .unwrap();
+    assert_eq!(entry.operation.as_deref(), Some("Apply"));
+    let fields = &entry.fields_v1.as_ref().unwrap().0;
+    assert!(fields["f:spec"]["f:node"].is_object(), "{fields}");
+    assert!(
+        fields["f:metadata"]["f:labels"]["f:backup"].is_object(),
+        "{fields}"
+    );
+
+    let status = json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "PodVolumeBackup", "status": {"phase": "InProgress"}});
+    let progressed = backups
+        .patch_status(
+            "b1",
+            &PatchParams::apply("ferry-node-agent").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(progressed.data["status"]["phase"], "InProgress");
+    assert_eq!(progressed.data["spec"]["node"], "node-a");
+    let agent = progressed
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("ferry-node-agent"))
+        .unwrap();
+    assert_eq!(
+        (agent.operation.as_deref(), agent.subresource.as_deref()),
+        (Some("Apply"), Some("status"))
+    );
+
+    let no_manager = raw(
+        &server,
+        "PATCH",
+        "/apis/ferry.dev/v1alpha1/namespaces/app/podvolumebackups/b1",
+        "application/apply-patch+yaml",
+        applied,
+    )
+    .await;
+    assert_eq!(no_manager.code, 422);
+    assert_eq!(
+        no_manager.message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+}
+
+/// CRD "Validation" and api-conventions "HTTP Status codes" (422 Unprocessable Entity): the
+/// openAPIV3Schema's `required`, `enum` and `type` are enforced with `field.Error` causes, and
+/// unknown fields are pruned.
+#[tokio::test]
+async fn custom_resources_are_validated_against_their_schema() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let backups = pvbs(&server, "app");
+    let mut missing = pvb("b1");
+    missing.data["spec"].as_object_mut().unwrap().remove("node");
+    let invalid = api_status(backups.create(&PostParams::default(), &missing).await);
+    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        invalid.message,
+        "PodVolumeBackup.ferry.dev \"b1\" is invalid: spec.node: Required value"
+    );
+    let details = invalid.details.unwrap();
+    assert_eq!(
+        (details.group.as_str(), details.kind.as_str()),
+        ("ferry.dev", "PodVolumeBackup")
+    );
+    assert_eq!(details.causes[0].field, "spec.node");
+    assert_eq!(details.causes[0].reason, "FieldValueRequired");
+
+    let mut typed = pvb("b2");
+    typed.data["spec"]["node"] = json!(7);
+    let wrong_type = api_status(backups.create(&PostParams::default(), &typed).await);
+    assert_eq!(
+        wrong_type.message,
+        "PodVolumeBackup.ferry.dev \"b2\" is invalid: spec.node: Invalid value: \"integer\": spec.node in body must be of type string: \"integer\""
+    );
+
+    let mut extra = pvb("b3");
+    extra.data["spec"]["unknownField"] = json!("dropped");
+    let created = backups
+        .create(&PostParams::default(), &extra)
+        .await
+        .unwrap();
+    assert!(created.data["spec"].get("unknownField").is_none());
+    let bad_enum = api_status(
+        backups
+            .patch_status(
+                "b3",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Bogus"}})),
+            )
+            .await,
+    );
+    assert_eq!(
+        bad_enum.message,
+        "PodVolumeBackup.ferry.dev \"b3\" is invalid: status.phase: Unsupported value: \"Bogus\": supported values: \"New\", \"InProgress\", \"Completed\", \"Failed\""
+    );
+}
+
+/// api-concepts "Finalizers" and "Resource deletion": with finalizers, delete only sets
+/// `deletionTimestamp` (grace 0); no finalizer may be added then; removing the last one deletes
+/// the object. Without finalizers a custom resource's delete answers a success Status.
+#[tokio::test]
+async fn finalizers_hold_deletion_until_the_last_is_removed() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let backups = pvbs(&server, "app");
+    let mut held = pvb("b1");
+    held.metadata.finalizers = Some(vec!["ferry.dev/cleanup".into()]);
+    backups.create(&PostParams::default(), &held).await.unwrap();
+
+    let marked = backups
+        .delete("b1", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(0));
+    assert!(backups.get("b1").await.is_ok());
+
+    let added = api_status(
+        backups
+            .patch(
+                "b1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": ["ferry.dev/cleanup", "x/y"]}})),
+            )
+            .await,
+    );
+    assert_eq!(added.code, 422);
+    assert!(
+        added
+            .message
+            .contains("no new finalizers can be added if the object is being deleted"),
+        "{}",
+        added.message
+    );
+
+    backups
+        .patch(
+            "b1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api_status(backups.get("b1").await).code, 404);
+
+    backups
+        .create(&PostParams::default(), &pvb("b2"))
+        .await
+        .unwrap();
+    let status = backups
+        .delete("b2", &DeleteParams::default())
+        .await
+        .unwrap()
+        .right()
+        .unwrap();
+    assert_eq!(status.details.unwrap().name, "b2");
+}
+
+/// api-concepts "Graceful deletion" of pods: a pod bound to a node gets `deletionTimestamp` and
+/// its grace period and stays until the kubelet deletes it with grace 0; an unbound pod goes at
+/// once, and a pod delete answers with the pod.
+#[tokio::test]
+async fn pods_on_a_node_are_deleted_gracefully() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "app");
+    pods.create(
+        &PostParams::default(),
+        &pod("bound", json!({}), Some("node-a")),
+    )
+    .await
+    .unwrap();
+    pods.create(&PostParams::default(), &pod("unbound", json!({}), None))
+        .await
+        .unwrap();
+
+    let pending = pods
+        .delete("bound", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(30));
+    assert!(pods.get("bound").await.is_ok());
+    let gone = pods
+        .delete(
+            "bound",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(gone.is_left());
+    assert_eq!(api_status(pods.get("bound").await).code, 404);
+
+    let immediate = pods
+        .delete("unbound", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(immediate.metadata.name.as_deref(), Some("unbound"));
+    assert_eq!(api_status(pods.get("unbound").await).code, 404);
+}
+
+/// api-concepts "Label selectors" and "Field selectors": equality and set-based label
+/// requirements, `metadata.*` everywhere plus `spec.nodeName` and `status.phase` on pods, and
+/// 400 for any other field.
+#[tokio::test]
+async fn selectors_filter_lists() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "app");
+    pods.create(
+        &PostParams::default(),
+        &pod("a", json!({"app": "web", "tier": "front"}), Some("node-a")),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("b", json!({"app": "web"}), Some("node-b")),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("c", json!({"app": "db"}), None),
+    )
+    .await
+    .unwrap();
+    pods.patch_status(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+
+    let names = |list: kube::api::ObjectList<Pod>| {
+        list.items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect::<Vec<_>>()
+    };
+    let cases = [
+        (ListParams::default().labels("app=web"), vec!["a", "b"]),
+        (ListParams::default().labels("app!=web"), vec!["c"]),
+        (
+            ListParams::default().labels("app in (db,cache),!tier"),
+            vec!["c"],
+        ),
+        (
+            ListParams::default().labels("app notin (db),tier"),
+            vec!["a"],
+        ),
+        (
+            ListParams::default().fields("spec.nodeName=node-a"),
+            vec!["a"],
+        ),
+        (
+            ListParams::default().fields("status.phase=Running"),
+            vec!["b"],
+        ),
+        (
+            ListParams::default().fields("status.phase!=Running,metadata.name!=a"),
+            vec!["c"],
+        ),
+        (
+            ListParams::default()
+                .fields("metadata.namespace==app")
+                .labels("app==web"),
+            vec!["a", "b"],
+        ),
+    ];
+    for (params, want) in cases {
+        assert_eq!(names(pods.list(&params).await.unwrap()), want, "{params:?}");
+    }
+    let unsupported = api_status(pods.list(&ListParams::default().fields("spec.foo=x")).await);
+    assert_eq!(
+        (unsupported.code, unsupported.reason.as_str()),
+        (400, "BadRequest")
+    );
+    assert_eq!(unsupported.message, "field label not supported: spec.foo");
+    let on_crd = api_status(
+        pvbs(&server, "app")
+            .list(&ListParams::default().fields("spec.node=x"))
+            .await,
+    );
+    assert_eq!(on_crd.message, "field label not supported: spec.node");
+}
+
+/// api-concepts "Namespaces" and the namespace lifecycle: deleting a namespace deletes what is
+/// in it, then the namespace; the garbage collector deletes dependents of a deleted owner.
+#[tokio::test]
+async fn namespace_deletion_and_owner_references_cascade() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    let owner = maps
+        .create(&PostParams::default(), &config_map("owner"))
+        .await
+        .unwrap();
+    let mut dependent = config_map("dependent");
+    dependent.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.unwrap()
+    }))
+    .unwrap()]);
+    maps.create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
+    maps.delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_status(maps.get("dependent").await).code, 404);
+
+    maps.create(&PostParams::default(), &config_map("left"))
+        .await
+        .unwrap();
+    let namespaces: Api<Namespace> = Api::all(server.client());
+    let terminating = namespaces
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(api_status(maps.get("left").await).code, 404);
+    assert_eq!(api_status(namespaces.get("app").await).code, 404);
+}
+
+/// api-concepts "Efficient detection of changes": a watch from a list's resourceVersion sends
+/// ADDED, MODIFIED and DELETED in order, each with the resourceVersion of its change.
+#[tokio::test]
+async fn watch_streams_changes_in_order() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    let from = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = maps
+        .watch(&WatchParams::default(), &from)
+        .await
+        .unwrap()
+        .boxed();
+
+    maps.create(&PostParams::default(), &config_map("cm"))
+        .await
+        .unwrap();
+    maps.patch(
+        "cm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .unwrap();
+    maps.delete("cm", &DeleteParams::default()).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut last = 0u64;
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(GUARD, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let (kind, object) = match event {
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            WatchEvent::Deleted(o) => ("DELETED", o),
+            other => panic!("unexpected {other:?}"),
+        };
+        let rv: u64 = object.metadata.resource_version.unwrap().parse().unwrap();
+        assert!(rv > last);
+        last = rv;
+        seen.push(kind);
+    }
+    assert_eq!(seen, ["ADDED", "MODIFIED", "DELETED"]);
+}
+
+/// api-concepts "Semantics for watch": without a resourceVersion (or with "0") a watch starts
+/// with synthetic ADDED events for the current objects; `sendInitialEvents` ends them with a
+/// bookmark annotated `k8s.io/initial-events-end`; `timeoutSeconds` ends the watch.
+#[tokio::test]
+async fn watch_without_a_resource_version_starts_with_the_current_state() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    maps.create(&PostParams::default(), &config_map("existing"))
+        .await
+        .unwrap();
+    let mut stream = maps
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(GUARD, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(WatchEvent::Added(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("existing")),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        tokio::time::timeout(GUARD, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .is_none(),
+        "timeoutSeconds ends the watch"
+    );
+
+    let streaming = WatchParams::streaming_lists();
+    let mut stream = maps.watch(&streaming, "").await.unwrap().boxed();
+    assert!(matches!(
+        tokio::time::timeout(GUARD, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap(),
+        Some(WatchEvent::Added(_))
+    ));
+    match tokio::time::timeout(GUARD, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(WatchEvent::Bookmark(b)) => assert!(
+            b.metadata
+                .annotations
+                .contains_key("k8s.io/initial-events-end")
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// api-concepts "Watch bookmarks": with `allowWatchBookmarks=true` the server sends BOOKMARK
+/// events that carry only a resourceVersion to resume from.
+#[tokio::test]
+async fn watch_bookmarks_carry_a_resource_version() {
+    let server = TestApiServer::builder()
+        .crds_from(CRDS)
+        .unwrap()
+        .bookmark_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    let from = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = maps
+        .watch(&WatchParams::default(), &from)
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(GUARD, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(WatchEvent::Bookmark(b)) => {
+            assert!(b.metadata.resource_version.parse::<u64>().unwrap() >= from.parse().unwrap())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// api-concepts "Resource versions" / "410 Gone responses": a watch from a resourceVersion older
+/// than the kept history gets an ERROR event with a 410 Expired Status.
+#[tokio::test]
+async fn watch_from_a_compacted_resource_version_is_gone() {
+    let server = TestApiServer::builder()
+        .crds_from(CRDS)
+        .unwrap()
+        .history_limit(2)
+        .start()
+        .await
+        .unwrap();
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    let first = maps
+        .create(&PostParams::default(), &config_map("c0"))
+        .await
+        .unwrap();
+    for i in 1..5 {
+        maps.create(&PostParams::default(), &config_map(&format!("c{i}")))
+            .await
+            .unwrap();
+    }
+    let old = first.metadata.resource_version.unwrap();
+    let mut stream = maps
+        .watch(&WatchParams::default(), &old)
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(GUARD, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(WatchEvent::Error(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+            assert!(
+                status.message.starts_with("too old resource version"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// api-concepts "Efficient detection of changes" with selectors: an object relabelled into a
+/// watch's selector arrives as ADDED, and out of it as DELETED with its last matching state; field
+/// selectors filter watches too.
+#[tokio::test]
+async fn relabelling_across_a_selector_adds_and_deletes() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "app");
+    pods.create(
+        &PostParams::default(),
+        &pod("p", json!({"app": "db"}), Some("node-a")),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("q", json!({"app": "web"}), Some("node-b")),
+    )
+    .await
+    .unwrap();
+    let from = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut web = pods
+        .watch(&WatchParams::default().labels("app=web"), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let mut on_a = pods
+        .watch(
+            &WatchParams::default().fields("spec.nodeName=node-a"),
+            &from,
+        )
+        .await
+        .unwrap()
+        .boxed();
+
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})),
+    )
+    .await
+    .unwrap();
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "cache"}}})),
+    )
+    .await
+    .unwrap();
+
+    let next = async |s: &mut futures::stream::BoxStream<'_, kube::Result<WatchEvent<Pod>>>| loop {
+        match tokio::time::timeout(GUARD, s.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Bookmark(_) => {}
+            event => return event,
+        }
+    };
+    match next(&mut web).await {
+        WatchEvent::Added(p) => assert_eq!(p.metadata.name.as_deref(), Some("p")),
+        other => panic!("unexpected {other:?}"),
+    }
+    match next(&mut web).await {
+        WatchEvent::Deleted(p) => {
+            assert_eq!(
+                p.metadata.labels.unwrap()["app"],
+                "web",
+                "the last state that matched"
+            );
+            assert_eq!(
+                p.metadata.resource_version,
+                Some(server.resource_version().to_string())
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    for _ in 0..2 {
+        match next(&mut on_a).await {
+            WatchEvent::Modified(p) => assert_eq!(p.metadata.name.as_deref(), Some("p")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// kube-runtime's watcher over api-concepts "Efficient detection of changes": it lists, then
+/// watches from the list's resourceVersion, and sees applies and deletes.
+#[tokio::test]
+async fn kube_watcher_lists_then_watches() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let backups = pvbs(&server, "app");
+    backups
+        .create(&PostParams::default(), &pvb("before"))
+        .await
+        .unwrap();
+    let mut events = watcher::watcher(backups.clone(), watcher::Config::default()).boxed();
+    let mut next = async || {
+        tokio::time::timeout(GUARD, events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
+    assert!(matches!(next().await, watcher::Event::Init));
+    assert!(
+        matches!(next().await, watcher::Event::InitApply(o) if o.metadata.name.as_deref() == Some("before"))
+    );
+    assert!(matches!(next().await, watcher::Event::InitDone));
+
+    backups
+        .create(&PostParams::default(), &pvb("after"))
+        .await
+        .unwrap();
+    backups
+        .delete("before", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(next().await, watcher::Event::Apply(o) if o.metadata.name.as_deref() == Some("after"))
+    );
+    assert!(
+        matches!(next().await, watcher::Event::Delete(o) if o.metadata.name.as_deref() == Some("before"))
+    );
+}
+
+/// api-concepts "410 Gone responses": when the server's history moves past a running watch, the
+/// watch gets 410 Gone and kube's watcher recovers by listing again.
+#[tokio::test]
+async fn kube_watcher_relists_after_gone() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let backups = pvbs(&server, "app");
+    backups
+        .create(&PostParams::default(), &pvb("b1"))
+        .await
+        .unwrap();
+    let config = watcher::Config::default();
+    let mut events = watcher::watcher(backups.clone(), config).boxed();
+    let mut next = async || {
+        tokio::time::timeout(GUARD, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert!(matches!(next().await, Ok(watcher::Event::Init)));
+    assert!(matches!(next().await, Ok(watcher::Event::InitApply(_))));
+    assert!(matches!(next().await, Ok(watcher::Event::InitDone)));
+
+    backups
+        .create(&PostParams::default(), &pvb("b2"))
+        .await
+        .unwrap();
+    assert!(matches!(next().await, Ok(watcher::Event::Apply(_))));
+    server.compact();
+    match next().await {
+        Err(watcher::Error::WatchError(status)) => assert_eq!(status.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    assert!(matches!(next().await, Ok(watcher::Event::Init)));
+    let mut relisted = Vec::new();
+    loop {
+        match next().await {
+            Ok(watcher::Event::InitApply(o)) => relisted.extend(o.metadata.name),
+            Ok(watcher::Event::InitDone) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(relisted, ["b1", "b2"]);
+}
+
+/// api-concepts "Dry-run": `dryRun=All` runs the request without storing anything.
+#[tokio::test]
+async fn dry_run_stores_nothing() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(server.client(), "app");
+    let before = server.resource_version();
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    maps.create(&params, &config_map("cm")).await.unwrap();
+    assert_eq!(api_status(maps.get("cm").await).code, 404);
+    assert_eq!(server.resource_version(), before);
+}
+
+/// The kubeconfig the server writes lets any client (the real binaries included) reach it.
+#[tokio::test]
+async fn the_written_kubeconfig_reaches_the_server() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&path).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let namespaces = Api::<Namespace>::all(client)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let names: Vec<_> = namespaces
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert!(names.contains(&"default".to_owned()), "{names:?}");
+}
+
+/// The scheduler's `pods/binding` subresource sets `spec.nodeName` once (a second binding is a
+/// 409), and a Lease, whose strategy allows create on update, can be created with a PUT.
+#[tokio::test]
+async fn binding_assigns_a_node_and_leases_are_created_by_put() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "app");
+    pods.create(&PostParams::default(), &pod("p", json!({}), None))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node-a"}});
+    let path = "/api/v1/namespaces/app/pods/p/binding";
+    let request = |body: &Value| {
+        Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap())
+            .unwrap()
+    };
+    server
+        .client()
+        .request_text(request(&binding))
+        .await
+        .unwrap();
+    let bound = pods.get("p").await.unwrap();
+    assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("node-a"));
+    let again = api_status(server.client().request_text(request(&binding)).await);
+    assert_eq!(again.code, 409);
+    assert_eq!(
+        again.message,
+        "Operation cannot be fulfilled on pods/binding \"p\": pod p is already assigned to node \"node-a\""
+    );
+
+    let leases: Api<Lease> = Api::namespaced(server.client(), "app");
+    let lease: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "ferry"}, "spec": {"holderIdentity": "a"}}),
+    )
+    .unwrap();
+    let created = leases
+        .replace("ferry", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    assert_eq!(created.spec.unwrap().holder_identity.as_deref(), Some("a"));
+}
