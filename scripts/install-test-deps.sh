@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Ferry's tests run against: the restic CLI (Debian's 0.14), curl, util-linux
-# (unshare, setpriv) and moto's S3 server. Idempotent; needs root for apt-get.
+# (unshare, setpriv), promtool (Debian's prometheus package) and moto's S3 server.
+# Idempotent; needs root for apt-get.
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,7 @@ command -v restic >/dev/null 2>&1 || missing+=(restic)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_shared::repository::{
-    BackupOutcome, BackupRequest, DEFAULT_RETRIES, ProgressSnapshot, RepositoryConfig,
-    RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
+    BackupOutcome, BackupRequest, DEFAULT_RETRIES, OpenMode, ProgressCounters, ProgressSnapshot,
+    Repository, RepositoryConfig, RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
 };
 
 use crate::agent;
@@ -31,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the node agent: the transfers of this node's PodVolumeBackups and PodVolumeRestores.
     Run(Box<agent::RunArgs>),
+    /// Create a restic-format repository, unless there is one already.
+    Init(RepositoryArgs),
     /// Back up a directory into a restic-format repository, creating the repository if needed.
     Backup(BackupArgs),
     /// Restore a snapshot into an empty directory.
@@ -224,10 +226,11 @@ impl RepositoryArgs {
 
 /// Runs a command line; the exit code is 0 on success and 1 on any failure.
 pub fn run(cli: Cli) -> ExitCode {
-    // The transfer process runs the engine's blocking calls, and the S3 backend starts its own
-    // runtime for them: it must not run inside another.
-    if let Command::Transfer(args) = &cli.command {
-        return run_transfer(args);
+    // The engine's blocking calls, and the S3 backend's own runtime, run outside any other.
+    match &cli.command {
+        Command::Transfer(args) => return run_transfer(args),
+        Command::Init(args) => return run_init(args),
+        _ => {}
     }
     if let Command::Run(args) = &cli.command {
         agent::init_logging(args.log_format);
@@ -244,6 +247,7 @@ pub fn run(cli: Cli) -> ExitCode {
 async fn run_command(command: Command) -> ExitCode {
     let (job, run) = match command {
         Command::Transfer(args) => return run_transfer(&args),
+        Command::Init(args) => return run_init(&args),
         Command::Run(args) => return run_agent(*args).await,
         Command::Backup(args) => (
             args.repository.config().map(|repository| Job {
@@ -319,6 +323,30 @@ async fn run_agent(args: agent::RunArgs) -> ExitCode {
             tracing::error!(%err, "the node agent stopped");
             // Kubernetes shows this file's contents as the container's last state.
             let _ = fs::write("/dev/termination-log", err.to_string());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_init(args: &RepositoryArgs) -> ExitCode {
+    let result = args.config().and_then(|config| {
+        let location = config.location.restic_identifier();
+        let existed =
+            Repository::open(&config, OpenMode::Existing, ProgressCounters::new()).is_ok();
+        if existed {
+            return Ok(format!("the repository at {location} exists already"));
+        }
+        Repository::open(&config, OpenMode::CreateIfMissing, ProgressCounters::new())
+            .map(|_| format!("created the repository at {location}"))
+            .map_err(|err| err.to_string())
+    });
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

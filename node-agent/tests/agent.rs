@@ -390,6 +390,8 @@ async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
     // Every status write the agent makes is seen by a watch; count those with new progress.
     let api = cluster.api::<PodVolumeBackup>();
     let mut seen = Vec::new();
+    let mut gauge_while_running = None;
+    let series = format!(r#"kind="done",name="{}""#, pvb.name_any());
     let stream = kube::runtime::watcher::watch_object(api.clone(), &pvb.name_any());
     futures::pin_mut!(stream);
     let deadline = tokio::time::Instant::now() + ferry_tests::harness::DEADLINE;
@@ -400,6 +402,9 @@ async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
         if let Some(progress) = status.progress.filter(|p| p.bytes_done > 0)
             && seen.last() != Some(&progress)
         {
+            if gauge_while_running.is_none() && status.phase == PodVolumePhase::InProgress {
+                gauge_while_running = Some(cluster.agent("node-a").metrics_text());
+            }
             seen.push(progress);
         }
         if status.phase == PodVolumePhase::Completed {
@@ -417,6 +422,39 @@ async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
     let last = seen.last().unwrap();
     assert_eq!(last.bytes_done, 200 * 512 * 1024);
     assert_eq!((last.files_done, last.total_files), (200, 200));
+
+    // The transfer's progress series exists while it runs and is gone once it has ended.
+    let running = gauge_while_running.expect("metrics while the transfer ran");
+    assert!(running.contains(&series), "{running}");
+    let metrics = cluster.agent("node-a").metrics_text();
+    assert!(!metrics.contains(&series), "{metrics}");
+    assert_promtool_accepts(&running);
+    assert_promtool_accepts(&metrics);
+}
+
+/// `promtool check metrics`, Prometheus's own linter, accepts the exposition.
+fn assert_promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/install-test-deps.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test]

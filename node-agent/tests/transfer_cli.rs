@@ -672,3 +672,27 @@ fn a_terminated_backup_stops_its_transfer_and_saves_no_snapshot() {
     let snapshots = Path::new(&repository).join("snapshots");
     assert_eq!(fs::read_dir(snapshots).unwrap().count(), 0);
 }
+
+#[test]
+fn init_creates_a_repository_once_that_restic_opens() {
+    let scratch = Scratch::new();
+    let repository = scratch.repository();
+    let init = || {
+        let mut command = ferry();
+        command
+            .args(["init", "--repository", &repository, "--password-file"])
+            .arg(scratch.password_file());
+        command.output().unwrap()
+    };
+    let first = init();
+    assert!(first.status.success(), "{}", failure_text(&first));
+    assert!(failure_text(&first).contains("created the repository"));
+    let second = init();
+    assert!(second.status.success(), "{}", failure_text(&second));
+    assert!(failure_text(&second).contains("exists already"));
+    let keys: Vec<_> = fs::read_dir(Path::new(&repository).join("keys"))
+        .unwrap()
+        .collect();
+    assert_eq!(keys.len(), 1, "one key, Ferry's own");
+    succeed(restic(&repository, &scratch.password_file()).args(["snapshots"]));
+}
