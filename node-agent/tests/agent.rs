@@ -135,7 +135,7 @@ fn snapshot_of(pvb: &PodVolumeBackup) -> String {
     status.snapshot_id.expect("a snapshot ID")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
@@ -317,7 +317,7 @@ async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_each_do_only_their_own_nodes_work() {
     let (mut cluster, repository) = cluster().await;
     for node in ["node-a", "node-b"] {
@@ -371,7 +371,7 @@ async fn two_agents_each_do_only_their_own_nodes_work() {
     assert_eq!(claims("node-b"), 1, "{}", cluster.logs());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
@@ -457,7 +457,7 @@ fn assert_promtool_accepts(metrics: &str) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
@@ -487,7 +487,7 @@ async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
     assert_eq!(done.status.unwrap().attempts, 2);
 
     // A transfer that has already used up its attempts is failed with the reason.
-    cluster.agent("node-a").terminate();
+    cluster.agent("node-a").terminate().await;
     let stuck = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
     let mut status = stuck.status.clone().unwrap_or_default();
     status.phase = PodVolumePhase::InProgress;
@@ -540,7 +540,7 @@ async fn fails_with(cluster: &Cluster, pvb: &PodVolumeBackup, expected: &str) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
@@ -697,7 +697,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
     snapshot_of(&finished_backup(&cluster, &pvb).await);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
@@ -779,4 +779,165 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
         "{message}"
     );
     assert!(!new_dirs[0].join(".velero").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_records_a_running_transfer_for_retry_and_deletion_cancels_one() {
+    let (mut cluster, repository) = cluster().await;
+    cluster.add_node("node-a").await;
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&dirs[0], 300, 512 * 1024, 8);
+    let api = cluster.api::<PodVolumeBackup>();
+    let running = |pvb: &PodVolumeBackup| {
+        pvb.status
+            .as_ref()
+            .and_then(|status| status.progress.as_ref())
+            .is_some_and(|progress| progress.bytes_done > 0)
+    };
+
+    // SIGTERM mid-transfer: the agent stops the child and leaves the transfer InProgress with
+    // a message; the next agent finishes it as attempt 2.
+    cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
+    let pvb = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
+    cluster
+        .wait_for(&api, &pvb.name_any(), "transferring", running)
+        .await;
+    let exit = cluster.agent("node-a").terminate().await;
+    assert!(exit.success(), "{exit:?}\n{}", cluster.logs());
+    let interrupted = api.get(&pvb.name_any()).await.unwrap();
+    let status = interrupted.status.clone().unwrap();
+    assert_eq!(status.phase, PodVolumePhase::InProgress, "{status:?}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("node agent stopped"),
+        "{status:?}\n{}",
+        cluster.logs()
+    );
+    cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
+    let done = finished_backup(&cluster, &pvb).await;
+    snapshot_of(&done);
+    assert_eq!(done.status.unwrap().attempts, 2);
+
+    // Deleting a PodVolumeBackup stops its transfer (new data, so it is not over at once).
+    let (other, other_dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-1",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&other_dirs[0], 400, 512 * 1024, 10);
+    let doomed = create_backup(&cluster, "node-a", &other, "data", &repository).await;
+    cluster
+        .wait_for(&api, &doomed.name_any(), "transferring", running)
+        .await;
+    api.delete(&doomed.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let interrupted =
+        r#"ferry_pod_volume_operations_total{operation="backup",result="interrupted"} 1"#;
+    let deadline = tokio::time::Instant::now() + ferry_tests::harness::DEADLINE;
+    loop {
+        let metrics = cluster.agent("node-a").metrics_text();
+        if metrics.contains(interrupted) {
+            assert!(!metrics.contains(&doomed.name_any()), "{metrics}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted transfer kept running:\n{metrics}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
+    let (mut cluster, _) = cluster().await;
+    cluster.add_node("node-a").await;
+    // An object store that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    cluster
+        .create_secret(
+            "s3-keys",
+            "cloud",
+            "[default]\naws_access_key_id = test\naws_secret_access_key = test\n",
+        )
+        .await;
+    let location = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "BackupStorageLocation",
+        "metadata": {"name": "silent", "namespace": INSTALL_NAMESPACE},
+        "spec": {"provider": "s3", "bucket": "b", "config": {"s3Url": endpoint},
+                 "credential": {"name": "s3-keys", "key": "cloud"}},
+    }))
+    .unwrap();
+    cluster
+        .api::<ferry_shared::crd::BackupStorageLocation>()
+        .create(&PostParams::default(), &location)
+        .await
+        .unwrap();
+    cluster.start_agent(
+        Path::new(AGENT),
+        "node-a",
+        &[
+            "--progress-interval",
+            "100ms",
+            "--stall-timeout",
+            "1s",
+            "--max-attempts",
+            "2",
+            "--retries",
+            "0",
+        ],
+    );
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&dirs[0], 3, 1000, 9);
+    let pvb = create_raw_backup(
+        &cluster,
+        PodVolumeBackupSpec {
+            node: "node-a".to_owned(),
+            pod: pod_reference(&pod),
+            volume: "data".to_owned(),
+            storage_location: "silent".to_owned(),
+            repository: format!("s3:{endpoint}/b/restic/{WORKLOADS}"),
+            tags: BTreeMap::new(),
+            parent_snapshot_id: None,
+        },
+    )
+    .await;
+    let failed = finished_backup(&cluster, &pvb).await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.phase, PodVolumePhase::Failed, "{status:?}");
+    assert_eq!(status.attempts, 2);
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("interrupted 2 times"),
+        "{status:?}"
+    );
+    assert!(cluster.logs().contains("no progress"), "{}", cluster.logs());
+    drop(silent);
 }

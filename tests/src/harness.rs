@@ -343,11 +343,17 @@ impl Cluster {
 }
 
 impl Agent {
-    /// Sends SIGTERM and waits for the agent to exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM and waits for the agent to exit, without blocking the runtime that serves
+    /// the API the agent still talks to while it stops.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        self.child.wait().expect("wait for agent")
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for agent") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Kills the agent at once, as a node crash or an OOM kill would.

@@ -134,8 +134,10 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
     }
 
     info!(node = %settings.node_name, namespace = %settings.namespace, "node agent started");
+    // The watches stay up until the running transfers have recorded how they ended.
+    let watches = CancellationToken::new();
     let backups = backups
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .graceful_shutdown_on(watches.clone().cancelled_owned())
         .run(
             transfers::reconcile::<PodVolumeBackup>,
             transfers::error_policy::<PodVolumeBackup>,
@@ -143,22 +145,28 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
         )
         .for_each(|_| async {});
     let restores = restores
-        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .graceful_shutdown_on(watches.clone().cancelled_owned())
         .run(
             transfers::reconcile::<PodVolumeRestore>,
             transfers::error_policy::<PodVolumeRestore>,
             ctx.clone(),
         )
         .for_each(|_| async {});
-    tokio::join!(backups, restores);
+    let controllers = tokio::spawn(async move {
+        tokio::join!(backups, restores);
+    });
 
-    shutdown.cancel();
+    shutdown.cancelled().await;
     info!("stopping: recording running transfers for retry");
     if tokio::time::timeout(SHUTDOWN_GRACE, ctx.wait_for_transfers())
         .await
         .is_err()
     {
         warn!("transfers did not stop in time");
+    }
+    watches.cancel();
+    if let Err(err) = controllers.await {
+        error!(%err, "a controller task failed");
     }
     match admin.await {
         Ok(Ok(())) => {}

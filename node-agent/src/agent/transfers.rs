@@ -165,6 +165,8 @@ pub async fn reconcile<K: TransferKind>(
             })?;
             Ok(Action::await_change())
         }
+        // Shutting down: it is left for the next start.
+        Decision::Run { .. } if ctx.shutdown.is_cancelled() => Ok(Action::await_change()),
         Decision::Run { .. } => {
             if K::OPERATION == Operation::Restore
                 && !inputs::restore_may_start(&ctx, object.pod()).await
@@ -283,6 +285,7 @@ async fn attempt<K: TransferKind>(
         Err(Stop::Failed(_)) => ("failed", None),
         Err(_) => ("interrupted", None),
     };
+    info!(%name, result = result_label, "transfer ended");
     ctx.metrics.finished(
         K::OPERATION,
         Finish {
@@ -464,6 +467,11 @@ async fn transfer<K: TransferKind>(
                 Event::Completed(_) | Event::Failed { .. } => {}
             },
             () = tokio::time::sleep_until(stall_at), if !stop.is_cancelled() => {
+                warn!(
+                    %name,
+                    "no progress for {}; stopping the transfer",
+                    humantime::format_duration(ctx.stall_timeout)
+                );
                 stalled = true;
                 stop.cancel();
             }
