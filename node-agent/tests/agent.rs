@@ -39,18 +39,12 @@ async fn cluster() -> (Cluster, PathBuf) {
         )
         .await;
     let storage = cluster.path("storage");
-    let location = serde_json::from_value(json!({
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "BackupStorageLocation",
-        "metadata": {"name": "default", "namespace": INSTALL_NAMESPACE},
-        "spec": {"provider": "filesystem", "path": storage, "default": true},
-    }))
-    .unwrap();
     cluster
-        .api::<ferry_shared::crd::BackupStorageLocation>()
-        .create(&PostParams::default(), &location)
-        .await
-        .unwrap();
+        .create_location(
+            "default",
+            json!({"provider": "filesystem", "path": storage, "default": true}),
+        )
+        .await;
     // The coordinator creates a namespace's repository before it asks for backups.
     let repository = storage.join("restic").join(WORKLOADS);
     Repository::open(
@@ -67,6 +61,76 @@ async fn cluster() -> (Cluster, PathBuf) {
     )
     .expect("create the repository");
     (cluster, repository)
+}
+
+/// An S3 storage location, with keys, for bucket `b` at `endpoint`.
+async fn create_s3_location(cluster: &Cluster, name: &str, endpoint: &str) {
+    let secret = format!("{name}-keys");
+    cluster
+        .create_secret(
+            &secret,
+            "cloud",
+            "[default]\naws_access_key_id = test\naws_secret_access_key = test\n",
+        )
+        .await;
+    cluster
+        .create_location(
+            name,
+            json!({"provider": "s3", "bucket": "b", "config": {"s3Url": endpoint},
+                   "credential": {"name": secret, "key": "cloud"}}),
+        )
+        .await;
+}
+
+async fn create_restore(cluster: &Cluster, name: &str) -> Restore {
+    let restore: Restore = serde_json::from_value(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "Restore",
+        "metadata": {"name": name, "namespace": INSTALL_NAMESPACE},
+        "spec": {"backupName": "nightly"},
+    }))
+    .unwrap();
+    cluster
+        .api::<Restore>()
+        .create(&PostParams::default(), &restore)
+        .await
+        .unwrap()
+}
+
+/// A PodVolumeRestore as the coordinator makes it: owned by its Restore, labelled for node-a.
+async fn create_restore_request(
+    cluster: &Cluster,
+    restore: &Restore,
+    pod: &Pod,
+    volume: &str,
+    snapshot: &str,
+    repository: &Path,
+) -> PodVolumeRestore {
+    let mut pvr = PodVolumeRestore::new(
+        "",
+        PodVolumeRestoreSpec {
+            pod: pod_reference(pod),
+            volume: volume.to_owned(),
+            storage_location: "default".to_owned(),
+            repository: repository.display().to_string(),
+            snapshot_id: snapshot.to_owned(),
+            source_namespace: WORKLOADS.to_owned(),
+        },
+    );
+    pvr.metadata.name = None;
+    pvr.metadata.generate_name = Some(format!("{}-", restore.name_any()));
+    pvr.metadata.labels = Some(BTreeMap::from([(
+        names::label::NODE.to_owned(),
+        "node-a".to_owned(),
+    )]));
+    pvr.metadata.owner_references = Some(vec![
+        restore.controller_owner_ref(&()).expect("owner reference"),
+    ]);
+    cluster
+        .api::<PodVolumeRestore>()
+        .create(&PostParams::default(), &pvr)
+        .await
+        .unwrap()
 }
 
 fn pod_reference(pod: &Pod) -> PodReference {
@@ -212,18 +276,7 @@ async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
     }
 
     // Restore into a new pod on the same node, held by its restore-wait container.
-    let restore: Restore = serde_json::from_value(json!({
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "Restore",
-        "metadata": {"name": "restore-1", "namespace": INSTALL_NAMESPACE},
-        "spec": {"backupName": "nightly"},
-    }))
-    .unwrap();
-    let restore = cluster
-        .api::<Restore>()
-        .create(&PostParams::default(), &restore)
-        .await
-        .unwrap();
+    let restore = create_restore(&cluster, "restore-1").await;
     let (new_pod, new_dirs) = cluster
         .create_pod(
             WORKLOADS,
@@ -237,32 +290,9 @@ async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
         .await;
     let mut pvrs = Vec::new();
     for (volume, snapshot) in ["cache", "data"].iter().zip(&snapshots) {
-        let mut pvr = PodVolumeRestore::new(
-            "",
-            PodVolumeRestoreSpec {
-                pod: pod_reference(&new_pod),
-                volume: (*volume).to_owned(),
-                storage_location: "default".to_owned(),
-                repository: repository.display().to_string(),
-                snapshot_id: snapshot.clone(),
-                source_namespace: WORKLOADS.to_owned(),
-            },
-        );
-        pvr.metadata.name = None;
-        pvr.metadata.generate_name = Some("restore-1-".to_owned());
-        pvr.metadata.labels = Some(BTreeMap::from([(
-            names::label::NODE.to_owned(),
-            "node-a".to_owned(),
-        )]));
-        pvr.metadata.owner_references = Some(vec![
-            restore.controller_owner_ref(&()).expect("owner reference"),
-        ]);
         pvrs.push(
-            cluster
-                .api::<PodVolumeRestore>()
-                .create(&PostParams::default(), &pvr)
-                .await
-                .unwrap(),
+            create_restore_request(&cluster, &restore, &new_pod, volume, snapshot, &repository)
+                .await,
         );
     }
     // Not yet: the restore-wait container is not running.
@@ -576,26 +606,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
 
     let outside = cluster.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    cluster
-        .create_secret(
-            "s3-keys",
-            "cloud",
-            "[default]\naws_access_key_id = test\naws_secret_access_key = test\n",
-        )
-        .await;
-    let unreachable = serde_json::from_value(json!({
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "BackupStorageLocation",
-        "metadata": {"name": "unreachable", "namespace": INSTALL_NAMESPACE},
-        "spec": {"provider": "s3", "bucket": "b", "config": {"s3Url": "http://127.0.0.1:9"},
-                 "credential": {"name": "s3-keys", "key": "cloud"}},
-    }))
-    .unwrap();
-    cluster
-        .api::<ferry_shared::crd::BackupStorageLocation>()
-        .create(&PostParams::default(), &unreachable)
-        .await
-        .unwrap();
+    create_s3_location(&cluster, "unreachable", "http://127.0.0.1:9").await;
 
     let cases: Vec<(PodVolumeBackupSpec, &str)> = vec![
         (
@@ -719,18 +730,7 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
         .await,
     );
 
-    let restore: Restore = serde_json::from_value(json!({
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "Restore",
-        "metadata": {"name": "restore-2", "namespace": INSTALL_NAMESPACE},
-        "spec": {"backupName": "nightly"},
-    }))
-    .unwrap();
-    let restore = cluster
-        .api::<Restore>()
-        .create(&PostParams::default(), &restore)
-        .await
-        .unwrap();
+    let restore = create_restore(&cluster, "restore-2").await;
     let (new_pod, new_dirs) = cluster
         .create_pod(
             WORKLOADS,
@@ -742,29 +742,15 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
     cluster
         .set_pod_status(&new_pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
         .await;
-    let mut pvr = PodVolumeRestore::new(
-        "",
-        PodVolumeRestoreSpec {
-            pod: pod_reference(&new_pod),
-            volume: "data".to_owned(),
-            storage_location: "default".to_owned(),
-            repository: repository.display().to_string(),
-            snapshot_id: "deadbeef".to_owned(),
-            source_namespace: WORKLOADS.to_owned(),
-        },
-    );
-    pvr.metadata.name = None;
-    pvr.metadata.generate_name = Some("restore-2-".to_owned());
-    pvr.metadata.labels = Some(BTreeMap::from([(
-        names::label::NODE.to_owned(),
-        "node-a".to_owned(),
-    )]));
-    pvr.metadata.owner_references = Some(vec![restore.controller_owner_ref(&()).unwrap()]);
-    let pvr = cluster
-        .api::<PodVolumeRestore>()
-        .create(&PostParams::default(), &pvr)
-        .await
-        .unwrap();
+    let pvr = create_restore_request(
+        &cluster,
+        &restore,
+        &new_pod,
+        "data",
+        "deadbeef",
+        &repository,
+    )
+    .await;
     let done = cluster
         .wait_for(
             &cluster.api::<PodVolumeRestore>(),
@@ -870,26 +856,7 @@ async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
     // An object store that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", silent.local_addr().unwrap());
-    cluster
-        .create_secret(
-            "s3-keys",
-            "cloud",
-            "[default]\naws_access_key_id = test\naws_secret_access_key = test\n",
-        )
-        .await;
-    let location = serde_json::from_value(json!({
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "BackupStorageLocation",
-        "metadata": {"name": "silent", "namespace": INSTALL_NAMESPACE},
-        "spec": {"provider": "s3", "bucket": "b", "config": {"s3Url": endpoint},
-                 "credential": {"name": "s3-keys", "key": "cloud"}},
-    }))
-    .unwrap();
-    cluster
-        .api::<ferry_shared::crd::BackupStorageLocation>()
-        .create(&PostParams::default(), &location)
-        .await
-        .unwrap();
+    create_s3_location(&cluster, "silent", &endpoint).await;
     cluster.start_agent(
         Path::new(AGENT),
         "node-a",

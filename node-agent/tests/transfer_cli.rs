@@ -483,6 +483,15 @@ fn an_unreachable_object_store_is_named_with_its_cause() {
     );
 }
 
+/// The command as one line of shell, every argument quoted.
+fn shell_line(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|arg| format!("'{}'", arg.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs `script` in a private mount namespace where `dir` is a tiny tmpfs. Returns None when
 /// this machine cannot do that (not root, no namespaces); CI must be able to.
 fn on_tiny_filesystem(dir: &Path, size: &str, script: &str) -> Option<Output> {
@@ -526,14 +535,9 @@ fn a_full_disk_fails_the_restore_without_a_marker() {
     let target = mount.join("volume");
     let command = restore_command(&scratch, &repository, &snapshot_id(&backup), &target);
     let script = format!(
-        "{program:?} {args} --restore-uid abc; echo exit=$?; ls -a '{target}'",
-        program = command.get_program(),
-        args = command
-            .get_args()
-            .map(|arg| format!("'{}'", arg.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(" "),
-        target = target.display(),
+        "{} --restore-uid abc; echo exit=$?; ls -a '{}'",
+        shell_line(&command),
+        target.display(),
     );
     let Some(output) = on_tiny_filesystem(&mount, "1m", &script) else {
         return;
@@ -553,14 +557,9 @@ fn a_full_repository_disk_saves_no_snapshot() {
     let repository = mount.join("repo");
     let command = backup_command(&scratch, &repository.display().to_string(), &source);
     let script = format!(
-        "{program:?} {args}; echo exit=$?; echo snapshots=$(ls '{repository}/snapshots' 2>/dev/null | wc -l)",
-        program = command.get_program(),
-        args = command
-            .get_args()
-            .map(|arg| format!("'{}'", arg.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(" "),
-        repository = repository.display(),
+        "{}; echo exit=$?; echo snapshots=$(ls '{}/snapshots' 2>/dev/null | wc -l)",
+        shell_line(&command),
+        repository.display(),
     );
     let Some(output) = on_tiny_filesystem(&mount, "2m", &script) else {
         return;

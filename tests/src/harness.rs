@@ -138,6 +138,21 @@ impl Cluster {
             .expect("create secret");
     }
 
+    /// Creates a BackupStorageLocation in the install namespace.
+    pub async fn create_location(&self, name: &str, spec: serde_json::Value) {
+        let location: ferry_shared::crd::BackupStorageLocation = serde_json::from_value(json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "BackupStorageLocation",
+            "metadata": {"name": name, "namespace": INSTALL_NAMESPACE},
+            "spec": spec,
+        }))
+        .expect("storage location");
+        self.api::<ferry_shared::crd::BackupStorageLocation>()
+            .create(&PostParams::default(), &location)
+            .await
+            .expect("create storage location");
+    }
+
     /// Starts `ferry-node-agent run` for `node`, with `args` added.
     pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Agent {
         let metrics = free_port();
@@ -360,6 +375,10 @@ impl Agent {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {

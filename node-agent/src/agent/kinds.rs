@@ -1,48 +1,18 @@
 //! What the agent needs to know of PodVolumeBackups and PodVolumeRestores, so that one
 //! controller serves both.
 
-use ferry_shared::crd::{
-    PodReference, PodVolumeBackup, PodVolumePhase, PodVolumeRestore, Progress,
-};
+use ferry_shared::crd::{PodReference, PodVolumeBackup, PodVolumeRestore};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::metrics::Operation;
 
-/// The status a node agent writes, whichever the kind: the JSON of a PodVolumeRestore's
-/// status, of which a PodVolumeBackup's is the same less `node`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TransferStatus {
-    #[serde(default)]
-    pub phase: PodVolumePhase,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(
-        default,
-        rename = "snapshotID",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub snapshot_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_timestamp: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
-    #[serde(default)]
-    pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
+/// The status a node agent writes, whichever the kind: a PodVolumeRestore's status, of which
+/// a PodVolumeBackup's is the same less `node`.
+pub use ferry_shared::crd::PodVolumeRestoreStatus as TransferStatus;
 
 /// What only one of the kinds has.
 pub enum Specifics {

@@ -1,0 +1,286 @@
+//! Measures the node agent on the test cluster, next to the restic CLI on the same data:
+//!
+//! - the agent's RSS while idle, and its peak RSS (and its transfer child's) during one backup
+//!   of a large volume;
+//! - the time from creating N PodVolumeBackups of a small volume each, in one namespace on one
+//!   node, to all of them Completed, against the restic CLI run once per volume, one after
+//!   another, as Velero runs it.
+//!
+//! Run it through `scripts/bench-agent.sh`, which builds the release binaries first.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ferry_shared::crd::{PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase};
+use ferry_shared::names;
+use ferry_tests::harness::{Cluster, VolumeKind};
+use ferry_tests::tree::make_files;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+const WORKLOADS: &str = "bench";
+const PASSWORD: &str = "agent-bench";
+
+#[derive(Debug, Parser)]
+#[command(about = "Measures ferry-node-agent on the test cluster against the restic CLI")]
+struct Args {
+    /// The ferry-node-agent binary to measure (build it with --release).
+    #[arg(long)]
+    agent: PathBuf,
+    /// How many small volumes to back up at once.
+    #[arg(long, default_value_t = 50)]
+    volumes: usize,
+    /// Size of each small volume, in MiB.
+    #[arg(long, default_value_t = 1)]
+    volume_mib: usize,
+    /// Size of the large volume whose backup the agent's memory is measured on, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    large_mib: usize,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let mut cluster = Cluster::start().await;
+    cluster.create_namespace(WORKLOADS).await;
+    cluster.add_node("node-a").await;
+    cluster
+        .create_secret(
+            names::REPOSITORY_SECRET,
+            names::REPOSITORY_PASSWORD_KEY,
+            PASSWORD,
+        )
+        .await;
+    let storage = cluster.path("storage");
+    cluster
+        .create_location(
+            "default",
+            json!({"provider": "filesystem", "path": storage}),
+        )
+        .await;
+    let repository = storage.join("restic").join(WORKLOADS);
+    let password_file = cluster.path("password");
+    fs::write(&password_file, PASSWORD).expect("password file");
+    run(Command::new(&args.agent)
+        .args(["init", "--repository"])
+        .arg(&repository)
+        .arg("--password-file")
+        .arg(&password_file));
+
+    let agent = cluster.start_agent(&args.agent, "node-a", &[]);
+    let agent_pid = agent.pid();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(agent_pid);
+
+    // Many small volumes at once.
+    let mut sources = Vec::new();
+    let mut pods = Vec::new();
+    for i in 0..args.volumes {
+        let (pod, dirs) = cluster
+            .create_pod(
+                WORKLOADS,
+                &format!("app-{i}"),
+                "node-a",
+                vec![("data", VolumeKind::EmptyDir)],
+            )
+            .await;
+        make_files(&dirs[0], 4, args.volume_mib * 1024 * 1024 / 4, i as u64);
+        sources.push(dirs[0].clone());
+        pods.push(pod);
+    }
+    let started = Instant::now();
+    for pod in &pods {
+        create_backup(&cluster, pod, &repository).await;
+    }
+    wait_all_completed(&cluster, args.volumes).await;
+    let ferry_many = started.elapsed();
+
+    let restic_repository = cluster.path("restic-repo");
+    let restic = |args: &[&str]| {
+        let mut command = Command::new("restic");
+        command
+            .arg("--repo")
+            .arg(&restic_repository)
+            .arg("--password-file")
+            .arg(&password_file)
+            .arg("--no-cache")
+            .args(args);
+        command
+    };
+    run(&mut restic(&["init"]));
+    let started = Instant::now();
+    for source in &sources {
+        run(restic(&["backup", "--host", "bench", "."]).current_dir(source));
+    }
+    let restic_many = started.elapsed();
+
+    // One large volume: the agent's and its transfer child's peak memory.
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "large",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&dirs[0], args.large_mib / 8, 8 * 1024 * 1024, 99);
+    create_backup(&cluster, &pod, &repository).await;
+    let mut agent_peak = 0;
+    let mut child_peak = 0;
+    let started = Instant::now();
+    while completed(&cluster).await < args.volumes + 1 {
+        agent_peak = agent_peak.max(rss_kib(agent_pid));
+        for child in children(agent_pid) {
+            child_peak = child_peak.max(peak_kib(child));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the large backup did not finish:\n{}",
+            cluster.logs()
+        );
+    }
+    let large = started.elapsed();
+
+    println!(
+        "node agent, {} volumes of {} MiB each, one node:",
+        args.volumes, args.volume_mib
+    );
+    println!(
+        "  ferry agent, all PodVolumeBackups created at once: {:>7.2} s",
+        ferry_many.as_secs_f64()
+    );
+    println!(
+        "  restic CLI, once per volume, one after another:    {:>7.2} s",
+        restic_many.as_secs_f64()
+    );
+    println!(
+        "  ferry ÷ restic: {:.2}",
+        ferry_many.as_secs_f64() / restic_many.as_secs_f64()
+    );
+    println!("node agent memory:");
+    println!(
+        "  idle RSS:                          {:>7.1} MiB",
+        idle as f64 / 1024.0
+    );
+    println!(
+        "  agent peak RSS during a {} MiB backup: {:>7.1} MiB",
+        args.large_mib,
+        agent_peak as f64 / 1024.0
+    );
+    println!(
+        "  transfer child peak RSS:           {:>7.1} MiB (backup took {:.1} s)",
+        child_peak as f64 / 1024.0,
+        large.as_secs_f64()
+    );
+}
+
+async fn create_backup(cluster: &Cluster, pod: &Pod, repository: &Path) {
+    let mut pvb = PodVolumeBackup::new(
+        "",
+        PodVolumeBackupSpec {
+            node: "node-a".to_owned(),
+            pod: PodReference {
+                namespace: WORKLOADS.to_owned(),
+                name: pod.name_any(),
+                uid: pod.uid().expect("uid"),
+            },
+            volume: "data".to_owned(),
+            storage_location: "default".to_owned(),
+            repository: repository.display().to_string(),
+            tags: BTreeMap::from([("pod".to_owned(), pod.name_any())]),
+            parent_snapshot_id: None,
+        },
+    );
+    pvb.metadata.name = None;
+    pvb.metadata.generate_name = Some("bench-".to_owned());
+    pvb.metadata.labels = Some(BTreeMap::from([(
+        names::label::NODE.to_owned(),
+        "node-a".to_owned(),
+    )]));
+    cluster
+        .api::<PodVolumeBackup>()
+        .create(&PostParams::default(), &pvb)
+        .await
+        .expect("create PodVolumeBackup");
+}
+
+async fn completed(cluster: &Cluster) -> usize {
+    let list = cluster
+        .api::<PodVolumeBackup>()
+        .list(&ListParams::default())
+        .await
+        .expect("list PodVolumeBackups");
+    for pvb in &list.items {
+        assert_ne!(
+            pvb.phase(),
+            PodVolumePhase::Failed,
+            "{} failed: {:?}",
+            pvb.name_any(),
+            pvb.status
+        );
+    }
+    list.items
+        .iter()
+        .filter(|pvb| pvb.phase() == PodVolumePhase::Completed)
+        .count()
+}
+
+async fn wait_all_completed(cluster: &Cluster, count: usize) {
+    while completed(cluster).await < count {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run command");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn peak_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// The processes started by any thread of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
