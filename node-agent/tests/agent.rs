@@ -389,6 +389,12 @@ async fn two_agents_each_do_only_their_own_nodes_work() {
             done.name_any()
         );
     }
+    // Both agents have synced their watches, and say so.
+    for node in ["node-a", "node-b"] {
+        let agent = cluster.agent(node);
+        assert_eq!(agent.admin("/readyz").as_deref(), Some("ok"));
+        assert_eq!(agent.admin("/livez").as_deref(), Some("ok"));
+    }
     let claims = |node: &str| {
         cluster
             .logs()

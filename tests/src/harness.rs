@@ -385,14 +385,22 @@ impl Agent {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The agent's `/metrics` text, fetched with curl.
+    /// The agent's `/metrics` text.
     pub fn metrics_text(&self) -> String {
+        self.admin("/metrics").unwrap_or_default()
+    }
+
+    /// The body of a path of the agent's admin server, or None unless it answers 200.
+    pub fn admin(&self, path: &str) -> Option<String> {
         let output = Command::new("curl")
             .args(["-sf", "--noproxy", "*"])
-            .arg(format!("http://{}/metrics", self.metrics))
+            .arg(format!("http://{}{path}", self.metrics))
             .output()
             .expect("run curl");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 }
 

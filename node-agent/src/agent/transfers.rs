@@ -48,7 +48,6 @@ pub struct Context {
 }
 
 impl Context {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         settings: &super::config::RunArgs,
@@ -95,9 +94,9 @@ impl Context {
 /// A reconcile failure: only API errors, which are retried.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("cannot write the status of {kind} {name}: {source}")]
+    #[error("cannot write the status of {operation} {name}: {source}")]
     WriteStatus {
-        kind: &'static str,
+        operation: &'static str,
         name: String,
         #[source]
         source: kube::Error,
@@ -158,7 +157,7 @@ pub async fn reconcile<K: TransferKind>(
             };
             apply_status(&api, &name, &failed).await.map_err(|source| {
                 ReconcileError::WriteStatus {
-                    kind: K::kind(&()).into_owned().leak(),
+                    operation: K::OPERATION.as_str(),
                     name,
                     source,
                 }
