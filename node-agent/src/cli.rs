@@ -3,6 +3,7 @@
 //! operator's disaster-recovery tool.
 
 use std::fs;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -382,21 +383,23 @@ async fn interrupted() {
     }
 }
 
+/// Prints an event; a closed stdout (a pipe whose reader went away) is not an error.
 fn print_event(event: &Event, json: bool) {
-    if json {
-        if let Ok(line) = serde_json::to_string(event) {
-            println!("{line}");
+    let line = if json {
+        serde_json::to_string(event).ok()
+    } else {
+        match event {
+            // Nothing to show before the source is scanned or the snapshot is read.
+            Event::Progress(report) if report.counters == ProgressSnapshot::default() => None,
+            Event::Progress(report) => Some(progress_line(report)),
+            Event::Warning { message } => Some(format!("warning: {message}")),
+            Event::Completed(Outcome::Backup(outcome)) => Some(backup_summary(outcome)),
+            Event::Completed(Outcome::Restore(outcome)) => Some(restore_summary(outcome)),
+            Event::Failed { .. } => None,
         }
-        return;
-    }
-    match event {
-        // Nothing to show before the source is scanned or the snapshot is read.
-        Event::Progress(report) if report.counters == ProgressSnapshot::default() => {}
-        Event::Progress(report) => println!("{}", progress_line(report)),
-        Event::Warning { message } => println!("warning: {message}"),
-        Event::Completed(Outcome::Backup(outcome)) => println!("{}", backup_summary(outcome)),
-        Event::Completed(Outcome::Restore(outcome)) => println!("{}", restore_summary(outcome)),
-        Event::Failed { .. } => {}
+    };
+    if let Some(line) = line {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
 }
 

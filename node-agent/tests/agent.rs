@@ -31,20 +31,7 @@ const PASSWORD: &str = "agent-test-password";
 async fn cluster() -> (Cluster, PathBuf) {
     let cluster = Cluster::start().await;
     cluster.create_namespace(WORKLOADS).await;
-    cluster
-        .create_secret(
-            names::REPOSITORY_SECRET,
-            names::REPOSITORY_PASSWORD_KEY,
-            PASSWORD,
-        )
-        .await;
-    let storage = cluster.path("storage");
-    cluster
-        .create_location(
-            "default",
-            json!({"provider": "filesystem", "path": storage, "default": true}),
-        )
-        .await;
+    let storage = cluster.create_default_storage(PASSWORD).await;
     // The coordinator creates a namespace's repository before it asks for backups.
     let repository = storage.join("restic").join(WORKLOADS);
     Repository::open(
@@ -61,6 +48,23 @@ async fn cluster() -> (Cluster, PathBuf) {
     )
     .expect("create the repository");
     (cluster, repository)
+}
+
+/// A running pod on `node` with one emptyDir volume, `data`, holding `files` files of `size`
+/// bytes; returns the pod and the volume's host directory (in a one-element list).
+async fn pod_with_files(
+    cluster: &Cluster,
+    name: &str,
+    node: &str,
+    files: usize,
+    size: usize,
+    seed: u64,
+) -> (Pod, Vec<PathBuf>) {
+    let (pod, dirs) = cluster
+        .create_pod(WORKLOADS, name, node, vec![("data", VolumeKind::EmptyDir)])
+        .await;
+    make_files(&dirs[0], files, size, seed);
+    (pod, dirs)
 }
 
 /// An S3 storage location, with keys, for bucket `b` at `endpoint`.
@@ -389,11 +393,18 @@ async fn two_agents_each_do_only_their_own_nodes_work() {
             done.name_any()
         );
     }
-    // Both agents have synced their watches, and say so.
+    // Both agents say they are alive, and that their watches have synced.
     for node in ["node-a", "node-b"] {
-        let agent = cluster.agent(node);
-        assert_eq!(agent.admin("/readyz").as_deref(), Some("ok"));
-        assert_eq!(agent.admin("/livez").as_deref(), Some("ok"));
+        assert_eq!(cluster.agent(node).admin("/livez").as_deref(), Some("ok"));
+        let deadline = tokio::time::Instant::now() + ferry_tests::harness::DEADLINE;
+        while cluster.agent(node).admin("/readyz").as_deref() != Some("ok") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent on {node} never became ready\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     let claims = |node: &str| {
         cluster
@@ -412,15 +423,7 @@ async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
     cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
-    let (pod, dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    make_files(&dirs[0], 200, 512 * 1024, 4);
+    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 200, 512 * 1024, 4).await;
     let pvb = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
 
     // Every status write the agent makes is seen by a watch; count those with new progress.
@@ -497,15 +500,7 @@ fn assert_promtool_accepts(metrics: &str) {
 async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
-    let (pod, dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    make_files(&dirs[0], 300, 512 * 1024, 5);
+    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 300, 512 * 1024, 5).await;
     let api = cluster.api::<PodVolumeBackup>();
 
     // Killed while InProgress, then started again: attempt 2 completes.
@@ -582,15 +577,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
     cluster.add_node("node-a").await;
     cluster.add_node("node-b").await;
     cluster.start_agent(Path::new(AGENT), "node-a", &["--retries", "0"]);
-    let (pod, dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    make_files(&dirs[0], 5, 1000, 6);
+    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 5, 1000, 6).await;
     let (elsewhere, _) = cluster
         .create_pod(
             WORKLOADS,
@@ -719,15 +706,7 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
     cluster.start_agent(Path::new(AGENT), "node-a", &[]);
-    let (pod, dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    make_files(&dirs[0], 3, 1000, 7);
+    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 7).await;
     snapshot_of(
         &finished_backup(
             &cluster,
@@ -777,15 +756,7 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
 async fn sigterm_records_a_running_transfer_for_retry_and_deletion_cancels_one() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
-    let (pod, dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    make_files(&dirs[0], 300, 512 * 1024, 8);
+    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 300, 512 * 1024, 8).await;
     let api = cluster.api::<PodVolumeBackup>();
     let running = |pvb: &PodVolumeBackup| {
         pvb.status
@@ -821,15 +792,8 @@ async fn sigterm_records_a_running_transfer_for_retry_and_deletion_cancels_one()
     assert_eq!(done.status.unwrap().attempts, 2);
 
     // Deleting a PodVolumeBackup stops its transfer (new data, so it is not over at once).
-    let (other, other_dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-1",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    make_files(&other_dirs[0], 400, 512 * 1024, 10);
+    let (other, other_dirs) =
+        pod_with_files(&cluster, "app-1", "node-a", 400, 512 * 1024, 10).await;
     let doomed = create_backup(&cluster, "node-a", &other, "data", &repository).await;
     cluster
         .wait_for(&api, &doomed.name_any(), "transferring", running)
@@ -877,15 +841,7 @@ async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
             "0",
         ],
     );
-    let (pod, dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    make_files(&dirs[0], 3, 1000, 9);
+    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 9).await;
     let pvb = create_raw_backup(
         &cluster,
         PodVolumeBackupSpec {

@@ -653,8 +653,8 @@ fn a_terminated_backup_stops_its_transfer_and_saves_no_snapshot() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    for line in stdout.lines() {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
         let event: Event = serde_json::from_str(&line.unwrap()).unwrap();
         if let Event::Progress(report) = event
             && report.counters.bytes_done > 0
@@ -664,6 +664,8 @@ fn a_terminated_backup_stops_its_transfer_and_saves_no_snapshot() {
     }
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // Keep reading, as a terminal would, until the command ends.
+    lines.for_each(drop);
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");

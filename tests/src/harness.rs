@@ -153,6 +153,25 @@ impl Cluster {
             .expect("create storage location");
     }
 
+    /// Ferry's storage as a fresh install has it: the repository password Secret, and a
+    /// default filesystem storage location in a directory of the cluster's. Returns that
+    /// directory.
+    pub async fn create_default_storage(&self, password: &str) -> PathBuf {
+        self.create_secret(
+            ferry_shared::names::REPOSITORY_SECRET,
+            ferry_shared::names::REPOSITORY_PASSWORD_KEY,
+            password,
+        )
+        .await;
+        let storage = self.path("storage");
+        self.create_location(
+            "default",
+            json!({"provider": "filesystem", "path": storage, "default": true}),
+        )
+        .await;
+        storage
+    }
+
     /// Starts `ferry-node-agent run` for `node`, with `args` added.
     pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Agent {
         let metrics = free_port();

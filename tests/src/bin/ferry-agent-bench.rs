@@ -50,20 +50,7 @@ async fn main() {
     let mut cluster = Cluster::start().await;
     cluster.create_namespace(WORKLOADS).await;
     cluster.add_node("node-a").await;
-    cluster
-        .create_secret(
-            names::REPOSITORY_SECRET,
-            names::REPOSITORY_PASSWORD_KEY,
-            PASSWORD,
-        )
-        .await;
-    let storage = cluster.path("storage");
-    cluster
-        .create_location(
-            "default",
-            json!({"provider": "filesystem", "path": storage}),
-        )
-        .await;
+    let storage = cluster.create_default_storage(PASSWORD).await;
     let repository = storage.join("restic").join(WORKLOADS);
     let password_file = cluster.path("password");
     fs::write(&password_file, PASSWORD).expect("password file");
