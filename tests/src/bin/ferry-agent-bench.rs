@@ -22,7 +22,6 @@ use ferry_tests::tree::make_files;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
-use serde_json::json;
 
 const WORKLOADS: &str = "bench";
 const PASSWORD: &str = "agent-bench";
