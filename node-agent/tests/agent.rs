@@ -51,7 +51,7 @@ async fn cluster() -> (Cluster, PathBuf) {
 }
 
 /// A running pod on `node` with one emptyDir volume, `data`, holding `files` files of `size`
-/// bytes; returns the pod and the volume's host directory (in a one-element list).
+/// bytes.
 async fn pod_with_files(
     cluster: &Cluster,
     name: &str,
@@ -59,12 +59,12 @@ async fn pod_with_files(
     files: usize,
     size: usize,
     seed: u64,
-) -> (Pod, Vec<PathBuf>) {
+) -> Pod {
     let (pod, dirs) = cluster
         .create_pod(WORKLOADS, name, node, vec![("data", VolumeKind::EmptyDir)])
         .await;
     make_files(&dirs[0], files, size, seed);
-    (pod, dirs)
+    pod
 }
 
 /// An S3 storage location, with keys, for bucket `b` at `endpoint`.
@@ -423,7 +423,7 @@ async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
     cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
-    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 200, 512 * 1024, 4).await;
+    let pod = pod_with_files(&cluster, "app-0", "node-a", 200, 512 * 1024, 4).await;
     let pvb = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
 
     // Every status write the agent makes is seen by a watch; count those with new progress.
@@ -500,7 +500,7 @@ fn assert_promtool_accepts(metrics: &str) {
 async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
-    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 300, 512 * 1024, 5).await;
+    let pod = pod_with_files(&cluster, "app-0", "node-a", 300, 512 * 1024, 5).await;
     let api = cluster.api::<PodVolumeBackup>();
 
     // Killed while InProgress, then started again: attempt 2 completes.
@@ -577,7 +577,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
     cluster.add_node("node-a").await;
     cluster.add_node("node-b").await;
     cluster.start_agent(Path::new(AGENT), "node-a", &["--retries", "0"]);
-    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 5, 1000, 6).await;
+    let pod = pod_with_files(&cluster, "app-0", "node-a", 5, 1000, 6).await;
     let (elsewhere, _) = cluster
         .create_pod(
             WORKLOADS,
@@ -706,7 +706,7 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
     cluster.start_agent(Path::new(AGENT), "node-a", &[]);
-    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 7).await;
+    let pod = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 7).await;
     snapshot_of(
         &finished_backup(
             &cluster,
@@ -756,7 +756,7 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
 async fn sigterm_records_a_running_transfer_for_retry_and_deletion_cancels_one() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
-    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 300, 512 * 1024, 8).await;
+    let pod = pod_with_files(&cluster, "app-0", "node-a", 300, 512 * 1024, 8).await;
     let api = cluster.api::<PodVolumeBackup>();
     let running = |pvb: &PodVolumeBackup| {
         pvb.status
@@ -792,8 +792,7 @@ async fn sigterm_records_a_running_transfer_for_retry_and_deletion_cancels_one()
     assert_eq!(done.status.unwrap().attempts, 2);
 
     // Deleting a PodVolumeBackup stops its transfer (new data, so it is not over at once).
-    let (other, other_dirs) =
-        pod_with_files(&cluster, "app-1", "node-a", 400, 512 * 1024, 10).await;
+    let other = pod_with_files(&cluster, "app-1", "node-a", 400, 512 * 1024, 10).await;
     let doomed = create_backup(&cluster, "node-a", &other, "data", &repository).await;
     cluster
         .wait_for(&api, &doomed.name_any(), "transferring", running)
@@ -841,7 +840,7 @@ async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
             "0",
         ],
     );
-    let (pod, dirs) = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 9).await;
+    let pod = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 9).await;
     let pvb = create_raw_backup(
         &cluster,
         PodVolumeBackupSpec {
