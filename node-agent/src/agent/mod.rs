@@ -17,7 +17,7 @@ use ferry_shared::names;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -124,9 +124,7 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {
-            if backup_store.wait_until_ready().await.is_ok()
-                && restore_store.wait_until_ready().await.is_ok()
-            {
+            if synced(&backup_store).await && synced(&restore_store).await {
                 info!("watches synced; ready");
                 readiness.set_ready();
             }
@@ -174,6 +172,23 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
         Err(err) => error!(%err, "metrics server task failed"),
     }
     Ok(())
+}
+
+/// Whether a controller's store has had its first full list. kube-runtime wakes only the latest
+/// task waiting on a store's readiness, and the controller itself waits on it too, so this asks
+/// again until the answer is there.
+async fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
+        {
+            return result.is_ok();
+        }
+    }
 }
 
 async fn stop_on_signals(shutdown: CancellationToken) {
