@@ -152,33 +152,24 @@ async fn create_backup(
     volume: &str,
     repository: &Path,
 ) -> PodVolumeBackup {
-    let mut pvb = PodVolumeBackup::new(
-        "",
-        PodVolumeBackupSpec {
-            node: node.to_owned(),
-            pod: pod_reference(pod),
-            volume: volume.to_owned(),
-            storage_location: "default".to_owned(),
-            repository: repository.display().to_string(),
-            tags: BTreeMap::from([
-                ("backup".to_owned(), "nightly".to_owned()),
-                ("ns".to_owned(), WORKLOADS.to_owned()),
-                ("volume".to_owned(), volume.to_owned()),
-            ]),
-            parent_snapshot_id: None,
-        },
-    );
-    pvb.metadata.name = None;
-    pvb.metadata.generate_name = Some("nightly-".to_owned());
-    pvb.metadata.labels = Some(BTreeMap::from([(
-        names::label::NODE.to_owned(),
-        node.to_owned(),
-    )]));
     cluster
-        .api::<PodVolumeBackup>()
-        .create(&PostParams::default(), &pvb)
+        .create_backup_request(
+            "nightly",
+            PodVolumeBackupSpec {
+                node: node.to_owned(),
+                pod: pod_reference(pod),
+                volume: volume.to_owned(),
+                storage_location: "default".to_owned(),
+                repository: repository.display().to_string(),
+                tags: BTreeMap::from([
+                    ("backup".to_owned(), "nightly".to_owned()),
+                    ("ns".to_owned(), WORKLOADS.to_owned()),
+                    ("volume".to_owned(), volume.to_owned()),
+                ]),
+                parent_snapshot_id: None,
+            },
+        )
         .await
-        .unwrap()
 }
 
 async fn finished_backup(cluster: &Cluster, pvb: &PodVolumeBackup) -> PodVolumeBackup {
@@ -545,18 +536,7 @@ async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
 /// Creates a PodVolumeBackup for node-a from `spec` as given, unchecked, as a careless or
 /// hostile writer of custom resources might.
 async fn create_raw_backup(cluster: &Cluster, spec: PodVolumeBackupSpec) -> PodVolumeBackup {
-    let mut pvb = PodVolumeBackup::new("", spec);
-    pvb.metadata.name = None;
-    pvb.metadata.generate_name = Some("bad-".to_owned());
-    pvb.metadata.labels = Some(BTreeMap::from([(
-        names::label::NODE.to_owned(),
-        "node-a".to_owned(),
-    )]));
-    cluster
-        .api::<PodVolumeBackup>()
-        .create(&PostParams::default(), &pvb)
-        .await
-        .unwrap()
+    cluster.create_backup_request("bad", spec).await
 }
 
 async fn fails_with(cluster: &Cluster, pvb: &PodVolumeBackup, expected: &str) {

@@ -172,6 +172,27 @@ impl Cluster {
         storage
     }
 
+    /// Creates a PodVolumeBackup from `spec` as the coordinator does: named `<prefix>-` plus a
+    /// suffix, and labelled for the node in its spec.
+    pub async fn create_backup_request(
+        &self,
+        prefix: &str,
+        spec: ferry_shared::crd::PodVolumeBackupSpec,
+    ) -> ferry_shared::crd::PodVolumeBackup {
+        let node = spec.node.clone();
+        let mut pvb = ferry_shared::crd::PodVolumeBackup::new("", spec);
+        pvb.metadata.name = None;
+        pvb.metadata.generate_name = Some(format!("{prefix}-"));
+        pvb.metadata.labels = Some(std::collections::BTreeMap::from([(
+            ferry_shared::names::label::NODE.to_owned(),
+            node,
+        )]));
+        self.api::<ferry_shared::crd::PodVolumeBackup>()
+            .create(&PostParams::default(), &pvb)
+            .await
+            .expect("create PodVolumeBackup")
+    }
+
     /// Starts `ferry-node-agent run` for `node`, with `args` added.
     pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Agent {
         let metrics = free_port();

@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ferry_shared::crd::{PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase};
-use ferry_shared::names;
 use ferry_tests::harness::{Cluster, VolumeKind};
 use ferry_tests::tree::make_files;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 
 const WORKLOADS: &str = "bench";
 const PASSWORD: &str = "agent-bench";
@@ -168,33 +167,24 @@ async fn main() {
 }
 
 async fn create_backup(cluster: &Cluster, pod: &Pod, repository: &Path) {
-    let mut pvb = PodVolumeBackup::new(
-        "",
-        PodVolumeBackupSpec {
-            node: "node-a".to_owned(),
-            pod: PodReference {
-                namespace: WORKLOADS.to_owned(),
-                name: pod.name_any(),
-                uid: pod.uid().expect("uid"),
-            },
-            volume: "data".to_owned(),
-            storage_location: "default".to_owned(),
-            repository: repository.display().to_string(),
-            tags: BTreeMap::from([("pod".to_owned(), pod.name_any())]),
-            parent_snapshot_id: None,
-        },
-    );
-    pvb.metadata.name = None;
-    pvb.metadata.generate_name = Some("bench-".to_owned());
-    pvb.metadata.labels = Some(BTreeMap::from([(
-        names::label::NODE.to_owned(),
-        "node-a".to_owned(),
-    )]));
     cluster
-        .api::<PodVolumeBackup>()
-        .create(&PostParams::default(), &pvb)
-        .await
-        .expect("create PodVolumeBackup");
+        .create_backup_request(
+            "bench",
+            PodVolumeBackupSpec {
+                node: "node-a".to_owned(),
+                pod: PodReference {
+                    namespace: WORKLOADS.to_owned(),
+                    name: pod.name_any(),
+                    uid: pod.uid().expect("uid"),
+                },
+                volume: "data".to_owned(),
+                storage_location: "default".to_owned(),
+                repository: repository.display().to_string(),
+                tags: BTreeMap::from([("pod".to_owned(), pod.name_any())]),
+                parent_snapshot_id: None,
+            },
+        )
+        .await;
 }
 
 async fn completed(cluster: &Cluster) -> usize {
