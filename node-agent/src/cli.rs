@@ -145,7 +145,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Cap the transfer process's memory, such as 512Mi or 2G; unlimited when absent.
-    #[arg(long, env = "FERRY_MEMORY_LIMIT", value_parser = parse_size)]
+    #[arg(long, env = "FERRY_MEMORY_LIMIT", value_parser = ferry_shared::size::parse_size)]
     pub memory_limit: Option<u64>,
 }
 
@@ -158,31 +158,6 @@ fn parse_tag(tag: &str) -> Result<(String, String), String> {
             "`{tag}` is not a tag of the form key=value (without commas)"
         )),
     }
-}
-
-/// Bytes, with an optional K, M, G (powers of 1000) or Ki, Mi, Gi (powers of 1024) suffix.
-pub(crate) fn parse_size(size: &str) -> Result<u64, String> {
-    let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = &size[digits.len()..];
-    let multiplier: u64 = match unit {
-        "" => 1,
-        "K" | "k" => 1000,
-        "M" => 1000_u64.pow(2),
-        "G" => 1000_u64.pow(3),
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "unknown size unit `{unit}` in `{size}`: use K, M, G, Ki, Mi or Gi"
-            ));
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|value| value.checked_mul(multiplier))
-        .ok_or_else(|| format!("`{size}` is not a size such as 512Mi"))
 }
 
 impl RepositoryArgs {
@@ -496,16 +471,6 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn sizes_accept_decimal_and_binary_units() {
-        assert_eq!(parse_size("512"), Ok(512));
-        assert_eq!(parse_size("2K"), Ok(2000));
-        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
-        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("Mi").is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub mod label {
     pub const PVC_UID: &str = "ferry.dev/pvc-uid";
     /// Node whose agent does the transfer; each agent watches only its own.
     pub const NODE: &str = "ferry.dev/node";
+    /// On a Backup: the Schedule that made it, shortened by [`label_value`](super::label_value).
+    pub const SCHEDULE_NAME: &str = "ferry.dev/schedule-name";
 }
 
 /// Annotations that users put on pods, and that Ferry puts on its objects.
@@ -36,7 +38,14 @@ pub mod annotation {
     pub const BACKUP_VOLUMES_EXCLUDES: &str = "backup.ferry.dev/backup-volumes-excludes";
     /// On a PodVolumeBackup of a PVC: the name of the PVC.
     pub const PVC_NAME: &str = "ferry.dev/pvc-name";
+    /// On a Backup that sync brought from a storage location: the location's name. Such a
+    /// Backup is never run; it records a backup that already exists.
+    pub const SYNCED_FROM: &str = "ferry.dev/synced-from";
 }
+
+/// Finalizer on every Backup: its snapshots are forgotten and its objects removed from the
+/// storage location before it goes.
+pub const BACKUP_FINALIZER: &str = "ferry.dev/backup-data";
 
 /// Server-side-apply field managers, one per binary.
 pub mod field_manager {

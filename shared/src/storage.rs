@@ -63,7 +63,7 @@ pub fn parse_aws_credentials(text: &str) -> Result<S3Credentials, LocationError>
     })
 }
 
-/// The repository of `namespace` in the location.
+/// The repository of `namespace` in the location, at `<prefix>/restic/<namespace>`.
 pub fn repository_location(
     spec: &BackupStorageLocationSpec,
     namespace: &str,
@@ -72,10 +72,34 @@ pub fn repository_location(
     if !is_dns_label(namespace) {
         return Err(LocationError::InvalidNamespace(namespace.to_owned()));
     }
+    location_under(
+        spec,
+        &format!("{REPOSITORIES_DIR}/{namespace}"),
+        credentials,
+    )
+}
+
+/// The root of the location's layout: the bucket's prefix, or the directory's.
+pub fn location_root(
+    spec: &BackupStorageLocationSpec,
+    credentials: Option<&S3Credentials>,
+) -> Result<RepositoryLocation, LocationError> {
+    location_under(spec, "", credentials)
+}
+
+/// The top-level directory of a location that holds the repositories.
+pub const REPOSITORIES_DIR: &str = "restic";
+
+fn location_under(
+    spec: &BackupStorageLocationSpec,
+    relative: &str,
+    credentials: Option<&S3Credentials>,
+) -> Result<RepositoryLocation, LocationError> {
     let prefix = spec.prefix.as_deref().unwrap_or_default().trim_matches('/');
     let mut path = PathBuf::from(prefix);
-    path.push("restic");
-    path.push(namespace);
+    if !relative.is_empty() {
+        path.push(relative);
+    }
     match spec.provider {
         StorageProvider::Filesystem => {
             let root = spec.path.as_deref().ok_or(LocationError::Incomplete(

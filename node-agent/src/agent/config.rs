@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use ferry_shared::runtime::LogFormat;
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -33,7 +34,7 @@ pub struct RunArgs {
     #[arg(long, env = "FERRY_STALL_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub stall_timeout: Duration,
     /// Each transfer process's memory cap, such as 1Gi; unlimited when absent.
-    #[arg(long, env = "FERRY_TRANSFER_MEMORY_LIMIT", value_parser = crate::cli::parse_size)]
+    #[arg(long, env = "FERRY_TRANSFER_MEMORY_LIMIT", value_parser = ferry_shared::size::parse_size)]
     pub transfer_memory_limit: Option<u64>,
     /// How many more times a failed object-storage request is tried within a transfer.
     #[arg(long, env = "FERRY_RETRIES", default_value_t = ferry_shared::repository::DEFAULT_RETRIES)]
@@ -44,10 +45,4 @@ pub struct RunArgs {
     /// Log lines as plain text or as JSON objects.
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
 }

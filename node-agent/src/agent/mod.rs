@@ -14,16 +14,18 @@ use std::time::Duration;
 use ferry_shared::admin::{self, Readiness};
 use ferry_shared::crd::{PodVolumeBackup, PodVolumeRestore};
 use ferry_shared::names;
+use ferry_shared::runtime;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use config::{LogFormat, RunArgs};
+pub use config::RunArgs;
+pub use ferry_shared::runtime::{LogFormat, init_logging};
 
 use crate::transfer::TransferProcess;
 use metrics::Metrics;
@@ -46,19 +48,6 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Starts logging to stderr, as plain lines or JSON objects; `RUST_LOG` filters.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -92,7 +81,7 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
         readiness.clone(),
         shutdown.clone().cancelled_owned(),
     ));
-    tokio::spawn(stop_on_signals(shutdown.clone()));
+    tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
 
     let selector = format!("{}={}", names::label::NODE, settings.node_name);
     let backups = Controller::new(
@@ -124,7 +113,7 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {
-            if synced(&backup_store).await && synced(&restore_store).await {
+            if runtime::synced(&backup_store).await && runtime::synced(&restore_store).await {
                 info!("watches synced; ready");
                 readiness.set_ready();
             }
@@ -172,37 +161,4 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
         Err(err) => error!(%err, "metrics server task failed"),
     }
     Ok(())
-}
-
-/// Whether a controller's store has had its first full list. kube-runtime wakes only the latest
-/// task waiting on a store's readiness, and the controller itself waits on it too, so this asks
-/// again until the answer is there.
-async fn synced<K>(store: &Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        if let Ok(result) =
-            tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
-        {
-            return result.is_ok();
-        }
-    }
-}
-
-async fn stop_on_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot listen for SIGTERM; stop the agent with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = terminate.recv() => info!("SIGTERM received"),
-        _ = interrupt.recv() => info!("SIGINT received"),
-    }
-    shutdown.cancel();
 }

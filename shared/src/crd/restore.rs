@@ -91,6 +91,10 @@ pub struct RestoreStatus {
     /// Why the spec is invalid, when the phase is FailedValidation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_errors: Vec<String>,
+    /// The Backup restored from: spec.backupName, or the newest Completed Backup of
+    /// spec.scheduleName when the restore started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_name: Option<String>,
     /// When the coordinator started the restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_timestamp: Option<Time>,

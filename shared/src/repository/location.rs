@@ -154,42 +154,48 @@ impl RepositoryLocation {
             Self::Local { path } => {
                 BackendOptions::default().repository(format!("local:{}", path.display()))
             }
-            Self::S3(s3) => {
-                let mut options = BTreeMap::from([
-                    ("bucket".to_owned(), s3.bucket.clone()),
-                    (
-                        "root".to_owned(),
-                        format!("/{}", s3.prefix.trim_matches('/')),
-                    ),
-                    (
-                        "region".to_owned(),
-                        s3.region
-                            .clone()
-                            .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
-                    ),
-                    // Only what Ferry is given counts: no ambient AWS profile or instance role.
-                    ("disable_config_load".to_owned(), "true".to_owned()),
-                    ("disable_ec2_metadata".to_owned(), "true".to_owned()),
-                    (
-                        "enable_virtual_host_style".to_owned(),
-                        s3.virtual_host_style.to_string(),
-                    ),
-                    ("retry".to_owned(), retries.to_string()),
-                ]);
-                if let Some(endpoint) = &s3.endpoint {
-                    options.insert("endpoint".to_owned(), endpoint.clone());
-                }
-                if let Some(key) = &s3.access_key_id {
-                    options.insert("access_key_id".to_owned(), key.clone());
-                }
-                if let Some(secret) = &s3.secret_access_key {
-                    options.insert("secret_access_key".to_owned(), secret.clone());
-                }
-                BackendOptions::default()
-                    .repository("opendal:s3")
-                    .options(options)
-            }
+            Self::S3(s3) => BackendOptions::default()
+                .repository("opendal:s3")
+                .options(s3.opendal_options(retries)),
         }
+    }
+}
+
+impl S3Location {
+    /// The options of opendal's S3 service for this location, rooted at its prefix. `retries`
+    /// bounds how often a failed request is tried again.
+    pub fn opendal_options(&self, retries: u32) -> BTreeMap<String, String> {
+        let mut options = BTreeMap::from([
+            ("bucket".to_owned(), self.bucket.clone()),
+            (
+                "root".to_owned(),
+                format!("/{}", self.prefix.trim_matches('/')),
+            ),
+            (
+                "region".to_owned(),
+                self.region
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+            ),
+            // Only what Ferry is given counts: no ambient AWS profile or instance role.
+            ("disable_config_load".to_owned(), "true".to_owned()),
+            ("disable_ec2_metadata".to_owned(), "true".to_owned()),
+            (
+                "enable_virtual_host_style".to_owned(),
+                self.virtual_host_style.to_string(),
+            ),
+            ("retry".to_owned(), retries.to_string()),
+        ]);
+        if let Some(endpoint) = &self.endpoint {
+            options.insert("endpoint".to_owned(), endpoint.clone());
+        }
+        if let Some(key) = &self.access_key_id {
+            options.insert("access_key_id".to_owned(), key.clone());
+        }
+        if let Some(secret) = &self.secret_access_key {
+            options.insert("secret_access_key".to_owned(), secret.clone());
+        }
+        options
     }
 }
 

@@ -1,0 +1,310 @@
+//! The storage layout of a location, and access to it through opendal.
+//!
+//! ```text
+//! <prefix>/backups/<b>/ferry-backup.json              written last: a backup exists once it does
+//! <prefix>/backups/<b>/<b>-podvolumebackups.json.gz
+//! <prefix>/backups/<b>/<b>-resources.tar.gz          resources/<resource>/namespaces/<ns>/<name>.json
+//! <prefix>/backups/<b>/<b>-logs.gz
+//! <prefix>/restores/<r>/restore-<r>-logs.gz
+//! <prefix>/restores/<r>/restore-<r>-results.gz
+//! <prefix>/restic/<namespace>/                       one restic-format repository per namespace
+//! ```
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use opendal::layers::TimeoutLayer;
+use opendal::{ErrorKind, Operator};
+
+use crate::repository::RepositoryLocation;
+
+/// The only names a location may hold at its top level.
+pub const TOP_LEVEL: [&str; 4] = ["backups", "restores", "restic", "metadata"];
+
+/// Why a location's top level is not Ferry's layout, if it is not.
+pub fn layout_problem(top_level: &[String]) -> Option<String> {
+    let strangers: Vec<&str> = top_level
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !TOP_LEVEL.contains(name))
+        .collect();
+    (!strangers.is_empty()).then(|| {
+        format!(
+            "the location's top level holds {}, which is not Ferry's layout (only {} may be there); give the location a prefix of its own",
+            strangers.join(", "),
+            TOP_LEVEL.join(", ")
+        )
+    })
+}
+
+/// Object keys, relative to the location's prefix.
+pub mod key {
+    /// The directory of a backup's objects.
+    pub fn backup_dir(backup: &str) -> String {
+        format!("backups/{backup}/")
+    }
+    /// The Backup object as it ended; a backup exists in the location once this does.
+    pub fn backup_metadata(backup: &str) -> String {
+        format!("backups/{backup}/{METADATA_FILE}")
+    }
+    /// The PodVolumeBackups of a backup, as a gzipped JSON array.
+    pub fn pod_volume_backups(backup: &str) -> String {
+        format!("backups/{backup}/{backup}-podvolumebackups.json.gz")
+    }
+    /// The Pod and PVC manifests of a backup, as a gzipped tarball.
+    pub fn resources(backup: &str) -> String {
+        format!("backups/{backup}/{backup}-resources.tar.gz")
+    }
+    /// The log of a backup, gzipped.
+    pub fn backup_logs(backup: &str) -> String {
+        format!("backups/{backup}/{backup}-logs.gz")
+    }
+    /// The log of a restore, gzipped.
+    pub fn restore_logs(restore: &str) -> String {
+        format!("restores/{restore}/restore-{restore}-logs.gz")
+    }
+    /// What a restore did with each object, gzipped JSON.
+    pub fn restore_results(restore: &str) -> String {
+        format!("restores/{restore}/restore-{restore}-results.gz")
+    }
+    /// The path of a manifest inside the resources tarball.
+    pub fn manifest(resource: &str, namespace: &str, name: &str) -> String {
+        format!("resources/{resource}/namespaces/{namespace}/{name}.json")
+    }
+
+    pub(super) const METADATA_FILE: &str = "ferry-backup.json";
+}
+
+/// A failed request to the location.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach the storage location: {0}")]
+    Setup(String),
+    #[error("cannot {action} {key} in the storage location: {cause}")]
+    Request {
+        action: &'static str,
+        key: String,
+        cause: String,
+    },
+}
+
+/// The objects of one storage location, under its prefix.
+#[derive(Clone)]
+pub struct ObjectStore {
+    operator: Operator,
+}
+
+/// How long one request to the location may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ObjectStore {
+    /// Access to the location whose root (its prefix) is `root`.
+    pub fn open(root: &RepositoryLocation, retries: u32) -> Result<Self, StoreError> {
+        let setup = |err: opendal::Error| StoreError::Setup(err.to_string());
+        let operator = match root {
+            RepositoryLocation::Local { path } => Operator::from_iter::<opendal::services::Fs>([(
+                "root".to_owned(),
+                path.display().to_string(),
+            )]),
+            RepositoryLocation::S3(s3) => {
+                Operator::from_iter::<opendal::services::S3>(s3.opendal_options(retries))
+            }
+        }
+        .map_err(setup)?
+        .layer(TimeoutLayer::new().with_io_timeout(REQUEST_TIMEOUT));
+        Ok(Self { operator })
+    }
+
+    /// The names at the top level of the location, without trailing slashes.
+    pub async fn top_level(&self) -> Result<Vec<String>, StoreError> {
+        let entries = match self.operator.list("/").await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(request_error("list", "the top level", &err)),
+        };
+        Ok(entries
+            .iter()
+            .map(|entry| entry.path().trim_matches('/').to_owned())
+            .filter(|name| !name.is_empty())
+            .collect())
+    }
+
+    /// The names of the backups the location holds whole: those with their metadata file.
+    pub async fn backups(&self) -> Result<Vec<String>, StoreError> {
+        let entries = match self.operator.list_with("backups/").recursive(true).await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(request_error("list", "backups/", &err)),
+        };
+        let mut names: Vec<String> = entries
+            .iter()
+            .filter_map(|entry| {
+                let rest = entry.path().strip_prefix("backups/")?;
+                let (name, file) = rest.split_once('/')?;
+                (file == key::METADATA_FILE && !name.is_empty()).then(|| name.to_owned())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Whether the location holds anything of the backup `name`, whole or not.
+    pub async fn has_backup(&self, name: &str) -> Result<bool, StoreError> {
+        let dir = key::backup_dir(name);
+        match self.operator.list_with(&dir).limit(1).await {
+            Ok(entries) => Ok(entries.iter().any(|entry| entry.path() != dir)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(request_error("list", &dir, &err)),
+        }
+    }
+
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.operator
+            .write(key, bytes)
+            .await
+            .map(|_| ())
+            .map_err(|err| request_error("write", key, &err))
+    }
+
+    /// The object's bytes, or None when there is no such object.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.operator.read(key).await {
+            Ok(buffer) => Ok(Some(buffer.to_vec())),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(request_error("read", key, &err)),
+        }
+    }
+
+    /// Removes everything under the directory `dir` (a key ending in `/`).
+    pub async fn delete_dir(&self, dir: &str) -> Result<(), StoreError> {
+        match self.operator.delete_with(dir).recursive(true).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(request_error("delete", dir, &err)),
+        }
+    }
+}
+
+fn request_error(action: &'static str, key: &str, err: &opendal::Error) -> StoreError {
+    StoreError::Request {
+        action,
+        key: key.to_owned(),
+        cause: format!("{} ({})", err.kind(), err.message()),
+    }
+}
+
+/// Gzips `bytes`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
+}
+
+/// Ungzips `bytes`.
+pub fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// A gzipped tarball of the given files.
+pub fn tar_gz(files: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut builder = tar::Builder::new(encoder);
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, path, bytes.as_slice())?;
+    }
+    builder.into_inner()?.finish()
+}
+
+/// The regular files of a gzipped tarball, with their paths. Nothing is written to disk.
+pub fn untar_gz(bytes: &[u8]) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut files = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let mut contents = Vec::new();
+        entry.read_to_end(&mut contents)?;
+        files.push((path, contents));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ferrys_names_may_sit_at_the_top_level() {
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(layout_problem(&[]), None);
+        assert_eq!(
+            layout_problem(&names(&["backups", "restic", "restores", "metadata"])),
+            None
+        );
+        let problem = layout_problem(&names(&["backups", "photos", "notes.txt"])).unwrap();
+        assert!(problem.contains("photos, notes.txt"), "{problem}");
+    }
+
+    #[test]
+    fn tarballs_and_gzip_round_trip() {
+        let files = vec![
+            (
+                key::manifest("pods", "shop", "web-0"),
+                b"{\"a\":1}".to_vec(),
+            ),
+            (
+                key::manifest("persistentvolumeclaims", "shop", "data"),
+                Vec::new(),
+            ),
+        ];
+        assert_eq!(untar_gz(&tar_gz(&files).unwrap()).unwrap(), files);
+        assert_eq!(gunzip(&gzip(b"hello")).unwrap(), b"hello");
+        assert!(gunzip(b"not gzip").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_directory_location_lists_writes_reads_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(
+            &RepositoryLocation::Local {
+                path: dir.path().join("missing-yet"),
+            },
+            0,
+        )
+        .unwrap();
+        assert!(store.top_level().await.unwrap().is_empty());
+        assert!(store.backups().await.unwrap().is_empty());
+        store
+            .put(&key::resources("b1"), b"r".to_vec())
+            .await
+            .unwrap();
+        assert!(store.has_backup("b1").await.unwrap());
+        assert!(!store.has_backup("b").await.unwrap());
+        assert!(store.backups().await.unwrap().is_empty(), "no metadata yet");
+        store
+            .put(&key::backup_metadata("b1"), b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(store.backups().await.unwrap(), ["b1"]);
+        assert_eq!(store.top_level().await.unwrap(), ["backups"]);
+        assert_eq!(
+            store.get(&key::backup_metadata("b1")).await.unwrap(),
+            Some(b"{}".to_vec())
+        );
+        assert_eq!(store.get("backups/b2/x").await.unwrap(), None);
+        store.delete_dir(&key::backup_dir("b1")).await.unwrap();
+        assert!(!store.has_backup("b1").await.unwrap());
+        assert!(store.backups().await.unwrap().is_empty());
+    }
+}
