@@ -1,24 +1,52 @@
-//! `ferry-coordinator`: turns Backup and Restore objects into pod-volume work. Its controllers
-//! are not part of this build yet; until they are, it says so instead of pretending to run.
+//! `ferry-coordinator`: the coordinator's Deployment process.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use ferry_coordinator::{RunArgs, jobs};
 
+/// Ferry's coordinator: turns Backup, Restore and Schedule objects into pod-volume work, and
+/// keeps repositories, storage locations and the backup catalogue in order.
 #[derive(Debug, Parser)]
-#[command(
-    name = "ferry-coordinator",
-    version,
-    about = "Ferry's coordinator (its controllers are not built yet)"
-)]
-struct Cli {}
+#[command(name = "ferry-coordinator", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controllers (the Deployment's command).
+    Run(RunArgs),
+    /// Run one repository job read as JSON from stdin; the coordinator starts this itself.
+    #[command(name = "repository-job", hide = true)]
+    RepositoryJob {
+        /// Memory cap of this process in bytes.
+        #[arg(long)]
+        memory_limit: Option<u64>,
+    },
+}
 
 fn main() -> ExitCode {
-    Cli::parse();
-    eprintln!(
-        "ferry-coordinator {}: the Backup and Restore controllers are not part of this build yet; \
-         use `ferry-node-agent backup` and `ferry-node-agent restore` for one-off transfers",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::FAILURE
+    let cli = Cli::parse();
+    match cli.command {
+        Command::RepositoryJob { memory_limit } => jobs::run_child(memory_limit),
+        Command::Run(args) => {
+            ferry_shared::runtime::init_logging(args.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("ferry-coordinator: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(ferry_coordinator::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!(%err, "coordinator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,73 @@
+//! `ferry-coordinator run`: the Deployment's settings. Every flag has an environment twin.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use ferry_shared::runtime::LogFormat;
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The namespace Ferry is installed in, where its custom resources, Secrets and Lease live.
+    #[arg(long, env = "FERRY_NAMESPACE", default_value = "ferry")]
+    pub namespace: String,
+    /// Where /metrics, /livez and /readyz are served.
+    #[arg(long, env = "FERRY_METRICS_ADDRESS", default_value = "0.0.0.0:8085")]
+    pub metrics_address: SocketAddr,
+    /// Log lines as plain text or as JSON objects.
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    /// Take the Lease before starting the controllers, and exit when it is lost.
+    #[arg(long, env = "FERRY_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the Lease, in the install namespace, that the leader holds.
+    #[arg(long, env = "FERRY_LEASE_NAME", default_value = "ferry-coordinator")]
+    pub lease_name: String,
+    /// How long a Lease is valid without renewal; the leader renews it every third of this.
+    #[arg(long, env = "FERRY_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's name in the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Image of the restore-wait init container put first into every restored pod.
+    #[arg(
+        long,
+        env = "FERRY_RESTORE_HELPER_IMAGE",
+        default_value = "ghcr.io/ferry-dev/ferry:0.1.0"
+    )]
+    pub restore_helper_image: String,
+    /// Command of the restore-wait init container; its only argument is the restore's UID.
+    #[arg(
+        long,
+        env = "FERRY_RESTORE_HELPER_COMMAND",
+        default_value = "/usr/local/bin/ferry-restore-helper"
+    )]
+    pub restore_helper_command: String,
+    /// How long a Backup is kept when its spec gives no ttl.
+    #[arg(long, env = "FERRY_DEFAULT_BACKUP_TTL", default_value = "720h", value_parser = humantime::parse_duration)]
+    pub default_backup_ttl: Duration,
+    /// How long one volume's transfer may run when the Backup gives no volumeTimeout.
+    #[arg(long, env = "FERRY_DEFAULT_VOLUME_TIMEOUT", default_value = "4h", value_parser = humantime::parse_duration)]
+    pub default_volume_timeout: Duration,
+    /// Back up every eligible volume (opt-out) when the Backup does not say, instead of only
+    /// the volumes named in the pod annotation (opt-in).
+    #[arg(long, env = "FERRY_DEFAULT_VOLUMES_TO_FS_BACKUP")]
+    pub default_volumes_to_fs_backup: bool,
+    /// How often each repository is maintained (forget, prune, check) when its
+    /// BackupRepository gives no maintenanceFrequency.
+    #[arg(long, env = "FERRY_MAINTENANCE_FREQUENCY", default_value = "168h", value_parser = humantime::parse_duration)]
+    pub maintenance_frequency: Duration,
+    /// How often a storage location's availability is checked when it does not say.
+    #[arg(long, env = "FERRY_VALIDATION_FREQUENCY", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub validation_frequency: Duration,
+    /// How often the backups in a storage location are synced into the cluster when it does
+    /// not say.
+    #[arg(long, env = "FERRY_SYNC_PERIOD", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub sync_period: Duration,
+    /// Memory cap of each repository-maintenance process, such as 1Gi; unlimited when absent.
+    #[arg(long, env = "FERRY_MAINTENANCE_MEMORY_LIMIT", value_parser = ferry_shared::size::parse_size)]
+    pub maintenance_memory_limit: Option<u64>,
+    /// How many more times a failed object-storage request is tried.
+    #[arg(long, env = "FERRY_RETRIES", default_value_t = ferry_shared::repository::DEFAULT_RETRIES)]
+    pub retries: u32,
+}

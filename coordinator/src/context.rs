@@ -1,0 +1,268 @@
+//! What every controller of the coordinator shares.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ferry_shared::crd::BackupStorageLocation;
+use ferry_shared::layout::ObjectStore;
+use ferry_shared::names;
+use ferry_shared::repository::{RepositoryConfig, RepositoryLocation};
+use ferry_shared::secret::secret_text;
+use ferry_shared::storage::{
+    S3Credentials, location_root, parse_aws_credentials, repository_location,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use crate::config::RunArgs;
+use crate::jobs::JobRunner;
+use crate::metrics::Metrics;
+
+pub struct Context {
+    pub client: Client,
+    pub namespace: String,
+    pub settings: RunArgs,
+    pub metrics: Metrics,
+    pub jobs: JobRunner,
+    recorder: Recorder,
+    /// Repositories under maintenance: no transfer into them starts meanwhile.
+    maintaining: Mutex<HashSet<String>>,
+}
+
+/// A storage location with what it takes to reach it.
+pub struct ResolvedLocation {
+    pub location: BackupStorageLocation,
+    credentials: Option<S3Credentials>,
+}
+
+impl ResolvedLocation {
+    pub fn name(&self) -> String {
+        self.location.name_any()
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.location.spec.access_mode == ferry_shared::crd::AccessMode::ReadOnly
+    }
+
+    /// The location's objects, under its prefix.
+    pub fn store(&self, retries: u32) -> Result<ObjectStore, String> {
+        let root = location_root(&self.location.spec, self.credentials.as_ref())
+            .map_err(|err| format!("storage location {}: {err}", self.name()))?;
+        ObjectStore::open(&root, retries).map_err(|err| err.to_string())
+    }
+
+    /// The repository of `namespace` in the location.
+    pub fn repository(&self, namespace: &str) -> Result<RepositoryLocation, String> {
+        repository_location(&self.location.spec, namespace, self.credentials.as_ref())
+            .map_err(|err| format!("storage location {}: {err}", self.name()))
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, settings: RunArgs, metrics: Metrics, jobs: JobRunner) -> Self {
+        let reporter = Reporter {
+            controller: names::field_manager::COORDINATOR.to_owned(),
+            instance: settings.identity.clone(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            namespace: settings.namespace.clone(),
+            client,
+            settings,
+            metrics,
+            jobs,
+            maintaining: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Records an Event on `object`; a failure to record is logged, never fatal.
+    pub async fn event<K>(&self, object: &K, warning: bool, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            warn!(%err, reason, "cannot record an event");
+        }
+    }
+
+    /// Writes the status of a coordinator-owned object by server-side apply.
+    pub async fn apply_status<K, S>(&self, object: &K, status: &S) -> Result<(), kube::Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        S: Serialize,
+    {
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        self.api::<K>()
+            .patch_status(
+                &object.name_any(),
+                &PatchParams::apply(names::field_manager::COORDINATOR).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// The storage location `name`, with its credentials read.
+    pub async fn location(&self, name: &str) -> Result<ResolvedLocation, String> {
+        let location = self
+            .api::<BackupStorageLocation>()
+            .get_opt(name)
+            .await
+            .map_err(|err| format!("cannot read storage location {name}: {err}"))?
+            .ok_or_else(|| format!("storage location {name} does not exist"))?;
+        let credentials = match &location.spec.credential {
+            Some(reference) => {
+                let text = secret_text(
+                    &self.client,
+                    &self.namespace,
+                    &reference.name,
+                    &reference.key,
+                    "storage credentials",
+                )
+                .await
+                .map_err(|err| err.to_string())?;
+                Some(parse_aws_credentials(&text).map_err(|err| {
+                    format!("Secret {}/{}: {err}", self.namespace, reference.name)
+                })?)
+            }
+            None => None,
+        };
+        Ok(ResolvedLocation {
+            location,
+            credentials,
+        })
+    }
+
+    /// The name of the location a Backup without one uses: the one marked default.
+    pub async fn default_location(&self) -> Result<String, String> {
+        let locations = self
+            .api::<BackupStorageLocation>()
+            .list(&Default::default())
+            .await
+            .map_err(|err| format!("cannot list storage locations: {err}"))?;
+        let defaults: Vec<String> = locations
+            .items
+            .iter()
+            .filter(|location| location.spec.default)
+            .map(ResourceExt::name_any)
+            .collect();
+        match defaults.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(
+                "no storage location is marked default; name one in spec.storageLocation"
+                    .to_owned(),
+            ),
+            many => Err(format!(
+                "several storage locations are marked default ({}); name one in spec.storageLocation",
+                many.join(", ")
+            )),
+        }
+    }
+
+    /// How to reach and unlock the repository of `namespace` in `location`.
+    pub async fn repository_config(
+        &self,
+        location: &ResolvedLocation,
+        namespace: &str,
+    ) -> Result<RepositoryConfig, String> {
+        let password = secret_text(
+            &self.client,
+            &self.namespace,
+            names::REPOSITORY_SECRET,
+            names::REPOSITORY_PASSWORD_KEY,
+            "repository password",
+        )
+        .await
+        .map_err(|err| err.to_string())?;
+        Ok(RepositoryConfig {
+            location: location.repository(namespace)?,
+            password: password.trim_end_matches(['\r', '\n']).to_owned(),
+            cache_dir: None,
+            retries: self.settings.retries,
+        })
+    }
+
+    /// Marks a repository as under maintenance; false if it already was.
+    pub fn start_maintenance(&self, repository: &str) -> bool {
+        self.maintaining().insert(repository.to_owned())
+    }
+
+    pub fn end_maintenance(&self, repository: &str) {
+        self.maintaining().remove(repository);
+    }
+
+    pub fn under_maintenance(&self, repository: &str) -> bool {
+        self.maintaining().contains(repository)
+    }
+
+    fn maintaining(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.maintaining
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// `time` plus `duration`, or far in the future when that does not fit.
+pub fn after(time: &Time, duration: Duration) -> Time {
+    let span = k8s_openapi::jiff::SignedDuration::try_from(duration)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    Time(
+        time.0
+            .checked_add(span)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::MAX),
+    )
+}
+
+/// How long until `time`, zero if it has passed.
+pub fn until(time: &Time) -> Duration {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Duration::try_from(time.0.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// Reads a duration from a spec, such as `720h`, or the default when absent.
+pub fn spec_duration(
+    value: Option<&str>,
+    field: &str,
+    default: Duration,
+) -> Result<Duration, String> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|err| format!("{field} {text:?} is not a duration such as 720h: {err}")),
+    }
+}

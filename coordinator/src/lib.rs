@@ -1,0 +1,231 @@
+//! The coordinator: turns Backup, Restore and Schedule objects into PodVolumeBackups and
+//! PodVolumeRestores, keeps repositories and storage locations in order, and keeps the
+//! catalogue of backups in object storage.
+
+mod backup;
+pub mod config;
+mod context;
+mod error;
+pub mod jobs;
+mod leader;
+mod location;
+mod metrics;
+mod password;
+mod plan;
+mod repository;
+mod restore;
+mod schedule;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_shared::admin::{self, Readiness};
+use ferry_shared::crd::{
+    Backup, BackupRepository, BackupStorageLocation, PodVolumeBackup, PodVolumeRestore, Restore,
+    Schedule,
+};
+use ferry_shared::names::label;
+use ferry_shared::runtime;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+pub use config::RunArgs;
+
+use context::Context;
+use jobs::JobRunner;
+use metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("cannot connect to the Kubernetes API: {0}")]
+    Connect(#[source] kube::Error),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    #[error("cannot find this program's own executable, needed for repository work: {0}")]
+    Executable(#[source] std::io::Error),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Admin {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make sure the repository password exists: {0}")]
+    Password(String),
+    #[error("lost the leader Lease; exiting so that another replica leads")]
+    LostLease,
+}
+
+/// Runs the coordinator until SIGTERM or SIGINT, or until it loses the leader Lease.
+pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
+    let client = Client::try_default()
+        .await
+        .map_err(CoordinatorError::Connect)?;
+    let metrics = Metrics::new().map_err(CoordinatorError::Metrics)?;
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(settings.metrics_address)
+        .await
+        .map_err(|source| CoordinatorError::Admin {
+            address: settings.metrics_address,
+            source,
+        })?;
+    let admin = tokio::spawn(admin::serve_on(
+        listener,
+        metrics.registry(),
+        readiness.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
+
+    let lost = if settings.leader_elect {
+        let identity = settings
+            .identity
+            .clone()
+            .unwrap_or_else(|| format!("ferry-coordinator-{}", std::process::id()));
+        let lease = leader::LeaseSettings {
+            namespace: settings.namespace.clone(),
+            name: settings.lease_name.clone(),
+            identity,
+            duration: settings.lease_duration,
+        };
+        match leader::acquire(client.clone(), lease, &shutdown).await {
+            Some(lost) => lost,
+            None => return Ok(()),
+        }
+    } else {
+        CancellationToken::new()
+    };
+
+    password::ensure(&client, &settings.namespace)
+        .await
+        .map_err(CoordinatorError::Password)?;
+    let jobs = JobRunner {
+        program: std::env::current_exe().map_err(CoordinatorError::Executable)?,
+        memory_limit: settings.maintenance_memory_limit,
+    };
+    let namespace = settings.namespace.clone();
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, jobs));
+    let config = watcher::Config::default;
+
+    let backups = Controller::new(
+        Api::<Backup>::namespaced(client.clone(), &namespace),
+        config(),
+    )
+    .owns(
+        Api::<PodVolumeBackup>::namespaced(client.clone(), &namespace),
+        config(),
+    );
+    let restores = Controller::new(
+        Api::<Restore>::namespaced(client.clone(), &namespace),
+        config(),
+    )
+    .owns(
+        Api::<PodVolumeRestore>::namespaced(client.clone(), &namespace),
+        config(),
+    );
+    let restore_store = restores.store();
+    let waiting = restore_store.clone();
+    // A restored pod's binding lets its PodVolumeRestores be labelled for its node.
+    let restores = restores.watches(
+        Api::<Pod>::all(client.clone()),
+        config().labels(label::RESTORE_UID),
+        move |pod: Pod| {
+            let uid = pod.labels().get(label::RESTORE_UID).cloned();
+            waiting
+                .state()
+                .into_iter()
+                .filter(|restore| restore.uid() == uid)
+                .map(|restore| ObjectRef::from_obj(&*restore))
+                .collect::<Vec<_>>()
+        },
+    );
+    let repositories = Controller::new(
+        Api::<BackupRepository>::namespaced(client.clone(), &namespace),
+        config(),
+    );
+    let locations = Controller::new(
+        Api::<BackupStorageLocation>::namespaced(client.clone(), &namespace),
+        config(),
+    );
+    let schedules = Controller::new(
+        Api::<Schedule>::namespaced(client.clone(), &namespace),
+        config(),
+    );
+    {
+        let stores = (
+            backups.store(),
+            restore_store,
+            repositories.store(),
+            locations.store(),
+            schedules.store(),
+        );
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            if runtime::synced(&stores.0).await
+                && runtime::synced(&stores.1).await
+                && runtime::synced(&stores.2).await
+                && runtime::synced(&stores.3).await
+                && runtime::synced(&stores.4).await
+            {
+                info!("watches synced; ready");
+                readiness.set_ready();
+            }
+        });
+    }
+
+    info!(%namespace, "coordinator started");
+    let stop = CancellationToken::new();
+    let graceful = || stop.clone().cancelled_owned();
+    let controllers = futures::future::join5(
+        backups
+            .graceful_shutdown_on(graceful())
+            .run(backup::reconcile, error::error_policy, ctx.clone())
+            .for_each(|_| async {}),
+        restores
+            .graceful_shutdown_on(graceful())
+            .run(restore::reconcile, error::error_policy, ctx.clone())
+            .for_each(|_| async {}),
+        repositories
+            .graceful_shutdown_on(graceful())
+            .run(repository::reconcile, error::error_policy, ctx.clone())
+            .for_each(|_| async {}),
+        locations
+            .graceful_shutdown_on(graceful())
+            .run(location::reconcile, error::error_policy, ctx.clone())
+            .for_each(|_| async {}),
+        schedules
+            .graceful_shutdown_on(graceful())
+            .run(schedule::reconcile, error::error_policy, ctx.clone())
+            .for_each(|_| async {}),
+    );
+    let controllers = tokio::spawn(controllers);
+
+    let lost_lease = tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = lost.cancelled() => true,
+    };
+    info!("stopping");
+    stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(20), controllers)
+        .await
+        .is_err()
+    {
+        error!("controllers did not stop in time");
+    }
+    shutdown.cancel();
+    match admin.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => error!(%err, "metrics server failed"),
+        Err(err) => error!(%err, "metrics server task failed"),
+    }
+    if lost_lease {
+        return Err(CoordinatorError::LostLease);
+    }
+    Ok(())
+}

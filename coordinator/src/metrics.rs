@@ -1,0 +1,112 @@
+//! The coordinator's metrics (DESIGN.md §6): Backups and Restores by final phase, backup
+//! durations, the last successful backup of each schedule, and repository maintenance.
+
+use ferry_shared::crd::OperationPhase;
+use prometheus::{
+    CounterVec, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
+    exponential_buckets,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    backups: IntCounterVec,
+    restores: IntCounterVec,
+    last_success: GaugeVec,
+    backup_duration: Histogram,
+    maintenance: CounterVec,
+}
+
+fn phase_label(phase: OperationPhase) -> &'static str {
+    match phase {
+        OperationPhase::New => "New",
+        OperationPhase::FailedValidation => "FailedValidation",
+        OperationPhase::InProgress => "InProgress",
+        OperationPhase::Completed => "Completed",
+        OperationPhase::PartiallyFailed => "PartiallyFailed",
+        OperationPhase::Failed => "Failed",
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let backups = IntCounterVec::new(
+            Opts::new("ferry_backup_total", "Backups that ended, by final phase."),
+            &["phase"],
+        )?;
+        let restores = IntCounterVec::new(
+            Opts::new(
+                "ferry_restore_total",
+                "Restores that ended, by final phase.",
+            ),
+            &["phase"],
+        )?;
+        let last_success = GaugeVec::new(
+            Opts::new(
+                "ferry_backup_last_successful_timestamp_seconds",
+                "When the newest Completed backup of each schedule finished, in Unix seconds; the schedule is empty for Backups made by hand.",
+            ),
+            &["schedule"],
+        )?;
+        let backup_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "ferry_backup_duration_seconds",
+                "How long Backups took, from start to their final phase.",
+            )
+            .buckets(exponential_buckets(1.0, 4.0, 10)?),
+        )?;
+        let maintenance = CounterVec::new(
+            Opts::new(
+                "ferry_repository_maintenance_total",
+                "Repository maintenance runs (forget, prune, check), by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(backups.clone()))?;
+        registry.register(Box::new(restores.clone()))?;
+        registry.register(Box::new(last_success.clone()))?;
+        registry.register(Box::new(backup_duration.clone()))?;
+        registry.register(Box::new(maintenance.clone()))?;
+        Ok(Self {
+            registry,
+            backups,
+            restores,
+            last_success,
+            backup_duration,
+            maintenance,
+        })
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    /// A Backup reached `phase`, after `seconds`; `schedule` made it, if any.
+    pub fn backup_ended(
+        &self,
+        phase: OperationPhase,
+        seconds: f64,
+        schedule: &str,
+        finished_at: f64,
+    ) {
+        self.backups.with_label_values(&[phase_label(phase)]).inc();
+        if phase != OperationPhase::FailedValidation {
+            self.backup_duration.observe(seconds);
+        }
+        if phase == OperationPhase::Completed {
+            self.last_success
+                .with_label_values(&[schedule])
+                .set(finished_at);
+        }
+    }
+
+    pub fn restore_ended(&self, phase: OperationPhase) {
+        self.restores.with_label_values(&[phase_label(phase)]).inc();
+    }
+
+    pub fn maintenance_ran(&self, succeeded: bool) {
+        let result = if succeeded { "success" } else { "failure" };
+        self.maintenance.with_label_values(&[result]).inc();
+    }
+}

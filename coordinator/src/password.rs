@@ -1,0 +1,55 @@
+//! The repository password: Secret `ferry-repo-credentials`, key `repository-password`. When
+//! it is missing at first start, a random one is made and the log says to keep a copy.
+
+use std::collections::BTreeMap;
+
+use ferry_shared::names;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tracing::{info, warn};
+
+/// Random bytes in a generated password (hex-encoded, so twice as many characters).
+const PASSWORD_BYTES: usize = 32;
+
+pub async fn ensure(client: &Client, namespace: &str) -> Result<(), String> {
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let name = names::REPOSITORY_SECRET;
+    if api
+        .get_opt(name)
+        .await
+        .map_err(|err| format!("cannot read Secret {namespace}/{name}: {err}"))?
+        .is_some()
+    {
+        info!(secret = %name, "using the existing repository password");
+        return Ok(());
+    }
+    let mut bytes = [0u8; PASSWORD_BYTES];
+    getrandom::fill(&mut bytes).map_err(|err| format!("cannot make a random password: {err}"))?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            names::REPOSITORY_PASSWORD_KEY.to_owned(),
+            hex::encode(bytes),
+        )])),
+        ..Secret::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            warn!(
+                secret = %name,
+                "generated a random repository password. Keep a copy outside the cluster: without it no backup can be restored after a disaster. Read it with: kubectl -n {namespace} get secret {name} -o jsonpath='{{.data.{}}}' | base64 -d",
+                names::REPOSITORY_PASSWORD_KEY
+            );
+            Ok(())
+        }
+        // Another replica made it first.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(format!("cannot create Secret {namespace}/{name}: {err}")),
+    }
+}

@@ -1,0 +1,1008 @@
+//! The Restore controller: validate → read the backup's manifests from the location →
+//! recreate PVCs (binding stripped) and Pods (restore-wait init container first) → one
+//! PodVolumeRestore per volume with a snapshot, labelled for its node once the pod is bound →
+//! aggregate → write the results and log to the location.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_shared::crd::ExistingResourcePolicy;
+use ferry_shared::crd::{
+    Backup, OperationPhase, PodReference, PodVolumeBackup, PodVolumePhase, PodVolumeRestore,
+    PodVolumeRestoreSpec, Restore, RestoreStatus, TransferCounts,
+};
+use ferry_shared::layout::{self, key};
+use ferry_shared::names::{self, label};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, Namespace, PersistentVolumeClaim, Pod, ResourceRequirements,
+    SeccompProfile, SecurityContext, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::context::{Context, ResolvedLocation, now};
+use crate::error::Error;
+use crate::plan::{TransferView, aggregate, generate_name_prefix};
+
+/// The user the restore-wait container runs as: the image's non-root user.
+const HELPER_USER: i64 = 65532;
+
+pub async fn reconcile(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let status = restore.status.clone().unwrap_or_default();
+    match status.phase {
+        OperationPhase::New => start(&restore, &ctx).await,
+        OperationPhase::InProgress if status.pod_volume_restores.is_none() => {
+            create_objects(&restore, &ctx, status).await
+        }
+        OperationPhase::InProgress => watch(&restore, &ctx, status).await,
+        _ => Ok(Action::await_change()),
+    }
+}
+
+/// The backup a Restore names, or the newest Completed backup of its schedule.
+fn choose_backup(
+    spec_backup: Option<&str>,
+    schedule: Option<&str>,
+    backups: &[Backup],
+) -> Result<String, String> {
+    match (
+        spec_backup.filter(|b| !b.is_empty()),
+        schedule.filter(|s| !s.is_empty()),
+    ) {
+        (Some(_), Some(_)) => Err("give either backupName or scheduleName, not both".to_owned()),
+        (None, None) => Err("give backupName or scheduleName".to_owned()),
+        (Some(name), None) => {
+            let backup = backups
+                .iter()
+                .find(|backup| backup.name_any() == name)
+                .ok_or_else(|| format!("backup {name} does not exist"))?;
+            match backup.phase() {
+                OperationPhase::Completed | OperationPhase::PartiallyFailed => Ok(name.to_owned()),
+                phase => Err(format!(
+                    "backup {name} is {phase:?}; only Completed or PartiallyFailed backups can be restored"
+                )),
+            }
+        }
+        (None, Some(schedule)) => backups
+            .iter()
+            .filter(|backup| {
+                backup.labels().get(label::SCHEDULE_NAME) == Some(&names::label_value(schedule))
+                    && backup.phase() == OperationPhase::Completed
+            })
+            .max_by_key(|backup| {
+                backup
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.completion_timestamp.clone())
+                    .map(|t| t.0)
+            })
+            .map(ResourceExt::name_any)
+            .ok_or_else(|| format!("schedule {schedule} has no Completed backup")),
+    }
+}
+
+async fn start(restore: &Restore, ctx: &Context) -> Result<Action, Error> {
+    let spec = &restore.spec;
+    let backups = ctx
+        .api::<Backup>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let mut errors = Vec::new();
+    let backup = choose_backup(
+        spec.backup_name.as_deref(),
+        spec.schedule_name.as_deref(),
+        &backups,
+    )
+    .map_err(|err| errors.push(err))
+    .ok();
+    for (from, to) in &spec.namespace_mapping {
+        if !ferry_shared::storage::is_dns_label(to) {
+            errors.push(format!(
+                "namespaceMapping {from}: {to:?} is not a namespace name"
+            ));
+        }
+    }
+    if let Some(selector) = &spec.label_selector
+        && let Err(err) = Selector::try_from(selector.clone())
+    {
+        errors.push(format!("labelSelector is not valid: {err}"));
+    }
+    let started = now();
+    if !errors.is_empty() {
+        warn!(name = %restore.name_any(), ?errors, "restore failed validation");
+        ctx.event(restore, true, "FailedValidation", errors.join("; "))
+            .await;
+        ctx.metrics.restore_ended(OperationPhase::FailedValidation);
+        ctx.apply_status(
+            restore,
+            &RestoreStatus {
+                phase: OperationPhase::FailedValidation,
+                validation_errors: errors,
+                completion_timestamp: Some(started),
+                ..RestoreStatus::default()
+            },
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    ctx.event(
+        restore,
+        false,
+        "Started",
+        format!(
+            "restoring from backup {}",
+            backup.clone().unwrap_or_default()
+        ),
+    )
+    .await;
+    ctx.apply_status(
+        restore,
+        &RestoreStatus {
+            phase: OperationPhase::InProgress,
+            backup_name: backup,
+            start_timestamp: Some(started),
+            ..RestoreStatus::default()
+        },
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+async fn fail(
+    restore: &Restore,
+    ctx: &Context,
+    status: RestoreStatus,
+    error: String,
+) -> Result<Action, Error> {
+    warn!(name = %restore.name_any(), %error, "restore failed");
+    ctx.event(restore, true, "Failed", error.clone()).await;
+    ctx.metrics.restore_ended(OperationPhase::Failed);
+    let mut errors = status.errors.clone();
+    errors.push(error);
+    ctx.apply_status(
+        restore,
+        &RestoreStatus {
+            phase: OperationPhase::Failed,
+            completion_timestamp: Some(now()),
+            errors,
+            ..status
+        },
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+/// The Pods and PVCs of a backup's resources tarball.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub pods: Vec<Pod>,
+    pub claims: Vec<PersistentVolumeClaim>,
+}
+
+pub fn read_manifests(files: Vec<(String, Vec<u8>)>) -> Result<Manifests, String> {
+    let mut manifests = Manifests::default();
+    for (path, bytes) in files {
+        let parse_error = |err: serde_json::Error| format!("{path} is not a valid manifest: {err}");
+        if path.starts_with("resources/pods/") {
+            manifests
+                .pods
+                .push(serde_json::from_slice(&bytes).map_err(parse_error)?);
+        } else if path.starts_with("resources/persistentvolumeclaims/") {
+            manifests
+                .claims
+                .push(serde_json::from_slice(&bytes).map_err(parse_error)?);
+        }
+    }
+    Ok(manifests)
+}
+
+/// Who is restoring: the Restore's name and UID, for labels and the done-marker.
+pub struct RestoreIdentity<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
+/// The restore-wait init container's image and command.
+pub struct Helper<'a> {
+    pub image: &'a str,
+    pub command: &'a str,
+}
+
+/// Metadata for a recreated object: its name, labels and annotations, in the target namespace,
+/// labelled with the restore; everything the cluster assigned is dropped.
+fn restored_metadata(
+    metadata: &ObjectMeta,
+    namespace: &str,
+    restore: &RestoreIdentity<'_>,
+) -> ObjectMeta {
+    let mut labels = metadata.labels.clone().unwrap_or_default();
+    labels.insert(
+        label::RESTORE_NAME.to_owned(),
+        names::label_value(restore.name),
+    );
+    labels.insert(label::RESTORE_UID.to_owned(), restore.uid.to_owned());
+    ObjectMeta {
+        name: metadata.name.clone(),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels),
+        annotations: metadata.annotations.clone(),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Annotations the control plane puts on a claim while binding it.
+const BINDING_ANNOTATIONS: [&str; 5] = [
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.kubernetes.io/selected-node",
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.beta.kubernetes.io/storage-provisioner",
+];
+
+/// A claim as it is recreated: unbound, so the cluster provisions a fresh volume.
+pub fn restored_claim(
+    claim: &PersistentVolumeClaim,
+    namespace: &str,
+    restore: &RestoreIdentity<'_>,
+) -> PersistentVolumeClaim {
+    let mut metadata = restored_metadata(&claim.metadata, namespace, restore);
+    if let Some(annotations) = &mut metadata.annotations {
+        annotations.retain(|key, _| !BINDING_ANNOTATIONS.contains(&key.as_str()));
+    }
+    let mut spec = claim.spec.clone().unwrap_or_default();
+    spec.volume_name = None;
+    PersistentVolumeClaim {
+        metadata,
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// Why a backed-up pod is not recreated, if it is not.
+pub fn not_restored(pod: &Pod) -> Option<&'static str> {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return Some("it had already finished");
+    }
+    if pod
+        .annotations()
+        .contains_key("kubernetes.io/config.mirror")
+    {
+        return Some("it is a mirror pod, which the kubelet makes");
+    }
+    None
+}
+
+/// A pod as it is recreated: unscheduled, without owners, and with the restore-wait init
+/// container first when `restored_volumes` are to be filled.
+pub fn restored_pod(
+    pod: &Pod,
+    namespace: &str,
+    restore: &RestoreIdentity<'_>,
+    restored_volumes: &[String],
+    helper: &Helper<'_>,
+) -> Pod {
+    let mut spec = pod.spec.clone().unwrap_or_default();
+    spec.node_name = None;
+    // The service-account token volume is added again by the API server.
+    let token_volume = |name: &str| name.starts_with("kube-api-access-");
+    if let Some(volumes) = &mut spec.volumes {
+        volumes.retain(|volume| !token_volume(&volume.name));
+    }
+    for container in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        if let Some(mounts) = &mut container.volume_mounts {
+            mounts.retain(|mount| !token_volume(&mount.name));
+        }
+    }
+    let mut init = spec.init_containers.take().unwrap_or_default();
+    init.retain(|container| container.name != names::RESTORE_WAIT_CONTAINER);
+    if !restored_volumes.is_empty() {
+        init.insert(
+            0,
+            restore_wait_container(restore.uid, restored_volumes, helper),
+        );
+    }
+    spec.init_containers = (!init.is_empty()).then_some(init);
+    Pod {
+        metadata: restored_metadata(&pod.metadata, namespace, restore),
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+fn restore_wait_container(restore_uid: &str, volumes: &[String], helper: &Helper<'_>) -> Container {
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
+    };
+    Container {
+        name: names::RESTORE_WAIT_CONTAINER.to_owned(),
+        image: Some(helper.image.to_owned()),
+        command: Some(vec![helper.command.to_owned()]),
+        args: Some(vec![restore_uid.to_owned()]),
+        volume_mounts: Some(
+            volumes
+                .iter()
+                .map(|volume| VolumeMount {
+                    name: volume.clone(),
+                    mount_path: format!("/restores/{volume}"),
+                    ..VolumeMount::default()
+                })
+                .collect(),
+        ),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities("10m", "16Mi")),
+            limits: Some(quantities("100m", "64Mi")),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(HELPER_USER),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// What the restore did with each object, as uploaded to the location.
+#[derive(Debug, Default, Serialize)]
+struct Results {
+    created: Vec<String>,
+    updated: Vec<String>,
+    existing: Vec<String>,
+    skipped: Vec<String>,
+}
+
+fn selected(
+    restore: &Restore,
+    selector: Option<&Selector>,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let namespaces = &restore.spec.included_namespaces;
+    (namespaces.is_empty() || namespaces.iter().any(|ns| ns == namespace || ns == "*"))
+        && selector.is_none_or(|selector| selector.matches(labels))
+}
+
+fn target_namespace(restore: &Restore, namespace: &str) -> String {
+    restore
+        .spec
+        .namespace_mapping
+        .get(namespace)
+        .cloned()
+        .unwrap_or_else(|| namespace.to_owned())
+}
+
+/// Creates `object`, or deals with the one of the same name as the policy says. Returns
+/// whether this restore created it.
+async fn create_or_keep<K>(
+    api: &Api<K>,
+    object: &K,
+    policy: ExistingResourcePolicy,
+    what: String,
+    results: &mut Results,
+    warnings: &mut Vec<String>,
+) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(created) => {
+            results.created.push(what);
+            Ok(Some(created))
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            match policy {
+                ExistingResourcePolicy::None => {
+                    warnings.push(format!("{what} already exists; left alone"));
+                    results.existing.push(what);
+                }
+                ExistingResourcePolicy::Update => {
+                    let patch = json!({"metadata": {
+                        "labels": object.meta().labels,
+                        "annotations": object.meta().annotations,
+                    }});
+                    api.patch(
+                        &object.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(patch),
+                    )
+                    .await?;
+                    warnings.push(format!(
+                        "{what} already exists; its labels and annotations were updated, its spec and data left alone"
+                    ));
+                    results.updated.push(what);
+                }
+            }
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn create_objects(
+    restore: &Restore,
+    ctx: &Context,
+    status: RestoreStatus,
+) -> Result<Action, Error> {
+    let backup_name = status.backup_name.clone().unwrap_or_default();
+    let Some(backup) = ctx.api::<Backup>().get_opt(&backup_name).await? else {
+        return fail(
+            restore,
+            ctx,
+            status,
+            format!("backup {backup_name} no longer exists"),
+        )
+        .await;
+    };
+    let location_name = backup.spec.storage_location.clone().unwrap_or_default();
+    let location = match ctx.location(&location_name).await {
+        Ok(location) => location,
+        Err(err) => return fail(restore, ctx, status, err).await,
+    };
+    let files = async {
+        let store = location.store(ctx.settings.retries)?;
+        let tarball = store
+            .get(&key::resources(&backup_name))
+            .await
+            .map_err(|err| err.to_string())?
+            .ok_or_else(|| format!("the manifests of backup {backup_name} are missing from storage location {location_name}"))?;
+        layout::untar_gz(&tarball)
+            .map_err(|err| format!("the manifests of backup {backup_name} cannot be read: {err}"))
+    };
+    let manifests = match files.await.and_then(read_manifests) {
+        Ok(manifests) => manifests,
+        Err(err) => return fail(restore, ctx, status, err).await,
+    };
+    let snapshots = snapshots_of(ctx, &backup_name).await?;
+    let selector = restore
+        .spec
+        .label_selector
+        .clone()
+        .and_then(|selector| Selector::try_from(selector).ok());
+    let identity = RestoreIdentity {
+        name: &restore.name_any(),
+        uid: &restore.uid().unwrap_or_default(),
+    };
+    let helper = Helper {
+        image: &ctx.settings.restore_helper_image,
+        command: &ctx.settings.restore_helper_command,
+    };
+    let policy = restore.spec.existing_resource_policy;
+    let mut results = Results::default();
+    let mut warnings = Vec::new();
+
+    let claims: Vec<&PersistentVolumeClaim> = manifests
+        .claims
+        .iter()
+        .filter(|claim| {
+            selected(
+                restore,
+                selector.as_ref(),
+                &claim.namespace().unwrap_or_default(),
+                claim.labels(),
+            )
+        })
+        .collect();
+    let pods: Vec<&Pod> = manifests
+        .pods
+        .iter()
+        .filter(|pod| {
+            selected(
+                restore,
+                selector.as_ref(),
+                &pod.namespace().unwrap_or_default(),
+                pod.labels(),
+            )
+        })
+        .collect();
+    let targets: BTreeSet<String> = claims
+        .iter()
+        .map(|claim| claim.namespace().unwrap_or_default())
+        .chain(pods.iter().map(|pod| pod.namespace().unwrap_or_default()))
+        .map(|namespace| target_namespace(restore, &namespace))
+        .collect();
+    for namespace in &targets {
+        ensure_namespace(ctx, namespace).await?;
+    }
+    for claim in claims {
+        let source = claim.namespace().unwrap_or_default();
+        let target = target_namespace(restore, &source);
+        let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &target);
+        let what = format!("persistentvolumeclaims/{target}/{}", claim.name_any());
+        create_or_keep(
+            &api,
+            &restored_claim(claim, &target, &identity),
+            policy,
+            what,
+            &mut results,
+            &mut warnings,
+        )
+        .await?;
+    }
+    let owner = restore
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Storage("the Restore has no UID".to_owned()))?;
+    let mut pvrs = Vec::new();
+    for pod in pods {
+        let source = pod.namespace().unwrap_or_default();
+        let target = target_namespace(restore, &source);
+        let what = format!("pods/{target}/{}", pod.name_any());
+        if let Some(reason) = not_restored(pod) {
+            results.skipped.push(format!("{what}: {reason}"));
+            continue;
+        }
+        let volumes: Vec<(String, String)> = pod
+            .spec
+            .iter()
+            .flat_map(|spec| spec.volumes.iter().flatten())
+            .filter_map(|volume| {
+                snapshots
+                    .get(&(source.clone(), pod.name_any(), volume.name.clone()))
+                    .map(|snapshot| (volume.name.clone(), snapshot.clone()))
+            })
+            .collect();
+        let names: Vec<String> = volumes.iter().map(|(volume, _)| volume.clone()).collect();
+        let api = Api::<Pod>::namespaced(ctx.client.clone(), &target);
+        let recreated = restored_pod(pod, &target, &identity, &names, &helper);
+        let Some(created) =
+            create_or_keep(&api, &recreated, policy, what, &mut results, &mut warnings).await?
+        else {
+            continue;
+        };
+        let repository = match location.repository(&source) {
+            Ok(repository) => repository.restic_identifier(),
+            Err(err) => return fail(restore, ctx, status, err).await,
+        };
+        for (volume, snapshot) in volumes {
+            pvrs.push(pod_volume_restore(
+                &identity,
+                &owner,
+                PodVolumeRestoreSpec {
+                    pod: PodReference {
+                        namespace: target.clone(),
+                        name: created.name_any(),
+                        uid: created.uid().unwrap_or_default(),
+                    },
+                    volume,
+                    storage_location: location_name.clone(),
+                    repository: repository.clone(),
+                    snapshot_id: snapshot,
+                    source_namespace: source.clone(),
+                },
+            ));
+        }
+    }
+    let api = ctx.api::<PodVolumeRestore>();
+    for pvr in &pvrs {
+        api.create(&PostParams::default(), pvr).await?;
+    }
+    if !location.read_only() {
+        upload_results(ctx, &location, &identity, &results).await;
+    }
+    let total = u32::try_from(pvrs.len()).unwrap_or(u32::MAX);
+    info!(name = %identity.name, total, created = results.created.len(), "restore objects created");
+    ctx.event(
+        restore,
+        false,
+        "ObjectsCreated",
+        format!(
+            "{} object(s) created, {total} volume(s) to restore",
+            results.created.len()
+        ),
+    )
+    .await;
+    let status = RestoreStatus {
+        pod_volume_restores: Some(TransferCounts {
+            total,
+            ..TransferCounts::default()
+        }),
+        warnings,
+        ..status
+    };
+    ctx.apply_status(restore, &status).await?;
+    if total == 0 {
+        return watch(restore, ctx, status).await;
+    }
+    Ok(Action::await_change())
+}
+
+fn pod_volume_restore(
+    identity: &RestoreIdentity<'_>,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    spec: PodVolumeRestoreSpec,
+) -> PodVolumeRestore {
+    let mut pvr = PodVolumeRestore::new("", spec);
+    pvr.metadata.name = None;
+    pvr.metadata.generate_name = Some(format!("{}-", generate_name_prefix(identity.name)));
+    pvr.metadata.labels = Some(BTreeMap::from([
+        (
+            label::RESTORE_NAME.to_owned(),
+            names::label_value(identity.name),
+        ),
+        (label::RESTORE_UID.to_owned(), identity.uid.to_owned()),
+        (label::POD_UID.to_owned(), pvr.spec.pod.uid.clone()),
+    ]));
+    pvr.metadata.owner_references = Some(vec![owner.clone()]);
+    pvr
+}
+
+/// The snapshot of each backed-up volume, by (namespace, pod name, volume).
+async fn snapshots_of(
+    ctx: &Context,
+    backup: &str,
+) -> Result<BTreeMap<(String, String, String), String>, Error> {
+    let selector = format!("{}={}", label::BACKUP_NAME, names::label_value(backup));
+    let pvbs = ctx
+        .api::<PodVolumeBackup>()
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    Ok(pvbs
+        .into_iter()
+        .filter(|pvb| pvb.phase() == PodVolumePhase::Completed)
+        .filter_map(|pvb| {
+            let snapshot = pvb.status.as_ref()?.snapshot_id.clone()?;
+            Some((
+                (pvb.spec.pod.namespace, pvb.spec.pod.name, pvb.spec.volume),
+                snapshot,
+            ))
+        })
+        .collect())
+}
+
+async fn ensure_namespace(ctx: &Context, name: &str) -> Result<(), Error> {
+    let api = Api::<Namespace>::all(ctx.client.clone());
+    if api.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match api.create(&PostParams::default(), &namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn upload_results(
+    ctx: &Context,
+    location: &ResolvedLocation,
+    identity: &RestoreIdentity<'_>,
+    results: &Results,
+) {
+    let upload = async {
+        let store = location.store(ctx.settings.retries)?;
+        let body = serde_json::to_vec_pretty(results).map_err(|err| err.to_string())?;
+        store
+            .put(&key::restore_results(identity.name), layout::gzip(&body))
+            .await
+            .map_err(|err| err.to_string())
+    };
+    if let Err(err) = upload.await {
+        warn!(name = %identity.name, %err, "cannot write the restore results");
+    }
+}
+
+fn view(pvr: &PodVolumeRestore) -> TransferView {
+    let status = pvr.status.clone().unwrap_or_default();
+    TransferView {
+        description: format!(
+            "volume {} of pod {}/{}",
+            pvr.spec.volume, pvr.spec.pod.namespace, pvr.spec.pod.name
+        ),
+        phase: status.phase,
+        progress: status.progress.unwrap_or_default(),
+        message: status.message,
+        warnings: status.warnings,
+    }
+}
+
+async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Result<Action, Error> {
+    let uid = restore.uid().unwrap_or_default();
+    let api = ctx.api::<PodVolumeRestore>();
+    let selector = format!("{}={uid}", label::RESTORE_UID);
+    let pvrs = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    for pvr in &pvrs {
+        if pvr.labels().contains_key(label::NODE) {
+            continue;
+        }
+        let pods = Api::<Pod>::namespaced(ctx.client.clone(), &pvr.spec.pod.namespace);
+        let node = pods
+            .get_opt(&pvr.spec.pod.name)
+            .await?
+            .filter(|pod| pod.uid().as_deref() == Some(pvr.spec.pod.uid.as_str()))
+            .and_then(|pod| pod.spec.and_then(|spec| spec.node_name));
+        if let Some(node) = node {
+            api.patch(
+                &pvr.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {label::NODE: node}}})),
+            )
+            .await?;
+        }
+    }
+    let views: Vec<TransferView> = pvrs.iter().map(view).collect();
+    let planned = status
+        .pod_volume_restores
+        .as_ref()
+        .map_or(0, |counts| counts.total);
+    let sum = aggregate(planned, &views, &[]);
+    let mut next = RestoreStatus {
+        pod_volume_restores: Some(sum.counts.clone()),
+        progress: Some(sum.progress.clone()),
+        ..status.clone()
+    };
+    for warning in &sum.warnings {
+        if !next.warnings.contains(warning) {
+            next.warnings.push(warning.clone());
+        }
+    }
+    if !sum.finished() {
+        if next != status {
+            ctx.apply_status(restore, &next).await?;
+        }
+        // Pods are watched too; this is only a safety net for a missed binding.
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+    next.phase = sum.final_phase();
+    next.completion_timestamp = Some(now());
+    next.errors.extend(sum.errors.clone());
+    upload_log(restore, ctx, &next, &pvrs).await;
+    info!(name = %restore.name_any(), phase = ?next.phase, "restore finished");
+    ctx.event(
+        restore,
+        next.phase != OperationPhase::Completed,
+        &format!("{:?}", next.phase),
+        format!(
+            "{} of {} volume(s) restored",
+            sum.counts.completed, sum.counts.total
+        ),
+    )
+    .await;
+    ctx.metrics.restore_ended(next.phase);
+    ctx.apply_status(restore, &next).await?;
+    Ok(Action::await_change())
+}
+
+async fn upload_log(
+    restore: &Restore,
+    ctx: &Context,
+    status: &RestoreStatus,
+    pvrs: &[PodVolumeRestore],
+) {
+    let name = restore.name_any();
+    let Some(backup) = status.backup_name.as_deref() else {
+        return;
+    };
+    let Ok(Some(backup)) = ctx.api::<Backup>().get_opt(backup).await else {
+        return;
+    };
+    let Ok(location) = ctx
+        .location(backup.spec.storage_location.as_deref().unwrap_or_default())
+        .await
+    else {
+        return;
+    };
+    if location.read_only() {
+        return;
+    }
+    let mut lines = vec![format!("restore {name} from backup {}", backup.name_any())];
+    lines.extend(status.warnings.iter().map(|w| format!("warning: {w}")));
+    for pvr in pvrs {
+        let pvr_status = pvr.status.clone().unwrap_or_default();
+        lines.push(format!(
+            "volume {} of pod {}/{} from snapshot {}: {:?}{}",
+            pvr.spec.volume,
+            pvr.spec.pod.namespace,
+            pvr.spec.pod.name,
+            pvr.spec.snapshot_id,
+            pvr_status.phase,
+            pvr_status
+                .message
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    lines.extend(status.errors.iter().map(|e| format!("error: {e}")));
+    lines.push(format!("restore {name} ended {:?}", status.phase));
+    let upload = async {
+        let store = location.store(ctx.settings.retries)?;
+        store
+            .put(
+                &key::restore_logs(&name),
+                layout::gzip((lines.join("\n") + "\n").as_bytes()),
+            )
+            .await
+            .map_err(|err| err.to_string())
+    };
+    if let Err(err) = upload.await {
+        warn!(%name, %err, "cannot write the restore log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(name: &str, phase: OperationPhase, schedule: Option<&str>, finished: i64) -> Backup {
+        let mut backup = Backup::new(name, Default::default());
+        if let Some(schedule) = schedule {
+            backup.metadata.labels = Some(BTreeMap::from([(
+                label::SCHEDULE_NAME.to_owned(),
+                schedule.to_owned(),
+            )]));
+        }
+        backup.status = Some(ferry_shared::crd::BackupStatus {
+            phase,
+            completion_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(finished).unwrap(),
+            )),
+            ..Default::default()
+        });
+        backup
+    }
+
+    #[test]
+    fn the_backup_is_named_or_the_newest_completed_of_the_schedule() {
+        let backups = [
+            backup("daily-1", OperationPhase::Completed, Some("daily"), 10),
+            backup("daily-2", OperationPhase::Completed, Some("daily"), 20),
+            backup(
+                "daily-3",
+                OperationPhase::PartiallyFailed,
+                Some("daily"),
+                30,
+            ),
+            backup("manual", OperationPhase::Failed, None, 5),
+        ];
+        assert_eq!(
+            choose_backup(None, Some("daily"), &backups),
+            Ok("daily-2".into())
+        );
+        assert_eq!(
+            choose_backup(Some("daily-3"), None, &backups),
+            Ok("daily-3".into())
+        );
+        for (name, schedule, error) in [
+            (Some("a"), Some("b"), "not both"),
+            (None, None, "give backupName or scheduleName"),
+            (Some("missing"), None, "does not exist"),
+            (Some("manual"), None, "is Failed"),
+            (None, Some("weekly"), "has no Completed backup"),
+        ] {
+            let err = choose_backup(name, schedule, &backups).unwrap_err();
+            assert!(err.contains(error), "{err}");
+        }
+    }
+
+    fn identity() -> RestoreIdentity<'static> {
+        RestoreIdentity {
+            name: "r1",
+            uid: "ru-1",
+        }
+    }
+
+    #[test]
+    fn claims_are_recreated_unbound_in_the_mapped_namespace() {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "data", "namespace": "shop", "uid": "old", "resourceVersion": "9",
+                "annotations": {"pv.kubernetes.io/bind-completed": "yes", "team": "a"},
+                "finalizers": ["kubernetes.io/pvc-protection"]},
+            "spec": {"volumeName": "pv-1", "accessModes": ["ReadWriteOnce"]},
+            "status": {"phase": "Bound"},
+        }))
+        .unwrap();
+        let restored = restored_claim(&claim, "shop-copy", &identity());
+        assert_eq!(restored.metadata.namespace.as_deref(), Some("shop-copy"));
+        assert_eq!(restored.metadata.uid, None);
+        assert_eq!(restored.metadata.resource_version, None);
+        assert_eq!(restored.metadata.finalizers, None);
+        assert_eq!(restored.spec.as_ref().unwrap().volume_name, None);
+        assert!(restored.status.is_none());
+        let annotations = restored.metadata.annotations.unwrap();
+        assert_eq!(annotations.len(), 1, "{annotations:?}");
+        assert_eq!(
+            restored.metadata.labels.unwrap()[label::RESTORE_UID],
+            "ru-1"
+        );
+    }
+
+    #[test]
+    fn pods_are_recreated_unscheduled_with_the_restore_wait_container_first() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "old",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "rs"}]},
+            "spec": {
+                "nodeName": "n1",
+                "initContainers": [{"name": "restore-wait", "image": "old"}, {"name": "migrate"}],
+                "containers": [{"name": "app", "volumeMounts": [
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "kube-api-access-x1", "mountPath": "/var/run/secrets"}]}],
+                "volumes": [
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                    {"name": "kube-api-access-x1", "projected": {"sources": []}}],
+            },
+            "status": {"phase": "Running"},
+        }))
+        .unwrap();
+        let helper = Helper {
+            image: "ferry:1",
+            command: "/usr/local/bin/ferry-restore-helper",
+        };
+        let restored = restored_pod(&pod, "shop", &identity(), &["data".to_owned()], &helper);
+        assert_eq!(restored.metadata.owner_references, None);
+        assert_eq!(restored.metadata.uid, None);
+        assert!(restored.status.is_none());
+        let spec = restored.spec.unwrap();
+        assert_eq!(spec.node_name, None);
+        assert_eq!(spec.volumes.unwrap().len(), 1);
+        assert_eq!(spec.containers[0].volume_mounts.as_ref().unwrap().len(), 1);
+        let init = spec.init_containers.unwrap();
+        let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["restore-wait", "migrate"]);
+        let wait = &init[0];
+        assert_eq!(wait.args.as_deref(), Some(&["ru-1".to_owned()][..]));
+        assert_eq!(wait.image.as_deref(), Some("ferry:1"));
+        assert_eq!(
+            wait.volume_mounts.as_ref().unwrap()[0].mount_path,
+            "/restores/data"
+        );
+        let security = wait.security_context.as_ref().unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert!(wait.resources.as_ref().unwrap().limits.is_some());
+        let without_data = restored_pod(&pod, "shop", &identity(), &[], &helper);
+        let init = without_data.spec.unwrap().init_containers.unwrap();
+        assert_eq!(init.len(), 1, "no restore-wait without volumes to restore");
+    }
+
+    #[test]
+    fn finished_and_mirror_pods_are_not_restored() {
+        let pod = |phase: &str, annotations: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p", "annotations": annotations}, "status": {"phase": phase}})).unwrap()
+        };
+        assert!(not_restored(&pod("Succeeded", json!({}))).is_some());
+        assert!(not_restored(&pod("Failed", json!({}))).is_some());
+        assert!(
+            not_restored(&pod("Running", json!({"kubernetes.io/config.mirror": "x"}))).is_some()
+        );
+        assert!(not_restored(&pod("Running", json!({}))).is_none());
+    }
+}
