@@ -1,6 +1,7 @@
 //! The Schedule controller: a cron expression (UTC, five fields) makes Backups named
-//! `<schedule>-<YYYYMMDDhhmmss>` from the template. Only the latest missed time fires; there
-//! is no backfill after downtime. `paused` stops it.
+//! `<schedule>-<YYYYMMDDhhmmss>` from the template. A new schedule backs up at once, for its
+//! latest due time; after that, only the latest missed time fires, with no backfill after
+//! downtime. `paused` stops it.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -103,7 +104,6 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
     let last = status
         .last_backup
         .as_ref()
-        .or(schedule.metadata.creation_timestamp.as_ref())
         .map(to_chrono)
         .unwrap_or_default();
     let now = Utc::now();

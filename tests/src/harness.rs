@@ -3,6 +3,7 @@
 //! registers nodes, binds pods, sets their status, and makes and removes their volume
 //! directories.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
@@ -11,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStatus, Node, Pod, PodSpec,
-    PodStatus, Secret, Volume, VolumeMount,
+    Container, ContainerState, ContainerStateRunning, ContainerStatus, Node, PersistentVolume,
+    PersistentVolumeClaim, Pod, PodSpec, PodStatus, Secret, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -25,6 +26,9 @@ use crate::apiserver::TestApiServer;
 
 /// Where Ferry is installed in the test cluster.
 pub const INSTALL_NAMESPACE: &str = "ferry";
+
+/// The role name of the coordinator among the harness's processes.
+pub const COORDINATOR: &str = "coordinator";
 
 /// How long a wait may take before the test fails and shows what it saw.
 pub const DEADLINE: Duration = Duration::from_secs(120);
@@ -195,30 +199,166 @@ impl Cluster {
 
     /// Starts `ferry-node-agent run` for `node`, with `args` added.
     pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Agent {
+        let host_pods = self.host_pods(node);
+        self.start_process(
+            program,
+            node,
+            args,
+            &[
+                ("NODE_NAME", node.as_ref()),
+                ("FERRY_HOST_PODS", host_pods.as_os_str()),
+            ],
+        )
+    }
+
+    /// Starts `ferry-coordinator run`, with `args` added. It shows as the agent of node
+    /// [`COORDINATOR`] in [`Cluster::agent`] and in the logs.
+    pub fn start_coordinator(&mut self, program: &Path, args: &[&str]) -> &mut Agent {
+        self.start_process(program, COORDINATOR, args, &[])
+    }
+
+    fn start_process(
+        &mut self,
+        program: &Path,
+        role: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> &mut Agent {
         let metrics = free_port();
-        let log = self.path(&format!("agent-{node}-{}.log", self.agents.len()));
-        let log_file = fs::File::create(&log).expect("agent log");
+        let log = self.path(&format!("{role}-{}.log", self.agents.len()));
+        let log_file = fs::File::create(&log).expect("process log");
         let child = Command::new(program)
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("NODE_NAME", node)
             .env("FERRY_NAMESPACE", INSTALL_NAMESPACE)
-            .env("FERRY_HOST_PODS", self.host_pods(node))
             .env("FERRY_METRICS_ADDRESS", metrics.to_string())
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .expect("start ferry-node-agent");
+            .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
         self.agents.push(Agent {
-            node: node.to_owned(),
+            node: role.to_owned(),
             metrics,
             child,
             log,
         });
         self.agents.last_mut().expect("just pushed")
+    }
+
+    /// Creates a claim bound to a CSI persistent volume, as a provisioner would have made them.
+    pub async fn create_bound_claim(&self, namespace: &str, claim: &str, volume: &str) {
+        let claims = Api::<PersistentVolumeClaim>::namespaced(self.client(), namespace);
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": volume,
+                     "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .expect("claim");
+        claims
+            .create(&PostParams::default(), &claim)
+            .await
+            .expect("create claim");
+        let volume: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": volume},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "csi": {"driver": "csi.example.com", "volumeHandle": volume}},
+        }))
+        .expect("volume");
+        Api::<PersistentVolume>::all(self.client())
+            .create(&PostParams::default(), &volume)
+            .await
+            .expect("create persistent volume");
+    }
+
+    /// Plays the scheduler, the provisioner and the kubelet for a pod that a restore created:
+    /// binds its unbound claims to fresh CSI volumes, binds the pod to `node`, makes its volume
+    /// directories and starts its first init container. Returns the pod and each volume's
+    /// directory by volume name.
+    pub async fn run_restored_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+    ) -> (Pod, BTreeMap<String, PathBuf>) {
+        let pods = Api::<Pod>::namespaced(self.client(), namespace);
+        let claims = Api::<PersistentVolumeClaim>::namespaced(self.client(), namespace);
+        let pod = pods.get(name).await.expect("restored pod");
+        let uid = pod.uid().expect("pod uid");
+        let mut dirs = BTreeMap::new();
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.volumes.clone())
+            .unwrap_or_default();
+        for volume in volumes {
+            let base = self.host_pods(node).join(&uid).join("volumes");
+            let dir = if let Some(source) = &volume.persistent_volume_claim {
+                let claim = claims
+                    .get(&source.claim_name)
+                    .await
+                    .expect("restored claim");
+                let bound = claim
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.volume_name.clone());
+                let pv = match bound {
+                    Some(pv) => pv,
+                    None => {
+                        let pv = format!("pvc-{}", claim.uid().expect("claim uid"));
+                        let created: PersistentVolume = serde_json::from_value(json!({
+                            "metadata": {"name": pv},
+                            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                                     "csi": {"driver": "csi.example.com", "volumeHandle": pv}},
+                        }))
+                        .expect("volume");
+                        Api::<PersistentVolume>::all(self.client())
+                            .create(&PostParams::default(), &created)
+                            .await
+                            .expect("provision volume");
+                        claims
+                            .patch(
+                                &source.claim_name,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"spec": {"volumeName": pv}})),
+                            )
+                            .await
+                            .expect("bind claim");
+                        pv
+                    }
+                };
+                base.join("kubernetes.io~csi").join(pv).join("mount")
+            } else {
+                base.join("kubernetes.io~empty-dir").join(&volume.name)
+            };
+            fs::create_dir_all(&dir).expect("volume directory");
+            dirs.insert(volume.name.clone(), dir);
+        }
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        pods.create_subresource::<_, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .expect("bind pod");
+        let pod = pods.get(name).await.expect("bound pod");
+        let pod = self
+            .set_pod_status(
+                &pod,
+                "Pending",
+                Some(ferry_shared::names::RESTORE_WAIT_CONTAINER),
+            )
+            .await;
+        (pod, dirs)
     }
 
     pub fn agent(&mut self, node: &str) -> &mut Agent {
@@ -235,7 +375,7 @@ impl Cluster {
             .iter()
             .map(|agent| {
                 format!(
-                    "--- agent on {} ({}):\n{}",
+                    "--- {} ({}):\n{}",
                     agent.node,
                     agent.log.display(),
                     fs::read_to_string(&agent.log).unwrap_or_default()

@@ -170,11 +170,24 @@ fn strip_directives(value: &mut Value) {
     }
 }
 
-/// RFC 6902.
+/// RFC 6902, as the API server applies it: all or nothing, and a `test` for `null` passes on a
+/// missing path (the Go library the API server uses reads a missing value as null; clients
+/// such as kube-rs's finalizer helper rely on it).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
     let operations: json_patch::Patch =
         serde_json::from_value(patch.clone()).map_err(|e| e.to_string())?;
-    json_patch::patch(target, &operations).map_err(|e| e.to_string())
+    let mut patched = target.clone();
+    for operation in operations.0 {
+        if let json_patch::PatchOperation::Test(test) = &operation
+            && test.value.is_null()
+            && patched.pointer(test.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut patched, &[operation]).map_err(|e| e.to_string())?;
+    }
+    *target = patched;
+    Ok(())
 }
 
 /// The `fieldsV1` set of the fields a value sets: `f:<field>` for map keys and, in lists with a
@@ -250,6 +263,30 @@ pub fn union_field_sets(a: &Value, b: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_for_null_passes_on_a_missing_path_and_patches_are_all_or_nothing() {
+        let mut object = serde_json::json!({"metadata": {"name": "a"}});
+        json_patch(
+            &mut object,
+            &serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": ["x"]},
+            ]),
+        )
+        .unwrap();
+        assert_eq!(object["metadata"]["finalizers"], serde_json::json!(["x"]));
+        let before = object.clone();
+        let failed = json_patch(
+            &mut object,
+            &serde_json::json!([
+                {"op": "add", "path": "/metadata/labels", "value": {"a": "b"}},
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+            ]),
+        );
+        assert!(failed.is_err());
+        assert_eq!(object, before);
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7386() {

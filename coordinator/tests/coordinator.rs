@@ -1,0 +1,820 @@
+//! `ferry-coordinator run` and `ferry-node-agent run` together against the Kubernetes test
+//! server, the harness playing the kubelet: backups choose the right volumes, write the storage
+//! layout and chain their snapshots; a fresh cluster syncs a bucket and restores from it;
+//! expired backups are deleted with their data; bad input fails validation and leaves nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_shared::crd::{
+    Backup, BackupRepository, BackupStorageLocation, OperationPhase, PodVolumeBackup,
+    PodVolumePhase, Restore, Schedule, SchedulePhase, StorageLocationPhase,
+};
+use ferry_shared::names::{self, annotation, label};
+use ferry_tests::harness::{COORDINATOR, Cluster, INSTALL_NAMESPACE, VolumeKind};
+use ferry_tests::restic::{restic, succeed};
+use ferry_tests::s3;
+use ferry_tests::tree::{assert_same_tree, make_rich_tree};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const COORDINATOR_BIN: &str = env!("CARGO_BIN_EXE_ferry-coordinator");
+const PASSWORD: &str = "coordinator-test-password";
+const NODE: &str = "node-a";
+
+/// The node agent, built next to the coordinator by a workspace build.
+fn agent_program() -> PathBuf {
+    let program = Path::new(COORDINATOR_BIN).with_file_name("ferry-node-agent");
+    assert!(
+        program.exists(),
+        "{} is missing: build the workspace (cargo build --workspace) before these tests",
+        program.display()
+    );
+    program
+}
+
+async fn create<K>(cluster: &Cluster, object: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).expect("object");
+    cluster
+        .api::<K>()
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create")
+}
+
+async fn create_backup(cluster: &Cluster, name: &str, spec: serde_json::Value) -> Backup {
+    create(
+        cluster,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Backup",
+               "metadata": {"name": name, "namespace": INSTALL_NAMESPACE}, "spec": spec}),
+    )
+    .await
+}
+
+async fn create_restore(cluster: &Cluster, name: &str, spec: serde_json::Value) -> Restore {
+    create(
+        cluster,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Restore",
+               "metadata": {"name": name, "namespace": INSTALL_NAMESPACE}, "spec": spec}),
+    )
+    .await
+}
+
+fn phase_is(phase: OperationPhase) -> impl Fn(&Backup) -> bool {
+    move |backup| backup.phase() == phase
+}
+
+fn final_phase(phase: OperationPhase) -> bool {
+    !matches!(phase, OperationPhase::New | OperationPhase::InProgress)
+}
+
+async fn finished_backup(cluster: &Cluster, name: &str) -> Backup {
+    cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            name,
+            "finished",
+            |backup: &Backup| final_phase(backup.phase()),
+        )
+        .await
+}
+
+async fn finished_restore(cluster: &Cluster, name: &str) -> Restore {
+    cluster
+        .wait_for(
+            &cluster.api::<Restore>(),
+            name,
+            "finished",
+            |restore: &Restore| final_phase(restore.phase()),
+        )
+        .await
+}
+
+async fn pvbs_of(cluster: &Cluster, backup: &str) -> Vec<PodVolumeBackup> {
+    let selector = format!("{}={backup}", label::BACKUP_NAME);
+    let mut pvbs = cluster
+        .api::<PodVolumeBackup>()
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("list PodVolumeBackups")
+        .items;
+    pvbs.sort_by_key(|pvb| (pvb.spec.pod.name.clone(), pvb.spec.volume.clone()));
+    pvbs
+}
+
+fn volumes_of(pvbs: &[PodVolumeBackup]) -> Vec<String> {
+    pvbs.iter()
+        .map(|pvb| format!("{}/{}", pvb.spec.pod.name, pvb.spec.volume))
+        .collect()
+}
+
+async fn annotate(cluster: &Cluster, pod: &Pod, key: &str, value: &str) {
+    Api::<Pod>::namespaced(cluster.client(), &pod.namespace().unwrap())
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .expect("annotate pod");
+}
+
+fn files_under(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .count()
+}
+
+/// Three pods in `shop`: `a` with an emptyDir and its own claim, `b` and `c` sharing a claim.
+async fn three_pods(cluster: &Cluster) -> BTreeMap<String, PathBuf> {
+    cluster.create_namespace("shop").await;
+    cluster
+        .create_bound_claim("shop", "data-a", "pv-data-a")
+        .await;
+    cluster
+        .create_bound_claim("shop", "shared", "pv-shared")
+        .await;
+    let mut dirs = BTreeMap::new();
+    let claim = |claim: &str, volume: &str| VolumeKind::CsiClaim {
+        claim: claim.to_owned(),
+        volume: volume.to_owned(),
+    };
+    let specs = [
+        (
+            "a",
+            vec![
+                ("cache", VolumeKind::EmptyDir),
+                ("data", claim("data-a", "pv-data-a")),
+            ],
+        ),
+        ("b", vec![("shared", claim("shared", "pv-shared"))]),
+        ("c", vec![("shared", claim("shared", "pv-shared"))]),
+    ];
+    for (seed, (pod, volumes)) in specs.into_iter().enumerate() {
+        let names: Vec<String> = volumes.iter().map(|(name, _)| (*name).to_owned()).collect();
+        let (_, volume_dirs) = cluster.create_pod("shop", pod, NODE, volumes).await;
+        for (name, dir) in names.into_iter().zip(volume_dirs) {
+            make_rich_tree(&dir, seed as u64 * 10 + name.len() as u64);
+            dirs.insert(format!("{pod}/{name}"), dir);
+        }
+    }
+    dirs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
+    let mut cluster = Cluster::start().await;
+    let storage = cluster.create_default_storage(PASSWORD).await;
+    cluster.add_node(NODE).await;
+    three_pods(&cluster).await;
+    let agent = agent_program();
+    cluster.start_agent(&agent, NODE, &["--progress-interval", "200ms"]);
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+
+    // Opt-out: every eligible volume, and the shared claim once.
+    create_backup(
+        &cluster,
+        "all",
+        json!({"includedNamespaces": ["shop"], "defaultVolumesToFsBackup": true}),
+    )
+    .await;
+    let all = finished_backup(&cluster, "all").await;
+    assert_eq!(
+        all.phase(),
+        OperationPhase::Completed,
+        "{all:#?}\n{}",
+        cluster.logs()
+    );
+    let pvbs = pvbs_of(&cluster, "all").await;
+    assert_eq!(volumes_of(&pvbs), ["a/cache", "a/data", "b/shared"]);
+    let status = all.status.clone().unwrap();
+    assert_eq!(status.pod_volume_backups.as_ref().unwrap().completed, 3);
+    assert!(status.progress.as_ref().unwrap().bytes_done > 0);
+    assert_eq!(
+        all.spec.storage_location.as_deref(),
+        Some("default"),
+        "the default location is recorded"
+    );
+    for pvb in &pvbs {
+        assert_eq!(pvb.labels()[label::NODE], NODE);
+        assert_eq!(pvb.owner_references()[0].name, "all");
+        assert!(
+            pvb.spec.repository.ends_with("/restic/shop"),
+            "{}",
+            pvb.spec.repository
+        );
+        assert_eq!(pvb.spec.parent_snapshot_id, None);
+    }
+    let claim_pvb = pvbs.iter().find(|pvb| pvb.spec.volume == "data").unwrap();
+    assert!(claim_pvb.spec.tags.contains_key(names::tag::PVC_UID));
+    assert_eq!(claim_pvb.annotations()[annotation::PVC_NAME], "data-a");
+
+    // The layout: manifests, the PodVolumeBackup list, the log, and the backup itself.
+    let dir = storage.join("backups/all");
+    for file in [
+        "ferry-backup.json",
+        "all-podvolumebackups.json.gz",
+        "all-resources.tar.gz",
+        "all-logs.gz",
+    ] {
+        assert!(
+            dir.join(file).is_file(),
+            "{file} missing in {}",
+            dir.display()
+        );
+    }
+    let manifests =
+        ferry_shared::layout::untar_gz(&fs::read(dir.join("all-resources.tar.gz")).unwrap())
+            .unwrap();
+    let mut paths: Vec<&str> = manifests.iter().map(|(path, _)| path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "resources/persistentvolumeclaims/namespaces/shop/data-a.json",
+            "resources/persistentvolumeclaims/namespaces/shop/shared.json",
+            "resources/pods/namespaces/shop/a.json",
+            "resources/pods/namespaces/shop/b.json",
+            "resources/pods/namespaces/shop/c.json",
+        ]
+    );
+    let stored: Backup =
+        serde_json::from_slice(&fs::read(dir.join("ferry-backup.json")).unwrap()).unwrap();
+    assert_eq!(stored.phase(), OperationPhase::Completed);
+    let repository = storage.join("restic/shop");
+    let password_file = cluster.path("password");
+    fs::write(&password_file, PASSWORD).unwrap();
+    let snapshots =
+        succeed(restic(repository.to_str().unwrap(), &password_file).args(["snapshots", "--json"]));
+    let snapshots: Vec<serde_json::Value> = serde_json::from_slice(&snapshots.stdout).unwrap();
+    assert_eq!(snapshots.len(), 3, "restic lists the three snapshots");
+
+    // Opt-in: only the annotated volumes; a name the pod lacks is skipped with its reason.
+    let pods = Api::<Pod>::namespaced(cluster.client(), "shop");
+    let a = pods.get("a").await.unwrap();
+    annotate(&cluster, &a, annotation::BACKUP_VOLUMES, "cache,nope").await;
+    create_backup(&cluster, "picked", json!({"includedNamespaces": ["shop"]})).await;
+    let picked = finished_backup(&cluster, "picked").await;
+    assert_eq!(picked.phase(), OperationPhase::Completed, "{picked:#?}");
+    assert_eq!(volumes_of(&pvbs_of(&cluster, "picked").await), ["a/cache"]);
+    assert_eq!(
+        picked.status.unwrap().warnings,
+        ["volume nope of pod shop/a skipped: the pod has no volume of that name"]
+    );
+    // The opt-in backup took a's cache again, with the first backup's snapshot as parent.
+    let cache_parent = pvbs_of(&cluster, "picked").await[0]
+        .spec
+        .parent_snapshot_id
+        .clone();
+    let first_cache = pvbs.iter().find(|pvb| pvb.spec.volume == "cache").unwrap();
+    assert_eq!(
+        cache_parent,
+        first_cache.status.as_ref().unwrap().snapshot_id
+    );
+
+    // A second opt-out backup of unchanged data: each volume's parent is its newest earlier
+    // snapshot (for a's cache, the opt-in backup's), and the repository gains no data.
+    let mut newest: BTreeMap<String, Option<String>> = pvbs
+        .iter()
+        .chain(&pvbs_of(&cluster, "picked").await)
+        .map(|pvb| {
+            (
+                format!("{}/{}", pvb.spec.pod.name, pvb.spec.volume),
+                pvb.status.as_ref().unwrap().snapshot_id.clone(),
+            )
+        })
+        .collect();
+    let data_before = files_under(&repository.join("data"));
+    create_backup(
+        &cluster,
+        "again",
+        json!({"includedNamespaces": ["shop"], "defaultVolumesToFsBackup": true}),
+    )
+    .await;
+    let again = finished_backup(&cluster, "again").await;
+    assert_eq!(again.phase(), OperationPhase::Completed);
+    for pvb in pvbs_of(&cluster, "again").await {
+        let volume = format!("{}/{}", pvb.spec.pod.name, pvb.spec.volume);
+        assert_eq!(
+            pvb.spec.parent_snapshot_id,
+            newest.remove(&volume).unwrap(),
+            "{volume}"
+        );
+    }
+    assert_eq!(
+        files_under(&repository.join("data")),
+        data_before,
+        "unchanged data adds no packs"
+    );
+
+    // The coordinator is ready and its metrics are valid Prometheus text.
+    let coordinator = cluster.agent(COORDINATOR);
+    assert_eq!(coordinator.admin("/readyz").as_deref(), Some("ok"));
+    let metrics = coordinator.metrics_text();
+    assert!(
+        metrics.contains("ferry_backup_total{phase=\"Completed\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_backup_last_successful_timestamp_seconds{schedule=\"\"}"),
+        "{metrics}"
+    );
+    let checked = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(metrics.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("run promtool");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+async fn s3_location(cluster: &Cluster, endpoint: &str, bucket: &str) {
+    cluster
+        .create_secret(
+            "s3-keys",
+            "cloud",
+            &format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                s3::ACCESS_KEY_ID,
+                s3::SECRET_ACCESS_KEY
+            ),
+        )
+        .await;
+    cluster
+        .create_location(
+            "default",
+            json!({"provider": "s3", "bucket": bucket, "prefix": "cluster", "default": true,
+                   "config": {"s3Url": endpoint, "region": "us-east-1"},
+                   "credential": {"name": "s3-keys", "key": "cloud"},
+                   "syncPeriod": "1s"}),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace() {
+    let endpoint = s3::endpoint();
+    let bucket = s3::new_bucket(&endpoint);
+    let reference = tempfile::tempdir().unwrap();
+
+    // The first cluster backs up and then is lost.
+    {
+        let mut cluster = Cluster::start().await;
+        cluster
+            .create_secret(
+                names::REPOSITORY_SECRET,
+                names::REPOSITORY_PASSWORD_KEY,
+                PASSWORD,
+            )
+            .await;
+        s3_location(&cluster, &endpoint, &bucket).await;
+        cluster.add_node(NODE).await;
+        cluster.create_namespace("shop").await;
+        cluster.create_bound_claim("shop", "data", "pv-data").await;
+        let claim = VolumeKind::CsiClaim {
+            claim: "data".into(),
+            volume: "pv-data".into(),
+        };
+        let (_, dirs) = cluster
+            .create_pod(
+                "shop",
+                "db-0",
+                NODE,
+                vec![("cache", VolumeKind::EmptyDir), ("data", claim)],
+            )
+            .await;
+        make_rich_tree(&dirs[0], 1);
+        make_rich_tree(&dirs[1], 2);
+        make_rich_tree(&reference.path().join("cache"), 1);
+        make_rich_tree(&reference.path().join("data"), 2);
+        cluster.start_agent(&agent_program(), NODE, &["--progress-interval", "200ms"]);
+        cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+        create_backup(
+            &cluster,
+            "before-the-fire",
+            json!({"defaultVolumesToFsBackup": true, "includedNamespaces": ["shop"]}),
+        )
+        .await;
+        let backup = finished_backup(&cluster, "before-the-fire").await;
+        assert_eq!(
+            backup.phase(),
+            OperationPhase::Completed,
+            "{backup:#?}\n{}",
+            cluster.logs()
+        );
+    }
+
+    // A new cluster with the same password and bucket finds the backup and its volumes.
+    let mut cluster = Cluster::start().await;
+    cluster
+        .create_secret(
+            names::REPOSITORY_SECRET,
+            names::REPOSITORY_PASSWORD_KEY,
+            PASSWORD,
+        )
+        .await;
+    s3_location(&cluster, &endpoint, &bucket).await;
+    cluster.add_node("node-b").await;
+    cluster.start_agent(
+        &agent_program(),
+        "node-b",
+        &["--progress-interval", "200ms"],
+    );
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+    let synced = cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            "before-the-fire",
+            "synced as Completed",
+            phase_is(OperationPhase::Completed),
+        )
+        .await;
+    assert_eq!(synced.annotations()[annotation::SYNCED_FROM], "default");
+    let pvbs = pvbs_of(&cluster, "before-the-fire").await;
+    assert_eq!(volumes_of(&pvbs), ["db-0/cache", "db-0/data"]);
+    assert!(
+        pvbs.iter()
+            .all(|pvb| pvb.phase() == PodVolumePhase::Completed
+                && !pvb.labels().contains_key(label::NODE))
+    );
+
+    create_restore(
+        &cluster,
+        "after-the-fire",
+        json!({"backupName": "before-the-fire", "namespaceMapping": {"shop": "shop-restored"}}),
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(cluster.client(), "shop-restored");
+    let restored = cluster
+        .wait_for(&pods, "db-0", "created by the restore", |_: &Pod| true)
+        .await;
+    let init = restored
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .clone()
+        .unwrap();
+    assert_eq!(init[0].name, names::RESTORE_WAIT_CONTAINER);
+    let restore_uid = cluster
+        .api::<Restore>()
+        .get("after-the-fire")
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    assert_eq!(init[0].args.as_deref(), Some(&[restore_uid.clone()][..]));
+    let (_, dirs) = cluster
+        .run_restored_pod("shop-restored", "db-0", "node-b")
+        .await;
+    let restore = finished_restore(&cluster, "after-the-fire").await;
+    assert_eq!(
+        restore.phase(),
+        OperationPhase::Completed,
+        "{restore:#?}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        restore
+            .status
+            .as_ref()
+            .unwrap()
+            .pod_volume_restores
+            .as_ref()
+            .unwrap()
+            .completed,
+        2
+    );
+    for volume in ["cache", "data"] {
+        let dir = &dirs[volume];
+        let marker = dir.join(".velero").join(&restore_uid);
+        assert!(marker.is_file(), "no done-marker in {}", dir.display());
+        fs::remove_dir_all(dir.join(".velero")).unwrap();
+        assert_same_tree(&reference.path().join(volume), dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_backup_is_deleted_with_its_snapshots_and_the_repository_stays_sound() {
+    let mut cluster = Cluster::start().await;
+    let storage = cluster.create_default_storage(PASSWORD).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    let (_, dirs) = cluster
+        .create_pod("shop", "web", NODE, vec![("data", VolumeKind::EmptyDir)])
+        .await;
+    make_rich_tree(&dirs[0], 7);
+    cluster.start_agent(&agent_program(), NODE, &[]);
+    cluster.start_coordinator(
+        Path::new(COORDINATOR_BIN),
+        &["--maintenance-frequency", "2s"],
+    );
+    create_backup(
+        &cluster,
+        "short",
+        json!({"defaultVolumesToFsBackup": true, "includedNamespaces": ["shop"], "ttl": "3s"}),
+    )
+    .await;
+    let backups = cluster.api::<Backup>();
+    let started = tokio::time::Instant::now();
+    while backups.get_opt("short").await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < ferry_tests::harness::DEADLINE,
+            "the backup never expired\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        pvbs_of(&cluster, "short").await.is_empty(),
+        "no orphan PodVolumeBackups"
+    );
+    assert!(
+        !storage.join("backups/short").exists(),
+        "the backup's objects are removed"
+    );
+    let repository = storage.join("restic/shop");
+    let password_file = cluster.path("password");
+    fs::write(&password_file, PASSWORD).unwrap();
+    let listed =
+        succeed(restic(repository.to_str().unwrap(), &password_file).args(["snapshots", "--json"]));
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "[]",
+        "the snapshots are forgotten"
+    );
+    // Maintenance prunes after the deletion, and restic finds the repository sound.
+    let deleted = k8s_openapi::jiff::Timestamp::now();
+    let repositories = cluster.api::<BackupRepository>();
+    let name = repositories
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items[0]
+        .name_any();
+    cluster
+        .wait_for(
+            &repositories,
+            &name,
+            "maintained after the deletion",
+            |repo: &BackupRepository| {
+                repo.status
+                    .as_ref()
+                    .and_then(|status| status.last_maintenance_time.as_ref())
+                    .is_some_and(|time| time.0 > deleted)
+            },
+        )
+        .await;
+    succeed(restic(repository.to_str().unwrap(), &password_file).args(["check", "--read-data"]));
+    let metrics = cluster.agent(COORDINATOR).metrics_text();
+    assert!(
+        metrics.contains("ferry_repository_maintenance_total{result=\"success\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
+    let mut cluster = Cluster::start().await;
+    let storage = cluster.create_default_storage(PASSWORD).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    cluster
+        .create_pod("shop", "web", NODE, vec![("data", VolumeKind::EmptyDir)])
+        .await;
+    cluster
+        .create_location("archive", json!({"provider": "filesystem", "path": cluster.path("archive"), "accessMode": "ReadOnly"}))
+        .await;
+    cluster
+        .create_secret(
+            "keys",
+            "cloud",
+            "[default]\naws_access_key_id = a\naws_secret_access_key = b\n",
+        )
+        .await;
+    cluster
+        .create_location(
+            "nowhere",
+            json!({"provider": "s3", "bucket": "b", "config": {"s3Url": "http://127.0.0.1:9"},
+                                            "credential": {"name": "keys", "key": "cloud"}}),
+        )
+        .await;
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &["--retries", "0"]);
+
+    let backup_cases = [
+        (
+            "to-missing",
+            json!({"storageLocation": "missing"}),
+            "storage location missing does not exist",
+        ),
+        (
+            "to-archive",
+            json!({"storageLocation": "archive"}),
+            "storage location archive is ReadOnly",
+        ),
+        (
+            "to-nowhere",
+            json!({"storageLocation": "nowhere"}),
+            "storage location nowhere is unreachable",
+        ),
+        (
+            "bad-ttl",
+            json!({"ttl": "forever"}),
+            "ttl \"forever\" is not a duration",
+        ),
+    ];
+    for (name, spec, _) in &backup_cases {
+        create_backup(&cluster, name, spec.clone()).await;
+    }
+    for (name, _, expected) in backup_cases {
+        let backup = finished_backup(&cluster, name).await;
+        assert_eq!(
+            backup.phase(),
+            OperationPhase::FailedValidation,
+            "{backup:#?}"
+        );
+        let errors = backup.status.unwrap().validation_errors.join("; ");
+        assert!(errors.contains(expected), "{name}: {errors}");
+        assert!(pvbs_of(&cluster, name).await.is_empty());
+        assert!(!storage.join("backups").join(name).exists());
+    }
+
+    let restore_cases = [
+        (
+            "both",
+            json!({"backupName": "a", "scheduleName": "b"}),
+            "not both",
+        ),
+        ("neither", json!({}), "give backupName or scheduleName"),
+        (
+            "ghost",
+            json!({"backupName": "ghost"}),
+            "backup ghost does not exist",
+        ),
+        (
+            "failed",
+            json!({"backupName": "to-missing"}),
+            "backup to-missing is FailedValidation",
+        ),
+    ];
+    for (name, spec, _) in &restore_cases {
+        create_restore(&cluster, name, spec.clone()).await;
+    }
+    for (name, _, expected) in restore_cases {
+        let restore = finished_restore(&cluster, name).await;
+        assert_eq!(
+            restore.phase(),
+            OperationPhase::FailedValidation,
+            "{restore:#?}"
+        );
+        let errors = restore.status.unwrap().validation_errors.join("; ");
+        assert!(errors.contains(expected), "{name}: {errors}");
+    }
+    assert!(
+        Api::<Pod>::namespaced(cluster.client(), "shop")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+            == 1
+    );
+
+    create::<Schedule>(
+        &cluster,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Schedule",
+               "metadata": {"name": "sometimes", "namespace": INSTALL_NAMESPACE},
+               "spec": {"schedule": "every day at 3", "template": {}}}),
+    )
+    .await;
+    let schedule = cluster
+        .wait_for(
+            &cluster.api::<Schedule>(),
+            "sometimes",
+            "FailedValidation",
+            |s: &Schedule| s.phase() == SchedulePhase::FailedValidation,
+        )
+        .await;
+    let errors = schedule.status.unwrap().validation_errors.join("; ");
+    assert!(errors.contains("give five"), "{errors}");
+
+    // The unreachable location is reported Unavailable with the cause.
+    let nowhere = cluster
+        .wait_for(
+            &cluster.api::<BackupStorageLocation>(),
+            "nowhere",
+            "Unavailable",
+            |l: &BackupStorageLocation| {
+                l.status.as_ref().and_then(|s| s.phase) == Some(StorageLocationPhase::Unavailable)
+            },
+        )
+        .await;
+    assert!(nowhere.status.unwrap().message.is_some());
+    assert!(
+        cluster
+            .agent(COORDINATOR)
+            .log()
+            .contains("coordinator started")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() {
+    let mut cluster = Cluster::start().await;
+    cluster.create_default_storage(PASSWORD).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    let (_, dirs) = cluster
+        .create_pod("shop", "web", NODE, vec![("data", VolumeKind::EmptyDir)])
+        .await;
+    make_rich_tree(&dirs[0], 3);
+    cluster.start_agent(&agent_program(), NODE, &[]);
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+    create::<Schedule>(
+        &cluster,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Schedule",
+               "metadata": {"name": "minutely", "namespace": INSTALL_NAMESPACE},
+               "spec": {"schedule": "* * * * *", "template": {"includedNamespaces": ["shop"], "defaultVolumesToFsBackup": true}}}),
+    )
+    .await;
+    let schedule = cluster
+        .wait_for(
+            &cluster.api::<Schedule>(),
+            "minutely",
+            "to make a backup",
+            |s: &Schedule| {
+                s.status
+                    .as_ref()
+                    .is_some_and(|status| status.last_backup.is_some())
+            },
+        )
+        .await;
+    assert_eq!(schedule.phase(), SchedulePhase::Enabled);
+    let made = cluster
+        .api::<Backup>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(made.len(), 1);
+    let name = made[0].name_any();
+    assert!(
+        name.starts_with("minutely-") && name.len() == "minutely-".len() + 14,
+        "{name}"
+    );
+    assert_eq!(made[0].labels()[label::SCHEDULE_NAME], "minutely");
+    let backup = finished_backup(&cluster, &name).await;
+    assert_eq!(backup.phase(), OperationPhase::Completed);
+    cluster
+        .api::<Schedule>()
+        .patch(
+            "minutely",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap();
+
+    create_restore(
+        &cluster,
+        "latest",
+        json!({"scheduleName": "minutely", "namespaceMapping": {"shop": "shop-2"}}),
+    )
+    .await;
+    cluster
+        .wait_for(
+            &Api::<Pod>::namespaced(cluster.client(), "shop-2"),
+            "web",
+            "restored",
+            |_: &Pod| true,
+        )
+        .await;
+    let restore = cluster.api::<Restore>().get("latest").await.unwrap();
+    assert_eq!(
+        restore.status.unwrap().backup_name.as_deref(),
+        Some(name.as_str())
+    );
+}
