@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controllers (the Deployment's command).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run one repository job read as JSON from stdin; the coordinator starts this itself.
     #[command(name = "repository-job", hide = true)]
     RepositoryJob {
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(ferry_coordinator::run(args)) {
+            match runtime.block_on(ferry_coordinator::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!(%err, "coordinator stopped");

@@ -4,5 +4,6 @@ pub mod layout;
 pub mod names;
 pub mod repository;
 pub mod runtime;
+pub mod secret;
 pub mod size;
 pub mod storage;

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use ferry_shared::crd::{BackupStorageLocation, PodReference};
 use ferry_shared::names;
 use ferry_shared::repository::RepositoryConfig;
+use ferry_shared::secret::secret_text;
 use ferry_shared::storage::{parse_aws_credentials, repository_location};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
 
@@ -146,46 +147,9 @@ async fn secret_value(
     key: &str,
     purpose: &str,
 ) -> Result<String, InputError> {
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace);
-    let secret = secrets
-        .get_opt(name)
+    secret_text(&ctx.client, &ctx.namespace, name, key, purpose)
         .await
-        .map_err(|err| {
-            fatal(format!(
-                "cannot read Secret {}/{name}: {err}",
-                ctx.namespace
-            ))
-        })?
-        .ok_or_else(|| {
-            fatal(format!(
-                "Secret {}/{name}, which holds the {purpose}, does not exist",
-                ctx.namespace
-            ))
-        })?;
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(key))
-        .map(|bytes| bytes.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|data| data.get(key))
-                .map(|text| text.clone().into_bytes())
-        })
-        .ok_or_else(|| {
-            fatal(format!(
-                "Secret {}/{name} has no key {key} (the {purpose})",
-                ctx.namespace
-            ))
-        })?;
-    String::from_utf8(value).map_err(|_| {
-        fatal(format!(
-            "the {purpose} in Secret {}/{name} is not text",
-            ctx.namespace
-        ))
-    })
+        .map_err(|err| fatal(err.to_string()))
 }
 
 async fn repository<K: TransferKind>(
