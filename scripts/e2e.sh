@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# End to end on a real cluster: installs deploy/base, backs up a StatefulSet's volume through
-# the node agent, deletes the namespace, restores into a new pod held by the restore helper,
-# and compares the data. Until the coordinator's controllers exist, this script does the
-# coordinator's part by hand: it creates the repository, the PodVolumeBackup, the restored
-# pod with its restore-wait init container, and the PodVolumeRestore.
+# End to end on a real cluster: installs deploy/base, backs up a StatefulSet's volume with a
+# Backup, deletes the namespace, restores it with a Restore, and compares the data. The
+# coordinator does the rest: it creates the repository password and the repository, the
+# PodVolumeBackup, the restored claim and pod with its restore-wait init container first, and
+# the PodVolumeRestore.
 #
 #   KUBECONFIG=~/.kube/config FERRY_IMAGE=ferry:dev scripts/e2e.sh
 #
@@ -18,31 +18,78 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
 fi
 : "${FERRY_IMAGE:?set FERRY_IMAGE to an image of this tree that the cluster can pull}"
 root=$(cd "$(dirname "$0")/.." && pwd)
-ns=ferry-e2e
+# A new namespace, and so a new repository, on every run: the storage directory outlives the
+# install, and an earlier install may have had another repository password.
+run=$(date +%s)
+ns=ferry-e2e-$run
+name=e2e-$run
 storage=/var/lib/ferry-e2e
-timeout=300s
+timeout_seconds=300
+timeout=${timeout_seconds}s
 
 step() { printf '\n== %s\n' "$*"; }
 k() { kubectl "$@"; }
 
 cleanup() {
+  local rc=$?
+  if ((rc != 0)); then
+    echo "-- the coordinator's last log lines"
+    k -n ferry logs deployment/ferry-coordinator --tail=40 2>/dev/null || true
+  fi
   k delete namespace "$ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
+# Waits for a Backup or Restore to finish, and fails unless it is Completed.
+wait_completed() {
+  local resource=$1 deadline=$((SECONDS + timeout_seconds)) phase=""
+  while ((SECONDS < deadline)); do
+    phase=$(k -n ferry get "$resource" -o jsonpath='{.status.phase}')
+    case "$phase" in
+      Completed)
+        echo "$resource: Completed"
+        return 0
+        ;;
+      FailedValidation | PartiallyFailed | Failed) break ;;
+    esac
+    sleep 2
+  done
+  echo "FAILED: $resource is ${phase:-New}"
+  k -n ferry get "$resource" -o jsonpath='{.status}'
+  echo
+  return 1
+}
+
 step "installing Ferry (deploy/base) with image $FERRY_IMAGE"
 k apply -k "$root/deploy/base"
-k -n ferry set image daemonset/ferry-node-agent node-agent="$FERRY_IMAGE"
-# A filesystem storage location on the node, mounted into the agent at the same path.
+k wait --for=condition=Established --timeout=$timeout \
+  crd/backupstoragelocations.ferry.dev crd/backups.ferry.dev crd/restores.ferry.dev
+# A filesystem storage location on the node, mounted at the same path into the agent and the
+# coordinator.
+mount=$(cat <<EOF
+"volumeMounts":[{"name":"storage","mountPath":"$storage"}]
+EOF
+)
+volume=$(cat <<EOF
+"volumes":[{"name":"storage","hostPath":{"path":"$storage","type":"DirectoryOrCreate"}}]
+EOF
+)
 k -n ferry patch daemonset ferry-node-agent --type=strategic -p "$(cat <<EOF
 {"spec":{"template":{"spec":{
-  "containers":[{"name":"node-agent","volumeMounts":[{"name":"storage","mountPath":"$storage"}]}],
-  "volumes":[{"name":"storage","hostPath":{"path":"$storage","type":"DirectoryOrCreate"}}]}}}}
+  "containers":[{"name":"node-agent","image":"$FERRY_IMAGE",$mount}],
+  $volume}}}}
 EOF
 )"
-password=$(head -c 32 /dev/urandom | base64)
-k -n ferry create secret generic ferry-repo-credentials \
-  --from-literal=repository-password="$password" --dry-run=client -o yaml | k apply -f -
+# The hostPath directory belongs to root, as do the files the agent writes there, so the
+# coordinator runs as root here. An install on object storage needs no such change.
+k -n ferry patch deployment ferry-coordinator --type=strategic -p "$(cat <<EOF
+{"spec":{"template":{"spec":{
+  "securityContext":{"runAsNonRoot":false,"runAsUser":0,"runAsGroup":0},
+  "containers":[{"name":"coordinator","image":"$FERRY_IMAGE",
+    "env":[{"name":"FERRY_RESTORE_HELPER_IMAGE","value":"$FERRY_IMAGE"}],$mount}],
+  $volume}}}}
+EOF
+)"
 k apply -f - <<EOF
 apiVersion: ferry.dev/v1alpha1
 kind: BackupStorageLocation
@@ -50,9 +97,12 @@ metadata: {name: default, namespace: ferry}
 spec: {provider: filesystem, path: $storage, default: true}
 EOF
 k -n ferry rollout status daemonset/ferry-node-agent --timeout=$timeout
+k -n ferry rollout status deployment/ferry-coordinator --timeout=$timeout
+k -n ferry wait --for=jsonpath='{.status.phase}'=Available \
+  backupstoragelocations.ferry.dev/default --timeout=$timeout
 
-step "a StatefulSet with data in namespace $ns"
-k create namespace "$ns" --dry-run=client -o yaml | k apply -f -
+step "a StatefulSet with data in namespace $ns, its volume opted in"
+k create namespace "$ns"
 k apply -f - <<EOF
 apiVersion: apps/v1
 kind: StatefulSet
@@ -62,7 +112,9 @@ spec:
   replicas: 1
   selector: {matchLabels: {app: app}}
   template:
-    metadata: {labels: {app: app}}
+    metadata:
+      labels: {app: app}
+      annotations: {backup.ferry.dev/backup-volumes: data}
     spec:
       containers:
         - name: app
@@ -74,98 +126,49 @@ spec:
       spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
 EOF
 k -n "$ns" rollout status statefulset/app --timeout=$timeout
+# shellcheck disable=SC2016 # expanded by the pod's shell
 k -n "$ns" exec app-0 -- sh -c 'for i in $(seq 1 200); do head -c $((i * 997)) /dev/urandom > /data/file-$i; done; mkdir -p /data/nested/dir; echo hello > /data/nested/dir/leaf'
 before=$(k -n "$ns" exec app-0 -- sh -c 'cd /data && find . -type f | sort | xargs md5sum')
 
-pod_uid=$(k -n "$ns" get pod app-0 -o jsonpath='{.metadata.uid}')
-node=$(k -n "$ns" get pod app-0 -o jsonpath='{.spec.nodeName}')
-agent=$(k -n ferry get pod -l app.kubernetes.io/name=ferry-node-agent \
-  --field-selector "spec.nodeName=$node" -o jsonpath='{.items[0].metadata.name}')
-repository="$storage/restic/$ns"
-
-step "creating the repository $repository (the coordinator's job)"
-k -n ferry exec -i "$agent" -- /usr/local/bin/ferry-node-agent init \
-  --repository "$repository" --password-file /dev/stdin <<<"$password"
-
-step "backing up app-0's volume on $node"
-pvb=$(k create -o jsonpath='{.metadata.name}' -f - <<EOF
+step "Backup $name of namespace $ns"
+k apply -f - <<EOF
 apiVersion: ferry.dev/v1alpha1
-kind: PodVolumeBackup
-metadata:
-  generateName: e2e-
-  namespace: ferry
-  labels: {ferry.dev/node: $node}
+kind: Backup
+metadata: {name: $name, namespace: ferry}
 spec:
-  node: $node
-  pod: {namespace: $ns, name: app-0, uid: $pod_uid}
-  volume: data
+  includedNamespaces: [$ns]
+  labelSelector: {matchLabels: {app: app}}
+  defaultVolumesToFsBackup: false
   storageLocation: default
-  repository: $repository
-  tags: {backup: e2e, ns: $ns, pod: app-0, volume: data}
 EOF
-)
-k -n ferry wait --for=jsonpath='{.status.phase}'=Completed "podvolumebackup/$pvb" --timeout=$timeout
-snapshot=$(k -n ferry get podvolumebackup "$pvb" -o jsonpath='{.status.snapshotID}')
-echo "snapshot $snapshot"
+wait_completed "backups.ferry.dev/$name"
+volumes=$(k -n ferry get "backups.ferry.dev/$name" -o jsonpath='{.status.podVolumeBackups.completed}')
+if [[ "$volumes" != 1 ]]; then
+  echo "FAILED: the backup completed ${volumes:-no} pod volume backups, not 1"
+  exit 1
+fi
+password=$(k -n ferry get secret ferry-repo-credentials -o jsonpath='{.data.repository-password}')
+if [[ -z "$password" ]]; then
+  echo "FAILED: the Secret ferry-repo-credentials has no repository-password"
+  exit 1
+fi
 
 step "deleting namespace $ns"
 k delete namespace "$ns" --wait=true --timeout=$timeout
 
-step "restoring into a new pod held by the restore helper"
-k create namespace "$ns"
-restore_uid=$(k create -o jsonpath='{.metadata.uid}' -f - <<EOF
+step "Restore $name from backup $name"
+k apply -f - <<EOF
 apiVersion: ferry.dev/v1alpha1
 kind: Restore
-metadata: {generateName: e2e-, namespace: ferry}
-spec: {backupName: e2e}
+metadata: {name: $name, namespace: ferry}
+spec: {backupName: $name}
 EOF
-)
-restore_name=$(k -n ferry get restores.ferry.dev -o jsonpath="{.items[?(@.metadata.uid=='$restore_uid')].metadata.name}")
-k apply -f - <<EOF
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data-app-0, namespace: $ns}
-spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: app-0, namespace: $ns}
-spec:
-  nodeName: $node
-  initContainers:
-    - name: restore-wait
-      image: $FERRY_IMAGE
-      command: [/usr/local/bin/ferry-restore-helper, "$restore_uid", --timeout, 10m]
-      securityContext: {runAsUser: 0}
-      volumeMounts: [{name: data, mountPath: /restores/data}]
-  containers:
-    - name: app
-      image: busybox:1.36
-      command: [sh, -c, "sleep 1000000"]
-      volumeMounts: [{name: data, mountPath: /data}]
-  volumes:
-    - {name: data, persistentVolumeClaim: {claimName: data-app-0}}
-EOF
-new_uid=$(k -n "$ns" get pod app-0 -o jsonpath='{.metadata.uid}')
-pvr=$(k create -o jsonpath='{.metadata.name}' -f - <<EOF
-apiVersion: ferry.dev/v1alpha1
-kind: PodVolumeRestore
-metadata:
-  generateName: e2e-
-  namespace: ferry
-  labels: {ferry.dev/node: $node}
-  ownerReferences:
-    - {apiVersion: ferry.dev/v1alpha1, kind: Restore, name: $restore_name, uid: $restore_uid, controller: true}
-spec:
-  pod: {namespace: $ns, name: app-0, uid: $new_uid}
-  volume: data
-  storageLocation: default
-  repository: $repository
-  snapshotID: $snapshot
-  sourceNamespace: $ns
-EOF
-)
-k -n ferry wait --for=jsonpath='{.status.phase}'=Completed "podvolumerestore/$pvr" --timeout=$timeout
+wait_completed "restores.ferry.dev/$name"
+first_init=$(k -n "$ns" get pod app-0 -o jsonpath='{.spec.initContainers[0].name}')
+if [[ "$first_init" != restore-wait ]]; then
+  echo "FAILED: the restored pod's first init container is ${first_init:-missing}, not restore-wait"
+  exit 1
+fi
 k -n "$ns" wait --for=condition=Ready pod/app-0 --timeout=$timeout
 
 step "comparing"

@@ -400,7 +400,7 @@ async fn two_agents_each_do_only_their_own_nodes_work() {
     let claims = |node: &str| {
         cluster
             .logs()
-            .split("--- agent on ")
+            .split("--- ")
             .filter(|log| log.starts_with(node))
             .map(|log| log.matches("claimed").count())
             .sum::<usize>()

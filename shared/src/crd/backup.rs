@@ -70,8 +70,9 @@ pub struct BackupSpec {
     /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
-    /// How long all the pod volume transfers of this backup may take together, as a duration
-    /// such as `4h`. Empty means the coordinator's default.
+    /// How long the transfer of each volume may run once a node agent has claimed it, as a
+    /// duration such as `4h`; a transfer past it is stopped and counts as failed. Empty means
+    /// the coordinator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_timeout: Option<String>,
 }
@@ -108,6 +109,10 @@ pub struct BackupStatus {
     /// What failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Volumes (`<namespace>/<pod>/<volume>`) whose transfer ran past volumeTimeout and was
+    /// stopped; each counts as failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timed_out_volumes: Vec<String>,
 }
 
 impl Backup {
