@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod harness;
+pub mod proc;
 pub mod restic;
 pub mod s3;
 pub mod tree;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use ferry_shared::crd::{PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase};
 use ferry_tests::harness::{Cluster, VolumeKind};
+use ferry_tests::proc::{peak_kib, rss_kib};
 use ferry_tests::tree::make_files;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -221,27 +222,6 @@ fn run(command: &mut Command) {
         "{command:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with(field))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
-}
-
-fn peak_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
 }
 
 /// The processes started by any thread of `pid`.
