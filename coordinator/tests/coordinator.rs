@@ -818,3 +818,285 @@ async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() 
         Some(name.as_str())
     );
 }
+
+/// Plays the node agent: writes a PodVolumeBackup's status.
+async fn set_pvb_status(cluster: &Cluster, pvb: &PodVolumeBackup, status: serde_json::Value) {
+    cluster
+        .api::<PodVolumeBackup>()
+        .patch_status(
+            &pvb.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .expect("set PodVolumeBackup status");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_and_timed_out_volumes_make_a_backup_partially_failed() {
+    let mut cluster = Cluster::start().await;
+    let storage = cluster.create_default_storage(PASSWORD).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    for pod in ["a", "b", "c"] {
+        cluster
+            .create_pod("shop", pod, NODE, vec![("data", VolumeKind::EmptyDir)])
+            .await;
+    }
+    // No node agent: the test writes the transfers' status itself.
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+    create_backup(
+        &cluster,
+        "mixed",
+        json!({"includedNamespaces": ["shop"], "defaultVolumesToFsBackup": true, "volumeTimeout": "1h"}),
+    )
+    .await;
+    let started = cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            "mixed",
+            "to create its transfers",
+            |b: &Backup| {
+                b.status
+                    .as_ref()
+                    .and_then(|s| s.pod_volume_backups.as_ref())
+                    .is_some_and(|c| c.total == 3)
+            },
+        )
+        .await;
+    assert_eq!(started.phase(), OperationPhase::InProgress);
+    let pvbs = pvbs_of(&cluster, "mixed").await;
+    let two_hours_ago =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(2);
+    set_pvb_status(
+        &cluster,
+        &pvbs[0],
+        json!({"phase": "Failed", "message": "disk read error"}),
+    )
+    .await;
+    set_pvb_status(
+        &cluster,
+        &pvbs[1],
+        json!({"phase": "InProgress", "startTimestamp": two_hours_ago.to_string()}),
+    )
+    .await;
+    set_pvb_status(
+        &cluster,
+        &pvbs[2],
+        json!({"phase": "Completed", "snapshotID": "0123abcd"}),
+    )
+    .await;
+
+    let backup = finished_backup(&cluster, "mixed").await;
+    assert_eq!(
+        backup.phase(),
+        OperationPhase::PartiallyFailed,
+        "{backup:#?}\n{}",
+        cluster.logs()
+    );
+    let status = backup.status.unwrap();
+    assert_eq!(
+        status.pod_volume_backups.unwrap(),
+        ferry_shared::crd::TransferCounts {
+            total: 3,
+            completed: 1,
+            failed: 2
+        }
+    );
+    assert_eq!(status.timed_out_volumes, ["shop/b/data"]);
+    let errors = status.errors.join("; ");
+    assert!(
+        errors.contains("volume data of pod shop/a failed: disk read error"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("volume shop/b/data timed out after 1h"),
+        "{errors}"
+    );
+    // The timed-out transfer was deleted, which stops its node agent's work.
+    assert_eq!(
+        volumes_of(&pvbs_of(&cluster, "mixed").await),
+        ["a/data", "c/data"]
+    );
+    let stored: Backup =
+        serde_json::from_slice(&fs::read(storage.join("backups/mixed/ferry-backup.json")).unwrap())
+            .unwrap();
+    assert_eq!(stored.phase(), OperationPhase::PartiallyFailed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_leaves_existing_objects_alone_unless_told_to_update_them() {
+    let mut cluster = Cluster::start().await;
+    cluster.create_default_storage(PASSWORD).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    cluster.create_bound_claim("shop", "data", "pv-data").await;
+    let claim = VolumeKind::CsiClaim {
+        claim: "data".into(),
+        volume: "pv-data".into(),
+    };
+    cluster
+        .create_pod("shop", "web", NODE, vec![("data", claim)])
+        .await;
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+    create_backup(
+        &cluster,
+        "b1",
+        json!({"includedNamespaces": ["shop"], "defaultVolumesToFsBackup": true}),
+    )
+    .await;
+    cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            "b1",
+            "to create its transfer",
+            |b: &Backup| {
+                b.status
+                    .as_ref()
+                    .and_then(|s| s.pod_volume_backups.as_ref())
+                    .is_some()
+            },
+        )
+        .await;
+    let pvb = pvbs_of(&cluster, "b1").await.remove(0);
+    set_pvb_status(
+        &cluster,
+        &pvb,
+        json!({"phase": "Completed", "snapshotID": "0123abcd"}),
+    )
+    .await;
+    assert_eq!(
+        finished_backup(&cluster, "b1").await.phase(),
+        OperationPhase::Completed
+    );
+
+    // The pod and claim still exist: the default policy keeps them and restores no data.
+    create_restore(&cluster, "keep", json!({"backupName": "b1"})).await;
+    let kept = finished_restore(&cluster, "keep").await;
+    assert_eq!(kept.phase(), OperationPhase::Completed, "{kept:#?}");
+    let warnings = kept.status.unwrap().warnings;
+    assert_eq!(
+        warnings,
+        [
+            "persistentvolumeclaims/shop/data already exists; left alone",
+            "pods/shop/web already exists; left alone"
+        ]
+    );
+    let pod = Api::<Pod>::namespaced(cluster.client(), "shop")
+        .get("web")
+        .await
+        .unwrap();
+    assert!(!pod.labels().contains_key(label::RESTORE_NAME));
+
+    // `update` brings back the backed-up labels and annotations, and marks the objects.
+    create_restore(
+        &cluster,
+        "refresh",
+        json!({"backupName": "b1", "existingResourcePolicy": "update"}),
+    )
+    .await;
+    let refreshed = finished_restore(&cluster, "refresh").await;
+    assert_eq!(
+        refreshed.phase(),
+        OperationPhase::Completed,
+        "{refreshed:#?}"
+    );
+    let pod = Api::<Pod>::namespaced(cluster.client(), "shop")
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(pod.labels()[label::RESTORE_NAME], "refresh");
+    assert_eq!(
+        pod.spec.unwrap().node_name.as_deref(),
+        Some(NODE),
+        "the running pod is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_leader_runs_controllers_and_a_successor_takes_over() {
+    let mut cluster = Cluster::start().await;
+    let lease_args = |identity: &'static str| {
+        [
+            "--leader-elect",
+            "--lease-duration",
+            "3s",
+            "--identity",
+            identity,
+        ]
+    };
+    let first = cluster
+        .start_coordinator(Path::new(COORDINATOR_BIN), &lease_args("first"))
+        .pid();
+    let leases = cluster.api::<k8s_openapi::api::coordination::v1::Lease>();
+    let holder = |name: &'static str| {
+        move |lease: &k8s_openapi::api::coordination::v1::Lease| {
+            lease
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.holder_identity.as_deref())
+                == Some(name)
+        }
+    };
+    cluster
+        .wait_for(
+            &leases,
+            "ferry-coordinator",
+            "held by first",
+            holder("first"),
+        )
+        .await;
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &lease_args("second"));
+    let waiting = tokio::time::Instant::now();
+    while !cluster
+        .agent(COORDINATOR)
+        .log()
+        .contains("waiting for the leader Lease")
+    {
+        assert!(
+            waiting.elapsed() < ferry_tests::harness::DEADLINE,
+            "{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The standby runs no controllers until it leads.
+    assert!(
+        !cluster
+            .agent(COORDINATOR)
+            .log()
+            .contains("coordinator started")
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    cluster
+        .wait_for(
+            &leases,
+            "ferry-coordinator",
+            "held by second",
+            holder("second"),
+        )
+        .await;
+    create_backup(
+        &cluster,
+        "after-handover",
+        json!({"storageLocation": "missing"}),
+    )
+    .await;
+    let backup = finished_backup(&cluster, "after-handover").await;
+    assert_eq!(
+        backup.phase(),
+        OperationPhase::FailedValidation,
+        "the new leader's controllers run"
+    );
+    assert!(
+        cluster
+            .agent(COORDINATOR)
+            .log()
+            .contains("became the leader")
+    );
+}
