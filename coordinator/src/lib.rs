@@ -19,13 +19,13 @@ mod schedule;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_shared::admin::{self, Readiness};
+use ferry_shared::admin::Readiness;
 use ferry_shared::crd::{
     Backup, BackupRepository, BackupStorageLocation, PodVolumeBackup, PodVolumeRestore, Restore,
     Schedule,
 };
 use ferry_shared::names::label;
-use ferry_shared::runtime;
+use ferry_shared::runtime::{self, StartError};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -43,18 +43,8 @@ use metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
-    #[error("cannot connect to the Kubernetes API: {0}")]
-    Connect(#[source] kube::Error),
-    #[error("cannot set up metrics: {0}")]
-    Metrics(#[source] prometheus::Error),
-    #[error("cannot find this program's own executable, needed for repository work: {0}")]
-    Executable(#[source] std::io::Error),
-    #[error("cannot serve metrics on {address}: {source}")]
-    Admin {
-        address: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Start(#[from] StartError),
     #[error("cannot make sure the repository password exists: {0}")]
     Password(String),
     #[error("lost the leader Lease; exiting so that another replica leads")]
@@ -63,24 +53,17 @@ pub enum CoordinatorError {
 
 /// Runs the coordinator until SIGTERM or SIGINT, or until it loses the leader Lease.
 pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
-    let client = Client::try_default()
-        .await
-        .map_err(CoordinatorError::Connect)?;
-    let metrics = Metrics::new().map_err(CoordinatorError::Metrics)?;
+    let client = Client::try_default().await.map_err(StartError::Connect)?;
+    let metrics = Metrics::new().map_err(StartError::Metrics)?;
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind(settings.metrics_address)
-        .await
-        .map_err(|source| CoordinatorError::Admin {
-            address: settings.metrics_address,
-            source,
-        })?;
-    let admin = tokio::spawn(admin::serve_on(
-        listener,
+    let admin = runtime::start_admin(
+        settings.metrics_address,
         metrics.registry(),
         readiness.clone(),
-        shutdown.clone().cancelled_owned(),
-    ));
+        &shutdown,
+    )
+    .await?;
     tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
 
     let lost = if settings.leader_elect {
@@ -106,7 +89,7 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
         .await
         .map_err(CoordinatorError::Password)?;
     let jobs = JobRunner {
-        program: std::env::current_exe().map_err(CoordinatorError::Executable)?,
+        program: std::env::current_exe().map_err(StartError::Executable)?,
         memory_limit: settings.maintenance_memory_limit,
     };
     let namespace = settings.namespace.clone();
@@ -219,11 +202,7 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
         error!("controllers did not stop in time");
     }
     shutdown.cancel();
-    match admin.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => error!(%err, "metrics server failed"),
-        Err(err) => error!(%err, "metrics server task failed"),
-    }
+    runtime::admin_stopped(admin).await;
     if lost_lease {
         return Err(CoordinatorError::LostLease);
     }

@@ -156,26 +156,16 @@ async fn maintain(
     if !until(&due).is_zero() {
         return Ok(Action::requeue(until(&due)));
     }
-    let location = match ctx.location(&repo.spec.storage_location).await {
-        Ok(location) if location.read_only() => return Ok(Action::await_change()),
-        Ok(location) => location,
-        Err(message) => {
-            ctx.apply_status(
-                repo,
-                &BackupRepositoryStatus {
-                    message: Some(message),
-                    ..status
-                },
-            )
+    let reached = async {
+        let location = ctx.location(&repo.spec.storage_location).await?;
+        let config = ctx
+            .repository_config(&location, &repo.spec.volume_namespace)
             .await?;
-            return Ok(Action::requeue(Duration::from_secs(60)));
-        }
+        Ok::<_, String>((location, config))
     };
-    let config = match ctx
-        .repository_config(&location, &repo.spec.volume_namespace)
-        .await
-    {
-        Ok(config) => config,
+    let (location, config) = match reached.await {
+        Ok((location, _)) if location.read_only() => return Ok(Action::await_change()),
+        Ok(reached) => reached,
         Err(message) => {
             ctx.apply_status(
                 repo,

@@ -596,6 +596,16 @@ async fn an_expired_backup_is_deleted_with_its_snapshots_and_the_repository_stay
     );
 }
 
+fn assert_failed_validation(name: &str, phase: OperationPhase, errors: &[String], expected: &str) {
+    assert_eq!(
+        phase,
+        OperationPhase::FailedValidation,
+        "{name}: {errors:?}"
+    );
+    let errors = errors.join("; ");
+    assert!(errors.contains(expected), "{name}: {errors}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
     let mut cluster = Cluster::start().await;
@@ -651,13 +661,8 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
     }
     for (name, _, expected) in backup_cases {
         let backup = finished_backup(&cluster, name).await;
-        assert_eq!(
-            backup.phase(),
-            OperationPhase::FailedValidation,
-            "{backup:#?}"
-        );
-        let errors = backup.status.unwrap().validation_errors.join("; ");
-        assert!(errors.contains(expected), "{name}: {errors}");
+        let status = backup.status.unwrap_or_default();
+        assert_failed_validation(name, status.phase, &status.validation_errors, expected);
         assert!(pvbs_of(&cluster, name).await.is_empty());
         assert!(!storage.join("backups").join(name).exists());
     }
@@ -685,13 +690,8 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
     }
     for (name, _, expected) in restore_cases {
         let restore = finished_restore(&cluster, name).await;
-        assert_eq!(
-            restore.phase(),
-            OperationPhase::FailedValidation,
-            "{restore:#?}"
-        );
-        let errors = restore.status.unwrap().validation_errors.join("; ");
-        assert!(errors.contains(expected), "{name}: {errors}");
+        let status = restore.status.unwrap_or_default();
+        assert_failed_validation(name, status.phase, &status.validation_errors, expected);
     }
     assert!(
         Api::<Pod>::namespaced(cluster.client(), "shop")

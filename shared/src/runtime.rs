@@ -1,12 +1,60 @@
 //! What both long-running binaries share: logging, stopping on signals, and knowing when a
 //! controller's watch has synced.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::ValueEnum;
 use kube::runtime::reflector::Store;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use crate::admin::{self, Readiness};
+
+/// Why a long-running binary could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to the Kubernetes API: {0}")]
+    Connect(#[source] kube::Error),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    #[error("cannot find this program's own executable, needed to start its child processes: {0}")]
+    Executable(#[source] std::io::Error),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Admin {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Serves `/metrics`, `/livez` and `/readyz` on `address` until `shutdown` is cancelled.
+pub async fn start_admin(
+    address: SocketAddr,
+    registry: prometheus::Registry,
+    readiness: Readiness,
+    shutdown: &CancellationToken,
+) -> Result<JoinHandle<std::io::Result<()>>, StartError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Admin { address, source })?;
+    Ok(tokio::spawn(admin::serve_on(
+        listener,
+        registry,
+        readiness,
+        shutdown.clone().cancelled_owned(),
+    )))
+}
+
+/// Waits for the admin server to stop, logging how it failed if it did.
+pub async fn admin_stopped(server: JoinHandle<std::io::Result<()>>) {
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => error!(%err, "metrics server failed"),
+        Err(err) => error!(%err, "metrics server task failed"),
+    }
+}
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

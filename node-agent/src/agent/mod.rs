@@ -11,10 +11,10 @@ mod transfers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_shared::admin::{self, Readiness};
+use ferry_shared::admin::Readiness;
 use ferry_shared::crd::{PodVolumeBackup, PodVolumeRestore};
 use ferry_shared::names;
-use ferry_shared::runtime;
+use ferry_shared::runtime::{self, StartError};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -34,30 +34,14 @@ use transfers::Context;
 /// How long transfers get to record their interruption after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("cannot connect to the Kubernetes API: {0}")]
-    Connect(#[source] kube::Error),
-    #[error("cannot set up metrics: {0}")]
-    Metrics(#[source] prometheus::Error),
-    #[error("cannot find this program's own executable, needed to start transfers: {0}")]
-    Executable(#[source] std::io::Error),
-    #[error("cannot serve metrics on {address}: {source}")]
-    Admin {
-        address: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// Runs the agent until SIGTERM or SIGINT.
-pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
-    let client = Client::try_default().await.map_err(AgentError::Connect)?;
-    let metrics = Metrics::new().map_err(AgentError::Metrics)?;
+pub async fn run(settings: RunArgs) -> Result<(), StartError> {
+    let client = Client::try_default().await.map_err(StartError::Connect)?;
+    let metrics = Metrics::new().map_err(StartError::Metrics)?;
     let readiness = Readiness::default();
     let shutdown = CancellationToken::new();
     let process = TransferProcess {
-        program: std::env::current_exe().map_err(AgentError::Executable)?,
+        program: std::env::current_exe().map_err(StartError::Executable)?,
         memory_limit: settings.transfer_memory_limit,
         grace: Duration::from_secs(10),
     };
@@ -69,18 +53,13 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
         shutdown.clone(),
     ));
 
-    let listener = tokio::net::TcpListener::bind(settings.metrics_address)
-        .await
-        .map_err(|source| AgentError::Admin {
-            address: settings.metrics_address,
-            source,
-        })?;
-    let admin = tokio::spawn(admin::serve_on(
-        listener,
+    let admin = runtime::start_admin(
+        settings.metrics_address,
         metrics.registry(),
         readiness.clone(),
-        shutdown.clone().cancelled_owned(),
-    ));
+        &shutdown,
+    )
+    .await?;
     tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
 
     let selector = format!("{}={}", names::label::NODE, settings.node_name);
@@ -155,10 +134,6 @@ pub async fn run(settings: RunArgs) -> Result<(), AgentError> {
     if let Err(err) = controllers.await {
         error!(%err, "a controller task failed");
     }
-    match admin.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => error!(%err, "metrics server failed"),
-        Err(err) => error!(%err, "metrics server task failed"),
-    }
+    runtime::admin_stopped(admin).await;
     Ok(())
 }
