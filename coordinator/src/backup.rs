@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_shared::crd::{
-    Backup, BackupStatus, OperationPhase, PodVolumeBackup, PodVolumePhase, RepositoryPhase,
-    TransferCounts,
+    Backup, BackupStatus, OperationPhase, PodVolumeBackup, RepositoryPhase, Restore, TransferCounts,
 };
 use ferry_shared::layout::{self, ObjectStore, key};
 use ferry_shared::names::{self, label};
@@ -23,9 +22,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::context::{Context, ResolvedLocation, after, now, spec_duration, until};
+use crate::context::{Context, LocationError, ResolvedLocation, after, now, spec_duration, until};
 use crate::error::Error;
 use crate::jobs::{Job, Operation};
+use crate::overdue::{Clock, stop_overdue};
 use crate::plan::{self, BackupTarget, TransferView, aggregate, choose_volumes, volume_key};
 use crate::repository;
 
@@ -44,7 +44,13 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
     .map_err(|err| Error::Finalizer(err.to_string()))
 }
 
-async fn apply(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
+async fn apply(cached: &Backup, ctx: &Context) -> Result<Action, Error> {
+    // The watch cache may not show the status this controller wrote last; every step works on
+    // the Backup as it is now, so no step runs twice.
+    let Some(backup) = ctx.api::<Backup>().get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let backup = &backup;
     // A Backup brought in by sync records a finished backup; sync writes its status.
     if backup
         .annotations()
@@ -107,7 +113,8 @@ async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
     };
     if let Some(location_name) = &location_name {
         match ctx.location(location_name).await {
-            Err(err) => errors.push(err),
+            Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
+            Err(LocationError::Unusable(err)) => errors.push(err),
             Ok(location) if location.read_only() => errors.push(format!(
                 "storage location {location_name} is ReadOnly; backups cannot be written to it"
             )),
@@ -209,7 +216,8 @@ async fn progress(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
     let location_name = backup.spec.storage_location.clone().unwrap_or_default();
     let location = match ctx.location(&location_name).await {
         Ok(location) => location,
-        Err(err) => return fail(backup, ctx, status, err).await,
+        Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
+        Err(LocationError::Unusable(err)) => return fail(backup, ctx, status, err).await,
     };
     match status.pod_volume_backups {
         None => plan_and_create(backup, ctx, &location, status).await,
@@ -243,8 +251,8 @@ async fn fail(
         errors,
         ..status
     };
-    record_end(backup, ctx, &status);
     ctx.apply_status(backup, &status).await?;
+    record_end(backup, ctx, &status);
     Ok(Action::await_change())
 }
 
@@ -363,11 +371,13 @@ async fn plan_and_create(
         .map(|chosen| chosen.pod.namespace.as_str())
         .collect();
     let mut repositories = BTreeMap::new();
+    // Held until the PodVolumeBackups exist, so that maintenance cannot start in between.
+    let mut guards = Vec::new();
     for namespace in namespaces {
         let repo = repository::ensure(ctx, namespace, &location.name()).await?;
         match repo.phase() {
             RepositoryPhase::Ready => {}
-            RepositoryPhase::New => return Ok(Action::requeue(Duration::from_secs(1))),
+            RepositoryPhase::New => return Ok(Action::requeue(Duration::from_secs(2))),
             RepositoryPhase::NotReady => {
                 let message = repo
                     .status
@@ -386,9 +396,11 @@ async fn plan_and_create(
             Ok(repository) => repository.restic_identifier(),
             Err(err) => return fail(backup, ctx, status, err).await,
         };
-        if ctx.under_maintenance(&identifier) {
+        let Some(guard) = ctx.try_lock_repository(&identifier) else {
+            info!(name = %backup.name_any(), %namespace, "waiting for repository maintenance to end");
             return Ok(Action::requeue(Duration::from_secs(5)));
-        }
+        };
+        guards.push(guard);
         repositories.insert(namespace.to_owned(), identifier);
     }
 
@@ -472,6 +484,7 @@ async fn plan_and_create(
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
+    drop(guards);
     let total = u32::try_from(choice.chosen.len()).unwrap_or(u32::MAX);
     info!(%name, total, created, skipped = choice.skipped.len(), "pod volume backups created");
     ctx.event(
@@ -532,7 +545,7 @@ async fn watch(
     let uid = backup.uid().unwrap_or_default();
     let api = ctx.api::<PodVolumeBackup>();
     let selector = format!("{}={uid}", label::BACKUP_UID);
-    let mut pvbs = api
+    let pvbs = api
         .list(&ListParams::default().labels(&selector))
         .await?
         .items;
@@ -543,37 +556,18 @@ async fn watch(
     )
     .unwrap_or(ctx.settings.default_volume_timeout);
 
-    // A transfer past the volume timeout is stopped: its PodVolumeBackup is deleted, which
-    // makes the node agent cancel it.
-    let mut timed_out = status.timed_out_volumes.clone();
-    let mut next_deadline: Option<Duration> = None;
-    let mut kept = Vec::new();
-    for pvb in pvbs.drain(..) {
-        let started = pvb
-            .status
-            .as_ref()
-            .and_then(|status| status.start_timestamp.clone());
-        if let (PodVolumePhase::InProgress, Some(started)) = (pvb.phase(), started) {
-            let left = until(&after(&started, timeout));
-            if left.is_zero() {
-                let volume = format!(
-                    "{}/{}/{}",
-                    pvb.spec.pod.namespace, pvb.spec.pod.name, pvb.spec.volume
-                );
-                warn!(pvb = %pvb.name_any(), %volume, "volume timed out");
-                match api.delete(&pvb.name_any(), &DeleteParams::default()).await {
-                    Ok(_) | Err(kube::Error::Api(_)) => {}
-                    Err(err) => return Err(err.into()),
-                }
-                if !timed_out.contains(&volume) {
-                    timed_out.push(volume);
-                }
-                continue;
-            }
-            next_deadline = Some(next_deadline.map_or(left, |soonest| soonest.min(left)));
-        }
-        kept.push(pvb);
-    }
+    let overdue = stop_overdue(&api, pvbs, timeout, |pvb: &PodVolumeBackup| Clock {
+        phase: pvb.phase(),
+        started: pvb.status.as_ref().and_then(|s| s.start_timestamp.clone()),
+        volume: format!(
+            "{}/{}/{}",
+            pvb.spec.pod.namespace, pvb.spec.pod.name, pvb.spec.volume
+        ),
+    })
+    .await?;
+    let kept = overdue.kept;
+    let next_deadline = overdue.next_deadline;
+    let timed_out = union(status.timed_out_volumes.clone(), overdue.stopped);
     let views: Vec<TransferView> = kept.iter().map(view).collect();
     let stopped: Vec<String> = timed_out
         .iter()
@@ -630,8 +624,8 @@ async fn watch(
         ),
     )
     .await;
-    record_end(backup, ctx, &next);
     ctx.apply_status(backup, &next).await?;
+    record_end(backup, ctx, &next);
     expire_when_due(&finished, ctx).await
 }
 
@@ -732,6 +726,16 @@ async fn expire_when_due(backup: &Backup, ctx: &Context) -> Result<Action, Error
     if !left.is_zero() {
         return Ok(Action::requeue(left));
     }
+    // Nothing in a ReadOnly location may be deleted, so its backups do not expire here: sync
+    // would only bring them back.
+    match ctx
+        .location(backup.spec.storage_location.as_deref().unwrap_or_default())
+        .await
+    {
+        Ok(location) if location.read_only() => return Ok(Action::await_change()),
+        Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
+        _ => {}
+    }
     info!(name = %backup.name_any(), "backup expired; deleting it");
     ctx.event(
         backup,
@@ -755,12 +759,28 @@ async fn expire_when_due(backup: &Backup, ctx: &Context) -> Result<Action, Error
 /// delete its PodVolumeBackups.
 async fn cleanup(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
     let name = backup.name_any();
-    let api = ctx.api::<PodVolumeBackup>();
-    let selector = format!("{}={}", label::BACKUP_NAME, names::label_value(&name));
-    let pvbs = api
-        .list(&ListParams::default().labels(&selector))
+    let restoring: Vec<String> = ctx
+        .api::<Restore>()
+        .list(&ListParams::default())
         .await?
-        .items;
+        .items
+        .iter()
+        .filter(|restore| restore.phase() == OperationPhase::InProgress)
+        .filter(|restore| {
+            restore
+                .status
+                .as_ref()
+                .and_then(|s| s.backup_name.as_deref())
+                == Some(name.as_str())
+        })
+        .map(ResourceExt::name_any)
+        .collect();
+    if !restoring.is_empty() {
+        info!(%name, ?restoring, "deletion waits for the restores from this backup");
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let api = ctx.api::<PodVolumeBackup>();
+    let pvbs = owned_pod_volume_backups(ctx, backup).await?;
     let location_name = backup.spec.storage_location.clone().unwrap_or_default();
     let wrote_data = !matches!(
         backup.phase(),
@@ -768,7 +788,8 @@ async fn cleanup(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
     );
     if wrote_data && !location_name.is_empty() {
         match ctx.location(&location_name).await {
-            Err(err) => {
+            Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
+            Err(LocationError::Unusable(err)) => {
                 warn!(%name, %err, "cannot clean up the backup's data");
                 ctx.event(
                     backup,
@@ -790,13 +811,41 @@ async fn cleanup(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
             Ok(location) => forget_and_remove(backup, ctx, &location, &pvbs).await?,
         }
     }
-    api.delete_collection(
-        &DeleteParams::default(),
-        &ListParams::default().labels(&selector),
-    )
-    .await?;
+    for pvb in &pvbs {
+        match api.delete(&pvb.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
     info!(%name, "backup deleted");
     Ok(Action::await_change())
+}
+
+/// The PodVolumeBackups this Backup owns: labelled with its name, and owned by its UID, so
+/// that no other backup's records (a synced one that names it, say) are taken for its own.
+pub async fn owned_pod_volume_backups(
+    ctx: &Context,
+    backup: &Backup,
+) -> Result<Vec<PodVolumeBackup>, kube::Error> {
+    let selector = format!(
+        "{}={}",
+        label::BACKUP_NAME,
+        names::label_value(&backup.name_any())
+    );
+    let uid = backup.uid();
+    Ok(ctx
+        .api::<PodVolumeBackup>()
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|pvb| {
+            pvb.owner_references()
+                .iter()
+                .any(|owner| Some(&owner.uid) == uid.as_ref())
+        })
+        .collect())
 }
 
 async fn forget_and_remove(

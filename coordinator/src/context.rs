@@ -1,14 +1,14 @@
 //! What every controller of the coordinator shares.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_shared::crd::BackupStorageLocation;
 use ferry_shared::layout::ObjectStore;
 use ferry_shared::names;
 use ferry_shared::repository::{RepositoryConfig, RepositoryLocation};
-use ferry_shared::secret::secret_text;
+use ferry_shared::secret::{SecretError, secret_text};
 use ferry_shared::storage::{
     S3Credentials, location_root, parse_aws_credentials, repository_location,
 };
@@ -31,8 +31,41 @@ pub struct Context {
     pub metrics: Metrics,
     pub jobs: JobRunner,
     recorder: Recorder,
-    /// Repositories under maintenance: no transfer into them starts meanwhile.
-    maintaining: Mutex<HashSet<String>>,
+    /// One lock per repository, by identifier. Maintenance holds it while it runs; creating
+    /// transfers into a repository holds it too, so no transfer can start during a prune.
+    repository_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Why a storage location cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationError {
+    /// It does not exist, or its spec or Secret is wrong: retrying will not help.
+    Unusable(String),
+    /// The API could not be read: retrying may help.
+    Transient(String),
+}
+
+impl std::fmt::Display for LocationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unusable(message) | Self::Transient(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<LocationError> for String {
+    fn from(error: LocationError) -> Self {
+        error.to_string()
+    }
+}
+
+impl From<SecretError> for LocationError {
+    fn from(error: SecretError) -> Self {
+        match error {
+            SecretError::Read { .. } => Self::Transient(error.to_string()),
+            _ => Self::Unusable(error.to_string()),
+        }
+    }
 }
 
 /// A storage location with what it takes to reach it.
@@ -77,7 +110,7 @@ impl Context {
             settings,
             metrics,
             jobs,
-            maintaining: Mutex::new(HashSet::new()),
+            repository_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -134,13 +167,17 @@ impl Context {
     }
 
     /// The storage location `name`, with its credentials read.
-    pub async fn location(&self, name: &str) -> Result<ResolvedLocation, String> {
+    pub async fn location(&self, name: &str) -> Result<ResolvedLocation, LocationError> {
         let location = self
             .api::<BackupStorageLocation>()
             .get_opt(name)
             .await
-            .map_err(|err| format!("cannot read storage location {name}: {err}"))?
-            .ok_or_else(|| format!("storage location {name} does not exist"))?;
+            .map_err(|err| {
+                LocationError::Transient(format!("cannot read storage location {name}: {err}"))
+            })?
+            .ok_or_else(|| {
+                LocationError::Unusable(format!("storage location {name} does not exist"))
+            })?;
         let credentials = match &location.spec.credential {
             Some(reference) => {
                 let text = secret_text(
@@ -150,10 +187,12 @@ impl Context {
                     &reference.key,
                     "storage credentials",
                 )
-                .await
-                .map_err(|err| err.to_string())?;
+                .await?;
                 Some(parse_aws_credentials(&text).map_err(|err| {
-                    format!("Secret {}/{}: {err}", self.namespace, reference.name)
+                    LocationError::Unusable(format!(
+                        "Secret {}/{}: {err}",
+                        self.namespace, reference.name
+                    ))
                 })?)
             }
             None => None,
@@ -213,23 +252,20 @@ impl Context {
         })
     }
 
-    /// Marks a repository as under maintenance; false if it already was.
-    pub fn start_maintenance(&self, repository: &str) -> bool {
-        self.maintaining().insert(repository.to_owned())
-    }
-
-    pub fn end_maintenance(&self, repository: &str) {
-        self.maintaining().remove(repository);
-    }
-
-    pub fn under_maintenance(&self, repository: &str) -> bool {
-        self.maintaining().contains(repository)
-    }
-
-    fn maintaining(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.maintaining
+    /// The repository's lock, if nobody holds it: held by maintenance for its whole run, and
+    /// by whoever creates transfers into the repository while it checks and creates them.
+    pub fn try_lock_repository(
+        &self,
+        identifier: &str,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self
+            .repository_locks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(identifier.to_owned())
+            .or_default()
+            .clone();
+        lock.try_lock_owned().ok()
     }
 }
 

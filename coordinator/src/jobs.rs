@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 
 use ferry_shared::names::tag;
-use ferry_shared::repository::{OpenMode, ProgressCounters, Repository, RepositoryConfig};
+use ferry_shared::repository::{
+    EngineError, OpenMode, ProgressCounters, Repository, RepositoryConfig,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -149,8 +151,18 @@ fn execute(job: &Job) -> Result<String, String> {
         Operation::Open { create: true } => OpenMode::CreateIfMissing,
         _ => OpenMode::Existing,
     };
-    let repository = Repository::open(&job.repository, mode, ProgressCounters::new())
-        .map_err(|err| err.to_string())?;
+    let repository = match Repository::open(&job.repository, mode, ProgressCounters::new()) {
+        Ok(repository) => repository,
+        // A repository that is gone holds no snapshots to forget.
+        Err(EngineError::NoRepository { location })
+            if matches!(job.operation, Operation::Forget { .. }) =>
+        {
+            return Ok(format!(
+                "there is no repository at {location}; nothing to forget"
+            ));
+        }
+        Err(err) => return Err(err.to_string()),
+    };
     match &job.operation {
         Operation::Open { .. } => Ok(format!("repository {} opens", repository.location())),
         Operation::Forget { snapshot_ids } => {

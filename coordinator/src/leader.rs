@@ -106,6 +106,9 @@ pub async fn acquire(
     let lost = CancellationToken::new();
     let signal = lost.clone();
     let shutdown = shutdown.clone();
+    // Leadership ends well before another replica may take the Lease: at two thirds of its
+    // duration without a renewal, each renewal itself bounded by the retry period.
+    let renew_deadline = settings.duration * 2 / 3;
     tokio::spawn(async move {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
@@ -116,20 +119,19 @@ pub async fn acquire(
                     return;
                 }
             }
-            match try_hold(&api, &settings).await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
+            match tokio::time::timeout(retry, try_hold(&api, &settings)).await {
+                Ok(Ok(true)) => last_renewal = tokio::time::Instant::now(),
+                Ok(Ok(false)) => {
                     warn!(lease = %settings.name, "another replica took the leader Lease");
                     signal.cancel();
                     return;
                 }
-                Err(err) => {
-                    warn!(%err, "cannot renew the leader Lease");
-                    if last_renewal.elapsed() >= settings.duration {
-                        signal.cancel();
-                        return;
-                    }
-                }
+                Ok(Err(err)) => warn!(%err, "cannot renew the leader Lease"),
+                Err(_) => warn!("renewing the leader Lease timed out"),
+            }
+            if last_renewal.elapsed() >= renew_deadline {
+                signal.cancel();
+                return;
             }
         }
     });

@@ -10,6 +10,7 @@ pub mod jobs;
 mod leader;
 mod location;
 mod metrics;
+mod overdue;
 mod password;
 mod plan;
 mod repository;
@@ -51,6 +52,14 @@ pub enum CoordinatorError {
     LostLease,
 }
 
+/// A Lease identity for a replica that was given none: unique even where every container's
+/// process ID is the same.
+fn random_identity() -> String {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom::fill(&mut bytes);
+    format!("ferry-coordinator-{}", hex::encode(bytes))
+}
+
 /// Runs the coordinator until SIGTERM or SIGINT, or until it loses the leader Lease.
 pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     let client = Client::try_default().await.map_err(StartError::Connect)?;
@@ -67,10 +76,7 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
 
     let lost = if settings.leader_elect {
-        let identity = settings
-            .identity
-            .clone()
-            .unwrap_or_else(|| format!("ferry-coordinator-{}", std::process::id()));
+        let identity = settings.identity.clone().unwrap_or_else(random_identity);
         let lease = leader::LeaseSettings {
             namespace: settings.namespace.clone(),
             name: settings.lease_name.clone(),

@@ -2,13 +2,13 @@
 //! and backup sync, which brings the backups a location holds into the cluster so that a fresh
 //! cluster pointed at the same storage can restore them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_shared::crd::{
-    Backup, BackupStatus, BackupStorageLocation, BackupStorageLocationStatus, PodVolumeBackup,
-    StorageLocationPhase,
+    Backup, BackupStatus, BackupStorageLocation, BackupStorageLocationStatus, OperationPhase,
+    PodVolumeBackup, StorageLocationPhase,
 };
 use ferry_shared::layout::{self, ObjectStore, key, layout_problem};
 use ferry_shared::names::{self, label};
@@ -19,6 +19,9 @@ use tracing::{info, warn};
 
 use crate::context::{Context, after, now, spec_duration, until};
 use crate::error::Error;
+
+/// How long after a failed sync the next is tried.
+const SYNC_RETRY: Duration = Duration::from_secs(30);
 
 pub async fn reconcile(
     location: Arc<BackupStorageLocation>,
@@ -39,13 +42,15 @@ pub async fn reconcile(
     let (validation, sync) = match (validation, sync) {
         (Ok(validation), Ok(sync)) => (validation, sync),
         (Err(err), _) | (_, Err(err)) => {
-            let next = BackupStorageLocationStatus {
-                phase: Some(StorageLocationPhase::Unavailable),
-                message: Some(err),
-                last_validation_time: Some(now()),
-                ..status.clone()
-            };
-            ctx.apply_status(&*location, &next).await?;
+            if status.message.as_ref() != Some(&err) {
+                let next = BackupStorageLocationStatus {
+                    phase: Some(StorageLocationPhase::Unavailable),
+                    message: Some(err),
+                    last_validation_time: Some(now()),
+                    ..status.clone()
+                };
+                ctx.apply_status(&*location, &next).await?;
+            }
             return Ok(Action::await_change());
         }
     };
@@ -80,16 +85,21 @@ pub async fn reconcile(
             .last_synced_time
             .as_ref()
             .is_none_or(|last| until(&after(last, sync)).is_zero());
+    let mut sync_failed = false;
     if sync_due {
         let store = match store {
             Some(store) => Some(store),
             None => check(&ctx, &name).await.2,
         };
-        if let Some(store) = store {
-            match sync_backups(&ctx, &name, &store).await {
+        match store {
+            Some(store) => match sync_backups(&ctx, &name, &store).await {
                 Ok(()) => next.last_synced_time = Some(now()),
-                Err(err) => warn!(location = %name, %err, "backup sync failed"),
-            }
+                Err(err) => {
+                    warn!(location = %name, %err, "backup sync failed");
+                    sync_failed = true;
+                }
+            },
+            None => sync_failed = true,
         }
     }
     if next != status {
@@ -104,11 +114,17 @@ pub async fn reconcile(
             waits.push(last.map_or(Duration::ZERO, |last| until(&after(last, period))));
         }
     }
+    // After a failed sync, wait a while rather than list the bucket again at once.
+    let floor = if sync_failed {
+        SYNC_RETRY
+    } else {
+        Duration::from_millis(500)
+    };
     Ok(waits
         .into_iter()
         .min()
         .map_or_else(Action::await_change, |wait| {
-            Action::requeue(wait.max(Duration::from_millis(500)))
+            Action::requeue(wait.max(floor))
         }))
 }
 
@@ -143,12 +159,20 @@ async fn sync_backups(ctx: &Context, location: &str, store: &ObjectStore) -> Res
         .backups()
         .await
         .map_err(|err| Error::Storage(err.to_string()))?;
+    // Backups already whole in the cluster; a synced one still New was cut short and is
+    // finished now.
     let in_cluster: BTreeSet<String> = ctx
         .api::<Backup>()
         .list(&ListParams::default())
         .await?
         .items
         .iter()
+        .filter(|backup| {
+            !(backup
+                .annotations()
+                .contains_key(names::annotation::SYNCED_FROM)
+                && backup.phase() == OperationPhase::New)
+        })
         .map(ResourceExt::name_any)
         .collect();
     for name in in_store.iter().filter(|name| !in_cluster.contains(*name)) {
@@ -210,21 +234,48 @@ async fn sync_one(
     let owner = created
         .controller_owner_ref(&())
         .ok_or_else(|| storage("the created Backup has no UID".to_owned()))?;
+    let owner_uid = owner.uid.clone();
     let api = ctx.api::<PodVolumeBackup>();
     for stored_pvb in pvbs {
+        if stored_pvb
+            .spec
+            .tags
+            .get(names::tag::BACKUP)
+            .map(String::as_str)
+            != Some(name)
+        {
+            warn!(backup = %name, pvb = %stored_pvb.name_any(), "skipping a PodVolumeBackup of another backup");
+            continue;
+        }
         let mut pvb = PodVolumeBackup::new(&stored_pvb.name_any(), stored_pvb.spec.clone());
-        let mut labels = stored_pvb.metadata.labels.clone().unwrap_or_default();
-        // No node agent may take it up again: it records a transfer that has ended.
-        labels.remove(label::NODE);
+        // Labels are made anew; none for a node, so that no node agent takes it up again: it
+        // records a transfer that has ended.
+        let mut labels =
+            BTreeMap::from([(label::BACKUP_NAME.to_owned(), names::label_value(name))]);
+        for key in [label::BACKUP_UID, label::POD_UID, label::PVC_UID] {
+            if let Some(value) = stored_pvb.labels().get(key) {
+                labels.insert(key.to_owned(), value.clone());
+            }
+        }
         pvb.metadata.labels = Some(labels);
         pvb.metadata.annotations = stored_pvb.metadata.annotations.clone();
         pvb.metadata.owner_references = Some(vec![owner.clone()]);
-        match api.create(&PostParams::default(), &pvb).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
+        let ours = match api.create(&PostParams::default(), &pvb).await {
+            Ok(_) => true,
+            // Made by an earlier sync of this Backup that was cut short before its status, or
+            // not sync's at all: then its status stays as it is.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                api.get_opt(&pvb.name_any()).await?.is_some_and(|existing| {
+                    existing.status.is_none()
+                        && existing
+                            .owner_references()
+                            .iter()
+                            .any(|owner| owner.uid == owner_uid)
+                })
+            }
             Err(err) => return Err(err.into()),
-        }
-        if let Some(pvb_status) = &stored_pvb.status {
+        };
+        if ours && let Some(pvb_status) = &stored_pvb.status {
             ctx.apply_status(&pvb, pvb_status).await?;
         }
     }

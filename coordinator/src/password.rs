@@ -1,13 +1,15 @@
 //! The repository password: Secret `ferry-repo-credentials`, key `repository-password`. When
-//! it is missing at first start, a random one is made and the log says to keep a copy.
+//! it is missing at first start, a random one is made and the log says to keep a copy. When it
+//! is missing later, with repositories made, the coordinator refuses to start.
 
 use std::collections::BTreeMap;
 
+use ferry_shared::crd::BackupRepository;
 use ferry_shared::names;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use tracing::{info, warn};
 
 /// Random bytes in a generated password (hex-encoded, so twice as many characters).
@@ -24,6 +26,18 @@ pub async fn ensure(client: &Client, namespace: &str) -> Result<(), String> {
     {
         info!(secret = %name, "using the existing repository password");
         return Ok(());
+    }
+    // Repositories made with the lost password would all become unreadable, and new ones
+    // would get another password: refuse, and say how to recover.
+    let repositories = Api::<BackupRepository>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|err| format!("cannot list BackupRepositories: {err}"))?;
+    if !repositories.items.is_empty() {
+        return Err(format!(
+            "Secret {namespace}/{name} is missing, but repositories exist that were made with the password it held; recreate it with that password (key {}) and restart",
+            names::REPOSITORY_PASSWORD_KEY
+        ));
     }
     let mut bytes = [0u8; PASSWORD_BYTES];
     getrandom::fill(&mut bytes).map_err(|err| format!("cannot make a random password: {err}"))?;

@@ -179,9 +179,11 @@ async fn maintain(
         }
     };
     let identifier = config.location.restic_identifier();
-    if !ctx.start_maintenance(&identifier) {
+    // Held until maintenance ends: no transfer into the repository is created meanwhile, and
+    // those created before are seen by the check below.
+    let Some(guard) = ctx.try_lock_repository(&identifier) else {
         return Ok(Action::requeue(Duration::from_secs(10)));
-    }
+    };
     let outcome = async {
         if transfers_running(ctx, &identifier).await? {
             return Ok(None);
@@ -197,7 +199,7 @@ async fn maintain(
         Ok::<_, Error>(Some(summary))
     }
     .await;
-    ctx.end_maintenance(&identifier);
+    drop(guard);
     let Some(result) = outcome? else {
         info!(name = %repo.name_any(), "maintenance waits: transfers into the repository are running");
         return Ok(Action::requeue(Duration::from_secs(30)));
@@ -237,11 +239,12 @@ pub async fn transfers_running(ctx: &Context, identifier: &str) -> Result<bool, 
         .api::<PodVolumeBackup>()
         .list(&Default::default())
         .await?;
-    if backups
-        .items
-        .iter()
-        .any(|pvb| pvb.spec.repository == identifier && running(pvb.phase()))
-    {
+    // A PodVolumeBackup without a node label is a synced record that no agent will run.
+    if backups.items.iter().any(|pvb| {
+        pvb.spec.repository == identifier
+            && running(pvb.phase())
+            && pvb.labels().contains_key(ferry_shared::names::label::NODE)
+    }) {
         return Ok(true);
     }
     let restores = ctx

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ferry_shared::crd::ExistingResourcePolicy;
 use ferry_shared::crd::{
-    Backup, OperationPhase, PodReference, PodVolumeBackup, PodVolumePhase, PodVolumeRestore,
-    PodVolumeRestoreSpec, Restore, RestoreStatus, TransferCounts,
+    Backup, OperationPhase, PodReference, PodVolumePhase, PodVolumeRestore, PodVolumeRestoreSpec,
+    Restore, RestoreStatus, TransferCounts,
 };
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::{self, label};
@@ -28,14 +28,20 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::context::{Context, ResolvedLocation, now};
+use crate::context::{Context, LocationError, ResolvedLocation, now};
 use crate::error::Error;
+use crate::overdue::{Clock, stop_overdue};
 use crate::plan::{TransferView, aggregate, generate_name_prefix};
 
 /// The user the restore-wait container runs as: the image's non-root user.
 const HELPER_USER: i64 = 65532;
 
-pub async fn reconcile(restore: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(cached: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // The watch cache may not show the status this controller wrote last; every step works on
+    // the Restore as it is now, so no step runs twice.
+    let Some(restore) = ctx.api::<Restore>().get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     let status = restore.status.clone().unwrap_or_default();
     match status.phase {
         OperationPhase::New => start(&restore, &ctx).await,
@@ -64,6 +70,9 @@ fn choose_backup(
                 .iter()
                 .find(|backup| backup.name_any() == name)
                 .ok_or_else(|| format!("backup {name} does not exist"))?;
+            if backup.metadata.deletion_timestamp.is_some() {
+                return Err(format!("backup {name} is being deleted"));
+            }
             match backup.phase() {
                 OperationPhase::Completed | OperationPhase::PartiallyFailed => Ok(name.to_owned()),
                 phase => Err(format!(
@@ -76,6 +85,7 @@ fn choose_backup(
             .filter(|backup| {
                 backup.labels().get(label::SCHEDULE_NAME) == Some(&names::label_value(schedule))
                     && backup.phase() == OperationPhase::Completed
+                    && backup.metadata.deletion_timestamp.is_none()
             })
             .max_by_key(|backup| {
                 backup
@@ -121,7 +131,6 @@ async fn start(restore: &Restore, ctx: &Context) -> Result<Action, Error> {
         warn!(name = %restore.name_any(), ?errors, "restore failed validation");
         ctx.event(restore, true, "FailedValidation", errors.join("; "))
             .await;
-        ctx.metrics.restore_ended(OperationPhase::FailedValidation);
         ctx.apply_status(
             restore,
             &RestoreStatus {
@@ -132,6 +141,7 @@ async fn start(restore: &Restore, ctx: &Context) -> Result<Action, Error> {
             },
         )
         .await?;
+        ctx.metrics.restore_ended(OperationPhase::FailedValidation);
         return Ok(Action::await_change());
     }
     ctx.event(
@@ -165,7 +175,6 @@ async fn fail(
 ) -> Result<Action, Error> {
     warn!(name = %restore.name_any(), %error, "restore failed");
     ctx.event(restore, true, "Failed", error.clone()).await;
-    ctx.metrics.restore_ended(OperationPhase::Failed);
     let mut errors = status.errors.clone();
     errors.push(error);
     ctx.apply_status(
@@ -178,6 +187,7 @@ async fn fail(
         },
     )
     .await?;
+    ctx.metrics.restore_ended(OperationPhase::Failed);
     Ok(Action::await_change())
 }
 
@@ -420,6 +430,19 @@ where
             Ok(Some(created))
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Made by this restore on an earlier pass that did not get to record it.
+            let existing = api.get_opt(&object.name_any()).await?;
+            let ours = object
+                .meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(label::RESTORE_UID));
+            if let Some(existing) = existing
+                && existing.labels().get(label::RESTORE_UID) == ours
+            {
+                results.created.push(what);
+                return Ok(Some(existing));
+            }
             match policy {
                 ExistingResourcePolicy::None => {
                     warnings.push(format!("{what} already exists; left alone"));
@@ -466,7 +489,8 @@ async fn create_objects(
     let location_name = backup.spec.storage_location.clone().unwrap_or_default();
     let location = match ctx.location(&location_name).await {
         Ok(location) => location,
-        Err(err) => return fail(restore, ctx, status, err).await,
+        Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
+        Err(LocationError::Unusable(err)) => return fail(restore, ctx, status, err).await,
     };
     let files = async {
         let store = location.store(ctx.settings.retries)?;
@@ -482,7 +506,7 @@ async fn create_objects(
         Ok(manifests) => manifests,
         Err(err) => return fail(restore, ctx, status, err).await,
     };
-    let snapshots = snapshots_of(ctx, &backup_name).await?;
+    let snapshots = snapshots_of(ctx, &backup).await?;
     let selector = restore
         .spec
         .label_selector
@@ -530,6 +554,24 @@ async fn create_objects(
         .chain(pods.iter().map(|pod| pod.namespace().unwrap_or_default()))
         .map(|namespace| target_namespace(restore, &namespace))
         .collect();
+    // Held until the PodVolumeRestores exist, so that no maintenance prunes the repositories
+    // they read from in between.
+    let sources: BTreeSet<String> = pods
+        .iter()
+        .map(|pod| pod.namespace().unwrap_or_default())
+        .collect();
+    let mut guards = Vec::new();
+    for source in &sources {
+        let identifier = match location.repository(source) {
+            Ok(repository) => repository.restic_identifier(),
+            Err(err) => return fail(restore, ctx, status, err).await,
+        };
+        let Some(guard) = ctx.try_lock_repository(&identifier) else {
+            info!(name = %restore.name_any(), %source, "waiting for repository maintenance to end");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        };
+        guards.push(guard);
+    }
     for namespace in &targets {
         ensure_namespace(ctx, namespace).await?;
     }
@@ -602,9 +644,20 @@ async fn create_objects(
         }
     }
     let api = ctx.api::<PodVolumeRestore>();
+    let selector = format!("{}={}", label::RESTORE_UID, identity.uid);
+    let existing: BTreeSet<(String, String)> = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .map(|pvr| (pvr.spec.pod.uid, pvr.spec.volume))
+        .collect();
     for pvr in &pvrs {
-        api.create(&PostParams::default(), pvr).await?;
+        if !existing.contains(&(pvr.spec.pod.uid.clone(), pvr.spec.volume.clone())) {
+            api.create(&PostParams::default(), pvr).await?;
+        }
     }
+    drop(guards);
     if !location.read_only() {
         upload_results(ctx, &location, &identity, &results).await;
     }
@@ -658,14 +711,9 @@ fn pod_volume_restore(
 /// The snapshot of each backed-up volume, by (namespace, pod name, volume).
 async fn snapshots_of(
     ctx: &Context,
-    backup: &str,
+    backup: &Backup,
 ) -> Result<BTreeMap<(String, String, String), String>, Error> {
-    let selector = format!("{}={}", label::BACKUP_NAME, names::label_value(backup));
-    let pvbs = ctx
-        .api::<PodVolumeBackup>()
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
+    let pvbs = crate::backup::owned_pod_volume_backups(ctx, backup).await?;
     Ok(pvbs
         .into_iter()
         .filter(|pvb| pvb.phase() == PodVolumePhase::Completed)
@@ -758,15 +806,42 @@ async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Resul
             .await?;
         }
     }
+    let limit = ctx.settings.default_volume_timeout;
+    let overdue = stop_overdue(&api, pvrs, limit, |pvr: &PodVolumeRestore| Clock {
+        phase: pvr.phase(),
+        started: pvr.status.as_ref().and_then(|s| s.start_timestamp.clone()),
+        volume: format!(
+            "{}/{}/{}",
+            pvr.spec.pod.namespace, pvr.spec.pod.name, pvr.spec.volume
+        ),
+    })
+    .await?;
+    let pvrs = overdue.kept;
+    let mut timed_out = status.timed_out_volumes.clone();
+    for volume in overdue.stopped {
+        if !timed_out.contains(&volume) {
+            timed_out.push(volume);
+        }
+    }
+    let stopped: Vec<String> = timed_out
+        .iter()
+        .map(|volume| {
+            format!(
+                "volume {volume} was not restored within {}",
+                humantime::format_duration(limit)
+            )
+        })
+        .collect();
     let views: Vec<TransferView> = pvrs.iter().map(view).collect();
     let planned = status
         .pod_volume_restores
         .as_ref()
         .map_or(0, |counts| counts.total);
-    let sum = aggregate(planned, &views, &[]);
+    let sum = aggregate(planned, &views, &stopped);
     let mut next = RestoreStatus {
         pod_volume_restores: Some(sum.counts.clone()),
         progress: Some(sum.progress.clone()),
+        timed_out_volumes: timed_out,
         ..status.clone()
     };
     for warning in &sum.warnings {
@@ -779,7 +854,12 @@ async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Resul
             ctx.apply_status(restore, &next).await?;
         }
         // Pods are watched too; this is only a safety net for a missed binding.
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        let safety_net = Duration::from_secs(30);
+        return Ok(Action::requeue(
+            overdue
+                .next_deadline
+                .map_or(safety_net, |due| due.min(safety_net)),
+        ));
     }
     next.phase = sum.final_phase();
     next.completion_timestamp = Some(now());
@@ -796,8 +876,8 @@ async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Resul
         ),
     )
     .await;
-    ctx.metrics.restore_ended(next.phase);
     ctx.apply_status(restore, &next).await?;
+    ctx.metrics.restore_ended(next.phase);
     Ok(Action::await_change())
 }
 
@@ -899,6 +979,22 @@ mod tests {
         assert_eq!(
             choose_backup(Some("daily-3"), None, &backups),
             Ok("daily-3".into())
+        );
+        let mut deleting = backups.to_vec();
+        deleting[1].metadata.deletion_timestamp = deleting[1]
+            .status
+            .as_ref()
+            .unwrap()
+            .completion_timestamp
+            .clone();
+        assert_eq!(
+            choose_backup(None, Some("daily"), &deleting),
+            Ok("daily-1".into())
+        );
+        assert!(
+            choose_backup(Some("daily-2"), None, &deleting)
+                .unwrap_err()
+                .contains("being deleted")
         );
         for (name, schedule, error) in [
             (Some("a"), Some("b"), "not both"),

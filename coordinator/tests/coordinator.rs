@@ -756,14 +756,14 @@ async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() 
     create::<Schedule>(
         &cluster,
         json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "Schedule",
-               "metadata": {"name": "minutely", "namespace": INSTALL_NAMESPACE},
-               "spec": {"schedule": "* * * * *", "template": {"includedNamespaces": ["shop"], "defaultVolumesToFsBackup": true}}}),
+               "metadata": {"name": "nightly", "namespace": INSTALL_NAMESPACE},
+               "spec": {"schedule": "0 0 * * *", "template": {"includedNamespaces": ["shop"], "defaultVolumesToFsBackup": true}}}),
     )
     .await;
     let schedule = cluster
         .wait_for(
             &cluster.api::<Schedule>(),
-            "minutely",
+            "nightly",
             "to make a backup",
             |s: &Schedule| {
                 s.status
@@ -773,6 +773,7 @@ async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() 
         )
         .await;
     assert_eq!(schedule.phase(), SchedulePhase::Enabled);
+    // A new schedule backs up at once, for its latest due time; the next is a day away.
     let made = cluster
         .api::<Backup>()
         .list(&ListParams::default())
@@ -782,16 +783,16 @@ async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() 
     assert_eq!(made.len(), 1);
     let name = made[0].name_any();
     assert!(
-        name.starts_with("minutely-") && name.len() == "minutely-".len() + 14,
+        name.starts_with("nightly-") && name.len() == "nightly-".len() + 14,
         "{name}"
     );
-    assert_eq!(made[0].labels()[label::SCHEDULE_NAME], "minutely");
+    assert_eq!(made[0].labels()[label::SCHEDULE_NAME], "nightly");
     let backup = finished_backup(&cluster, &name).await;
     assert_eq!(backup.phase(), OperationPhase::Completed);
     cluster
         .api::<Schedule>()
         .patch(
-            "minutely",
+            "nightly",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"paused": true}})),
         )
@@ -801,7 +802,7 @@ async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() 
     create_restore(
         &cluster,
         "latest",
-        json!({"scheduleName": "minutely", "namespaceMapping": {"shop": "shop-2"}}),
+        json!({"scheduleName": "nightly", "namespaceMapping": {"shop": "shop-2"}}),
     )
     .await;
     cluster
@@ -1098,5 +1099,50 @@ async fn only_the_leader_runs_controllers_and_a_successor_takes_over() {
             .agent(COORDINATOR)
             .log()
             .contains("became the leader")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_password_secret_stops_the_coordinator_instead_of_making_a_new_one() {
+    let mut cluster = Cluster::start().await;
+    create::<BackupRepository>(
+        &cluster,
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "BackupRepository",
+               "metadata": {"name": "shop-default-abc123", "namespace": INSTALL_NAMESPACE},
+               "spec": {"volumeNamespace": "shop", "storageLocation": "default"}}),
+    )
+    .await;
+    let coordinator = cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+    let status = coordinator.exited().await;
+    assert!(!status.success());
+    let log = coordinator.log();
+    assert!(
+        log.contains("ferry-repo-credentials is missing, but repositories exist"),
+        "{log}"
+    );
+    let secrets = cluster.api::<k8s_openapi::api::core::v1::Secret>();
+    assert!(
+        secrets
+            .get_opt(names::REPOSITORY_SECRET)
+            .await
+            .unwrap()
+            .is_none(),
+        "no new password"
+    );
+
+    // On a fresh install the coordinator makes one, once.
+    let mut fresh = Cluster::start().await;
+    fresh.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+    let secrets = fresh.api::<k8s_openapi::api::core::v1::Secret>();
+    let made = fresh
+        .wait_for(&secrets, names::REPOSITORY_SECRET, "generated", |_| true)
+        .await;
+    let password = &made.data.unwrap()[names::REPOSITORY_PASSWORD_KEY].0;
+    assert_eq!(password.len(), 64, "32 random bytes, hex-encoded");
+    assert!(
+        fresh
+            .agent(COORDINATOR)
+            .log()
+            .contains("Keep a copy outside the cluster")
     );
 }

@@ -551,6 +551,24 @@ impl Agent {
         }
     }
 
+    /// Waits for the process to exit by itself, and returns how it ended. Past the deadline
+    /// the test fails with its log.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for process") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{} never exited:\n{}",
+                self.node,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills the agent at once, as a node crash or an OOM kill would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

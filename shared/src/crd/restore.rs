@@ -114,6 +114,11 @@ pub struct RestoreStatus {
     /// What failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Volumes (`<namespace>/<pod>/<volume>`) whose restore did not finish within the
+    /// coordinator's volume timeout, counted from its claim or, unclaimed, its creation; each
+    /// was stopped and counts as failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timed_out_volumes: Vec<String>,
 }
 
 impl Restore {
