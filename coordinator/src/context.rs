@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_shared::crd::BackupStorageLocation;
+use ferry_shared::crd::{Backup, BackupRepository, BackupStorageLocation, Restore, Schedule};
 use ferry_shared::layout::ObjectStore;
 use ferry_shared::names;
 use ferry_shared::repository::{RepositoryConfig, RepositoryLocation};
@@ -30,7 +30,8 @@ pub struct Context {
     pub settings: RunArgs,
     pub metrics: Metrics,
     pub jobs: JobRunner,
-    recorder: Recorder,
+    /// One event recorder per controller, by the kind it reconciles.
+    recorders: HashMap<String, Recorder>,
     /// One lock per repository, by identifier. Maintenance holds it while it runs; creating
     /// transfers into a repository holds it too, so no transfer can start during a prune.
     repository_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -99,12 +100,28 @@ impl ResolvedLocation {
 
 impl Context {
     pub fn new(client: Client, settings: RunArgs, metrics: Metrics, jobs: JobRunner) -> Self {
-        let reporter = Reporter {
-            controller: names::field_manager::COORDINATOR.to_owned(),
-            instance: settings.identity.clone(),
-        };
+        let recorders = [
+            Backup::kind(&()),
+            Restore::kind(&()),
+            Schedule::kind(&()),
+            BackupRepository::kind(&()),
+            BackupStorageLocation::kind(&()),
+        ]
+        .into_iter()
+        .map(|kind| {
+            let reporter = Reporter {
+                controller: format!(
+                    "{}/{}",
+                    names::field_manager::COORDINATOR,
+                    kind.to_lowercase()
+                ),
+                instance: settings.identity.clone(),
+            };
+            (kind.into_owned(), Recorder::new(client.clone(), reporter))
+        })
+        .collect();
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorders,
             namespace: settings.namespace.clone(),
             client,
             settings,
@@ -137,7 +154,10 @@ impl Context {
             action: reason.to_owned(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        let Some(recorder) = self.recorders.get(K::kind(&()).as_ref()) else {
+            return;
+        };
+        if let Err(err) = recorder.publish(&event, &object.object_ref(&())).await {
             warn!(%err, reason, "cannot record an event");
         }
     }
