@@ -377,7 +377,8 @@ async fn plan_and_create(
         let repo = repository::ensure(ctx, namespace, &location.name()).await?;
         match repo.phase() {
             RepositoryPhase::Ready => {}
-            RepositoryPhase::New => return Ok(Action::requeue(Duration::from_secs(2))),
+            // The repository's change wakes this Backup; the requeue is a safety net.
+            RepositoryPhase::New => return Ok(Action::requeue(Duration::from_secs(10))),
             RepositoryPhase::NotReady => {
                 let message = repo
                     .status

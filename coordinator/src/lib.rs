@@ -110,6 +110,25 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
         Api::<PodVolumeBackup>::namespaced(client.clone(), &namespace),
         config(),
     );
+    let backup_store = backups.store();
+    let waiting_backups = backup_store.clone();
+    // A Backup that waits for its repositories goes on as soon as one becomes ready.
+    let backups = backups.watches(
+        Api::<BackupRepository>::namespaced(client.clone(), &namespace),
+        config(),
+        move |repository: BackupRepository| {
+            waiting_backups
+                .state()
+                .into_iter()
+                .filter(|backup| {
+                    backup.phase() == ferry_shared::crd::OperationPhase::InProgress
+                        && backup.spec.storage_location.as_ref()
+                            == Some(&repository.spec.storage_location)
+                })
+                .map(|backup| ObjectRef::from_obj(&*backup))
+                .collect::<Vec<_>>()
+        },
+    );
     let restores = Controller::new(
         Api::<Restore>::namespaced(client.clone(), &namespace),
         config(),
@@ -148,7 +167,7 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     );
     {
         let stores = (
-            backups.store(),
+            backup_store,
             restore_store,
             repositories.store(),
             locations.store(),
