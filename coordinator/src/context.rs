@@ -30,6 +30,7 @@ pub struct Context {
     pub settings: RunArgs,
     pub metrics: Metrics,
     pub jobs: JobRunner,
+    pub backoff: crate::error::Backoff,
     /// One event recorder per controller, by the kind it reconciles.
     recorders: HashMap<String, Recorder>,
     /// One lock per repository, by identifier. Maintenance holds it while it runs; creating
@@ -127,6 +128,7 @@ impl Context {
             settings,
             metrics,
             jobs,
+            backoff: crate::error::Backoff::default(),
             repository_locks: Mutex::new(HashMap::new()),
         }
     }

@@ -193,23 +193,43 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     let controllers = futures::future::join5(
         backups
             .graceful_shutdown_on(graceful())
-            .run(backup::reconcile, error::error_policy, ctx.clone())
+            .run(
+                |object, ctx| error::settled(object, ctx, backup::reconcile),
+                error::error_policy,
+                ctx.clone(),
+            )
             .for_each(|_| async {}),
         restores
             .graceful_shutdown_on(graceful())
-            .run(restore::reconcile, error::error_policy, ctx.clone())
+            .run(
+                |object, ctx| error::settled(object, ctx, restore::reconcile),
+                error::error_policy,
+                ctx.clone(),
+            )
             .for_each(|_| async {}),
         repositories
             .graceful_shutdown_on(graceful())
-            .run(repository::reconcile, error::error_policy, ctx.clone())
+            .run(
+                |object, ctx| error::settled(object, ctx, repository::reconcile),
+                error::error_policy,
+                ctx.clone(),
+            )
             .for_each(|_| async {}),
         locations
             .graceful_shutdown_on(graceful())
-            .run(location::reconcile, error::error_policy, ctx.clone())
+            .run(
+                |object, ctx| error::settled(object, ctx, location::reconcile),
+                error::error_policy,
+                ctx.clone(),
+            )
             .for_each(|_| async {}),
         schedules
             .graceful_shutdown_on(graceful())
-            .run(schedule::reconcile, error::error_policy, ctx.clone())
+            .run(
+                |object, ctx| error::settled(object, ctx, schedule::reconcile),
+                error::error_policy,
+                ctx.clone(),
+            )
             .for_each(|_| async {}),
     );
     let controllers = tokio::spawn(controllers);
