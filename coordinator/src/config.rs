@@ -67,6 +67,11 @@ pub struct RunArgs {
     /// Memory cap of each repository-maintenance process, such as 1Gi; unlimited when absent.
     #[arg(long, env = "FERRY_MAINTENANCE_MEMORY_LIMIT", value_parser = ferry_shared::size::parse_size)]
     pub maintenance_memory_limit: Option<u64>,
+    /// How long one repository job (create, forget, or maintenance) may run before it is
+    /// stopped and counted as failed; a stalled object store then cannot hold a repository's
+    /// lock for ever.
+    #[arg(long, env = "FERRY_REPOSITORY_JOB_TIMEOUT", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub repository_job_timeout: Duration,
     /// How many more times a failed object-storage request is tried.
     #[arg(long, env = "FERRY_RETRIES", default_value_t = ferry_shared::repository::DEFAULT_RETRIES)]
     pub retries: u32,

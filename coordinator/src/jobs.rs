@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
+use std::time::Duration;
 
 use ferry_shared::names::tag;
 use ferry_shared::repository::{
@@ -49,11 +50,25 @@ enum Reply {
 pub struct JobRunner {
     pub program: PathBuf,
     pub memory_limit: Option<u64>,
+    /// A job still running after this long is killed.
+    pub timeout: Duration,
 }
 
 impl JobRunner {
     /// Runs `job` to its end: a summary of what it did, or why it failed.
     pub async fn run(&self, job: &Job) -> Result<String, String> {
+        // Dropping the unfinished run kills the child process.
+        tokio::time::timeout(self.timeout, self.run_to_end(job))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the repository job did not finish within {} and was stopped",
+                    humantime::format_duration(self.timeout)
+                ))
+            })
+    }
+
+    async fn run_to_end(&self, job: &Job) -> Result<String, String> {
         let mut command = tokio::process::Command::new(&self.program);
         command.arg(SUBCOMMAND);
         if let Some(limit) = self.memory_limit {
