@@ -135,17 +135,7 @@ async fn maintain(
         ctx.settings.maintenance_frequency,
     ) {
         Ok(frequency) => frequency,
-        Err(message) => {
-            ctx.apply_status(
-                repo,
-                &BackupRepositoryStatus {
-                    message: Some(message),
-                    ..status
-                },
-            )
-            .await?;
-            return Ok(Action::await_change());
-        }
+        Err(message) => return report(repo, ctx, status, message, Action::await_change()).await,
     };
     let since = status
         .last_maintenance_time
@@ -167,15 +157,8 @@ async fn maintain(
         Ok((location, _)) if location.read_only() => return Ok(Action::await_change()),
         Ok(reached) => reached,
         Err(message) => {
-            ctx.apply_status(
-                repo,
-                &BackupRepositoryStatus {
-                    message: Some(message),
-                    ..status
-                },
-            )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(60)));
+            let retry = Action::requeue(Duration::from_secs(60));
+            return report(repo, ctx, status, message, retry).await;
         }
     };
     let identifier = config.location.restic_identifier();
@@ -229,6 +212,24 @@ async fn maintain(
     )
     .await?;
     Ok(Action::requeue(until(&after(&finished, frequency))))
+}
+
+/// Records why maintenance cannot run, unless the status already says so.
+async fn report(
+    repo: &BackupRepository,
+    ctx: &Context,
+    status: BackupRepositoryStatus,
+    message: String,
+    action: Action,
+) -> Result<Action, Error> {
+    if status.message.as_ref() != Some(&message) {
+        let next = BackupRepositoryStatus {
+            message: Some(message),
+            ..status
+        };
+        ctx.apply_status(repo, &next).await?;
+    }
+    Ok(action)
 }
 
 /// Whether any PodVolumeBackup or PodVolumeRestore into the repository has not ended.
