@@ -65,7 +65,8 @@ pub struct RestoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
     /// What to do with an object that already exists in the cluster: `none` (keep it, and record
-    /// a warning) or `update` (overwrite it).
+    /// a warning) or `update` (give it back its backed-up labels and annotations; its spec and
+    /// data stay, with a warning). Either way no data is restored into an existing pod.
     #[serde(default)]
     pub existing_resource_policy: ExistingResourcePolicy,
 }
@@ -77,7 +78,7 @@ pub enum ExistingResourcePolicy {
     /// Keep the existing object, and record a warning.
     #[default]
     None,
-    /// Overwrite the existing object with the backed-up one.
+    /// Give the existing object back its backed-up labels and annotations.
     Update,
 }
 
