@@ -50,3 +50,27 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_every_run_flag_has_an_environment_twin() {
+        Cli::command().debug_assert();
+        let command = Cli::command();
+        let run = command.find_subcommand("run").expect("run");
+        for arg in run.get_arguments() {
+            if arg.get_id() == "help" {
+                continue;
+            }
+            assert!(
+                arg.get_env().is_some(),
+                "--{} has no environment twin",
+                arg.get_id()
+            );
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+        }
+    }
+}
