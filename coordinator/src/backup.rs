@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_shared::crd::{
     Backup, BackupStatus, OperationPhase, PodVolumeBackup, RepositoryPhase, Restore, TransferCounts,
 };
-use ferry_shared::layout::{self, ObjectStore, key};
+use ferry_shared::layout::{self, ObjectStore, key, layout_problem};
 use ferry_shared::names::{self, label};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -118,18 +118,11 @@ async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
             Ok(location) if location.read_only() => errors.push(format!(
                 "storage location {location_name} is ReadOnly; backups cannot be written to it"
             )),
-            Ok(location) => match location.store(ctx.settings.retries) {
-                Err(err) => errors.push(err),
-                Ok(store) => match store.has_backup(&name).await {
-                    Ok(true) => errors.push(format!(
-                        "a backup named {name} already exists in storage location {location_name}"
-                    )),
-                    Ok(false) => {}
-                    Err(err) => errors.push(format!(
-                        "storage location {location_name} is unreachable: {err}"
-                    )),
-                },
-            },
+            Ok(location) => {
+                if let Err(err) = writable(&location, &name, ctx.settings.retries).await {
+                    errors.push(err);
+                }
+            }
         }
     }
     let started = now();
@@ -201,6 +194,28 @@ async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
     )
     .await?;
     Ok(Action::await_change())
+}
+
+/// Whether the backup `name` may be written to the location: it answers, holds Ferry's layout
+/// and no backup of that name.
+async fn writable(location: &ResolvedLocation, name: &str, retries: u32) -> Result<(), String> {
+    let store = location.store(retries)?;
+    let location = location.name();
+    let unreachable = |err: ferry_shared::layout::StoreError| {
+        format!("storage location {location} is unreachable: {err}")
+    };
+    let top_level = store.top_level().await.map_err(unreachable)?;
+    if let Some(problem) = layout_problem(&top_level) {
+        return Err(format!(
+            "storage location {location} is unusable: {problem}"
+        ));
+    }
+    if store.has_backup(name).await.map_err(unreachable)? {
+        return Err(format!(
+            "a backup named {name} already exists in storage location {location}"
+        ));
+    }
+    Ok(())
 }
 
 fn schedule_of(backup: &Backup) -> String {

@@ -610,6 +610,17 @@ fn assert_failed_validation(name: &str, phase: OperationPhase, errors: &[String]
 async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
     let mut cluster = Cluster::start().await;
     let storage = cluster.create_default_storage(PASSWORD).await;
+    // What is left of an earlier backup named `taken`.
+    let leftover = storage.join("backups/taken/taken-resources.tar.gz");
+    fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    fs::write(&leftover, b"old").unwrap();
+    // A directory that holds something other than Ferry's layout.
+    let shared = cluster.path("shared");
+    fs::create_dir_all(shared.join("photos")).unwrap();
+    fs::write(shared.join("photos/cat.jpg"), b"meow").unwrap();
+    cluster
+        .create_location("crowded", json!({"provider": "filesystem", "path": shared}))
+        .await;
     cluster.add_node(NODE).await;
     cluster.create_namespace("shop").await;
     cluster
@@ -659,6 +670,22 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
     for (name, spec, _) in &backup_cases {
         create_backup(&cluster, name, spec.clone()).await;
     }
+    create_backup(&cluster, "taken", json!({})).await;
+    let taken = finished_backup(&cluster, "taken")
+        .await
+        .status
+        .unwrap_or_default();
+    assert_failed_validation(
+        "taken",
+        taken.phase,
+        &taken.validation_errors,
+        "a backup named taken already exists in storage location default",
+    );
+    assert_eq!(
+        fs::read(&leftover).unwrap(),
+        b"old",
+        "the earlier backup's objects stay"
+    );
     for (name, _, expected) in backup_cases {
         let backup = finished_backup(&cluster, name).await;
         let status = backup.status.unwrap_or_default();
@@ -733,6 +760,46 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
         )
         .await;
     assert!(nowhere.status.unwrap().message.is_some());
+    let phase_of = |phase: StorageLocationPhase| {
+        move |l: &BackupStorageLocation| l.status.as_ref().and_then(|s| s.phase) == Some(phase)
+    };
+    let locations = cluster.api::<BackupStorageLocation>();
+    let crowded = cluster
+        .wait_for(
+            &locations,
+            "crowded",
+            "Unavailable",
+            phase_of(StorageLocationPhase::Unavailable),
+        )
+        .await;
+    let message = crowded.status.unwrap().message.unwrap();
+    assert!(
+        message.contains("photos") && message.contains("not Ferry's layout"),
+        "{message}"
+    );
+    cluster
+        .wait_for(
+            &locations,
+            "default",
+            "Available",
+            phase_of(StorageLocationPhase::Available),
+        )
+        .await;
+    create_backup(
+        &cluster,
+        "to-crowded",
+        json!({"storageLocation": "crowded"}),
+    )
+    .await;
+    let refused = finished_backup(&cluster, "to-crowded").await;
+    let status = refused.status.unwrap_or_default();
+    assert_failed_validation(
+        "to-crowded",
+        status.phase,
+        &status.validation_errors,
+        "not Ferry's layout",
+    );
+    assert!(shared.join("photos/cat.jpg").is_file() && !shared.join("backups").exists());
     assert!(
         cluster
             .agent(COORDINATOR)
