@@ -119,6 +119,23 @@ fn volumes_of(pvbs: &[PodVolumeBackup]) -> Vec<String> {
         .collect()
 }
 
+/// The coordinator's metrics once they show `line`: counters move just after the status that
+/// a test waits for is written.
+async fn metrics_showing(cluster: &mut Cluster, line: &str) -> String {
+    let waiting = tokio::time::Instant::now();
+    loop {
+        let metrics = cluster.agent(COORDINATOR).metrics_text();
+        if metrics.contains(line) {
+            return metrics;
+        }
+        assert!(
+            waiting.elapsed() < ferry_tests::harness::DEADLINE,
+            "no {line} in:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn annotate(cluster: &Cluster, pod: &Pod, key: &str, value: &str) {
     Api::<Pod>::namespaced(cluster.client(), &pod.namespace().unwrap())
         .patch(
@@ -321,12 +338,10 @@ async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
     );
 
     // The coordinator is ready and its metrics are valid Prometheus text.
-    let coordinator = cluster.agent(COORDINATOR);
-    assert_eq!(coordinator.admin("/readyz").as_deref(), Some("ok"));
-    let metrics = coordinator.metrics_text();
-    assert!(
-        metrics.contains("ferry_backup_total{phase=\"Completed\"} 3"),
-        "{metrics}"
+    let metrics = metrics_showing(&mut cluster, "ferry_backup_total{phase=\"Completed\"} 3").await;
+    assert_eq!(
+        cluster.agent(COORDINATOR).admin("/readyz").as_deref(),
+        Some("ok")
     );
     assert!(
         metrics.contains("ferry_backup_last_successful_timestamp_seconds{schedule=\"\"}"),
@@ -515,6 +530,40 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
         fs::remove_dir_all(dir.join(".velero")).unwrap();
         assert_same_tree(&reference.path().join(volume), dir);
     }
+
+    // The restore's results and log are in the bucket, and the metrics count it.
+    let store = ferry_shared::layout::ObjectStore::open(
+        &ferry_shared::repository::RepositoryLocation::S3(ferry_shared::repository::S3Location {
+            endpoint: Some(endpoint.clone()),
+            bucket: bucket.clone(),
+            prefix: "cluster".into(),
+            access_key_id: Some(s3::ACCESS_KEY_ID.into()),
+            secret_access_key: Some(s3::SECRET_ACCESS_KEY.into()),
+            ..Default::default()
+        }),
+        0,
+    )
+    .unwrap();
+    let results = store
+        .get(&ferry_shared::layout::key::restore_results(
+            "after-the-fire",
+        ))
+        .await
+        .unwrap()
+        .expect("restore results in the bucket");
+    let results = String::from_utf8(ferry_shared::layout::gunzip(&results).unwrap()).unwrap();
+    assert!(results.contains("pods/shop-restored/db-0"), "{results}");
+    let log = store
+        .get(&ferry_shared::layout::key::restore_logs("after-the-fire"))
+        .await
+        .unwrap()
+        .expect("restore log in the bucket");
+    let log = String::from_utf8(ferry_shared::layout::gunzip(&log).unwrap()).unwrap();
+    assert!(
+        log.contains("restore after-the-fire ended Completed"),
+        "{log}"
+    );
+    metrics_showing(&mut cluster, "ferry_restore_total{phase=\"Completed\"} 1").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -589,11 +638,11 @@ async fn an_expired_backup_is_deleted_with_its_snapshots_and_the_repository_stay
         )
         .await;
     succeed(restic(repository.to_str().unwrap(), &password_file).args(["check", "--read-data"]));
-    let metrics = cluster.agent(COORDINATOR).metrics_text();
-    assert!(
-        metrics.contains("ferry_repository_maintenance_total{result=\"success\"}"),
-        "{metrics}"
-    );
+    metrics_showing(
+        &mut cluster,
+        "ferry_repository_maintenance_total{result=\"success\"}",
+    )
+    .await;
 }
 
 fn assert_failed_validation(name: &str, phase: OperationPhase, errors: &[String], expected: &str) {
