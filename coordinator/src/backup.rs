@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_shared::crd::{
     Backup, BackupStatus, OperationPhase, PodVolumeBackup, RepositoryPhase, Restore, TransferCounts,
 };
-use ferry_shared::layout::{self, ObjectStore, key, layout_problem};
+use ferry_shared::layout::{self, key, layout_problem};
 use ferry_shared::names::{self, label};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
@@ -26,7 +26,7 @@ use crate::context::{Context, LocationError, ResolvedLocation, after, now, spec_
 use crate::error::Error;
 use crate::jobs::{Job, Operation};
 use crate::overdue::{Clock, stop_overdue};
-use crate::plan::{self, BackupTarget, TransferView, aggregate, choose_volumes, volume_key};
+use crate::plan::{self, BackupTarget, TransferView, aggregate, choose_volumes, union, volume_key};
 use crate::repository;
 
 /// PodVolumeBackups created at once.
@@ -542,16 +542,6 @@ fn view(pvb: &PodVolumeBackup) -> TransferView {
     }
 }
 
-/// Appends the items of `more` that `list` lacks.
-fn union(mut list: Vec<String>, more: impl IntoIterator<Item = String>) -> Vec<String> {
-    for item in more {
-        if !list.contains(&item) {
-            list.push(item);
-        }
-    }
-    list
-}
-
 async fn watch(
     backup: &Backup,
     ctx: &Context,
@@ -899,15 +889,10 @@ async fn forget_and_remove(
             })?;
         info!(%name, %namespace, %summary, "snapshots forgotten");
     }
-    let store = location
+    location
         .store(ctx.settings.retries)
-        .map_err(Error::Storage)?;
-    remove_backup_objects(&store, &name).await
-}
-
-async fn remove_backup_objects(store: &ObjectStore, name: &str) -> Result<(), Error> {
-    store
-        .delete_dir(&key::backup_dir(name))
+        .map_err(Error::Storage)?
+        .delete_dir(&key::backup_dir(&name))
         .await
         .map_err(|err| Error::Storage(err.to_string()))
 }

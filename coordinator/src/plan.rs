@@ -381,6 +381,17 @@ impl Aggregate {
     }
 }
 
+/// Appends the items of `more` that `list` lacks, keeping the order: warnings and errors
+/// recomputed on every pass are recorded once.
+pub fn union(mut list: Vec<String>, more: impl IntoIterator<Item = String>) -> Vec<String> {
+    for item in more {
+        if !list.contains(&item) {
+            list.push(item);
+        }
+    }
+    list
+}
+
 /// Sums `transfers`, of which `planned` were created; `stopped` are the errors of those the
 /// coordinator stopped and deleted for running too long.
 pub fn aggregate(planned: u32, transfers: &[TransferView], stopped: &[String]) -> Aggregate {
@@ -699,6 +710,13 @@ mod tests {
             pvb.metadata.annotations.unwrap()[annotation::PVC_NAME],
             "data"
         );
+    }
+
+    #[test]
+    fn union_appends_only_what_is_new_in_order() {
+        let list = vec!["a".to_owned(), "b".to_owned()];
+        let more = ["b", "c", "a", "d"].map(str::to_owned);
+        assert_eq!(union(list, more), ["a", "b", "c", "d"]);
     }
 
     #[test]

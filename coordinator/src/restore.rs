@@ -31,7 +31,7 @@ use tracing::{info, warn};
 use crate::context::{Context, LocationError, ResolvedLocation, now};
 use crate::error::Error;
 use crate::overdue::{Clock, stop_overdue};
-use crate::plan::{TransferView, aggregate, generate_name_prefix};
+use crate::plan::{TransferView, aggregate, generate_name_prefix, union};
 
 /// The user the restore-wait container runs as: the image's non-root user.
 const HELPER_USER: i64 = 65532;
@@ -817,12 +817,7 @@ async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Resul
     })
     .await?;
     let pvrs = overdue.kept;
-    let mut timed_out = status.timed_out_volumes.clone();
-    for volume in overdue.stopped {
-        if !timed_out.contains(&volume) {
-            timed_out.push(volume);
-        }
-    }
+    let timed_out = union(status.timed_out_volumes.clone(), overdue.stopped);
     let stopped: Vec<String> = timed_out
         .iter()
         .map(|volume| {
@@ -841,14 +836,10 @@ async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Resul
     let mut next = RestoreStatus {
         pod_volume_restores: Some(sum.counts.clone()),
         progress: Some(sum.progress.clone()),
+        warnings: union(status.warnings.clone(), sum.warnings.clone()),
         timed_out_volumes: timed_out,
         ..status.clone()
     };
-    for warning in &sum.warnings {
-        if !next.warnings.contains(warning) {
-            next.warnings.push(warning.clone());
-        }
-    }
     if !sum.finished() {
         if next != status {
             ctx.apply_status(restore, &next).await?;
