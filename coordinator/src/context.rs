@@ -8,7 +8,7 @@ use ferry_shared::crd::{Backup, BackupRepository, BackupStorageLocation, Restore
 use ferry_shared::layout::ObjectStore;
 use ferry_shared::names;
 use ferry_shared::repository::{RepositoryConfig, RepositoryLocation};
-use ferry_shared::secret::{SecretError, secret_text};
+use ferry_shared::secret::{SecretError, repository_password, secret_text};
 use ferry_shared::storage::{
     S3Credentials, location_root, parse_aws_credentials, repository_location,
 };
@@ -257,18 +257,12 @@ impl Context {
         location: &ResolvedLocation,
         namespace: &str,
     ) -> Result<RepositoryConfig, String> {
-        let password = secret_text(
-            &self.client,
-            &self.namespace,
-            names::REPOSITORY_SECRET,
-            names::REPOSITORY_PASSWORD_KEY,
-            "repository password",
-        )
-        .await
-        .map_err(|err| err.to_string())?;
+        let password = repository_password(&self.client, &self.namespace)
+            .await
+            .map_err(|err| err.to_string())?;
         Ok(RepositoryConfig {
             location: location.repository(namespace)?,
-            password: password.trim_end_matches(['\r', '\n']).to_owned(),
+            password,
             cache_dir: None,
             retries: self.settings.retries,
         })

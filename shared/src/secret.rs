@@ -5,6 +5,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
 
+use crate::names;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("cannot read Secret {namespace}/{name}: {source}")]
@@ -81,4 +83,18 @@ pub async fn secret_text(
         name: name.to_owned(),
         purpose: purpose.to_owned(),
     })
+}
+
+/// The repository password from Secret `ferry-repo-credentials` in `namespace`, without the
+/// line ending that `echo`-made Secrets carry.
+pub async fn repository_password(client: &Client, namespace: &str) -> Result<String, SecretError> {
+    let password = secret_text(
+        client,
+        namespace,
+        names::REPOSITORY_SECRET,
+        names::REPOSITORY_PASSWORD_KEY,
+        "repository password",
+    )
+    .await?;
+    Ok(password.trim_end_matches(['\r', '\n']).to_owned())
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use ferry_shared::crd::{BackupStorageLocation, PodReference};
 use ferry_shared::names;
 use ferry_shared::repository::RepositoryConfig;
-use ferry_shared::secret::secret_text;
+use ferry_shared::secret::{repository_password, secret_text};
 use ferry_shared::storage::{parse_aws_credentials, repository_location};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
@@ -196,16 +196,12 @@ async fn repository<K: TransferKind>(
             resolved.restic_identifier()
         )));
     }
-    let password = secret_value(
-        ctx,
-        names::REPOSITORY_SECRET,
-        names::REPOSITORY_PASSWORD_KEY,
-        "repository password",
-    )
-    .await?;
+    let password = repository_password(&ctx.client, &ctx.namespace)
+        .await
+        .map_err(|err| fatal(err.to_string()))?;
     Ok(RepositoryConfig {
         location: resolved,
-        password: password.trim_end_matches(['\r', '\n']).to_owned(),
+        password,
         cache_dir: ctx.cache_dir.clone(),
         retries: ctx.retries,
     })
