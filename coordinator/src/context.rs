@@ -8,10 +8,9 @@ use ferry_shared::crd::{Backup, BackupRepository, BackupStorageLocation, Restore
 use ferry_shared::layout::ObjectStore;
 use ferry_shared::names;
 use ferry_shared::repository::{RepositoryConfig, RepositoryLocation};
-use ferry_shared::secret::{SecretError, repository_password, secret_text};
-use ferry_shared::storage::{
-    S3Credentials, location_root, parse_aws_credentials, repository_location,
-};
+use ferry_shared::secret::repository_password;
+pub use ferry_shared::storage::LookupError as LocationError;
+use ferry_shared::storage::{S3Credentials, location_root, read_location, repository_location};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -36,38 +35,6 @@ pub struct Context {
     /// One lock per repository, by identifier. Maintenance holds it while it runs; creating
     /// transfers into a repository holds it too, so no transfer can start during a prune.
     repository_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// Why a storage location cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LocationError {
-    /// It does not exist, or its spec or Secret is wrong: retrying will not help.
-    Unusable(String),
-    /// The API could not be read: retrying may help.
-    Transient(String),
-}
-
-impl std::fmt::Display for LocationError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unusable(message) | Self::Transient(message) => f.write_str(message),
-        }
-    }
-}
-
-impl From<LocationError> for String {
-    fn from(error: LocationError) -> Self {
-        error.to_string()
-    }
-}
-
-impl From<SecretError> for LocationError {
-    fn from(error: SecretError) -> Self {
-        match error {
-            SecretError::Read { .. } => Self::Transient(error.to_string()),
-            _ => Self::Unusable(error.to_string()),
-        }
-    }
 }
 
 /// A storage location with what it takes to reach it.
@@ -190,35 +157,7 @@ impl Context {
 
     /// The storage location `name`, with its credentials read.
     pub async fn location(&self, name: &str) -> Result<ResolvedLocation, LocationError> {
-        let location = self
-            .api::<BackupStorageLocation>()
-            .get_opt(name)
-            .await
-            .map_err(|err| {
-                LocationError::Transient(format!("cannot read storage location {name}: {err}"))
-            })?
-            .ok_or_else(|| {
-                LocationError::Unusable(format!("storage location {name} does not exist"))
-            })?;
-        let credentials = match &location.spec.credential {
-            Some(reference) => {
-                let text = secret_text(
-                    &self.client,
-                    &self.namespace,
-                    &reference.name,
-                    &reference.key,
-                    "storage credentials",
-                )
-                .await?;
-                Some(parse_aws_credentials(&text).map_err(|err| {
-                    LocationError::Unusable(format!(
-                        "Secret {}/{}: {err}",
-                        self.namespace, reference.name
-                    ))
-                })?)
-            }
-            None => None,
-        };
+        let (location, credentials) = read_location(&self.client, &self.namespace, name).await?;
         Ok(ResolvedLocation {
             location,
             credentials,

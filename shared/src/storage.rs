@@ -3,8 +3,12 @@
 
 use std::path::PathBuf;
 
-use crate::crd::{BackupStorageLocationSpec, StorageProvider};
+use kube::Client;
+use kube::api::Api;
+
+use crate::crd::{BackupStorageLocation, BackupStorageLocationSpec, StorageProvider};
 use crate::repository::{RepositoryLocation, S3Location};
+use crate::secret::{SecretError, secret_text};
 
 /// Why a location cannot give a repository.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +65,70 @@ pub fn parse_aws_credentials(text: &str) -> Result<S3Credentials, LocationError>
         access_key_id: key.ok_or(LocationError::Credentials("aws_access_key_id"))?,
         secret_access_key: secret.ok_or(LocationError::Credentials("aws_secret_access_key"))?,
     })
+}
+
+/// Why a storage location could not be read from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// It does not exist, or its Secret is missing or wrong: retrying will not help.
+    Unusable(String),
+    /// The API could not be read: retrying may help.
+    Transient(String),
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unusable(message) | Self::Transient(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<LookupError> for String {
+    fn from(error: LookupError) -> Self {
+        error.to_string()
+    }
+}
+
+impl From<SecretError> for LookupError {
+    fn from(error: SecretError) -> Self {
+        match error {
+            SecretError::Read { .. } => Self::Transient(error.to_string()),
+            _ => Self::Unusable(error.to_string()),
+        }
+    }
+}
+
+/// The storage location `name` in the install namespace, with the credentials its Secret holds.
+pub async fn read_location(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(BackupStorageLocation, Option<S3Credentials>), LookupError> {
+    let location = Api::<BackupStorageLocation>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|err| {
+            LookupError::Transient(format!("cannot read storage location {name}: {err}"))
+        })?
+        .ok_or_else(|| LookupError::Unusable(format!("storage location {name} does not exist")))?;
+    let credentials = match &location.spec.credential {
+        Some(reference) => {
+            let text = secret_text(
+                client,
+                namespace,
+                &reference.name,
+                &reference.key,
+                "storage credentials",
+            )
+            .await?;
+            Some(parse_aws_credentials(&text).map_err(|err| {
+                LookupError::Unusable(format!("Secret {namespace}/{}: {err}", reference.name))
+            })?)
+        }
+        None => None,
+    };
+    Ok((location, credentials))
 }
 
 /// The repository of `namespace` in the location, at `<prefix>/restic/<namespace>`.

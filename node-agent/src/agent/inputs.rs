@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ferry_shared::crd::{BackupStorageLocation, PodReference};
+use ferry_shared::crd::PodReference;
 use ferry_shared::names;
 use ferry_shared::repository::RepositoryConfig;
-use ferry_shared::secret::{repository_password, secret_text};
-use ferry_shared::storage::{parse_aws_credentials, repository_location};
+use ferry_shared::secret::repository_password;
+use ferry_shared::storage::{read_location, repository_location};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
@@ -141,45 +141,14 @@ async fn host_path<K: TransferKind>(
     find_volume_path(&ctx.host_pods, &reference.uid, &dir).map_err(|err| fatal(err.to_string()))
 }
 
-async fn secret_value(
-    ctx: &Context,
-    name: &str,
-    key: &str,
-    purpose: &str,
-) -> Result<String, InputError> {
-    secret_text(&ctx.client, &ctx.namespace, name, key, purpose)
-        .await
-        .map_err(|err| fatal(err.to_string()))
-}
-
 async fn repository<K: TransferKind>(
     ctx: &Context,
     object: &K,
 ) -> Result<RepositoryConfig, InputError> {
-    let locations = Api::<BackupStorageLocation>::namespaced(ctx.client.clone(), &ctx.namespace);
     let location_name = object.storage_location();
-    let location = locations
-        .get_opt(location_name)
+    let (location, credentials) = read_location(&ctx.client, &ctx.namespace, location_name)
         .await
-        .map_err(|err| {
-            fatal(format!(
-                "cannot read storage location {location_name}: {err}"
-            ))
-        })?
-        .ok_or_else(|| fatal(format!("storage location {location_name} does not exist")))?;
-    let credentials = match &location.spec.credential {
-        Some(reference) => {
-            let text =
-                secret_value(ctx, &reference.name, &reference.key, "storage credentials").await?;
-            Some(parse_aws_credentials(&text).map_err(|err| {
-                fatal(format!(
-                    "Secret {}/{}: {err}",
-                    ctx.namespace, reference.name
-                ))
-            })?)
-        }
-        None => None,
-    };
+        .map_err(|err| fatal(err.to_string()))?;
     let resolved = repository_location(
         &location.spec,
         object.repository_namespace(),
