@@ -398,13 +398,7 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
     // The first cluster backs up and then is lost.
     {
         let mut cluster = Cluster::start().await;
-        cluster
-            .create_secret(
-                names::REPOSITORY_SECRET,
-                names::REPOSITORY_PASSWORD_KEY,
-                PASSWORD,
-            )
-            .await;
+        cluster.create_repository_password(PASSWORD).await;
         s3_location(&cluster, &endpoint, &bucket).await;
         cluster.add_node(NODE).await;
         cluster.create_namespace("shop").await;
@@ -444,13 +438,7 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
 
     // A new cluster with the same password and bucket finds the backup and its volumes.
     let mut cluster = Cluster::start().await;
-    cluster
-        .create_secret(
-            names::REPOSITORY_SECRET,
-            names::REPOSITORY_PASSWORD_KEY,
-            PASSWORD,
-        )
-        .await;
+    cluster.create_repository_password(PASSWORD).await;
     s3_location(&cluster, &endpoint, &bucket).await;
     cluster.add_node("node-b").await;
     cluster.start_agent(

@@ -649,13 +649,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
         .unwrap();
     let pvb = create_raw_backup(&cluster, good.clone()).await;
     fails_with(&cluster, &pvb, "does not exist").await;
-    cluster
-        .create_secret(
-            names::REPOSITORY_SECRET,
-            names::REPOSITORY_PASSWORD_KEY,
-            "wrong",
-        )
-        .await;
+    cluster.create_repository_password("wrong").await;
     let pvb = create_raw_backup(&cluster, good.clone()).await;
     fails_with(&cluster, &pvb, "wrong password").await;
 
@@ -670,13 +664,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
         .delete(names::REPOSITORY_SECRET, &DeleteParams::default())
         .await
         .unwrap();
-    cluster
-        .create_secret(
-            names::REPOSITORY_SECRET,
-            names::REPOSITORY_PASSWORD_KEY,
-            PASSWORD,
-        )
-        .await;
+    cluster.create_repository_password(PASSWORD).await;
     let pvb = create_raw_backup(&cluster, good.clone()).await;
     snapshot_of(&finished_backup(&cluster, &pvb).await);
 }

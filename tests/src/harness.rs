@@ -157,16 +157,21 @@ impl Cluster {
             .expect("create storage location");
     }
 
-    /// Ferry's storage as a fresh install has it: the repository password Secret, and a
-    /// default filesystem storage location in a directory of the cluster's. Returns that
-    /// directory.
-    pub async fn create_default_storage(&self, password: &str) -> PathBuf {
+    /// Creates the Secret that holds the repository password.
+    pub async fn create_repository_password(&self, password: &str) {
         self.create_secret(
             ferry_shared::names::REPOSITORY_SECRET,
             ferry_shared::names::REPOSITORY_PASSWORD_KEY,
             password,
         )
         .await;
+    }
+
+    /// Ferry's storage as a fresh install has it: the repository password Secret, and a
+    /// default filesystem storage location in a directory of the cluster's. Returns that
+    /// directory.
+    pub async fn create_default_storage(&self, password: &str) -> PathBuf {
+        self.create_repository_password(password).await;
         let storage = self.path("storage");
         self.create_location(
             "default",
