@@ -25,8 +25,8 @@ use tracing::{info, warn};
 use crate::context::{Context, LocationError, ResolvedLocation, after, now, spec_duration, until};
 use crate::error::Error;
 use crate::jobs::{Job, Operation};
-use crate::overdue::{Clock, stop_overdue};
-use crate::plan::{self, BackupTarget, TransferView, aggregate, choose_volumes, union, volume_key};
+use crate::overdue::{Tally, tally};
+use crate::plan::{self, BackupTarget, choose_volumes, union, volume_key};
 use crate::repository;
 
 /// PodVolumeBackups created at once.
@@ -528,20 +528,6 @@ async fn plan_and_create(
     Ok(Action::await_change())
 }
 
-fn view(pvb: &PodVolumeBackup) -> TransferView {
-    let status = pvb.status.clone().unwrap_or_default();
-    TransferView {
-        description: format!(
-            "volume {} of pod {}/{}",
-            pvb.spec.volume, pvb.spec.pod.namespace, pvb.spec.pod.name
-        ),
-        phase: status.phase,
-        progress: status.progress.unwrap_or_default(),
-        message: status.message,
-        warnings: status.warnings,
-    }
-}
-
 async fn watch(
     backup: &Backup,
     ctx: &Context,
@@ -562,33 +548,29 @@ async fn watch(
     )
     .unwrap_or(ctx.settings.default_volume_timeout);
 
-    let overdue = stop_overdue(&api, pvbs, timeout, |pvb: &PodVolumeBackup| Clock {
-        phase: pvb.phase(),
-        started: pvb.status.as_ref().and_then(|s| s.start_timestamp.clone()),
-        volume: format!(
-            "{}/{}/{}",
-            pvb.spec.pod.namespace, pvb.spec.pod.name, pvb.spec.volume
-        ),
-    })
-    .await?;
-    let kept = overdue.kept;
-    let next_deadline = overdue.next_deadline;
-    let timed_out = union(status.timed_out_volumes.clone(), overdue.stopped);
-    let views: Vec<TransferView> = kept.iter().map(view).collect();
-    let stopped: Vec<String> = timed_out
-        .iter()
-        .map(|volume| {
-            format!(
-                "volume {volume} timed out after {}",
-                humantime::format_duration(timeout)
-            )
-        })
-        .collect();
     let planned = status
         .pod_volume_backups
         .as_ref()
         .map_or(0, |counts| counts.total);
-    let sum = aggregate(planned, &views, &stopped);
+    let Tally {
+        kept,
+        timed_out,
+        sum,
+        next_deadline,
+    } = tally(
+        &api,
+        pvbs,
+        timeout,
+        planned,
+        &status.timed_out_volumes,
+        |volume| {
+            format!(
+                "volume {volume} timed out after {}",
+                humantime::format_duration(timeout)
+            )
+        },
+    )
+    .await?;
     let mut next = BackupStatus {
         pod_volume_backups: Some(sum.counts.clone()),
         progress: Some(sum.progress.clone()),

@@ -1,11 +1,12 @@
-//! Stopping transfers that run past their time. A transfer's clock starts when a node agent
-//! claims it, or when it is created if none has yet (its node may be gone, or its pod never
-//! scheduled). Past the limit its resource is deleted, which makes the node agent cancel it, and
-//! it counts as failed.
+//! The transfers of a Backup or Restore as their owner sees them: each stopped once it runs
+//! past its time, then all summed. A transfer's clock starts when a node agent claims it, or
+//! when it is created if none has yet (its node may be gone, or its pod never scheduled). Past
+//! the limit its resource is deleted, which makes the node agent cancel it, and it counts as
+//! failed.
 
 use std::time::Duration;
 
-use ferry_shared::crd::PodVolumePhase;
+use ferry_shared::crd::{PodVolumeBackup, PodVolumePhase, PodVolumeRestore};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams};
 use kube::{Resource, ResourceExt};
@@ -13,61 +14,92 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::context::{after, until};
+use crate::plan::{Aggregate, TransferView, aggregate, union};
 
-/// What a transfer's clock needs to know of it.
-pub struct Clock {
-    pub phase: PodVolumePhase,
-    pub started: Option<Time>,
+/// A PodVolumeBackup or PodVolumeRestore.
+pub trait Transfer: Resource + Clone + DeserializeOwned + std::fmt::Debug {
+    /// When a node agent claimed it, if one has.
+    fn started(&self) -> Option<Time>;
     /// `<namespace>/<pod>/<volume>`.
-    pub volume: String,
+    fn volume_path(&self) -> String;
+    fn view(&self) -> TransferView;
 }
 
-/// The transfers still kept, the volumes newly stopped, and how long until the next one is due.
-pub struct Overdue<K> {
+macro_rules! transfer {
+    ($kind:ty) => {
+        impl Transfer for $kind {
+            fn started(&self) -> Option<Time> {
+                self.status.as_ref().and_then(|s| s.start_timestamp.clone())
+            }
+
+            fn volume_path(&self) -> String {
+                let spec = &self.spec;
+                format!("{}/{}/{}", spec.pod.namespace, spec.pod.name, spec.volume)
+            }
+
+            fn view(&self) -> TransferView {
+                let status = self.status.clone().unwrap_or_default();
+                let spec = &self.spec;
+                TransferView {
+                    description: format!(
+                        "volume {} of pod {}/{}",
+                        spec.volume, spec.pod.namespace, spec.pod.name
+                    ),
+                    phase: status.phase,
+                    progress: status.progress.unwrap_or_default(),
+                    message: status.message,
+                    warnings: status.warnings,
+                }
+            }
+        }
+    };
+}
+
+transfer!(PodVolumeBackup);
+transfer!(PodVolumeRestore);
+
+/// The transfers still there, every volume stopped so far, their sum, and how long until the
+/// next one is due.
+pub struct Tally<K> {
     pub kept: Vec<K>,
-    pub stopped: Vec<String>,
+    pub timed_out: Vec<String>,
+    pub sum: Aggregate,
     pub next_deadline: Option<Duration>,
 }
 
-pub async fn stop_overdue<K>(
+/// Stops the transfers past `limit`, then sums them with the `recorded` volumes stopped on
+/// earlier passes, of `planned` created. `stopped_error` says what a stopped volume's error is.
+pub async fn tally<K: Transfer>(
     api: &Api<K>,
     transfers: Vec<K>,
     limit: Duration,
-    clock: impl Fn(&K) -> Clock,
-) -> Result<Overdue<K>, kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let mut overdue = Overdue {
-        kept: Vec::new(),
-        stopped: Vec::new(),
-        next_deadline: None,
-    };
+    planned: u32,
+    recorded: &[String],
+    stopped_error: impl Fn(&str) -> String,
+) -> Result<Tally<K>, kube::Error> {
+    let mut kept = Vec::new();
+    let mut stopped = Vec::new();
+    let mut next_deadline: Option<Duration> = None;
     for transfer in transfers {
-        let Clock {
-            phase,
-            started,
-            volume,
-        } = clock(&transfer);
+        let phase = transfer.view().phase;
         let since = match phase {
-            PodVolumePhase::InProgress => started.or_else(|| transfer.creation_timestamp()),
+            PodVolumePhase::InProgress => {
+                transfer.started().or_else(|| transfer.creation_timestamp())
+            }
             PodVolumePhase::New => transfer.creation_timestamp(),
             PodVolumePhase::Completed | PodVolumePhase::Failed => None,
         };
         let Some(since) = since else {
-            overdue.kept.push(transfer);
+            kept.push(transfer);
             continue;
         };
         let left = until(&after(&since, limit));
         if !left.is_zero() {
-            overdue.next_deadline = Some(
-                overdue
-                    .next_deadline
-                    .map_or(left, |soonest| soonest.min(left)),
-            );
-            overdue.kept.push(transfer);
+            next_deadline = Some(next_deadline.map_or(left, |soonest| soonest.min(left)));
+            kept.push(transfer);
             continue;
         }
+        let volume = transfer.volume_path();
         warn!(name = %transfer.name_any(), %volume, "transfer ran past its time; stopping it");
         match api
             .delete(&transfer.name_any(), &DeleteParams::default())
@@ -77,7 +109,15 @@ where
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(err) => return Err(err),
         }
-        overdue.stopped.push(volume);
+        stopped.push(volume);
     }
-    Ok(overdue)
+    let timed_out = union(recorded.to_vec(), stopped);
+    let errors: Vec<String> = timed_out.iter().map(|v| stopped_error(v)).collect();
+    let views: Vec<TransferView> = kept.iter().map(Transfer::view).collect();
+    Ok(Tally {
+        sum: aggregate(planned, &views, &errors),
+        kept,
+        timed_out,
+        next_deadline,
+    })
 }

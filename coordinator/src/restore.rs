@@ -30,8 +30,8 @@ use tracing::{info, warn};
 
 use crate::context::{Context, LocationError, ResolvedLocation, now};
 use crate::error::Error;
-use crate::overdue::{Clock, stop_overdue};
-use crate::plan::{TransferView, aggregate, generate_name_prefix, union};
+use crate::overdue::{Tally, tally};
+use crate::plan::{generate_name_prefix, union};
 
 /// The user the restore-wait container runs as: the image's non-root user.
 const HELPER_USER: i64 = 65532;
@@ -765,20 +765,6 @@ async fn upload_results(
     }
 }
 
-fn view(pvr: &PodVolumeRestore) -> TransferView {
-    let status = pvr.status.clone().unwrap_or_default();
-    TransferView {
-        description: format!(
-            "volume {} of pod {}/{}",
-            pvr.spec.volume, pvr.spec.pod.namespace, pvr.spec.pod.name
-        ),
-        phase: status.phase,
-        progress: status.progress.unwrap_or_default(),
-        message: status.message,
-        warnings: status.warnings,
-    }
-}
-
 async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Result<Action, Error> {
     let uid = restore.uid().unwrap_or_default();
     let api = ctx.api::<PodVolumeRestore>();
@@ -807,32 +793,29 @@ async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Resul
         }
     }
     let limit = ctx.settings.default_volume_timeout;
-    let overdue = stop_overdue(&api, pvrs, limit, |pvr: &PodVolumeRestore| Clock {
-        phase: pvr.phase(),
-        started: pvr.status.as_ref().and_then(|s| s.start_timestamp.clone()),
-        volume: format!(
-            "{}/{}/{}",
-            pvr.spec.pod.namespace, pvr.spec.pod.name, pvr.spec.volume
-        ),
-    })
-    .await?;
-    let pvrs = overdue.kept;
-    let timed_out = union(status.timed_out_volumes.clone(), overdue.stopped);
-    let stopped: Vec<String> = timed_out
-        .iter()
-        .map(|volume| {
-            format!(
-                "volume {volume} was not restored within {}",
-                humantime::format_duration(limit)
-            )
-        })
-        .collect();
-    let views: Vec<TransferView> = pvrs.iter().map(view).collect();
     let planned = status
         .pod_volume_restores
         .as_ref()
         .map_or(0, |counts| counts.total);
-    let sum = aggregate(planned, &views, &stopped);
+    let Tally {
+        kept: pvrs,
+        timed_out,
+        sum,
+        next_deadline,
+    } = tally(
+        &api,
+        pvrs,
+        limit,
+        planned,
+        &status.timed_out_volumes,
+        |volume| {
+            format!(
+                "volume {volume} was not restored within {}",
+                humantime::format_duration(limit)
+            )
+        },
+    )
+    .await?;
     let mut next = RestoreStatus {
         pod_volume_restores: Some(sum.counts.clone()),
         progress: Some(sum.progress.clone()),
@@ -847,9 +830,7 @@ async fn watch(restore: &Restore, ctx: &Context, status: RestoreStatus) -> Resul
         // Pods are watched too; this is only a safety net for a missed binding.
         let safety_net = Duration::from_secs(30);
         return Ok(Action::requeue(
-            overdue
-                .next_deadline
-                .map_or(safety_net, |due| due.min(safety_net)),
+            next_deadline.map_or(safety_net, |due| due.min(safety_net)),
         ));
     }
     next.phase = sum.final_phase();
