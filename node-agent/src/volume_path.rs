@@ -5,7 +5,8 @@
 //! The agent runs as root with the host's pods directory mounted, and the names it gets come
 //! from custom resources that anyone with write access to them can craft. So nothing from a CR
 //! is trusted: the pod must be the live pod on this node, the volume one of its volumes with a
-//! DNS-1123 name, and the resolved path, symlinks resolved, must lie under the pods directory.
+//! DNS-1123 name and none that the API server fills (Secrets, ConfigMaps, tokens, the downward
+//! API), and the resolved path, symlinks resolved, must lie under that pod's own volumes directory.
 
 use std::fs;
 use std::io;
@@ -54,15 +55,19 @@ pub enum VolumePathError {
     BlockVolume { volume: String },
     #[error("volume {volume} is a hostPath volume; Ferry does not back up host directories")]
     HostPathVolume { volume: String },
+    #[error(
+        "volume {volume} is a {kind} volume; Ferry never reads or writes volumes that Kubernetes fills from the API server (secret, projected, configMap, downwardAPI, service-account tokens): back up their source objects instead"
+    )]
+    ApiServerVolume { volume: String, kind: &'static str },
     #[error("no directory of volume {volume} was found under {}: is the pod running on this node, and is --host-pods the kubelet's pods directory?", pattern.display())]
     NotFound { volume: String, pattern: PathBuf },
     #[error("volume {volume} matches more than one directory ({}); refusing to guess", found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     Ambiguous { volume: String, found: Vec<PathBuf> },
-    #[error("volume {volume} resolves to {}, outside the pods directory {}", resolved.display(), root.display())]
-    OutsideRoot {
+    #[error("volume {volume} resolves to {}, outside its pod's volumes directory {}", resolved.display(), volumes.display())]
+    OutsidePodVolumes {
         volume: String,
         resolved: PathBuf,
-        root: PathBuf,
+        volumes: PathBuf,
     },
     #[error("cannot read {}: {cause}", path.display())]
     Io { path: PathBuf, cause: String },
@@ -130,6 +135,12 @@ pub fn volume_dir(
             volume: volume_name,
         });
     }
+    if let Some(kind) = api_server_kind(volume) {
+        return Err(VolumePathError::ApiServerVolume {
+            volume: volume_name,
+            kind,
+        });
+    }
     let Some(source) = &volume.persistent_volume_claim else {
         let mut dir = PathBuf::from(&volume.name);
         if volume.csi.is_some() {
@@ -181,8 +192,32 @@ pub fn volume_dir(
     })
 }
 
+/// The kind of a volume that the kubelet fills from the API server, if it is one. Their data is
+/// not the pod's: reading it would hand a PodVolumeBackup's author the pod's Secrets and its
+/// service-account token. A token volume is known by its type (projected, or secret in old
+/// clusters) and also by the names the API server gives it, in case a type is ever added.
+fn api_server_kind(volume: &Volume) -> Option<&'static str> {
+    if volume.secret.is_some() {
+        Some("secret")
+    } else if volume.projected.is_some() {
+        Some("projected")
+    } else if volume.config_map.is_some() {
+        Some("configMap")
+    } else if volume.downward_api.is_some() {
+        Some("downwardAPI")
+    } else if volume.name.starts_with("default-token")
+        || volume.name.starts_with("kube-api-access-")
+    {
+        Some("service-account token")
+    } else {
+        None
+    }
+}
+
 /// Finds `<root>/<pod UID>/volumes/*/<dir>`, which must match exactly one directory, and
-/// returns it with symlinks resolved, after checking it lies under `root`.
+/// returns it with symlinks resolved, after checking it still lies under
+/// `<root>/<pod UID>/volumes/`: a volume directory that links to another pod's volume must not
+/// hand that volume to this pod's request.
 pub fn find_volume_path(
     root: &Path,
     pod_uid: &str,
@@ -231,11 +266,17 @@ pub fn find_volume_path(
         }
     };
     let resolved = path.canonicalize().map_err(|err| io_error(&path, err))?;
-    if !resolved.starts_with(&root) || resolved == root {
-        return Err(VolumePathError::OutsideRoot {
+    // The kubelet's own directories hold no symlinks, so the canonical form of `volumes` is
+    // under the canonical root; a pod UID directory that is itself a link is refused with it.
+    // Two components at least: `<plugin>/<dir>`, never a plugin directory itself.
+    let depth = resolved
+        .strip_prefix(&volumes)
+        .map_or(0, |rest| rest.components().count());
+    if depth < 2 {
+        return Err(VolumePathError::OutsidePodVolumes {
             volume: volume.volume.clone(),
             resolved,
-            root,
+            volumes,
         });
     }
     Ok(resolved)
@@ -296,9 +337,10 @@ fn check_uid(uid: &str) -> Result<(), VolumePathError> {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        CSIPersistentVolumeSource, CSIVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource,
-        PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec,
-        PodSpec,
+        CSIPersistentVolumeSource, CSIVolumeSource, ConfigMapVolumeSource, DownwardAPIVolumeSource,
+        EmptyDirVolumeSource, HostPathVolumeSource, PersistentVolumeClaimSpec,
+        PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PodSpec, ProjectedVolumeSource,
+        SecretVolumeSource,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -466,6 +508,63 @@ mod tests {
         }
     }
 
+    #[test]
+    fn volumes_the_api_server_fills_are_refused_by_type_and_by_token_name() {
+        let typed = |name: &str, set: fn(&mut Volume)| {
+            let mut volume = Volume {
+                name: name.into(),
+                ..Volume::default()
+            };
+            set(&mut volume);
+            volume
+        };
+        let volumes = vec![
+            typed("creds", |v| v.secret = Some(SecretVolumeSource::default())),
+            typed("token", |v| {
+                v.projected = Some(ProjectedVolumeSource::default())
+            }),
+            typed("settings", |v| {
+                v.config_map = Some(ConfigMapVolumeSource::default())
+            }),
+            typed("podinfo", |v| {
+                v.downward_api = Some(DownwardAPIVolumeSource::default())
+            }),
+            empty_dir("default-token-x7k2p"),
+            empty_dir("kube-api-access-9zt4q"),
+            empty_dir("token-cache"),
+        ];
+        let pod = pod(volumes);
+        let cases = [
+            ("creds", Some("volume creds is a secret volume")),
+            ("token", Some("volume token is a projected volume")),
+            ("settings", Some("volume settings is a configMap volume")),
+            ("podinfo", Some("volume podinfo is a downwardAPI volume")),
+            (
+                "default-token-x7k2p",
+                Some("volume default-token-x7k2p is a service-account token volume"),
+            ),
+            (
+                "kube-api-access-9zt4q",
+                Some("volume kube-api-access-9zt4q is a service-account token volume"),
+            ),
+            ("token-cache", None),
+        ];
+        for (volume, refused) in cases {
+            let found = volume_dir(request(volume), &pod, None, None);
+            match refused {
+                Some(expected) => {
+                    let err = found.unwrap_err();
+                    assert!(
+                        matches!(err, VolumePathError::ApiServerVolume { .. }),
+                        "{volume}: {err:?}"
+                    );
+                    assert!(err.to_string().starts_with(expected), "{volume}: {err}");
+                }
+                None => assert_eq!(found.unwrap().dir, PathBuf::from(volume)),
+            }
+        }
+    }
+
     fn volumes_dir(root: &Path, plugin: &str) -> PathBuf {
         let dir = root.join(UID).join("volumes").join(plugin);
         fs::create_dir_all(&dir).unwrap();
@@ -502,16 +601,49 @@ mod tests {
         );
     }
 
+    fn assert_outside(root: &Path, name: &str) {
+        let found = find_volume_path(root, UID, &dir(name));
+        assert!(
+            matches!(found, Err(VolumePathError::OutsidePodVolumes { .. })),
+            "{name}: {found:?}"
+        );
+    }
+
     #[test]
     fn a_volume_directory_that_links_outside_the_root_is_refused() {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let plugin = volumes_dir(root.path(), "kubernetes.io~empty-dir");
         std::os::unix::fs::symlink(outside.path(), plugin.join("data")).unwrap();
-        let found = find_volume_path(root.path(), UID, &dir("data"));
-        assert!(
-            matches!(found, Err(VolumePathError::OutsideRoot { .. })),
-            "{found:?}"
-        );
+        assert_outside(root.path(), "data");
+    }
+
+    #[test]
+    fn a_volume_directory_that_links_into_another_pod_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let other_uid = "ffffffff-0000-4000-8000-000000000000";
+        let victim = root
+            .path()
+            .join(other_uid)
+            .join("volumes/kubernetes.io~csi/pvc-victim/mount");
+        fs::create_dir_all(&victim).unwrap();
+        fs::write(victim.join("secret.db"), b"not yours").unwrap();
+        let plugin = volumes_dir(root.path(), "kubernetes.io~empty-dir");
+        std::os::unix::fs::symlink(&victim, plugin.join("data")).unwrap();
+        std::os::unix::fs::symlink("../../..", plugin.join("up")).unwrap();
+        std::os::unix::fs::symlink(".", plugin.join("here")).unwrap();
+        for name in ["data", "up", "here"] {
+            assert_outside(root.path(), name);
+        }
+    }
+
+    #[test]
+    fn a_pod_directory_that_links_to_another_pod_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let other_uid = "ffffffff-0000-4000-8000-000000000000";
+        let other = root.path().join(other_uid);
+        fs::create_dir_all(other.join("volumes/kubernetes.io~empty-dir/data")).unwrap();
+        std::os::unix::fs::symlink(&other, root.path().join(UID)).unwrap();
+        assert_outside(root.path(), "data");
     }
 }
