@@ -33,9 +33,6 @@ use crate::error::Error;
 use crate::overdue::{Tally, tally};
 use crate::plan::{generate_name_prefix, union};
 
-/// The user the restore-wait container runs as: the image's non-root user.
-const HELPER_USER: i64 = 65532;
-
 pub async fn reconcile(cached: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
     // The watch cache may not show the status this controller wrote last; every step works on
     // the Restore as it is now, so no step runs twice.
@@ -365,7 +362,10 @@ fn restore_wait_container(restore_uid: &str, volumes: &[String], helper: &Helper
         }),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(HELPER_USER),
+            run_as_user: Some(i64::from(names::RESTORE_HELPER_USER)),
+            // The node agent gives the done-markers to this user and group, so the helper can
+            // remove them; without a group the runtime would run it in group 0.
+            run_as_group: Some(i64::from(names::RESTORE_HELPER_USER)),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             capabilities: Some(Capabilities {
@@ -1054,6 +1054,8 @@ mod tests {
         );
         let security = wait.security_context.as_ref().unwrap();
         assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.run_as_user, Some(65532));
+        assert_eq!(security.run_as_group, Some(65532));
         assert_eq!(security.allow_privilege_escalation, Some(false));
         assert!(wait.resources.as_ref().unwrap().limits.is_some());
         let without_data = restored_pod(&pod, "shop", &identity(), &[], &helper);

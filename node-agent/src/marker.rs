@@ -4,13 +4,25 @@
 //! container of the restored pod, waits for it in every volume and then removes `.velero`. The
 //! directory name, the file name and the modes are Velero's, so both helpers understand both
 //! agents (DESIGN.md §2, "Restore marker").
+//!
+//! The volume belongs to a pod whose user may be hostile and may change it while the agent, as
+//! root, works in it. So every step goes through directory handles: the volume is opened once,
+//! and `.velero` and the marker are removed, created and set up relative to it, never by a path
+//! that a symlink swapped in could redirect.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::ffi::{CString, OsStr};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
+use ferry_shared::names::RESTORE_HELPER_USER;
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, open, openat};
+use nix::sys::stat::{Mode, SFlag, fchmod, fstatat, mkdirat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
 
 /// The directory, directly in the volume, that holds the marker.
 pub const MARKER_DIR: &str = ".velero";
@@ -21,6 +33,16 @@ pub const MARKER_FILE_MODE: u32 = 0o644;
 
 /// The longest file name Linux accepts (`NAME_MAX`).
 const MAX_UID_LEN: usize = 255;
+
+/// How deep a stale `.velero` may nest. Velero's holds one file; a deeper one came with the
+/// backed-up data, and a bound keeps a crafted one from exhausting the stack or the descriptors.
+const MAX_STALE_DEPTH: usize = 64;
+
+/// Flags for opening a directory that must not be a symlink.
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 /// Errors of the marker protocol. The message names the action, the path and the cause, because
 /// it goes as it is into a PodVolumeRestore's status (a full disk must say so); the cause is also
@@ -96,53 +118,71 @@ pub fn marker_path(volume_dir: &Path, restore_uid: &str) -> PathBuf {
 ///
 /// A `.velero` restored from the backup may be anything, a symlink included: it is removed, never
 /// followed.
+///
+/// The directory and the file keep Velero's modes (0755, 0644) but belong to
+/// [`RESTORE_HELPER_USER`]: the helper runs as that non-root user, and could not otherwise remove
+/// a root-owned `.velero`, so the marker would stay in the volume for good. Owning the directory
+/// is all the helper needs to empty it; a world-writable directory would have let any user of
+/// the pod plant entries in it too. Only root can give files away, so a marker written by an
+/// unprivileged process (a test, the command line) stays its own.
 pub fn write_marker(volume_dir: &Path, restore_uid: &str) -> Result<(), MarkerError> {
     validate_restore_uid(restore_uid)?;
     let dir_path = volume_dir.join(MARKER_DIR);
-    remove_entry(&dir_path).map_err(|source| MarkerError::RemoveStale {
+    let create_dir_err = |source: Errno| MarkerError::CreateDir {
         path: dir_path.clone(),
-        source,
+        source: source.into(),
+    };
+    let volume = open(volume_dir, DIR_FLAGS, Mode::empty()).map_err(create_dir_err)?;
+    remove_entry_at(volume.as_fd(), OsStr::new(MARKER_DIR), 0).map_err(|source| {
+        MarkerError::RemoveStale {
+            path: dir_path.clone(),
+            source,
+        }
     })?;
 
-    let create_dir_err = |source| MarkerError::CreateDir {
-        path: dir_path.clone(),
-        source,
-    };
-    DirBuilder::new()
-        .mode(MARKER_DIR_MODE)
-        .create(&dir_path)
-        .map_err(create_dir_err)?;
-    // The mode given at creation is masked by the umask; fchmod on the opened directory is not,
-    // and O_NOFOLLOW makes sure it is the directory created above.
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
-        .open(&dir_path)
-        .map_err(create_dir_err)?;
-    dir.set_permissions(Permissions::from_mode(MARKER_DIR_MODE))
-        .map_err(create_dir_err)?;
+    mkdirat(
+        &volume,
+        MARKER_DIR,
+        Mode::from_bits_truncate(MARKER_DIR_MODE),
+    )
+    .map_err(create_dir_err)?;
+    // O_NOFOLLOW makes sure what is opened is not a link swapped in since; the mode given at
+    // creation is masked by the umask, fchmod on the handle is not.
+    let dir = openat(&volume, MARKER_DIR, DIR_FLAGS, Mode::empty()).map_err(create_dir_err)?;
+    give_to_helper(&dir, MARKER_DIR_MODE).map_err(create_dir_err)?;
 
     let file_path = dir_path.join(restore_uid);
-    let write_file_err = |source| MarkerError::WriteFile {
+    let write_file_err = |source: Errno| MarkerError::WriteFile {
         path: file_path.clone(),
-        source,
+        source: source.into(),
     };
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(MARKER_FILE_MODE)
-        .open(&file_path)
-        .map_err(write_file_err)?;
-    file.set_permissions(Permissions::from_mode(MARKER_FILE_MODE))
-        .map_err(write_file_err)?;
+    // The UID is one path component (checked above), so O_EXCL | O_NOFOLLOW relative to the
+    // directory's handle cannot be redirected: O_EXCL fails on anything already there.
+    let file = openat(
+        &dir,
+        restore_uid,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(MARKER_FILE_MODE),
+    )
+    .map_err(write_file_err)?;
+    give_to_helper(&file, MARKER_FILE_MODE).map_err(write_file_err)?;
 
     sync(&file, &file_path)?;
     sync(&dir, &dir_path)?;
-    let volume = File::open(volume_dir).map_err(|source| MarkerError::Sync {
-        path: volume_dir.to_owned(),
-        source,
-    })?;
     sync(&volume, volume_dir)
+}
+
+/// Sets the mode of an entry this process created, and when running as root, gives it to the
+/// restore helper's user and group.
+fn give_to_helper(fd: &OwnedFd, mode: u32) -> nix::Result<()> {
+    if Uid::effective().is_root() {
+        fchown(
+            fd,
+            Some(Uid::from_raw(RESTORE_HELPER_USER)),
+            Some(Gid::from_raw(RESTORE_HELPER_USER)),
+        )?;
+    }
+    fchmod(fd, Mode::from_bits_truncate(mode))
 }
 
 /// Whether `volume_dir` holds the marker of `restore_uid`: `Ok(false)` while it does not exist
@@ -166,16 +206,40 @@ pub fn marker_present(volume_dir: &Path, restore_uid: &str) -> bool {
 /// Removes `<volume_dir>/.velero`, whatever it is (a symlink is removed, not followed). Nothing
 /// there is not an error.
 pub fn remove_marker_dir(volume_dir: &Path) -> io::Result<()> {
-    remove_entry(&volume_dir.join(MARKER_DIR))
+    let volume = open(volume_dir, DIR_FLAGS, Mode::empty())?;
+    remove_entry_at(volume.as_fd(), OsStr::new(MARKER_DIR), 0)
 }
 
-fn remove_entry(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err),
+/// Removes the entry `name` of the directory `parent`, and if it is a directory, everything in
+/// it first, like `rm -rf` but through handles: each directory is opened with O_NOFOLLOW relative
+/// to its parent's handle, so nothing outside `parent` is ever reached, however the tree changes
+/// meanwhile.
+fn remove_entry_at(parent: BorrowedFd<'_>, name: &OsStr, depth: usize) -> io::Result<()> {
+    let stat = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+        return Ok(unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)?);
     }
+    if depth >= MAX_STALE_DEPTH {
+        return Err(io::Error::other(format!(
+            "it nests more than {MAX_STALE_DEPTH} directories deep"
+        )));
+    }
+    let mut dir = Dir::from_fd(openat(parent, name, DIR_FLAGS, Mode::empty())?)?;
+    let children: Vec<CString> = dir
+        .iter()
+        .map(|entry| entry.map(|entry| entry.file_name().to_owned()))
+        .collect::<nix::Result<_>>()?;
+    for child in children {
+        let child = OsStr::from_bytes(child.as_bytes());
+        if child != "." && child != ".." {
+            remove_entry_at(dir.as_fd(), child, depth + 1)?;
+        }
+    }
+    Ok(unlinkat(parent, name, UnlinkatFlags::RemoveDir)?)
 }
 
 /// A missing directory on the way counts as "no marker yet", like a missing file: a volume whose
@@ -187,10 +251,10 @@ fn is_absent(err: &io::Error) -> bool {
     )
 }
 
-fn sync(file: &File, path: &Path) -> Result<(), MarkerError> {
-    file.sync_all().map_err(|source| MarkerError::Sync {
+fn sync(fd: &OwnedFd, path: &Path) -> Result<(), MarkerError> {
+    fsync(fd).map_err(|source| MarkerError::Sync {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     })
 }
 
@@ -198,7 +262,8 @@ fn sync(file: &File, path: &Path) -> Result<(), MarkerError> {
 mod tests {
     use super::*;
     use std::error::Error as _;
-    use std::os::unix::fs::symlink;
+    use std::fs::Permissions;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
     const UID: &str = "6f3c2a4e-9d1b-4c7a-8e5f-0a1b2c3d4e5f";
 
@@ -279,6 +344,67 @@ mod tests {
         );
         assert!(!outside.path().join(UID).exists());
         assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_stale_tree_is_removed_without_following_the_links_inside_it() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir(outside.path().join("sub")).unwrap();
+        fs::write(outside.path().join("sub/precious"), b"keep me").unwrap();
+        let vol = tempfile::tempdir().unwrap();
+        let stale = vol.path().join(".velero");
+        fs::create_dir_all(stale.join("a/b")).unwrap();
+        symlink(outside.path(), stale.join("a/b/dir-link")).unwrap();
+        symlink(
+            outside.path().join("sub/precious"),
+            stale.join("a/file-link"),
+        )
+        .unwrap();
+        std::os::unix::net::UnixListener::bind(stale.join("a/b/socket")).unwrap();
+
+        write_marker(vol.path(), UID).unwrap();
+
+        let names: Vec<_> = fs::read_dir(&stale)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [UID]);
+        assert_eq!(
+            fs::read(outside.path().join("sub/precious")).unwrap(),
+            b"keep me"
+        );
+    }
+
+    #[test]
+    fn a_stale_tree_nested_too_deep_is_refused() {
+        let vol = tempfile::tempdir().unwrap();
+        let deep: PathBuf = std::iter::once(".velero")
+            .chain(std::iter::repeat_n("d", MAX_STALE_DEPTH + 1))
+            .collect();
+        fs::create_dir_all(vol.path().join(deep)).unwrap();
+        let err = write_marker(vol.path(), UID).unwrap_err();
+        assert!(matches!(err, MarkerError::RemoveStale { .. }), "{err}");
+        assert!(err.to_string().contains("directories deep"), "{err}");
+    }
+
+    #[test]
+    fn the_marker_belongs_to_the_restore_helper_when_root_writes_it() {
+        let vol = tempfile::tempdir().unwrap();
+        write_marker(vol.path(), UID).unwrap();
+        let owner = |path: &Path| {
+            let meta = fs::symlink_metadata(path).unwrap();
+            (meta.uid(), meta.gid())
+        };
+        let expected = if Uid::effective().is_root() {
+            (RESTORE_HELPER_USER, RESTORE_HELPER_USER)
+        } else {
+            owner(vol.path())
+        };
+        let dir = vol.path().join(".velero");
+        assert_eq!(owner(&dir), expected);
+        assert_eq!(owner(&dir.join(UID)), expected);
+        assert_eq!(mode(&dir), 0o755);
+        assert_eq!(mode(&dir.join(UID)), 0o644);
     }
 
     #[test]

@@ -8,9 +8,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::PermissionsExt;
+
 use ferry_node_agent::marker;
+use ferry_shared::names::RESTORE_HELPER_USER;
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::unistd::{Pid, Uid};
 
 const UID: &str = "6f3c2a4e-9d1b-4c7a-8e5f-0a1b2c3d4e5f";
 /// Only a guard against a hung test; no assertion depends on how fast the helper is.
@@ -24,7 +27,27 @@ struct Helper {
 
 impl Helper {
     fn start(restores_dir: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-restore-helper"))
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_ferry-restore-helper")),
+            restores_dir,
+            args,
+        )
+    }
+
+    /// Starts the helper as `user` (uid and gid, no other groups), as the restore-wait
+    /// container runs it.
+    fn start_as(user: u32, restores_dir: &Path, args: &[&str]) -> Self {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={user}"))
+            .arg(format!("--regid={user}"))
+            .args(["--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_ferry-restore-helper"));
+        Self::spawn(command, restores_dir, args)
+    }
+
+    fn spawn(mut command: Command, restores_dir: &Path, args: &[&str]) -> Self {
+        let mut child = command
             .arg("--restores-dir")
             .arg(restores_dir)
             .args(args)
@@ -144,6 +167,68 @@ fn waits_for_every_marker_then_cleans_up() {
             format!("contents of {name}")
         );
     }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The agent writes the markers as root; the helper, as its non-root user, must be able to
+/// remove them, or `.velero` stays in the application's data for good.
+#[test]
+fn the_helper_removes_the_markers_as_its_non_root_user() {
+    if !Uid::effective().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the tests as root, to write markers as the agent does"
+        );
+        eprintln!("skipped: only root writes markers as the agent does");
+        return;
+    }
+    let restores = tempfile::tempdir().unwrap();
+    // The helper's user must reach and list the volumes; the kubelet makes emptyDir volumes
+    // 0777, and a claim's root is the restored data's (here root's, 0755).
+    set_mode(restores.path(), 0o755);
+    let alpha = volume(restores.path(), "alpha");
+    let bravo = volume(restores.path(), "bravo");
+    let charlie = volume(restores.path(), "charlie");
+    set_mode(&alpha, 0o777);
+    set_mode(&bravo, 0o777);
+    set_mode(&charlie, 0o755);
+    // A .velero that came back with the data, root's and private, is replaced.
+    fs::create_dir_all(bravo.join(".velero/old")).unwrap();
+    set_mode(&bravo.join(".velero"), 0o700);
+    for dir in [&alpha, &bravo, &charlie] {
+        marker::write_marker(dir, UID).unwrap();
+    }
+
+    let (status, output) = Helper::start_as(
+        RESTORE_HELPER_USER,
+        restores.path(),
+        &[UID, "--timeout", "30s", "--poll-interval", "20ms"],
+    )
+    .finish();
+
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("all 3 volumes restored"), "{output}");
+    for (dir, name) in [(&alpha, "alpha"), (&bravo, "bravo"), (&charlie, "charlie")] {
+        assert_eq!(
+            fs::read_to_string(dir.join("data.txt")).unwrap(),
+            format!("contents of {name}")
+        );
+    }
+    for dir in [&alpha, &bravo] {
+        assert!(
+            fs::symlink_metadata(dir.join(".velero")).is_err(),
+            "{}: {output}",
+            dir.display()
+        );
+    }
+    // A volume root that the helper's user may not write keeps an empty `.velero`: the marker
+    // itself is gone, and the pod starts all the same.
+    assert!(!marker::marker_present(&charlie, UID), "{output}");
+    assert_eq!(fs::read_dir(charlie.join(".velero")).unwrap().count(), 0);
+    assert!(output.contains("cannot remove"), "{output}");
 }
 
 #[test]

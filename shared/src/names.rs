@@ -82,6 +82,9 @@ pub const REPOSITORY_PASSWORD_KEY: &str = "repository-password";
 /// Init container that Ferry puts first in every restored pod, to hold the app until its volumes
 /// are restored.
 pub const RESTORE_WAIT_CONTAINER: &str = "restore-wait";
+/// User and group the restore-wait container runs as: the image's non-root user. The node agent
+/// gives the done-marker to them, so that the helper can remove it.
+pub const RESTORE_HELPER_USER: u32 = 65532;
 
 /// Longest value a label may have.
 const LABEL_VALUE_MAX: usize = 63;
