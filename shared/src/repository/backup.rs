@@ -1,18 +1,14 @@
 //! Backing up one directory into one snapshot.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use rustic_core::{
-    BackupOptions, LocalSource, ParentOptions, ReadSource, ReadSourceEntry, RusticResult,
-    SnapshotOptions,
-};
+use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
 use serde::{Deserialize, Serialize};
-use walkdir::WalkDir;
 
 use super::error::describe;
-use super::{EngineError, ProgressCounters, Repository, warnings};
+use super::source::VolumeSource;
+use super::{EngineError, Repository, warnings};
 use crate::names::SNAPSHOT_HOST;
 
 /// Every snapshot stores its volume at the root of its tree, whatever host path it was read
@@ -69,12 +65,12 @@ impl Repository {
             path: source.clone(),
             cause,
         };
-        let metadata = std::fs::metadata(source).map_err(|err| source_error(err.to_string()))?;
-        if !metadata.is_dir() {
-            return Err(source_error("it is not a directory".to_owned()));
-        }
-        let mut entries = std::fs::read_dir(source).map_err(|err| source_error(err.to_string()))?;
-        if entries.next().is_none() {
+        let volume = VolumeSource::open(source, self.counters.clone())
+            .map_err(|err| source_error(err.to_string()))?;
+        if volume
+            .is_empty()
+            .map_err(|err| source_error(err.to_string()))?
+        {
             return Ok(BackupOutcome::default());
         }
 
@@ -123,23 +119,10 @@ impl Repository {
                     // A volume re-attached elsewhere, or a CSI clone, gets new inode numbers.
                     .ignore_inode(true),
             );
-        let local = LocalSource::new(
-            options.ignore_save_opts,
-            &options.excludes,
-            &options.ignore_filter_opts,
-            std::slice::from_ref(source),
-        )
-        .map_err(backup_error)?;
-        let counting = CountingSource {
-            inner: local,
-            root: source.clone(),
-            counters: self.counters.clone(),
-        };
-
         // Warnings of an earlier call in this process belong to that call.
         warnings::take();
         let saved = repo
-            .archive(&options, &counting, snapshot, std::slice::from_ref(source))
+            .archive(&options, &volume, snapshot, std::slice::from_ref(source))
             .map_err(backup_error)?;
         let collected = warnings::take();
         outcome.unreadable = collected.count;
@@ -150,6 +133,7 @@ impl Repository {
             ));
             outcome.warnings.extend(collected.first);
         }
+        outcome.warnings.extend(volume.socket_warning());
 
         let summary = saved.summary.unwrap_or_default();
         outcome.snapshot_id = Some(saved.id.to_hex().to_string());
@@ -164,69 +148,4 @@ impl Repository {
         self.counters.finish(outcome.bytes, outcome.files);
         Ok(outcome)
     }
-}
-
-/// rustic's local source, counting the entries the archiver takes, and totalling files and
-/// bytes in its size scan so that progress has a file count as well as bytes.
-struct CountingSource {
-    inner: LocalSource,
-    root: PathBuf,
-    counters: Arc<ProgressCounters>,
-}
-
-impl ReadSource for CountingSource {
-    type Open = <LocalSource as ReadSource>::Open;
-    type Iter = CountingEntries;
-
-    fn size(&self) -> RusticResult<Option<u64>> {
-        let (bytes, files) = scan(&self.root);
-        self.counters.set_totals(bytes, files);
-        Ok(Some(bytes))
-    }
-
-    fn entries(&self) -> Self::Iter {
-        CountingEntries {
-            inner: self.inner.entries(),
-            counters: self.counters.clone(),
-        }
-    }
-}
-
-struct CountingEntries {
-    inner: <LocalSource as ReadSource>::Iter,
-    counters: Arc<ProgressCounters>,
-}
-
-impl Iterator for CountingEntries {
-    type Item = RusticResult<ReadSourceEntry<<LocalSource as ReadSource>::Open>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let item = self.inner.next()?;
-        if let Ok(entry) = &item
-            && !entry.node.is_dir()
-        {
-            self.counters.add_files(1);
-        }
-        Some(item)
-    }
-}
-
-/// Bytes of regular files and the number of non-directory entries under `root`, as the
-/// archiver will see them (symlinks are not followed). Unreadable parts are skipped here; the
-/// archiver reports them.
-fn scan(root: &Path) -> (u64, u64) {
-    let mut bytes = 0;
-    let mut files = 0;
-    for entry in WalkDir::new(root).min_depth(1).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        files += 1;
-        if entry.file_type().is_file()
-            && let Ok(metadata) = entry.metadata()
-        {
-            bytes += metadata.len();
-        }
-    }
-    (bytes, files)
 }

@@ -9,6 +9,7 @@ mod location;
 mod maintenance;
 mod progress;
 mod restore;
+mod source;
 mod warnings;
 
 use std::fmt;
