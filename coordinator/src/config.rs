@@ -1,5 +1,6 @@
 //! `ferry-coordinator run`: the Deployment's settings. Every flag has an environment twin.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -43,6 +44,15 @@ pub struct RunArgs {
         default_value = "/usr/local/bin/ferry-restore-helper"
     )]
     pub restore_helper_command: String,
+    /// Namespaces that Restores may not create objects in, comma-separated; a Restore that
+    /// would ends FailedValidation. Without the flag: kube-system, kube-public,
+    /// kube-node-lease and the install namespace. An empty value denies none.
+    #[arg(
+        long,
+        env = "FERRY_RESTORE_NAMESPACE_DENYLIST",
+        value_name = "NAMESPACES"
+    )]
+    pub restore_namespace_denylist: Option<String>,
     /// How long a Backup is kept when its spec gives no ttl.
     #[arg(long, env = "FERRY_DEFAULT_BACKUP_TTL", default_value = "720h", value_parser = humantime::parse_duration)]
     pub default_backup_ttl: Duration,
@@ -75,4 +85,11 @@ pub struct RunArgs {
     /// How many more times a failed object-storage request is tried.
     #[arg(long, env = "FERRY_RETRIES", default_value_t = ferry_shared::repository::DEFAULT_RETRIES)]
     pub retries: u32,
+}
+
+impl RunArgs {
+    /// The namespaces that Restores may not write to.
+    pub fn denied_restore_namespaces(&self) -> BTreeSet<String> {
+        crate::protected::denylist(self.restore_namespace_denylist.as_deref(), &self.namespace)
+    }
 }

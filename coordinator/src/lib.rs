@@ -13,6 +13,7 @@ mod metrics;
 mod overdue;
 mod password;
 mod plan;
+mod protected;
 mod repository;
 mod restore;
 mod schedule;

@@ -32,6 +32,7 @@ use crate::context::{Context, LocationError, ResolvedLocation, now};
 use crate::error::Error;
 use crate::overdue::{Tally, tally};
 use crate::plan::{generate_name_prefix, union};
+use crate::protected;
 
 pub async fn reconcile(cached: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
     // The watch cache may not show the status this controller wrote last; every step works on
@@ -123,24 +124,18 @@ async fn start(restore: &Restore, ctx: &Context) -> Result<Action, Error> {
     {
         errors.push(format!("labelSelector is not valid: {err}"));
     }
-    let started = now();
-    if !errors.is_empty() {
-        warn!(name = %restore.name_any(), ?errors, "restore failed validation");
-        ctx.event(restore, true, "FailedValidation", errors.join("; "))
-            .await;
-        ctx.apply_status(
-            restore,
-            &RestoreStatus {
-                phase: OperationPhase::FailedValidation,
-                validation_errors: errors,
-                completion_timestamp: Some(started),
-                ..RestoreStatus::default()
-            },
-        )
-        .await?;
-        ctx.metrics.restore_ended(OperationPhase::FailedValidation);
-        return Ok(Action::await_change());
+    let backup_spec = backups
+        .iter()
+        .find(|candidate| Some(candidate.name_any()) == backup)
+        .map(|backup| &backup.spec);
+    let targets = protected::spec_targets(spec, backup_spec);
+    if let Some(denied) = protected::denied(&targets, &ctx.settings.denied_restore_namespaces()) {
+        errors.push(denied);
     }
+    if !errors.is_empty() {
+        return reject(restore, ctx, RestoreStatus::default(), errors).await;
+    }
+    let started = now();
     ctx.event(
         restore,
         false,
@@ -161,6 +156,30 @@ async fn start(restore: &Restore, ctx: &Context) -> Result<Action, Error> {
         },
     )
     .await?;
+    Ok(Action::await_change())
+}
+
+/// Ends a Restore FailedValidation with `errors`, keeping what `status` already records.
+async fn reject(
+    restore: &Restore,
+    ctx: &Context,
+    status: RestoreStatus,
+    errors: Vec<String>,
+) -> Result<Action, Error> {
+    warn!(name = %restore.name_any(), ?errors, "restore failed validation");
+    ctx.event(restore, true, "FailedValidation", errors.join("; "))
+        .await;
+    ctx.apply_status(
+        restore,
+        &RestoreStatus {
+            phase: OperationPhase::FailedValidation,
+            validation_errors: errors,
+            completion_timestamp: Some(now()),
+            ..status
+        },
+    )
+    .await?;
+    ctx.metrics.restore_ended(OperationPhase::FailedValidation);
     Ok(Action::await_change())
 }
 
@@ -403,12 +422,7 @@ fn selected(
 }
 
 fn target_namespace(restore: &Restore, namespace: &str) -> String {
-    restore
-        .spec
-        .namespace_mapping
-        .get(namespace)
-        .cloned()
-        .unwrap_or_else(|| namespace.to_owned())
+    protected::mapped(&restore.spec.namespace_mapping, namespace)
 }
 
 /// Creates `object`, or deals with the one of the same name as the policy says. Returns
@@ -548,12 +562,23 @@ async fn create_objects(
             )
         })
         .collect();
-    let targets: BTreeSet<String> = claims
+    let placements: Vec<(String, String)> = claims
         .iter()
         .map(|claim| claim.namespace().unwrap_or_default())
         .chain(pods.iter().map(|pod| pod.namespace().unwrap_or_default()))
-        .map(|namespace| target_namespace(restore, &namespace))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|source| {
+            let target = target_namespace(restore, &source);
+            (source, target)
+        })
         .collect();
+    // Known only now when neither the Restore nor the Backup names its namespaces.
+    let denylist = ctx.settings.denied_restore_namespaces();
+    if let Some(denied) = protected::denied(&placements, &denylist) {
+        return reject(restore, ctx, status, vec![denied]).await;
+    }
+    let targets: BTreeSet<String> = placements.into_iter().map(|(_, target)| target).collect();
     // Held until the PodVolumeRestores exist, so that no maintenance prunes the repositories
     // they read from in between.
     let sources: BTreeSet<String> = pods

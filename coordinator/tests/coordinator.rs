@@ -845,6 +845,124 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
     );
 }
 
+/// The pods of `namespace` that a restore made.
+async fn restored_pods(cluster: &Cluster, namespace: &str) -> Vec<String> {
+    Api::<Pod>::namespaced(cluster.client(), namespace)
+        .list(&ListParams::default().labels(label::RESTORE_NAME))
+        .await
+        .expect("list pods")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_into_protected_namespaces_fail_validation_and_create_nothing() {
+    let mut cluster = Cluster::start().await;
+    cluster.create_default_storage(PASSWORD).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    // Pods without volumes to back up: the backups complete with their manifests alone.
+    for namespace in ["shop", "kube-system"] {
+        cluster
+            .create_pod(namespace, "web", NODE, vec![("data", VolumeKind::EmptyDir)])
+            .await;
+    }
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &["--retries", "0"]);
+    for (name, spec) in [
+        ("shop-only", json!({"includedNamespaces": ["shop"]})),
+        ("everything", json!({})),
+    ] {
+        create_backup(&cluster, name, spec).await;
+        let backup = finished_backup(&cluster, name).await;
+        assert_eq!(
+            backup.phase(),
+            OperationPhase::Completed,
+            "{backup:#?}\n{}",
+            cluster.logs()
+        );
+    }
+    // The source pod is gone, so anything in kube-system afterwards was made by a restore.
+    cluster
+        .delete_pod(
+            &Api::<Pod>::namespaced(cluster.client(), "kube-system")
+                .get("web")
+                .await
+                .unwrap(),
+        )
+        .await;
+
+    let cases = [
+        (
+            "mapped-to-kube-system",
+            json!({"backupName": "shop-only", "namespaceMapping": {"shop": "kube-system"}}),
+            "kube-system (namespaceMapping from shop)",
+        ),
+        (
+            "mapped-to-install",
+            json!({"backupName": "everything", "namespaceMapping": {"shop": INSTALL_NAMESPACE}}),
+            "namespace ferry (namespaceMapping from shop)",
+        ),
+        (
+            "included",
+            json!({"backupName": "everything", "includedNamespaces": ["kube-system"]}),
+            "namespace kube-system:",
+        ),
+        // Neither the Restore nor the Backup names namespaces: found in the manifests.
+        (
+            "whole-backup",
+            json!({"backupName": "everything"}),
+            "namespace kube-system:",
+        ),
+    ];
+    for (name, spec, _) in &cases {
+        create_restore(&cluster, name, spec.clone()).await;
+    }
+    for (name, _, expected) in cases {
+        let restore = finished_restore(&cluster, name).await;
+        let status = restore.status.unwrap_or_default();
+        assert_failed_validation(name, status.phase, &status.validation_errors, expected);
+        assert_failed_validation(
+            name,
+            status.phase,
+            &status.validation_errors,
+            "--restore-namespace-denylist",
+        );
+    }
+    for namespace in ["kube-system", INSTALL_NAMESPACE, "shop"] {
+        assert!(
+            restored_pods(&cluster, namespace).await.is_empty(),
+            "{namespace}"
+        );
+    }
+    assert!(
+        Api::<Pod>::namespaced(cluster.client(), "kube-system")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // The same restore goes through once the shop namespace is all it writes to.
+    create_restore(
+        &cluster,
+        "shop-again",
+        json!({"backupName": "everything", "includedNamespaces": ["shop"],
+               "namespaceMapping": {"shop": "shop-2"}}),
+    )
+    .await;
+    let restore = finished_restore(&cluster, "shop-again").await;
+    assert_eq!(
+        restore.phase(),
+        OperationPhase::Completed,
+        "{restore:#?}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(restored_pods(&cluster, "shop-2").await, ["web"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() {
     let mut cluster = Cluster::start().await;
