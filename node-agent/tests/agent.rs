@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ferry_node_agent::marker;
 use ferry_shared::crd::{
     PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, PodVolumeRestore,
     PodVolumeRestoreSpec, Restore,
@@ -19,6 +20,8 @@ use ferry_tests::tree::{assert_same_tree, make_files, make_rich_tree};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Resource, ResourceExt};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::json;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferry-node-agent");
@@ -531,6 +534,130 @@ async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
             .contains("interrupted 3 times"),
         "{status:?}"
     );
+}
+
+/// The processes `pid` started that still run: the agent's `transfer` children.
+fn children_of(pid: u32) -> Vec<Pid> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// Kills the agent of node-a and its transfer processes at once, as a node crash would, and
+/// waits until the transfers have stopped writing.
+async fn crash_agent(cluster: &mut Cluster) {
+    let children = children_of(cluster.agent("node-a").pid());
+    assert!(!children.is_empty(), "no transfer process runs");
+    cluster.agent("node-a").kill();
+    for child in &children {
+        let _ = kill(*child, Signal::SIGKILL);
+    }
+    let deadline = tokio::time::Instant::now() + ferry_tests::harness::DEADLINE;
+    // Reparented to init, which reaps them; until then, a zombie writes nothing either.
+    let running = |pid: &Pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while children.iter().any(running) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{children:?} live on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_interrupted_by_a_killed_agent_completes_on_retry() {
+    let (mut cluster, repository) = cluster().await;
+    cluster.add_node("node-a").await;
+    cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
+    // About 190 MB of incompressible data in 3000 files: a restore of a few seconds here.
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    make_files(&dirs[0], 3000, 64 * 1024, 12);
+    let snapshot = snapshot_of(
+        &finished_backup(
+            &cluster,
+            &create_backup(&cluster, "node-a", &pod, "data", &repository).await,
+        )
+        .await,
+    );
+
+    let restore = create_restore(&cluster, "restore-after-crash").await;
+    let (new_pod, new_dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0-restored",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    cluster
+        .set_pod_status(&new_pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
+        .await;
+    let pvr =
+        create_restore_request(&cluster, &restore, &new_pod, "data", &snapshot, &repository).await;
+    let api = cluster.api::<PodVolumeRestore>();
+    cluster
+        .wait_for(&api, &pvr.name_any(), "restoring", |pvr| {
+            pvr.phase() == PodVolumePhase::InProgress
+                && pvr
+                    .status
+                    .as_ref()
+                    .and_then(|status| status.progress.as_ref())
+                    .is_some_and(|progress| {
+                        progress.bytes_done > 0 && progress.bytes_done < progress.total_bytes
+                    })
+        })
+        .await;
+    crash_agent(&mut cluster).await;
+    let interrupted = api.get(&pvr.name_any()).await.unwrap().status.unwrap();
+    assert_eq!(
+        interrupted.phase,
+        PodVolumePhase::InProgress,
+        "{interrupted:?}"
+    );
+    let restore_uid = restore.uid().unwrap();
+    assert!(!marker::marker_present(&new_dirs[0], &restore_uid));
+
+    cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
+    let done = cluster
+        .wait_for(&api, &pvr.name_any(), "Completed or Failed", |pvr| {
+            matches!(
+                pvr.phase(),
+                PodVolumePhase::Completed | PodVolumePhase::Failed
+            )
+        })
+        .await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.phase,
+        PodVolumePhase::Completed,
+        "{status:?}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(status.attempts, 2, "{status:?}");
+    assert!(marker::marker_present(&new_dirs[0], &restore_uid));
+    marker::remove_marker_dir(&new_dirs[0]).unwrap();
+    assert_same_tree(&dirs[0], &new_dirs[0]);
 }
 
 /// Creates a PodVolumeBackup for node-a from `spec` as given, unchecked, as a careless or
