@@ -36,7 +36,7 @@ pub enum Command {
     Init(RepositoryArgs),
     /// Back up a directory into a restic-format repository, creating the repository if needed.
     Backup(BackupArgs),
-    /// Restore a snapshot into an empty directory.
+    /// Restore a snapshot into an empty directory, or finish an interrupted restore (--resume).
     Restore(RestoreArgs),
     /// Run one transfer job, read as JSON from stdin, writing JSON events to stdout. The agent
     /// and the commands above start this; it is not meant to be run by hand.
@@ -74,6 +74,11 @@ pub struct RestoreArgs {
     /// Write the done-marker .velero/<UID> into the target once all data is restored.
     #[arg(long, value_name = "UID")]
     pub restore_uid: Option<String>,
+    /// Finish an interrupted restore of the same snapshot into this target (killed, or stopped
+    /// by a full disk): what it left is cleared and the snapshot restored again. Without it, a
+    /// target that is not empty is refused.
+    #[arg(long)]
+    pub resume: bool,
     #[command(flatten)]
     pub repository: RepositoryArgs,
     #[command(flatten)]
@@ -248,6 +253,10 @@ async fn run_command(command: Command) -> ExitCode {
                     request: RestoreRequest {
                         snapshot: args.snapshot,
                         target: args.target,
+                        // The claim is the snapshot's own: any later run of the same
+                        // snapshot may resume it.
+                        owner: None,
+                        resume: args.resume,
                     },
                     restore_uid: args.restore_uid,
                 },

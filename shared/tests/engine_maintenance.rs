@@ -109,6 +109,7 @@ fn snapshots_are_found_by_tag_forgotten_and_pruned_and_the_rest_stays_sound() {
         .restore(&RestoreRequest {
             snapshot: kept,
             target: target.clone(),
+            ..RestoreRequest::default()
         })
         .unwrap();
     assert_same_tree(&keep_source, &target);

@@ -396,6 +396,10 @@ async fn transfer<K: TransferKind>(
             request: RestoreRequest {
                 snapshot: inputs.snapshot.clone().unwrap_or_default(),
                 target: inputs.path.clone(),
+                // Every attempt of this PodVolumeRestore owns the same claim, so a retry after
+                // a crash finishes what the last attempt left.
+                owner: object.uid(),
+                resume: true,
             },
             restore_uid: inputs.restore_uid,
         },

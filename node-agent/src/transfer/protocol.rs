@@ -33,7 +33,8 @@ pub enum Operation {
         #[serde(default)]
         create_repository: bool,
     },
-    /// Restore a snapshot into an empty directory.
+    /// Restore a snapshot into an empty directory, or finish an interrupted attempt of the
+    /// same restore.
     Restore {
         #[serde(flatten)]
         request: RestoreRequest,

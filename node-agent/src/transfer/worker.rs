@@ -3,6 +3,7 @@
 
 use std::io::{self, BufRead, Write};
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -162,14 +163,21 @@ fn execute(job: &Job, counters: Arc<ProgressCounters>) -> Result<Outcome, Failur
                 })?;
             }
             let repo = Repository::open(&job.repository, OpenMode::Existing, counters)?;
-            let outcome = repo.restore(request)?;
+            // The marker, relative to the target, tells a retry that an earlier attempt got
+            // as far as writing it.
+            let done_marker = restore_uid
+                .as_deref()
+                .map(|uid| marker::marker_path(Path::new(""), uid));
+            let restored = repo.restore_claimed(request, done_marker.as_deref())?;
             if let Some(uid) = restore_uid {
-                marker::write_marker(&request.target, uid).map_err(|err| Failure {
+                marker::write_marker(restored.target(), uid).map_err(|err| Failure {
                     category: "WriteMarker".to_owned(),
                     message: err.to_string(),
                 })?;
             }
-            Ok(Outcome::Restore(outcome))
+            // Released only now: a crash before this leaves the claim, and the retry finds
+            // the restore finished instead of clearing data the application may be using.
+            Ok(Outcome::Restore(restored.release()?))
         }
     }
 }

@@ -80,6 +80,31 @@ pub enum EngineError {
         source: io::Error,
     },
 
+    /// An entry of the restore target is not what the restore created: another writer
+    /// replaced or moved it while the restore ran.
+    #[error(
+        "cannot restore into {}: {} is not what this restore created ({cause}); another writer changed the target during the restore, and nothing was written through it: stop every other writer of this volume, then restore again",
+        target.display(),
+        entry.display()
+    )]
+    TargetChanged {
+        target: PathBuf,
+        entry: PathBuf,
+        cause: String,
+    },
+
+    /// The restore target's filesystem has no room left.
+    #[error(
+        "cannot {action} {}: the disk is full (ENOSPC: {source}); make room on the volume or enlarge it, then restore again",
+        path.display()
+    )]
+    TargetFull {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// Forgetting snapshots failed.
     #[error("cannot forget snapshots: {cause}")]
     Forget { cause: String },
@@ -129,6 +154,8 @@ impl EngineError {
             Self::UnsafeEntry { .. } => "UnsafeEntry",
             Self::ReadData { .. } => "ReadData",
             Self::Write { .. } => "Write",
+            Self::TargetChanged { .. } => "TargetChanged",
+            Self::TargetFull { .. } => "TargetFull",
             Self::Forget { .. } => "Forget",
             Self::Prune { .. } => "Prune",
             Self::Check { .. } => "Check",

@@ -3,6 +3,7 @@
 //! runtime.
 
 mod backup;
+mod claim;
 mod error;
 mod key;
 mod location;
@@ -10,6 +11,7 @@ mod maintenance;
 mod progress;
 mod restore;
 mod source;
+mod target;
 mod warnings;
 
 use std::fmt;
@@ -28,7 +30,7 @@ pub use error::EngineError;
 pub use location::{RepositoryLocation, S3Location};
 pub use maintenance::{CheckReport, PruneReport, SnapshotInfo};
 pub use progress::{ProgressCounters, ProgressSnapshot};
-pub use restore::{RestoreOutcome, RestoreRequest};
+pub use restore::{RestoreOutcome, RestoreRequest, Restored};
 pub use warnings::{EngineLogger, EngineWarnings};
 
 use error::describe;

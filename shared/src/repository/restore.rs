@@ -1,48 +1,48 @@
-//! Restoring a snapshot into an empty directory, with bounded memory.
+//! Restoring a snapshot into an empty directory, with bounded memory, through directory handles.
 //!
 //! rustic_core's own restore keeps up to twenty whole pack ranges and their decoded blobs in
 //! flight (gigabytes for a gigabyte of data) and panics on I/O errors. Ferry plans the restore
 //! itself instead:
 //!
-//! 1. walk the snapshot's trees, checking every name, and create the directories and the
-//!    empty files;
+//! 1. claim the target (see `claim.rs`), walk the snapshot's trees, checking every name, and
+//!    create the directories and the empty files;
 //! 2. look up every data blob in the index and group the blobs by pack into read ranges of at
 //!    most [`MAX_RANGE`] bytes, so neighbouring blobs cost one request;
 //! 3. a few workers each read one range at a time, decrypt, decompress and verify each blob,
-//!    and write it at its offsets, creating each file with its first blob;
-//! 4. create symlinks and FIFOs, then set ownership, modes and times, directories last.
+//!    and write it at its offsets, creating each file with its first blob and setting its
+//!    owner, mode and times once its last byte is written;
+//! 4. create symlinks and FIFOs, then set the directories' metadata, deepest first.
 //!
 //! Memory is bounded by the workers times one range and its largest blob, whatever the size of
-//! the snapshot. Safety: names are single path components; directories and files are created
-//! anew (never through an existing entry), and symlinks are created only after all data is
-//! written, so no write ever follows a link.
+//! the snapshot. Safety: names are single path components, and every entry is created, written
+//! and changed through handles that never lead out of the target (see `target.rs`), whatever
+//! another writer does to the target meanwhile.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io;
+use std::fs::File;
 use std::num::NonZeroU32;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use aes256ctr_poly1305aes::aead::AeadInPlace;
 use aes256ctr_poly1305aes::aead::generic_array::GenericArray;
 use bytes::BytesMut;
-use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
-use nix::sys::stat::{Mode, UtimensatFlags, utimensat};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, fchownat, mkfifo};
-use rustic_core::repofile::Metadata;
-use rustic_core::repofile::NodeType;
+use nix::fcntl::OFlag;
+use nix::unistd::Uid;
+use rustic_core::repofile::{Metadata, NodeType, SnapshotFile};
 use rustic_core::{DataId, FileType, IndexedFullStatus, Repository as RusticRepository, TreeId};
 use serde::{Deserialize, Serialize};
 
+use super::claim::{self, Claim, Decision, FINISHED_LINE, IGNORED_IN_TARGET};
 use super::error::describe;
+use super::target::{Identity, Target};
 use super::{EngineError, ProgressCounters, Repository};
 
 /// The most bytes of one pack read in one request (a single larger blob is read whole).
@@ -51,17 +51,24 @@ const MAX_RANGE: u32 = 4 * 1024 * 1024;
 const MAX_GAP: u32 = 64 * 1024;
 /// Workers reading, decoding and writing in parallel.
 const WORKERS: usize = 4;
-/// Entries a freshly formatted volume may hold, and which a restore leaves alone.
-const IGNORED_IN_TARGET: &[&str] = &["lost+found"];
 
 /// What to restore, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreRequest {
     /// A snapshot ID, or a unique prefix of one.
     pub snapshot: String,
     /// An empty (or missing) directory to restore into.
     pub target: PathBuf,
+    /// Who claims the target while restoring into it (the PodVolumeRestore's UID in the
+    /// agent), so that a later attempt by the same owner may resume; the full snapshot ID when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Finish an interrupted attempt of the same owner and snapshot, instead of refusing a
+    /// target that is not empty.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// What a restore did.
@@ -75,10 +82,81 @@ pub struct RestoreOutcome {
     pub warnings: Vec<String>,
 }
 
+/// A restore whose data and metadata are all in place, still claiming its target, so that the
+/// caller can write its own last word (the done-marker) before [`Restored::release`].
+#[must_use = "the target stays claimed until the restore is released"]
+pub struct Restored {
+    outcome: RestoreOutcome,
+    target: Target,
+    claim: Claim,
+}
+
+impl Restored {
+    /// The restored directory.
+    pub fn target(&self) -> &Path {
+        self.target.path()
+    }
+
+    /// Removes the restore's claim from the target: the restore is complete.
+    pub fn release(self) -> Result<RestoreOutcome, EngineError> {
+        self.target.remove_file(Path::new(self.claim.name()))?;
+        Ok(self.outcome)
+    }
+}
+
 impl Repository {
-    /// Restores a snapshot into `request.target`, which must be empty or missing.
+    /// Restores a snapshot into `request.target`, which must be empty or missing (or hold an
+    /// interrupted attempt of the same restore, when `request.resume` allows).
     pub fn restore(self, request: &RestoreRequest) -> Result<RestoreOutcome, EngineError> {
-        let target = prepare_target(&request.target)?;
+        self.restore_claimed(request, None)?.release()
+    }
+
+    /// Restores like [`Repository::restore`], but leaves the target claimed until
+    /// [`Restored::release`]. `done_marker`, relative to the target, is the file the caller
+    /// writes before releasing: finding it beside this restore's claim means an earlier
+    /// attempt finished, and nothing is restored again.
+    pub fn restore_claimed(
+        self,
+        request: &RestoreRequest,
+        done_marker: Option<&Path>,
+    ) -> Result<Restored, EngineError> {
+        let target = Target::open(&request.target)?;
+        let snapshot = self
+            .repo
+            .get_snapshot_from_str(&request.snapshot, |_| true)
+            .map_err(|_| EngineError::SnapshotNotFound {
+                id: request.snapshot.clone(),
+                location: self.location.clone(),
+            })?;
+        let snapshot_id = snapshot.id.to_hex().to_string();
+        let refuse = |cause: String| EngineError::Target {
+            path: request.target.clone(),
+            cause,
+        };
+        let owner = request.owner.as_deref().unwrap_or(&snapshot_id);
+        let claim = Claim::new(owner).map_err(refuse)?;
+        let found = claim::inspect(&target, &claim, done_marker)?;
+        let decision = claim::decide(&found, &snapshot_id, request.resume);
+        if let Decision::Refuse(cause) = decision {
+            return Err(refuse(cause));
+        }
+        let outcome = self.restore_snapshot(&snapshot, &target, &claim, &decision)?;
+        Ok(Restored {
+            outcome,
+            target,
+            claim,
+        })
+    }
+
+    /// Restores the snapshot into the inspected target (or, when an earlier attempt finished,
+    /// only counts it), and marks the claim finished.
+    fn restore_snapshot(
+        self,
+        snapshot: &SnapshotFile,
+        target: &Target,
+        claim: &Claim,
+        decision: &Decision,
+    ) -> Result<RestoreOutcome, EngineError> {
         let cipher = cipher(&self.repo.key());
         let repo = self
             .repo
@@ -87,13 +165,6 @@ impl Repository {
                 location: self.location.clone(),
                 cause: describe(&err),
             })?;
-        let snapshot = repo
-            .get_snapshot_from_str(&request.snapshot, |_| true)
-            .map_err(|_| EngineError::SnapshotNotFound {
-                id: request.snapshot.clone(),
-                location: self.location.clone(),
-            })?;
-
         let mut tree = Walk::default();
         tree.walk(&repo, snapshot.tree)?;
         let plan = plan_reads(&repo, &tree)?;
@@ -104,71 +175,63 @@ impl Repository {
             .sum();
         // Files as a backup counts them: every entry that is not a directory.
         let total_files = (tree.files.len() + tree.specials.len()) as u64;
-        self.counters.set_totals(total_bytes, total_files);
-
-        let mut outcome = RestoreOutcome {
+        let outcome = RestoreOutcome {
             snapshot_id: snapshot.id.to_hex().to_string(),
             files: total_files,
             dirs: tree.dirs.len() as u64,
             bytes: total_bytes,
-            warnings: Vec::new(),
+            warnings: tree.warnings(),
         };
-        let writer = Writer {
-            target: &target,
-            counters: &self.counters,
-        };
-        writer.create_entries(&tree)?;
-        writer.write_contents(&self.backends, &cipher, &tree, &plan)?;
-        writer.create_specials(&tree, &mut outcome.warnings)?;
-        writer.set_metadata(&tree)?;
-        if tree.has_xattrs {
-            outcome
-                .warnings
-                .push("extended attributes in the snapshot were not restored".to_owned());
+        if *decision == Decision::Finished {
+            self.counters.finish(total_bytes, total_files);
+            return Ok(outcome);
         }
-        Ok(outcome)
+        self.counters.set_totals(total_bytes, total_files);
+        claim_target(target, claim, &outcome.snapshot_id, decision)?;
+        let writer = Writer {
+            target,
+            counters: &self.counters,
+            as_root: Uid::effective().is_root(),
+        };
+        let dirs = writer.create_entries(&tree)?;
+        writer.write_contents(&self.backends, &cipher, &tree, &plan)?;
+        writer.create_specials(&tree)?;
+        writer.set_dir_metadata(&tree, &dirs)?;
+        target
+            .write_durably(Path::new(claim.name()), FINISHED_LINE, false)
+            .map(|()| outcome)
     }
 }
 
-/// Makes sure the target is an empty directory, creating it if missing, and returns its
-/// canonical path.
-fn prepare_target(target: &Path) -> Result<PathBuf, EngineError> {
-    let error = |cause: String| EngineError::Target {
-        path: target.to_owned(),
-        cause,
-    };
-    match fs::symlink_metadata(target) {
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(target).map_err(|err| error(err.to_string()))?;
-        }
-        Err(err) => return Err(error(err.to_string())),
-        Ok(metadata) if metadata.is_dir() => {
-            let entries = fs::read_dir(target).map_err(|err| error(err.to_string()))?;
-            let mut found = Vec::new();
-            for entry in entries {
-                let entry = entry.map_err(|err| error(err.to_string()))?;
-                let name = entry.file_name();
-                if !IGNORED_IN_TARGET.iter().any(|ignored| name == *ignored) {
-                    found.push(name.to_string_lossy().into_owned());
-                }
-            }
-            if !found.is_empty() {
-                found.sort();
-                found.truncate(5);
-                return Err(error(format!(
-                    "the directory is not empty (it holds {}); restore only into an empty directory",
-                    found.join(", ")
-                )));
-            }
-        }
-        Ok(metadata) if metadata.file_type().is_symlink() => {
-            return Err(error(
-                "it is a symbolic link; give the real directory".to_owned(),
-            ));
-        }
-        Ok(_) => return Err(error("it is not a directory".to_owned())),
+/// Writes the claim into a target that holds nothing else (clearing an interrupted attempt
+/// first), and checks that nothing else appeared meanwhile: another restore that found the
+/// target empty too.
+fn claim_target(
+    target: &Target,
+    claim: &Claim,
+    snapshot_id: &str,
+    decision: &Decision,
+) -> Result<(), EngineError> {
+    let claim_path = Path::new(claim.name());
+    if *decision == Decision::Restart {
+        let mut keep: Vec<&OsStr> = IGNORED_IN_TARGET.iter().map(OsStr::new).collect();
+        keep.push(claim.name());
+        target.clear(&keep)?;
+        // Only the claim is left, so the target may be empty for a moment while the claim is
+        // written anew, whole even if a crash had cut it short.
+        target.remove_file(claim_path)?;
     }
-    target.canonicalize().map_err(|err| error(err.to_string()))
+    target.write_durably(claim_path, &Claim::content(snapshot_id), true)?;
+    let intruder = target.entries()?.into_iter().find(|name| {
+        name != claim.name() && !IGNORED_IN_TARGET.iter().any(|ignored| name == *ignored)
+    });
+    match intruder {
+        Some(name) => Err(target.changed(
+            Path::new(&name),
+            "it appeared while the restore claimed the empty target".to_owned(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// One regular file of the snapshot.
@@ -178,6 +241,9 @@ struct PlannedFile {
     meta: Metadata,
     /// Bytes not yet written, from the plan; the file is done when this reaches zero.
     remaining: AtomicU64,
+    /// Set by the one worker that creates the file: what it created, or `None` when that
+    /// failed (and that worker reports why).
+    created: OnceLock<Option<Identity>>,
 }
 
 /// A symlink, FIFO, device or socket.
@@ -232,6 +298,7 @@ impl Walk {
                         content: node.content.unwrap_or_default(),
                         meta: node.meta,
                         remaining: AtomicU64::new(0),
+                        created: OnceLock::new(),
                     }),
                     node_type => self.specials.push(Special {
                         path,
@@ -242,6 +309,29 @@ impl Walk {
             }
         }
         Ok(())
+    }
+
+    /// What the restore leaves out, as warnings: devices, sockets, extended attributes.
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = self
+            .specials
+            .iter()
+            .filter_map(|special| match special.node_type {
+                NodeType::Dev { .. } | NodeType::Chardev { .. } => Some(format!(
+                    "device node {} was not restored",
+                    special.path.display()
+                )),
+                NodeType::Socket => Some(format!(
+                    "socket {} was not restored (a socket belongs to the program that made it)",
+                    special.path.display()
+                )),
+                _ => None,
+            })
+            .collect();
+        if self.has_xattrs {
+            warnings.push("extended attributes in the snapshot were not restored".to_owned());
+        }
+        warnings
     }
 }
 
@@ -438,37 +528,53 @@ fn decode_blob<'a>(
     Ok(plain)
 }
 
+/// The handle of the directory whose entries were created last: a tree's entries come
+/// together, so consecutive entries mostly share it.
+struct Parents<'a> {
+    target: &'a Target,
+    last: Option<(PathBuf, OwnedFd)>,
+}
+
+impl<'a> Parents<'a> {
+    fn new(target: &'a Target) -> Self {
+        Self { target, last: None }
+    }
+
+    fn of(&mut self, relative: &Path) -> Result<&OwnedFd, EngineError> {
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        let (path, handle) = match self.last.take() {
+            Some((path, handle)) if path == parent => (path, handle),
+            _ => (parent.to_owned(), self.target.open_dir(parent)?),
+        };
+        Ok(&self.last.insert((path, handle)).1)
+    }
+}
+
 struct Writer<'a> {
-    target: &'a Path,
+    target: &'a Target,
     counters: &'a ProgressCounters,
+    /// Ownership is restored only by root; anyone else keeps their own.
+    as_root: bool,
 }
 
 impl Writer<'_> {
-    fn write_error(&self, action: &'static str, relative: &Path, source: io::Error) -> EngineError {
-        EngineError::Write {
-            action,
-            path: self.target.join(relative),
-            source,
-        }
-    }
-
-    /// Creates every directory (owner-writable until its metadata is set) and every empty
-    /// file; the workers create the others as they write them. Nothing is created through an
-    /// existing entry.
-    fn create_entries(&self, tree: &Walk) -> Result<(), EngineError> {
-        let mut builder = DirBuilder::new();
-        builder.mode(0o700);
+    /// Creates every directory (owner-only until its metadata is set) and every empty file,
+    /// with its metadata; the workers create the others as they write them. Returns what each
+    /// directory is, in the order of `tree.dirs`.
+    fn create_entries(&self, tree: &Walk) -> Result<Vec<Identity>, EngineError> {
+        let mut parents = Parents::new(self.target);
+        let mut dirs = Vec::with_capacity(tree.dirs.len());
         for (path, _) in &tree.dirs {
-            builder
-                .create(self.target.join(path))
-                .map_err(|err| self.write_error("create directory", path, err))?;
+            let parent = parents.of(path)?;
+            dirs.push(self.target.create_dir(parent, path)?);
         }
         for file in tree.files.iter().filter(|file| file.content.is_empty()) {
-            open_for_writing(&self.target.join(&file.path))
-                .map_err(|err| self.write_error("create file", &file.path, err))?;
+            let (handle, _) = self.target.create_file(&file.path)?;
+            self.target
+                .set_metadata(&handle, &file.path, &file.meta, self.as_root)?;
             self.counters.add_files(1);
         }
-        Ok(())
+        Ok(dirs)
     }
 
     fn write_contents(
@@ -514,126 +620,44 @@ impl Writer<'_> {
         }
     }
 
-    fn create_specials(&self, tree: &Walk, warnings: &mut Vec<String>) -> Result<(), EngineError> {
+    /// Creates symlinks and FIFOs, each with its metadata; devices and sockets are left out
+    /// (with a warning each, from the walk).
+    fn create_specials(&self, tree: &Walk) -> Result<(), EngineError> {
+        let mut parents = Parents::new(self.target);
         for special in &tree.specials {
-            let path = self.target.join(&special.path);
+            let path = &special.path;
             match &special.node_type {
                 NodeType::Symlink { .. } => {
-                    std::os::unix::fs::symlink(special.node_type.to_link(), &path)
-                        .map_err(|err| self.write_error("create symlink", &special.path, err))?;
+                    let parent = parents.of(path)?;
+                    let link = special.node_type.to_link();
+                    self.target.create_symlink(parent, path, link)?;
+                    self.target
+                        .set_link_metadata(parent, path, &special.meta, self.as_root)?;
                 }
                 NodeType::Fifo => {
-                    mkfifo(&path, Mode::from_bits_truncate(0o600)).map_err(|err| {
-                        self.write_error("create FIFO", &special.path, io::Error::from(err))
-                    })?;
+                    let created = self.target.create_fifo(parents.of(path)?, path)?;
+                    let handle = self.target.open_created(path, OFlag::O_RDONLY, created)?;
+                    self.target
+                        .set_metadata(&handle, path, &special.meta, self.as_root)?;
                 }
-                NodeType::Dev { .. } | NodeType::Chardev { .. } => warnings.push(format!(
-                    "device node {} was not restored",
-                    special.path.display()
-                )),
-                NodeType::Socket | NodeType::File | NodeType::Dir => {}
+                _ => {}
             }
             self.counters.add_files(1);
         }
         Ok(())
     }
 
-    /// Ownership (when running as root), then modes, then times: files and specials first,
-    /// then directories deepest first, so that writing a child never touches a parent's time.
-    fn set_metadata(&self, tree: &Walk) -> Result<(), EngineError> {
-        let as_root = Uid::effective().is_root();
-        for file in &tree.files {
-            self.apply(&file.path, &file.meta, true, as_root)?;
-        }
-        for special in &tree.specials {
-            match special.node_type {
-                // A symlink's own mode means nothing on Linux, and chmod would follow it.
-                NodeType::Symlink { .. } => {
-                    self.apply(&special.path, &special.meta, false, as_root)?
-                }
-                NodeType::Fifo => self.apply(&special.path, &special.meta, true, as_root)?,
-                _ => {}
-            }
-        }
-        for (path, meta) in tree.dirs.iter().rev() {
-            self.apply(path, meta, true, as_root)?;
+    /// Directories last, deepest first, so that creating or changing a child never touches a
+    /// parent's time afterwards.
+    fn set_dir_metadata(&self, tree: &Walk, dirs: &[Identity]) -> Result<(), EngineError> {
+        for ((path, meta), created) in tree.dirs.iter().zip(dirs).rev() {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+            let handle = self.target.open_created(path, flags, *created)?;
+            self.target
+                .set_metadata(&handle, path, meta, self.as_root)?;
         }
         Ok(())
     }
-
-    fn apply(
-        &self,
-        relative: &Path,
-        meta: &Metadata,
-        chmod: bool,
-        as_root: bool,
-    ) -> Result<(), EngineError> {
-        let path = self.target.join(relative);
-        if as_root {
-            fchownat(
-                AT_FDCWD,
-                &path,
-                meta.uid.map(Uid::from_raw),
-                meta.gid.map(Gid::from_raw),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|err| self.write_error("set the owner of", relative, err.into()))?;
-        }
-        if chmod && let Some(mode) = meta.mode {
-            fs::set_permissions(
-                &path,
-                std::os::unix::fs::PermissionsExt::from_mode(unix_mode(mode)),
-            )
-            .map_err(|err| self.write_error("set the mode of", relative, err))?;
-        }
-        if let Some(mtime) = &meta.mtime {
-            let atime = meta.atime.as_ref().unwrap_or(mtime);
-            utimensat(
-                AT_FDCWD,
-                &path,
-                &timespec(atime),
-                &timespec(mtime),
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(|err| self.write_error("set the times of", relative, err.into()))?;
-        }
-        Ok(())
-    }
-}
-
-fn timespec(time: &rustic_core::jiff::Timestamp) -> TimeSpec {
-    TimeSpec::new(time.as_second(), i64::from(time.subsec_nanosecond()))
-}
-
-/// Permission bits from the Go file mode restic stores: the low nine bits, plus Go's own
-/// setuid, setgid and sticky bits.
-fn unix_mode(go_mode: u32) -> u32 {
-    const GO_SETUID: u32 = 1 << 23;
-    const GO_SETGID: u32 = 1 << 22;
-    const GO_STICKY: u32 = 1 << 20;
-    let mut mode = go_mode & 0o777;
-    if go_mode & GO_SETUID != 0 {
-        mode |= 0o4000;
-    }
-    if go_mode & GO_SETGID != 0 {
-        mode |= 0o2000;
-    }
-    if go_mode & GO_STICKY != 0 {
-        mode |= 0o1000;
-    }
-    mode
-}
-
-/// Opens a file of the restore for writing, creating it if this is its first blob. Never
-/// through a symlink: the only links in the target are the ones the restore creates last.
-fn open_for_writing(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(OFlag::O_NOFOLLOW.bits())
-        .open(path)
 }
 
 /// One worker's state: the file it wrote last stays open for the next blob.
@@ -667,7 +691,7 @@ impl Worker<'_> {
                 range.length,
             )
             .map_err(|err| EngineError::ReadData {
-                path: self.writer.target.join(first_path()),
+                path: self.writer.target.path().join(first_path()),
                 pack: range.pack.to_string(),
                 cause: describe(&err),
             })?;
@@ -679,7 +703,7 @@ impl Worker<'_> {
             let raw = bytes
                 .get_mut(blob.start..blob.start + blob.length)
                 .ok_or_else(|| EngineError::ReadData {
-                    path: self.writer.target.join(first_path()),
+                    path: self.writer.target.path().join(first_path()),
                     pack: range.pack.to_string(),
                     cause: format!(
                         "the pack returned {received} bytes where {} were expected",
@@ -688,7 +712,7 @@ impl Worker<'_> {
                 })?;
             let plain = decode_blob(cipher, raw, blob.uncompressed, &blob.id).map_err(|cause| {
                 EngineError::ReadData {
-                    path: self.writer.target.join(first_path()),
+                    path: self.writer.target.path().join(first_path()),
                     pack: range.pack.to_string(),
                     cause,
                 }
@@ -702,23 +726,47 @@ impl Worker<'_> {
 
     fn write(&mut self, index: usize, offset: u64, data: &[u8]) -> Result<(), EngineError> {
         let file = &self.tree.files[index];
-        let handle = match &self.open {
-            Some((open, handle)) if *open == index => handle,
-            _ => {
-                let handle = open_for_writing(&self.writer.target.join(&file.path))
-                    .map_err(|err| self.writer.write_error("write", &file.path, err))?;
-                &self.open.insert((index, handle)).1
-            }
+        let target = self.writer.target;
+        if self.open.as_ref().is_none_or(|(open, _)| *open != index) {
+            let Some(handle) = self.handle(file)? else {
+                // Its creator failed and reports why; the restore stops with that.
+                return Ok(());
+            };
+            self.open = Some((index, handle));
+        }
+        let Some((_, handle)) = &self.open else {
+            return Ok(());
         };
         handle
             .write_all_at(data, offset)
-            .map_err(|err| self.writer.write_error("write", &file.path, err))?;
+            .map_err(|err| target.io_error("write", &file.path, err))?;
         let written = data.len() as u64;
         self.writer.counters.add_bytes(written);
         if file.remaining.fetch_sub(written, Ordering::Relaxed) == written {
+            target.set_metadata(handle, &file.path, &file.meta, self.writer.as_root)?;
             self.writer.counters.add_files(1);
         }
         Ok(())
+    }
+
+    /// A handle to write `file`: created by the first worker to need it, reopened (and checked
+    /// to be that same file) by the others. `None` when its creation failed.
+    fn handle(&self, file: &PlannedFile) -> Result<Option<File>, EngineError> {
+        let target = self.writer.target;
+        let mut outcome = None;
+        let created = file.created.get_or_init(|| {
+            let result = target.create_file(&file.path);
+            let identity = result.as_ref().ok().map(|(_, identity)| *identity);
+            outcome = Some(result);
+            identity
+        });
+        match (outcome, created) {
+            (Some(result), _) => result.map(|(handle, _)| Some(handle)),
+            (None, Some(identity)) => target
+                .open_created(&file.path, OFlag::O_WRONLY, *identity)
+                .map(|handle| Some(File::from(handle))),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -737,37 +785,5 @@ mod tests {
         assert!(check_name(Path::new("dir"), OsStr::from_bytes(b"caf\xe9"), &mut seen).is_ok());
         let twice = check_name(Path::new("dir"), OsStr::new("..."), &mut seen);
         assert!(twice.is_err(), "a duplicate name was accepted");
-    }
-
-    #[test]
-    fn go_modes_map_to_unix_permission_bits() {
-        assert_eq!(unix_mode(0o644), 0o644);
-        assert_eq!(unix_mode((1 << 31) | 0o755), 0o755);
-        assert_eq!(unix_mode((1 << 23) | 0o755), 0o4755);
-        assert_eq!(unix_mode((1 << 22) | (1 << 20) | 0o775), 0o3775);
-    }
-
-    #[test]
-    fn a_non_empty_target_is_refused_but_lost_and_found_is_allowed() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("lost+found")).unwrap();
-        assert!(prepare_target(dir.path()).is_ok());
-        fs::write(dir.path().join("data"), b"x").unwrap();
-        let err = prepare_target(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("not empty") && err.contains("data"), "{err}");
-    }
-
-    #[test]
-    fn a_missing_target_is_created_and_a_symlink_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("a/b");
-        assert_eq!(
-            prepare_target(&missing).unwrap(),
-            missing.canonicalize().unwrap()
-        );
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&missing, &link).unwrap();
-        let err = prepare_target(&link).unwrap_err().to_string();
-        assert!(err.contains("symbolic link"), "{err}");
     }
 }
