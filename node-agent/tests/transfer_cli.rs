@@ -697,3 +697,119 @@ fn init_creates_a_repository_once_that_restic_opens() {
     assert_eq!(keys.len(), 1, "one key, Ferry's own");
     succeed(restic(&repository, &scratch.password_file()).args(["snapshots"]));
 }
+
+/// The names in `target` that are restore claims.
+fn claims_in(target: &Path) -> Vec<String> {
+    fs::read_dir(target)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".ferry-restore-"))
+        .collect()
+}
+
+/// Kills the command's whole process group (the CLI and its transfer child) as soon as it has
+/// restored some bytes, and waits until no process of the group is left.
+fn kill_while_restoring(mut command: Command) {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+
+    let mut child = command
+        .args(["--progress-interval", "1ms", "--json"])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let group = Pid::from_raw(child.id() as i32);
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        let event: Event = serde_json::from_str(&line.unwrap()).unwrap();
+        if let Event::Progress(report) = event
+            && report.counters.bytes_done > 0
+        {
+            break;
+        }
+    }
+    killpg(group, Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    // The transfer child is not this test's to wait for; it is gone once the group is empty
+    // (or only a zombie is left, which writes nothing).
+    for _ in 0..500 {
+        if killpg(group, None).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_killed_restore_is_refused_then_finished_with_resume() {
+    let scratch = Scratch::new();
+    let source = scratch.path("source");
+    make_files(&source, 200, 256 * 1024, 12);
+    let repository = scratch.repository();
+    let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
+    let id = snapshot_id(&backup);
+    let target = scratch.path("restored");
+
+    kill_while_restoring(restore_command(&scratch, &repository, &id, &target));
+    assert_eq!(
+        claims_in(&target),
+        [format!(".ferry-restore-{id}")],
+        "the restore was not caught in the middle"
+    );
+
+    let refused = fails_with(
+        restore_command(&scratch, &repository, &id, &target),
+        "--resume",
+    );
+    assert!(
+        failure_text(&refused).contains("interrupted restore of this snapshot"),
+        "{}",
+        failure_text(&refused)
+    );
+
+    let mut command = restore_command(&scratch, &repository, &id, &target);
+    command.arg("--resume");
+    let (restore, _) = restored(command);
+    assert_eq!(restore.files, 200);
+    assert_same_tree(&source, &target);
+    assert!(claims_in(&target).is_empty());
+}
+
+#[test]
+fn a_restore_stopped_by_a_full_disk_finishes_with_resume_once_there_is_room() {
+    let scratch = Scratch::new();
+    let source = scratch.path("source");
+    make_files(&source, 4, 1024 * 1024, 13);
+    let repository = scratch.repository();
+    let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
+    let mount = scratch.path("small");
+    let target = mount.join("volume");
+    let copy = scratch.path("copy");
+    let command = restore_command(&scratch, &repository, &snapshot_id(&backup), &target);
+    // The tmpfs lives only in the script's mount namespace: the script keeps a copy.
+    let script = format!(
+        "{restore}; echo first=$?; mount -o remount,size=16m ferry-test '{mount}' && {restore} --resume; echo second=$?; ls -a '{target}'; cp -a '{target}' '{copy}'",
+        restore = shell_line(&command),
+        mount = mount.display(),
+        target = target.display(),
+        copy = copy.display(),
+    );
+    let Some(output) = on_tiny_filesystem(&mount, "1m", &script) else {
+        return;
+    };
+    let text = failure_text(&output);
+    assert!(text.contains("first=1"), "{text}");
+    assert!(text.contains("the disk is full (ENOSPC"), "{text}");
+    assert!(text.contains("second=0"), "{text}");
+    assert!(
+        !text.contains(".ferry-restore-"),
+        "a claim was left: {text}"
+    );
+    assert_same_tree(&source, &copy);
+}
