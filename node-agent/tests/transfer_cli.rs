@@ -813,3 +813,40 @@ fn a_restore_stopped_by_a_full_disk_finishes_with_resume_once_there_is_room() {
     );
     assert_same_tree(&source, &copy);
 }
+
+#[test]
+fn a_retry_after_the_marker_was_written_keeps_the_data_and_releases_the_claim() {
+    let scratch = Scratch::new();
+    let source = scratch.source_with_rich_tree();
+    let repository = scratch.repository();
+    let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
+    let id = snapshot_id(&backup);
+    let volume = scratch.path("volume");
+    let uid = "0f6b3c59-1f0e-4b7e-a1a4-5f1f6c1d2e3f";
+    let mut command = restore_command(&scratch, &repository, &id, &volume);
+    command.args(["--restore-uid", uid]);
+    restored(command);
+
+    // As if the first attempt died between writing the marker and removing its claim, and the
+    // application had started meanwhile.
+    fs::write(
+        volume.join(format!(".ferry-restore-{id}")),
+        format!("{id}\n"),
+    )
+    .unwrap();
+    fs::write(volume.join("written-by-the-application"), b"new data").unwrap();
+    let mut command = restore_command(&scratch, &repository, &id, &volume);
+    command.args(["--restore-uid", uid, "--resume"]);
+    let (restore, _) = restored(command);
+    assert_eq!(restore.files, backup.files);
+
+    assert!(claims_in(&volume).is_empty());
+    assert!(marker::marker_present(&volume, uid));
+    assert_eq!(
+        fs::read(volume.join("written-by-the-application")).unwrap(),
+        b"new data"
+    );
+    fs::remove_file(volume.join("written-by-the-application")).unwrap();
+    marker::remove_marker_dir(&volume).unwrap();
+    assert_same_tree(&source, &volume);
+}
