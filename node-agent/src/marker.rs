@@ -10,19 +10,18 @@
 //! and `.velero` and the marker are removed, created and set up relative to it, never by a path
 //! that a symlink swapped in could redirect.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use ferry_shared::handles::remove_all;
 use ferry_shared::names::RESTORE_HELPER_USER;
-use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, open, openat};
-use nix::sys::stat::{Mode, SFlag, fchmod, fstatat, mkdirat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::{Mode, fchmod, mkdirat};
+use nix::unistd::{Gid, Uid, fchown, fsync};
 
 /// The directory, directly in the volume, that holds the marker.
 pub const MARKER_DIR: &str = ".velero";
@@ -33,10 +32,6 @@ pub const MARKER_FILE_MODE: u32 = 0o644;
 
 /// The longest file name Linux accepts (`NAME_MAX`).
 const MAX_UID_LEN: usize = 255;
-
-/// How deep a stale `.velero` may nest. Velero's holds one file; a deeper one came with the
-/// backed-up data, and a bound keeps a crafted one from exhausting the stack or the descriptors.
-const MAX_STALE_DEPTH: usize = 64;
 
 /// Flags for opening a directory that must not be a symlink.
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
@@ -133,11 +128,9 @@ pub fn write_marker(volume_dir: &Path, restore_uid: &str) -> Result<(), MarkerEr
         source: source.into(),
     };
     let volume = open(volume_dir, DIR_FLAGS, Mode::empty()).map_err(create_dir_err)?;
-    remove_entry_at(volume.as_fd(), OsStr::new(MARKER_DIR), 0).map_err(|source| {
-        MarkerError::RemoveStale {
-            path: dir_path.clone(),
-            source,
-        }
+    remove_stale(&volume).map_err(|source| MarkerError::RemoveStale {
+        path: dir_path.clone(),
+        source,
     })?;
 
     mkdirat(
@@ -207,39 +200,19 @@ pub fn marker_present(volume_dir: &Path, restore_uid: &str) -> bool {
 /// there is not an error.
 pub fn remove_marker_dir(volume_dir: &Path) -> io::Result<()> {
     let volume = open(volume_dir, DIR_FLAGS, Mode::empty())?;
-    remove_entry_at(volume.as_fd(), OsStr::new(MARKER_DIR), 0)
+    remove_stale(&volume)
 }
 
-/// Removes the entry `name` of the directory `parent`, and if it is a directory, everything in
-/// it first, like `rm -rf` but through handles: each directory is opened with O_NOFOLLOW relative
-/// to its parent's handle, so nothing outside `parent` is ever reached, however the tree changes
-/// meanwhile.
-fn remove_entry_at(parent: BorrowedFd<'_>, name: &OsStr, depth: usize) -> io::Result<()> {
-    let stat = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(stat) => stat,
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(err) => return Err(err.into()),
-    };
-    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
-        return Ok(unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)?);
-    }
-    if depth >= MAX_STALE_DEPTH {
-        return Err(io::Error::other(format!(
-            "it nests more than {MAX_STALE_DEPTH} directories deep"
-        )));
-    }
-    let mut dir = Dir::from_fd(openat(parent, name, DIR_FLAGS, Mode::empty())?)?;
-    let children: Vec<CString> = dir
-        .iter()
-        .map(|entry| entry.map(|entry| entry.file_name().to_owned()))
-        .collect::<nix::Result<_>>()?;
-    for child in children {
-        let child = OsStr::from_bytes(child.as_bytes());
-        if child != "." && child != ".." {
-            remove_entry_at(dir.as_fd(), child, depth + 1)?;
-        }
-    }
-    Ok(unlinkat(parent, name, UnlinkatFlags::RemoveDir)?)
+/// Removes the volume's `.velero` through handles, so no link in it is ever followed.
+fn remove_stale(volume: &OwnedFd) -> io::Result<()> {
+    remove_all(volume, OsStr::new(MARKER_DIR)).map_err(|failed| {
+        io::Error::other(format!(
+            "cannot {} {}: {}",
+            failed.action,
+            failed.entry.display(),
+            failed.errno.desc()
+        ))
+    })
 }
 
 /// A missing directory on the way counts as "no marker yet", like a missing file: a volume whose
@@ -376,15 +349,19 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_tree_nested_too_deep_is_refused() {
+    fn a_deeply_nested_stale_tree_is_removed() {
         let vol = tempfile::tempdir().unwrap();
         let deep: PathBuf = std::iter::once(".velero")
-            .chain(std::iter::repeat_n("d", MAX_STALE_DEPTH + 1))
+            .chain(std::iter::repeat_n("d", 200))
             .collect();
-        fs::create_dir_all(vol.path().join(deep)).unwrap();
-        let err = write_marker(vol.path(), UID).unwrap_err();
-        assert!(matches!(err, MarkerError::RemoveStale { .. }), "{err}");
-        assert!(err.to_string().contains("directories deep"), "{err}");
+        fs::create_dir_all(vol.path().join(&deep)).unwrap();
+        fs::write(vol.path().join(deep).join("leaf"), b"x").unwrap();
+        write_marker(vol.path(), UID).unwrap();
+        let names: Vec<_> = fs::read_dir(vol.path().join(".velero"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [UID]);
     }
 
     #[test]

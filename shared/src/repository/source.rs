@@ -20,10 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
-use nix::sys::stat::{FileStat, SFlag, fstat, fstatat};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{Gid, Group, Uid, User};
 use rustic_core::jiff::Timestamp;
 use rustic_core::repofile::{Metadata, Node, NodeType};
@@ -32,6 +31,7 @@ use rustic_core::{
 };
 
 use super::ProgressCounters;
+use crate::handles::{names, open_beneath};
 
 /// Entries named word for word in the socket warning; the rest are counted.
 const NAMED_SOCKETS: usize = 5;
@@ -167,7 +167,7 @@ impl ReadSourceOpen for VolumeFile {
 
     fn open(self) -> RusticResult<File> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-        let fd = open_beneath(&self.dir, &self.name, flags)
+        let fd = open_entry(&self.dir, &self.name, flags)
             .map_err(|err| Skipped::from_open(&self.path, err).into_rustic())?;
         let stat = fstat(&fd).map_err(|err| Skipped::io(&self.path, err).into_rustic())?;
         if file_kind(&stat) != SFlag::S_IFREG
@@ -360,7 +360,7 @@ impl Walk {
                 stat,
             });
         }
-        let child = open_beneath(&dir, &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        let child = open_entry(&dir, &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
             .map_err(|err| Skipped::from_open(&path, err))?;
         let opened = fstat(&child).map_err(|err| Skipped::io(&path, err))?;
         if opened.st_dev != stat.st_dev || opened.st_ino != stat.st_ino {
@@ -448,33 +448,14 @@ impl Skipped {
     }
 }
 
-/// Opens `name` in `dir` without following any symlink and without leaving `dir`.
-fn open_beneath(dir: &OwnedFd, name: &OsStr, flags: OFlag) -> nix::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
-    openat2(dir, name, how)
+/// Opens the entry `name` of `dir` beneath it, never through a symlink.
+fn open_entry(dir: &OwnedFd, name: &OsStr, flags: OFlag) -> nix::Result<OwnedFd> {
+    open_beneath(dir, Path::new(name), flags, Mode::empty())
 }
 
-/// The names in a directory, without `.` and `..`, sorted by their bytes.
+/// The names in a directory, sorted by their bytes as the archiver needs them.
 fn list(dir: &OwnedFd) -> nix::Result<std::vec::IntoIter<OsString>> {
-    let handle = dir
-        .try_clone()
-        .map_err(|err| Errno::from_raw(err.raw_os_error().unwrap_or(0)))?;
-    let mut listing = Dir::from_fd(handle)?;
-    let mut names = Vec::new();
-    for entry in listing.iter() {
-        let name = entry?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            names.push(<OsString as std::os::unix::ffi::OsStringExt>::from_vec(
-                name,
-            ));
-        }
-    }
+    let mut names = names(dir)?;
     names.sort_unstable();
     Ok(names.into_iter())
 }

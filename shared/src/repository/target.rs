@@ -12,12 +12,10 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{
     FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstat, fstatat, futimens, mkdirat, mknodat,
     utimensat,
@@ -27,6 +25,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, fsync, symlinkat, u
 use rustic_core::repofile::Metadata;
 
 use super::EngineError;
+use crate::handles::{names, open_beneath, remove_all};
 
 /// The most a claim file may hold; a larger one is not a claim.
 const MAX_SMALL_FILE: u64 = 4096;
@@ -49,43 +48,9 @@ impl Identity {
     }
 }
 
-/// No symlink, magic link or `..` may take a resolution out of its starting directory.
-fn beneath() -> ResolveFlag {
-    ResolveFlag::RESOLVE_BENEATH
-        | ResolveFlag::RESOLVE_NO_SYMLINKS
-        | ResolveFlag::RESOLVE_NO_MAGICLINKS
-}
-
-fn open_beneath(dir: impl AsFd, path: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
-    // openat2 takes no empty path: the directory itself is ".".
-    let path = if path.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        path
-    };
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .mode(mode)
-        .resolve(beneath());
-    openat2(dir, path, how)
-}
-
 /// The last component of a path relative to the target.
 fn name_of(relative: &Path) -> &OsStr {
     relative.file_name().unwrap_or(relative.as_os_str())
-}
-
-/// The names in a directory, but `.` and `..`.
-fn names_in(dir: &mut Dir) -> nix::Result<Vec<OsString>> {
-    let mut names = Vec::new();
-    for entry in dir.iter() {
-        let entry = entry?;
-        let name = OsStr::from_bytes(entry.file_name().to_bytes());
-        if name != "." && name != ".." {
-            names.push(name.to_owned());
-        }
-    }
-    Ok(names)
 }
 
 /// The opened restore target.
@@ -175,15 +140,8 @@ impl Target {
 
     /// The names directly in the target.
     pub(super) fn entries(&self) -> Result<Vec<OsString>, EngineError> {
-        let read = |errno| self.io_error("list", Path::new(""), io::Error::from(errno));
-        let fd = open_beneath(
-            &self.root,
-            Path::new(""),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .map_err(read)?;
-        names_in(&mut Dir::from_fd(fd).map_err(read)?).map_err(read)
+        names(&self.root)
+            .map_err(|errno| self.io_error("list", Path::new(""), io::Error::from(errno)))
     }
 
     /// A handle of the directory `relative` (the target itself when empty), for the `*at` calls.
@@ -392,42 +350,12 @@ impl Target {
     /// Removes everything in the target but the names in `keep`, through handles: a symlink
     /// is removed, never followed, and a directory is entered only when reached without one.
     pub(super) fn clear(&self, keep: &[&OsStr]) -> Result<(), EngineError> {
-        enum Step {
-            Empty(PathBuf),
-            Remove(PathBuf),
-        }
-        // Children go on top of their directory's removal, so they are gone before it.
-        let mut steps = vec![Step::Empty(PathBuf::new())];
-        while let Some(step) = steps.pop() {
-            match step {
-                Step::Empty(dir) => {
-                    let listing = |errno| self.error("list", &dir, errno);
-                    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
-                    let fd =
-                        open_beneath(&self.root, &dir, flags, Mode::empty()).map_err(listing)?;
-                    let mut handle = Dir::from_fd(fd).map_err(listing)?;
-                    let at_root = dir.as_os_str().is_empty();
-                    for name in names_in(&mut handle).map_err(listing)? {
-                        if at_root && keep.contains(&name.as_os_str()) {
-                            continue;
-                        }
-                        let entry = dir.join(&name);
-                        match unlinkat(&handle, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
-                            Ok(()) => {}
-                            Err(Errno::EISDIR) => {
-                                steps.push(Step::Remove(entry.clone()));
-                                steps.push(Step::Empty(entry));
-                            }
-                            Err(errno) => return Err(self.error("remove", &entry, errno)),
-                        }
-                    }
-                }
-                Step::Remove(dir) => {
-                    let parent = self.open_dir(dir.parent().unwrap_or(Path::new("")))?;
-                    unlinkat(&parent, name_of(&dir), UnlinkatFlags::RemoveDir)
-                        .map_err(|errno| self.error("remove directory", &dir, errno))?;
-                }
+        for name in self.entries()? {
+            if keep.contains(&name.as_os_str()) {
+                continue;
             }
+            remove_all(&self.root, &name)
+                .map_err(|failed| self.error(failed.action, &failed.entry, failed.errno))?;
         }
         self.sync_root()
     }
