@@ -140,6 +140,23 @@ async fn create_restore_request(
         .unwrap()
 }
 
+/// A new pod `app-0-restored` with one emptyDir volume `data`, held by its running restore-wait
+/// container.
+async fn pod_held_for_restore(cluster: &Cluster) -> (Pod, Vec<PathBuf>) {
+    let (pod, dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0-restored",
+            "node-a",
+            vec![("data", VolumeKind::EmptyDir)],
+        )
+        .await;
+    cluster
+        .set_pod_status(&pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
+        .await;
+    (pod, dirs)
+}
+
 fn pod_reference(pod: &Pod) -> PodReference {
     PodReference {
         namespace: pod.namespace().unwrap(),
@@ -602,17 +619,7 @@ async fn a_restore_interrupted_by_a_killed_agent_completes_on_retry() {
     );
 
     let restore = create_restore(&cluster, "restore-after-crash").await;
-    let (new_pod, new_dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0-restored",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    cluster
-        .set_pod_status(&new_pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
-        .await;
+    let (new_pod, new_dirs) = pod_held_for_restore(&cluster).await;
     let pvr =
         create_restore_request(&cluster, &restore, &new_pod, "data", &snapshot, &repository).await;
     let api = cluster.api::<PodVolumeRestore>();
@@ -811,17 +818,7 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
     );
 
     let restore = create_restore(&cluster, "restore-2").await;
-    let (new_pod, new_dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0-restored",
-            "node-a",
-            vec![("data", VolumeKind::EmptyDir)],
-        )
-        .await;
-    cluster
-        .set_pod_status(&new_pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
-        .await;
+    let (new_pod, new_dirs) = pod_held_for_restore(&cluster).await;
     let pvr = create_restore_request(
         &cluster,
         &restore,
