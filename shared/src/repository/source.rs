@@ -453,10 +453,13 @@ fn open_entry(dir: &OwnedFd, name: &OsStr, flags: OFlag) -> nix::Result<OwnedFd>
     open_beneath(dir, Path::new(name), flags, Mode::empty())
 }
 
-/// The names in a directory, sorted by their bytes as the archiver needs them.
+/// The names in a directory, sorted by their bytes as the archiver needs them, each once: a
+/// listing taken while entries are renamed may return a name twice, and a tree must not hold it
+/// twice.
 fn list(dir: &OwnedFd) -> nix::Result<std::vec::IntoIter<OsString>> {
     let mut names = names(dir)?;
     names.sort_unstable();
+    names.dedup();
     Ok(names.into_iter())
 }
 
