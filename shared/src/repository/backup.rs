@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rustic_core::repofile::SnapshotFile;
 use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
 use serde::{Deserialize, Serialize};
 
@@ -102,14 +103,7 @@ impl Repository {
             }
         }
 
-        let mut snapshot = SnapshotOptions::default()
-            .host(Some(SNAPSHOT_HOST.to_owned()))
-            .to_snapshot()
-            .map_err(backup_error)?;
-        snapshot.label = request.label.clone().unwrap_or_default();
-        for (key, value) in &request.tags {
-            snapshot.tags.add(format!("{key}={value}"));
-        }
+        let snapshot = new_snapshot(request).map_err(backup_error)?;
         let options = BackupOptions::default()
             .as_path(PathBuf::from(SNAPSHOT_PATH))
             .parent_opts(
@@ -135,17 +129,36 @@ impl Repository {
         }
         outcome.warnings.extend(volume.socket_warning());
 
-        let summary = saved.summary.unwrap_or_default();
-        outcome.snapshot_id = Some(saved.id.to_hex().to_string());
-        outcome.files = summary.total_files_processed;
-        outcome.dirs = summary.total_dirs_processed;
-        outcome.bytes = summary.total_bytes_processed;
-        outcome.files_new = summary.files_new;
-        outcome.files_changed = summary.files_changed;
-        outcome.files_unmodified = summary.files_unmodified;
-        outcome.data_added = summary.data_added;
-        outcome.data_blobs = summary.data_blobs;
+        outcome.record(&saved);
         self.counters.finish(outcome.bytes, outcome.files);
         Ok(outcome)
+    }
+}
+
+/// A snapshot with Ferry's host, the request's label and its tags as `key=value`.
+fn new_snapshot(request: &BackupRequest) -> Result<SnapshotFile, Box<rustic_core::RusticError>> {
+    let mut snapshot = SnapshotOptions::default()
+        .host(Some(SNAPSHOT_HOST.to_owned()))
+        .to_snapshot()?;
+    snapshot.label = request.label.clone().unwrap_or_default();
+    for (key, value) in &request.tags {
+        snapshot.tags.add(format!("{key}={value}"));
+    }
+    Ok(snapshot)
+}
+
+impl BackupOutcome {
+    /// Takes the saved snapshot's ID and its summary's figures.
+    fn record(&mut self, saved: &SnapshotFile) {
+        let summary = saved.summary.clone().unwrap_or_default();
+        self.snapshot_id = Some(saved.id.to_hex().to_string());
+        self.files = summary.total_files_processed;
+        self.dirs = summary.total_dirs_processed;
+        self.bytes = summary.total_bytes_processed;
+        self.files_new = summary.files_new;
+        self.files_changed = summary.files_changed;
+        self.files_unmodified = summary.files_unmodified;
+        self.data_added = summary.data_added;
+        self.data_blobs = summary.data_blobs;
     }
 }
