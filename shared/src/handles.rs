@@ -36,12 +36,16 @@ pub fn open_beneath(dir: impl AsFd, path: &Path, flags: OFlag, mode: Mode) -> ni
 }
 
 /// The names in the directory `dir`, but `.` and `..`, in the order the file system lists them.
-/// The handle itself stays usable for the `*at` calls.
+/// The listing reads through a new open of the directory, never through `dir` or a duplicate of
+/// it: those share one read offset, so two listings of one handle at once (a backup's size scan
+/// beside its walk) would take entries from each other.
 pub fn names(dir: impl AsFd) -> nix::Result<Vec<OsString>> {
-    let listing = dir.as_fd().try_clone_to_owned().map_err(|err| {
-        err.raw_os_error()
-            .map_or(Errno::UnknownErrno, Errno::from_raw)
-    })?;
+    let listing = open_beneath(
+        dir,
+        Path::new(""),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )?;
     let mut listing = Dir::from_fd(listing)?;
     let mut names = Vec::new();
     for entry in listing.iter() {
@@ -169,6 +173,27 @@ mod tests {
             2,
             "a second listing sees the same"
         );
+    }
+
+    #[test]
+    fn listings_of_one_handle_at_once_each_see_every_name_once() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..500 {
+            fs::write(root.path().join(format!("f{i}")), b"").unwrap();
+        }
+        let dir = open_dir(root.path());
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        let mut listed = names(&dir).unwrap();
+                        listed.sort();
+                        listed.dedup();
+                        assert_eq!(listed.len(), 500);
+                    }
+                });
+            }
+        });
     }
 
     #[test]
