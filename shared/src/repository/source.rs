@@ -38,7 +38,7 @@ const NAMED_SOCKETS: usize = 5;
 
 /// A volume opened for backup.
 pub(crate) struct VolumeSource {
-    root: OwnedFd,
+    root: Arc<OwnedFd>,
     path: PathBuf,
     counters: Arc<ProgressCounters>,
     sockets: Arc<Mutex<Vec<PathBuf>>>,
@@ -73,7 +73,7 @@ impl VolumeSource {
             err => OpenSourceError::Io(err),
         })?;
         Ok(Self {
-            root,
+            root: Arc::new(root),
             path: path.to_owned(),
             counters,
             sockets: Arc::default(),
@@ -319,20 +319,14 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(root: &OwnedFd, path: &Path) -> Self {
-        let frame = root
-            .try_clone()
-            .map_err(|err| Errno::from_raw(err.raw_os_error().unwrap_or(0)))
-            .and_then(|dir| {
-                Ok(Frame {
-                    names: list(&dir)?,
-                    dir: Arc::new(dir),
+    fn new(root: &Arc<OwnedFd>, path: &Path) -> Self {
+        match list(root) {
+            Ok(names) => Self {
+                stack: vec![Frame {
+                    dir: root.clone(),
                     path: path.to_owned(),
-                })
-            });
-        match frame {
-            Ok(frame) => Self {
-                stack: vec![frame],
+                    names,
+                }],
                 failed: None,
             },
             Err(err) => Self {
