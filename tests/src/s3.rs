@@ -1,4 +1,5 @@
-//! The test S3 server (moto) that `scripts/test-services.sh start` runs on 127.0.0.1.
+//! The test S3 servers (moto) that `scripts/test-services.sh start` runs on 127.0.0.1: one that
+//! checks no credentials, and one that checks signatures.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,3 +37,34 @@ pub fn new_bucket(endpoint: &str) -> String {
 /// Credentials moto accepts (it checks none).
 pub const ACCESS_KEY_ID: &str = "ferry-test";
 pub const SECRET_ACCESS_KEY: &str = "ferry-test-secret";
+
+/// An S3 endpoint that checks signatures (a second moto, with authentication on), with a key
+/// it accepts for every S3 action and a bucket that key may use. A request signed with another
+/// secret gets 403 `SignatureDoesNotMatch`; one with an unknown key ID, 403 `InvalidAccessKeyId`.
+#[derive(Clone, Debug)]
+pub struct AuthS3 {
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// An existing bucket, shared by every test: tests keep to prefixes of their own.
+    pub bucket: String,
+}
+
+/// The running S3 server that checks signatures, from the `FERRY_TEST_S3_AUTH_*` variables.
+pub fn auth() -> AuthS3 {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run the tests through scripts/test.sh, \
+                 or start scripts/test-services.sh and export what it writes to \
+                 target/test-services/s3.env"
+            )
+        })
+    };
+    AuthS3 {
+        endpoint: var("FERRY_TEST_S3_AUTH_ENDPOINT"),
+        access_key_id: var("FERRY_TEST_S3_AUTH_ACCESS_KEY_ID"),
+        secret_access_key: var("FERRY_TEST_S3_AUTH_SECRET_ACCESS_KEY"),
+        bucket: var("FERRY_TEST_S3_AUTH_BUCKET"),
+    }
+}
