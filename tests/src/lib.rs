@@ -1,7 +1,9 @@
 //! Support for Ferry's integration tests: test data and its comparison, the restic CLI, the
-//! test S3 server started by `scripts/test-services.sh`, and an in-process Kubernetes API server.
+//! test S3 server started by `scripts/test-services.sh` and a fault-injecting front for it, and
+//! an in-process Kubernetes API server.
 
 pub mod apiserver;
+pub mod fault;
 pub mod harness;
 pub mod proc;
 pub mod restic;
