@@ -12,6 +12,7 @@ use ferry_shared::crd::{
 };
 use ferry_shared::layout::{self, key, layout_problem};
 use ferry_shared::names::{self, label};
+use ferry_shared::retry::Retrier;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -119,7 +120,7 @@ async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
                 "storage location {location_name} is ReadOnly; backups cannot be written to it"
             )),
             Ok(location) => {
-                if let Err(err) = writable(&location, &name, ctx.settings.retries).await {
+                if let Err(err) = writable(&location, &name, &ctx.store_retrier).await {
                     errors.push(err);
                 }
             }
@@ -198,8 +199,12 @@ async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
 
 /// Whether the backup `name` may be written to the location: it answers, holds Ferry's layout
 /// and no backup of that name.
-async fn writable(location: &ResolvedLocation, name: &str, retries: u32) -> Result<(), String> {
-    let store = location.store(retries)?;
+async fn writable(
+    location: &ResolvedLocation,
+    name: &str,
+    retrier: &Retrier,
+) -> Result<(), String> {
+    let store = location.store(retrier)?;
     let location = location.name();
     let unreachable = |err: ferry_shared::layout::StoreError| {
         format!("storage location {location} is unreachable: {err}")
@@ -252,7 +257,7 @@ async fn fail(
     if let Ok(location) = ctx
         .location(backup.spec.storage_location.as_deref().unwrap_or_default())
         .await
-        && let Ok(store) = location.store(ctx.settings.retries)
+        && let Ok(store) = location.store(&ctx.store_retrier)
         && let Err(err) = store.delete_dir(&key::backup_dir(&name)).await
     {
         warn!(%name, %err, "cannot remove the failed backup's objects");
@@ -443,7 +448,7 @@ async fn plan_and_create(
         ));
     }
     let upload = async {
-        let store = location.store(ctx.settings.retries)?;
+        let store = location.store(&ctx.store_retrier)?;
         let tarball = layout::tar_gz(&files).map_err(|err| err.to_string())?;
         store
             .put(&key::resources(&name), tarball)
@@ -667,7 +672,7 @@ async fn write_backup(
     ctx: &Context,
 ) -> Result<(), String> {
     let name = backup.name_any();
-    let store = location.store(ctx.settings.retries)?;
+    let store = location.store(&ctx.store_retrier)?;
     let list = serde_json::to_vec(pvbs).map_err(|err| err.to_string())?;
     let metadata =
         serde_json::to_vec_pretty(&stored_backup(backup)).map_err(|err| err.to_string())?;
@@ -872,7 +877,7 @@ async fn forget_and_remove(
         info!(%name, %namespace, %summary, "snapshots forgotten");
     }
     location
-        .store(ctx.settings.retries)
+        .store(&ctx.store_retrier)
         .map_err(Error::Storage)?
         .delete_dir(&key::backup_dir(&name))
         .await

@@ -82,9 +82,10 @@ pub struct RunArgs {
     /// lock for ever.
     #[arg(long, env = "FERRY_REPOSITORY_JOB_TIMEOUT", default_value = "6h", value_parser = humantime::parse_duration)]
     pub repository_job_timeout: Duration,
-    /// How many more times a failed object-storage request is tried.
-    #[arg(long, env = "FERRY_RETRIES", default_value_t = ferry_shared::repository::DEFAULT_RETRIES)]
-    pub retries: u32,
+    /// How long one request to object storage is retried while the store is out of reach
+    /// (refused or dropped connections, timeouts, 5xx, SlowDown) before it fails; 0 retries none.
+    #[arg(long, env = "FERRY_STORAGE_RETRY_BUDGET", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub storage_retry_budget: Duration,
 }
 
 impl RunArgs {

@@ -8,6 +8,7 @@ use ferry_shared::crd::{Backup, BackupRepository, BackupStorageLocation, Restore
 use ferry_shared::layout::ObjectStore;
 use ferry_shared::names;
 use ferry_shared::repository::{RepositoryConfig, RepositoryLocation};
+use ferry_shared::retry::Retrier;
 use ferry_shared::secret::repository_password;
 pub use ferry_shared::storage::LookupError as LocationError;
 use ferry_shared::storage::{S3Credentials, location_root, read_location, repository_location};
@@ -30,6 +31,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub jobs: JobRunner,
     pub backoff: crate::error::Backoff,
+    /// Every request to object storage runs under it.
+    pub store_retrier: Retrier,
     /// One event recorder per controller, by the kind it reconciles.
     recorders: HashMap<String, Recorder>,
     /// One lock per repository, by identifier. Maintenance holds it while it runs; creating
@@ -53,10 +56,10 @@ impl ResolvedLocation {
     }
 
     /// The location's objects, under its prefix.
-    pub fn store(&self, retries: u32) -> Result<ObjectStore, String> {
+    pub fn store(&self, retrier: &Retrier) -> Result<ObjectStore, String> {
         let root = location_root(&self.location.spec, self.credentials.as_ref())
             .map_err(|err| format!("storage location {}: {err}", self.name()))?;
-        ObjectStore::open(&root, retries).map_err(|err| err.to_string())
+        ObjectStore::open(&root, retrier.clone()).map_err(|err| err.to_string())
     }
 
     /// The repository of `namespace` in the location.
@@ -88,7 +91,12 @@ impl Context {
             (kind.into_owned(), Recorder::new(client.clone(), reporter))
         })
         .collect();
+        let store_retrier = Retrier::new(
+            settings.storage_retry_budget,
+            Arc::new(metrics.storage_retries()),
+        );
         Self {
+            store_retrier,
             recorders,
             namespace: settings.namespace.clone(),
             client,
@@ -203,7 +211,7 @@ impl Context {
             location: location.repository(namespace)?,
             password,
             cache_dir: None,
-            retries: self.settings.retries,
+            retry_budget: self.settings.storage_retry_budget,
         })
     }
 

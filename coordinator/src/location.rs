@@ -135,7 +135,7 @@ async fn check(
 ) -> (StorageLocationPhase, Option<String>, Option<ObjectStore>) {
     let result = async {
         let location = ctx.location(name).await?;
-        let store = location.store(ctx.settings.retries)?;
+        let store = location.store(&ctx.store_retrier)?;
         let top_level = store.top_level().await.map_err(|err| err.to_string())?;
         match layout_problem(&top_level) {
             Some(problem) => Err(problem),

@@ -1,7 +1,9 @@
 //! The coordinator's metrics (DESIGN.md §6): Backups and Restores by final phase, backup
-//! durations, the last successful backup of each schedule, and repository maintenance.
+//! durations, the last successful backup of each schedule, repository maintenance, and retries
+//! of requests to object storage.
 
 use ferry_shared::crd::OperationPhase;
+use ferry_shared::retry::CountedRetries;
 use prometheus::{
     CounterVec, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
     exponential_buckets,
@@ -15,6 +17,7 @@ pub struct Metrics {
     last_success: GaugeVec,
     backup_duration: Histogram,
     maintenance: CounterVec,
+    storage_retries: IntCounterVec,
 }
 
 fn phase_label(phase: OperationPhase) -> &'static str {
@@ -68,6 +71,8 @@ impl Metrics {
         registry.register(Box::new(last_success.clone()))?;
         registry.register(Box::new(backup_duration.clone()))?;
         registry.register(Box::new(maintenance.clone()))?;
+        let storage_retries = ferry_shared::retry::retries_metric()?;
+        registry.register(Box::new(storage_retries.clone()))?;
         Ok(Self {
             registry,
             backups,
@@ -75,7 +80,13 @@ impl Metrics {
             last_success,
             backup_duration,
             maintenance,
+            storage_retries,
         })
+    }
+
+    /// Counts and logs each retry of a request to object storage.
+    pub fn storage_retries(&self) -> CountedRetries {
+        CountedRetries(self.storage_retries.clone())
     }
 
     pub fn registry(&self) -> Registry {

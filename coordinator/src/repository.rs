@@ -271,9 +271,7 @@ async fn live_backups(
         .iter()
         .map(ResourceExt::name_any)
         .collect();
-    let store = location
-        .store(ctx.settings.retries)
-        .map_err(Error::Storage)?;
+    let store = location.store(&ctx.store_retrier).map_err(Error::Storage)?;
     live.extend(
         store
             .backups()

@@ -507,7 +507,7 @@ async fn create_objects(
         Err(LocationError::Unusable(err)) => return fail(restore, ctx, status, err).await,
     };
     let files = async {
-        let store = location.store(ctx.settings.retries)?;
+        let store = location.store(&ctx.store_retrier)?;
         let tarball = store
             .get(&key::resources(&backup_name))
             .await
@@ -778,7 +778,7 @@ async fn upload_results(
     results: &Results,
 ) {
     let upload = async {
-        let store = location.store(ctx.settings.retries)?;
+        let store = location.store(&ctx.store_retrier)?;
         let body = serde_json::to_vec_pretty(results).map_err(|err| err.to_string())?;
         store
             .put(&key::restore_results(identity.name), layout::gzip(&body))
@@ -920,7 +920,7 @@ async fn upload_log(
     lines.extend(status.errors.iter().map(|e| format!("error: {e}")));
     lines.push(format!("restore {name} ended {:?}", status.phase));
     let upload = async {
-        let store = location.store(ctx.settings.retries)?;
+        let store = location.store(&ctx.store_retrier)?;
         store
             .put(
                 &key::restore_logs(&name),

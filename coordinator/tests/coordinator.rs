@@ -529,7 +529,7 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
             secret_access_key: Some(s3::SECRET_ACCESS_KEY.into()),
             ..Default::default()
         }),
-        0,
+        ferry_shared::retry::Retrier::unobserved(std::time::Duration::ZERO),
     )
     .unwrap();
     let results = store
@@ -680,7 +680,10 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
                                             "credential": {"name": "keys", "key": "cloud"}}),
         )
         .await;
-    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &["--retries", "0"]);
+    cluster.start_coordinator(
+        Path::new(COORDINATOR_BIN),
+        &["--storage-retry-budget", "0s"],
+    );
 
     let backup_cases = [
         (
@@ -869,7 +872,10 @@ async fn restores_into_protected_namespaces_fail_validation_and_create_nothing()
             .create_pod(namespace, "web", NODE, vec![("data", VolumeKind::EmptyDir)])
             .await;
     }
-    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &["--retries", "0"]);
+    cluster.start_coordinator(
+        Path::new(COORDINATOR_BIN),
+        &["--storage-retry-budget", "0s"],
+    );
     for (name, spec) in [
         ("shop-only", json!({"includedNamespaces": ["shop"]})),
         ("everything", json!({})),
@@ -1378,7 +1384,7 @@ async fn repository_jobs_run_apart_and_stop_at_their_limits() {
         location,
         password: PASSWORD.to_owned(),
         cache_dir: None,
-        retries: 0,
+        retry_budget: std::time::Duration::ZERO,
     };
     let local = |name: &str| RepositoryLocation::Local {
         path: dir.path().join(name),

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_shared::repository::{
-    BackupOutcome, BackupRequest, DEFAULT_RETRIES, OpenMode, ProgressCounters, ProgressSnapshot,
-    Repository, RepositoryConfig, RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
+    BackupOutcome, BackupRequest, OpenMode, ProgressCounters, ProgressSnapshot, Repository,
+    RepositoryConfig, RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
 };
 
 use crate::agent;
@@ -136,9 +136,11 @@ pub struct RepositoryArgs {
     /// A cache directory for the repository's trees and index; none when absent.
     #[arg(long, env = "FERRY_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// How many more times a failed object-storage request is tried.
-    #[arg(long, env = "FERRY_RETRIES", default_value_t = DEFAULT_RETRIES)]
-    pub retries: u32,
+    /// How long one request to object storage is retried while the store is out of reach
+    /// (refused or dropped connections, timeouts, 5xx, SlowDown) before the command fails;
+    /// 0 retries none.
+    #[arg(long, env = "FERRY_STORAGE_RETRY_BUDGET", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub storage_retry_budget: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -200,7 +202,7 @@ impl RepositoryArgs {
             location,
             password,
             cache_dir: self.cache_dir.clone(),
-            retries: self.retries,
+            retry_budget: self.storage_retry_budget,
         })
     }
 }
@@ -374,8 +376,13 @@ fn print_event(event: &Event, json: bool) {
     } else {
         match event {
             // Nothing to show before the source is scanned or the snapshot is read.
-            Event::Progress(report) if report.counters == ProgressSnapshot::default() => None,
+            Event::Progress(report)
+                if report.counters == ProgressSnapshot::default() && report.waiting.is_none() =>
+            {
+                None
+            }
             Event::Progress(report) => Some(progress_line(report)),
+            Event::Waiting(wait) => Some(format!("{} request: {wait}", wait.operation)),
             Event::Warning { message } => Some(format!("warning: {message}")),
             Event::Completed(Outcome::Backup(outcome)) => Some(backup_summary(outcome)),
             Event::Completed(Outcome::Restore(outcome)) => Some(restore_summary(outcome)),
@@ -401,8 +408,13 @@ fn progress_line(report: &ProgressReport) -> String {
         .eta_seconds
         .map(|eta| format!(", ETA {}", clock(eta)))
         .unwrap_or_default();
+    let waiting = report
+        .waiting
+        .as_ref()
+        .map(|wait| format!("; {wait}"))
+        .unwrap_or_default();
     format!(
-        "[{}] {} / {}{percent}, {} / {} files, {}/s{eta}",
+        "[{}] {} / {}{percent}, {} / {} files, {}/s{eta}{waiting}",
         clock(report.elapsed_seconds as u64),
         bytes(counters.bytes_done),
         bytes(counters.bytes_total),

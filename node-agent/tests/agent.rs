@@ -44,7 +44,7 @@ async fn cluster() -> (Cluster, PathBuf) {
             },
             password: PASSWORD.to_owned(),
             cache_dir: None,
-            retries: 0,
+            retry_budget: std::time::Duration::ZERO,
         },
         OpenMode::CreateIfMissing,
         ProgressCounters::new(),
@@ -690,7 +690,11 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
     let (mut cluster, repository) = cluster().await;
     cluster.add_node("node-a").await;
     cluster.add_node("node-b").await;
-    cluster.start_agent(Path::new(AGENT), "node-a", &["--retries", "0"]);
+    cluster.start_agent(
+        Path::new(AGENT),
+        "node-a",
+        &["--storage-retry-budget", "0s"],
+    );
     let pod = pod_with_files(&cluster, "app-0", "node-a", 5, 1000, 6).await;
     let (elsewhere, _) = cluster
         .create_pod(
@@ -928,8 +932,8 @@ async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
             "1s",
             "--max-attempts",
             "2",
-            "--retries",
-            "0",
+            "--storage-retry-budget",
+            "0s",
         ],
     );
     let pod = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 9).await;

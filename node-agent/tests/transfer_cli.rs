@@ -472,7 +472,7 @@ fn an_unreachable_object_store_is_named_with_its_cause() {
     // Nothing listens on port 9 of the loopback address.
     let mut command = backup_command(&scratch, "s3:http://127.0.0.1:9/bucket/repo", &source);
     command
-        .args(["--retries", "0"])
+        .args(["--storage-retry-budget", "0s"])
         .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_ACCESS_KEY);
     let output = fails_with(command, "s3:http://127.0.0.1:9/bucket/repo");

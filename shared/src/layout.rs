@@ -11,12 +11,11 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::time::Duration;
 
-use opendal::layers::TimeoutLayer;
 use opendal::{ErrorKind, Operator};
 
 use crate::repository::RepositoryLocation;
+use crate::retry::{RequestFailure, Retrier};
 
 /// The only names a location may hold at its top level.
 pub const TOP_LEVEL: [&str; 4] = ["backups", "restores", "restic", "metadata"];
@@ -88,36 +87,31 @@ pub enum StoreError {
     },
 }
 
-/// The objects of one storage location, under its prefix.
+/// The objects of one storage location, under its prefix. Every request is retried while the
+/// store is out of reach, within the retrier's budget.
 #[derive(Clone)]
 pub struct ObjectStore {
     operator: Operator,
+    retrier: Retrier,
 }
-
-/// How long one request to the location may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ObjectStore {
     /// Access to the location whose root (its prefix) is `root`.
-    pub fn open(root: &RepositoryLocation, retries: u32) -> Result<Self, StoreError> {
-        let setup = |err: opendal::Error| StoreError::Setup(err.to_string());
-        let operator = match root {
-            RepositoryLocation::Local { path } => Operator::from_iter::<opendal::services::Fs>([(
-                "root".to_owned(),
-                path.display().to_string(),
-            )]),
-            RepositoryLocation::S3(s3) => {
-                Operator::from_iter::<opendal::services::S3>(s3.opendal_options(retries))
-            }
-        }
-        .map_err(setup)?
-        .layer(TimeoutLayer::new().with_io_timeout(REQUEST_TIMEOUT));
-        Ok(Self { operator })
+    pub fn open(root: &RepositoryLocation, retrier: Retrier) -> Result<Self, StoreError> {
+        let operator = root
+            .operator()
+            .map_err(|err| StoreError::Setup(err.to_string()))?;
+        Ok(Self { operator, retrier })
     }
 
     /// The names at the top level of the location, without trailing slashes.
     pub async fn top_level(&self) -> Result<Vec<String>, StoreError> {
-        let entries = match self.operator.list("/").await {
+        let operator = &self.operator;
+        let entries = self
+            .retrier
+            .run("list", || async move { operator.list("/").await })
+            .await;
+        let entries = match entries {
             Ok(entries) => entries,
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(err) => return Err(request_error("list", "the top level", &err)),
@@ -131,7 +125,14 @@ impl ObjectStore {
 
     /// The names of the backups the location holds whole: those with their metadata file.
     pub async fn backups(&self) -> Result<Vec<String>, StoreError> {
-        let entries = match self.operator.list_with("backups/").recursive(true).await {
+        let operator = &self.operator;
+        let entries = self
+            .retrier
+            .run("list", || async move {
+                operator.list_with("backups/").recursive(true).await
+            })
+            .await;
+        let entries = match entries {
             Ok(entries) => entries,
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(err) => return Err(request_error("list", "backups/", &err)),
@@ -151,8 +152,15 @@ impl ObjectStore {
 
     /// Whether the location holds anything of the backup `name`, whole or not.
     pub async fn has_backup(&self, name: &str) -> Result<bool, StoreError> {
-        let dir = key::backup_dir(name);
-        match self.operator.list_with(&dir).limit(1).await {
+        let (operator, dir) = (&self.operator, key::backup_dir(name));
+        let listed = dir.as_str();
+        let entries = self
+            .retrier
+            .run("list", || async move {
+                operator.list_with(listed).limit(1).await
+            })
+            .await;
+        match entries {
             Ok(entries) => Ok(entries.iter().any(|entry| entry.path() != dir)),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
             Err(err) => Err(request_error("list", &dir, &err)),
@@ -160,16 +168,25 @@ impl ObjectStore {
     }
 
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.operator
-            .write(key, bytes)
+        let (operator, buffer) = (&self.operator, opendal::Buffer::from(bytes));
+        self.retrier
+            .run("write", || {
+                let buffer = buffer.clone();
+                async move { operator.write(key, buffer).await }
+            })
             .await
-            .map(|_| ())
+            .map(drop)
             .map_err(|err| request_error("write", key, &err))
     }
 
     /// The object's bytes, or None when there is no such object.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.operator.read(key).await {
+        let operator = &self.operator;
+        match self
+            .retrier
+            .run("read", || async move { operator.read(key).await })
+            .await
+        {
             Ok(buffer) => Ok(Some(buffer.to_vec())),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
             Err(err) => Err(request_error("read", key, &err)),
@@ -178,7 +195,14 @@ impl ObjectStore {
 
     /// Removes everything under the directory `dir` (a key ending in `/`).
     pub async fn delete_dir(&self, dir: &str) -> Result<(), StoreError> {
-        match self.operator.delete_with(dir).recursive(true).await {
+        let operator = &self.operator;
+        let deleted = self
+            .retrier
+            .run("delete", || async move {
+                operator.delete_with(dir).recursive(true).await
+            })
+            .await;
+        match deleted {
             Ok(()) => Ok(()),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
             Err(err) => Err(request_error("delete", dir, &err)),
@@ -186,11 +210,11 @@ impl ObjectStore {
     }
 }
 
-fn request_error(action: &'static str, key: &str, err: &opendal::Error) -> StoreError {
+fn request_error(action: &'static str, key: &str, err: &RequestFailure) -> StoreError {
     StoreError::Request {
         action,
         key: key.to_owned(),
-        cause: format!("{} ({})", err.kind(), err.message()),
+        cause: err.to_string(),
     }
 }
 
@@ -280,7 +304,7 @@ mod tests {
             &RepositoryLocation::Local {
                 path: dir.path().join("missing-yet"),
             },
-            0,
+            Retrier::unobserved(std::time::Duration::ZERO),
         )
         .unwrap();
         assert!(store.top_level().await.unwrap().is_empty());

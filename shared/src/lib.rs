@@ -4,6 +4,7 @@ pub mod handles;
 pub mod layout;
 pub mod names;
 pub mod repository;
+pub mod retry;
 pub mod runtime;
 pub mod secret;
 pub mod size;

@@ -159,7 +159,7 @@ fn a_volume_changing_under_the_backup_never_leaks_outside_data_nor_hangs() {
         location: RepositoryLocation::Local { path: repo.clone() },
         password: PASSWORD.to_owned(),
         cache_dir: None,
-        retries: 0,
+        retry_budget: std::time::Duration::ZERO,
     };
 
     let stop = Arc::new(AtomicBool::new(false));

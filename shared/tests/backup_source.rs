@@ -30,7 +30,7 @@ fn config(repo: &Path) -> RepositoryConfig {
         },
         password: PASSWORD.to_owned(),
         cache_dir: None,
-        retries: 0,
+        retry_budget: std::time::Duration::ZERO,
     }
 }
 

@@ -19,7 +19,7 @@ fn config(repo: &Path) -> RepositoryConfig {
         },
         password: "maintenance".to_owned(),
         cache_dir: None,
-        retries: 0,
+        retry_budget: std::time::Duration::ZERO,
     }
 }
 

@@ -36,9 +36,11 @@ pub struct RunArgs {
     /// Each transfer process's memory cap, such as 1Gi; unlimited when absent.
     #[arg(long, env = "FERRY_TRANSFER_MEMORY_LIMIT", value_parser = ferry_shared::size::parse_size)]
     pub transfer_memory_limit: Option<u64>,
-    /// How many more times a failed object-storage request is tried within a transfer.
-    #[arg(long, env = "FERRY_RETRIES", default_value_t = ferry_shared::repository::DEFAULT_RETRIES)]
-    pub retries: u32,
+    /// How long one request to object storage is retried while the store is out of reach
+    /// (refused or dropped connections, timeouts, 5xx, SlowDown) before the transfer fails;
+    /// 0 retries none.
+    #[arg(long, env = "FERRY_STORAGE_RETRY_BUDGET", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub storage_retry_budget: Duration,
     /// Where /metrics, /livez and /readyz are served.
     #[arg(long, env = "FERRY_METRICS_ADDRESS", default_value = "0.0.0.0:8085")]
     pub metrics_address: SocketAddr,

@@ -172,7 +172,7 @@ async fn repository<K: TransferKind>(
         location: resolved,
         password,
         cache_dir: ctx.cache_dir.clone(),
-        retries: ctx.retries,
+        retry_budget: ctx.storage_retry_budget,
     })
 }
 

@@ -1,7 +1,9 @@
 //! The node agent's Prometheus metrics (DESIGN.md §6). Labels are bounded: operation and
 //! result, and for the per-transfer progress gauge the namespace and name of a transfer that is
-//! running now; its series is removed when the transfer ends.
+//! running now; its series is removed when the transfer ends. Retries of requests to object
+//! storage are counted by request kind.
 
+use ferry_shared::retry::StoreWait;
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -31,6 +33,7 @@ pub struct Metrics {
     files: IntCounterVec,
     in_progress: IntGaugeVec,
     progress: GaugeVec,
+    storage_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +98,8 @@ impl Metrics {
         registry.register(Box::new(files.clone()))?;
         registry.register(Box::new(in_progress.clone()))?;
         registry.register(Box::new(progress.clone()))?;
+        let storage_retries = ferry_shared::retry::retries_metric()?;
+        registry.register(Box::new(storage_retries.clone()))?;
         for operation in [Operation::Backup, Operation::Restore] {
             in_progress.with_label_values(&[operation.as_str()]).set(0);
         }
@@ -106,6 +111,7 @@ impl Metrics {
             files,
             in_progress,
             progress,
+            storage_retries,
         })
     }
 
@@ -134,6 +140,13 @@ impl Metrics {
         self.progress
             .with_label_values(&[op, namespace, name, "total"])
             .set(total as f64);
+    }
+
+    /// A transfer's request to object storage is tried again.
+    pub fn storage_retry(&self, wait: &StoreWait) {
+        self.storage_retries
+            .with_label_values(&[wait.operation.as_str()])
+            .inc();
     }
 
     /// Records the end of a transfer and removes its progress series.
@@ -172,6 +185,7 @@ pub struct Finish<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_shared::retry::StoreWait;
     use prometheus::{Encoder, TextEncoder};
 
     fn text(metrics: &Metrics) -> String {
@@ -212,5 +226,28 @@ mod tests {
         ));
         assert!(done.contains(r#"ferry_pod_volume_bytes_total{operation="backup"} 40"#));
         assert!(done.contains(r#"ferry_pod_volume_operations_in_progress{operation="backup"} 0"#));
+    }
+
+    #[test]
+    fn storage_retries_are_counted_by_request() {
+        let metrics = Metrics::new().unwrap();
+        let wait = |operation: &str| StoreWait {
+            operation: operation.to_owned(),
+            cause: "Unexpected (send http request): connection refused".to_owned(),
+            retry: 1,
+            next_in_millis: 500,
+        };
+        metrics.storage_retry(&wait("write"));
+        metrics.storage_retry(&wait("write"));
+        metrics.storage_retry(&wait("read"));
+        let text = text(&metrics);
+        assert!(
+            text.contains(r#"ferry_storage_retries_total{operation="write"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ferry_storage_retries_total{operation="read"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -34,7 +34,7 @@ pub struct Context {
     pub node: String,
     pub host_pods: std::path::PathBuf,
     pub cache_dir: Option<std::path::PathBuf>,
-    pub retries: u32,
+    pub storage_retry_budget: Duration,
     pub progress_interval: Duration,
     pub stall_timeout: Duration,
     pub max_attempts: u32,
@@ -61,7 +61,7 @@ impl Context {
             node: settings.node_name.clone(),
             host_pods: settings.host_pods.clone(),
             cache_dir: settings.cache_dir.clone(),
-            retries: settings.retries,
+            storage_retry_budget: settings.storage_retry_budget,
             progress_interval: settings.progress_interval,
             stall_timeout: settings.stall_timeout,
             max_attempts: settings.max_attempts,
@@ -195,6 +195,79 @@ enum Stop {
     Deleted,
     /// Its progress stopped moving; it stays InProgress and is tried again.
     Stalled,
+}
+
+/// What the agent keeps between a running transfer's events.
+struct Follow {
+    /// The status message while the transfer is not waiting on the object store.
+    message: Option<String>,
+    /// When the transfer last showed that it is alive: its counters moved, or it is waiting on
+    /// the object store within its retry budget.
+    last_change: Instant,
+    last_done: (u64, u64),
+}
+
+impl Follow {
+    fn new(message: Option<String>) -> Self {
+        Self {
+            message,
+            last_change: Instant::now(),
+            last_done: (0, 0),
+        }
+    }
+
+    /// Takes in one event of the transfer; returns whether the status should be written now.
+    fn event<K: TransferKind>(
+        &mut self,
+        ctx: &Context,
+        name: &str,
+        status: &mut TransferStatus,
+        event: Event,
+    ) -> bool {
+        match event {
+            Event::Progress(report) => {
+                let counters = report.counters;
+                let done = (counters.bytes_done, counters.files_done);
+                if done != self.last_done || report.waiting.is_some() {
+                    self.last_done = done;
+                    self.last_change = Instant::now();
+                }
+                ctx.metrics.progress(
+                    K::OPERATION,
+                    &ctx.namespace,
+                    name,
+                    counters.bytes_done,
+                    counters.bytes_total,
+                );
+                status.progress = Some(Progress {
+                    total_bytes: counters.bytes_total,
+                    bytes_done: counters.bytes_done,
+                    total_files: counters.files_total,
+                    files_done: counters.files_done,
+                    bytes_per_second: report.bytes_per_second,
+                });
+                status.message = match report.waiting {
+                    Some(wait) => Some(wait.to_string()),
+                    None => self.message.clone(),
+                };
+                true
+            }
+            Event::Waiting(wait) => {
+                ctx.metrics.storage_retry(&wait);
+                self.last_change = Instant::now();
+                info!(%name, operation = %wait.operation, "{wait}");
+                status.message = Some(wait.to_string());
+                false
+            }
+            Event::Warning { message } => {
+                if !status.warnings.contains(&message) {
+                    status.warnings.push(message);
+                }
+                false
+            }
+            Event::Completed(_) | Event::Failed { .. } => false,
+        }
+    }
 }
 
 /// One transfer, from waiting for a slot to its final status.
@@ -426,35 +499,15 @@ async fn transfer<K: TransferKind>(
         stop.clone().cancelled_owned(),
     );
     tokio::pin!(run);
-    let mut last_change = Instant::now();
-    let mut last_done = (0, 0);
+    let mut follow = Follow::new(status.message.clone());
     let mut deleted = false;
     let mut stalled = false;
     let result = loop {
-        let stall_at = tokio::time::Instant::from_std(last_change + ctx.stall_timeout);
+        let stall_at = tokio::time::Instant::from_std(follow.last_change + ctx.stall_timeout);
         tokio::select! {
             result = &mut run => break result,
-            Some(event) = received.recv() => match event {
-                Event::Progress(report) => {
-                    let counters = report.counters;
-                    if (counters.bytes_done, counters.files_done) != last_done {
-                        last_done = (counters.bytes_done, counters.files_done);
-                        last_change = Instant::now();
-                    }
-                    ctx.metrics.progress(
-                        K::OPERATION,
-                        &ctx.namespace,
-                        &name,
-                        counters.bytes_done,
-                        counters.bytes_total,
-                    );
-                    status.progress = Some(Progress {
-                        total_bytes: counters.bytes_total,
-                        bytes_done: counters.bytes_done,
-                        total_files: counters.files_total,
-                        files_done: counters.files_done,
-                        bytes_per_second: report.bytes_per_second,
-                    });
+            Some(event) = received.recv() => {
+                if follow.event::<K>(ctx, &name, status, event) {
                     if let Err(kube::Error::Api(err)) = apply_status(api, &name, status).await
                         && err.code == 404
                     {
@@ -462,12 +515,6 @@ async fn transfer<K: TransferKind>(
                         stop.cancel();
                     }
                 }
-                Event::Warning { message } => {
-                    if !status.warnings.contains(&message) {
-                        status.warnings.push(message);
-                    }
-                }
-                Event::Completed(_) | Event::Failed { .. } => {}
             },
             () = tokio::time::sleep_until(stall_at), if !stop.is_cancelled() => {
                 warn!(

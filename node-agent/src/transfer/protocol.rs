@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use ferry_shared::repository::{
-    BackupOutcome, BackupRequest, ProgressSnapshot, RepositoryConfig, RestoreOutcome,
-    RestoreRequest,
+    BackupOutcome, BackupRequest, ProgressCounters, ProgressSnapshot, RepositoryConfig,
+    RestoreOutcome, RestoreRequest,
 };
+use ferry_shared::retry::StoreWait;
 use serde::{Deserialize, Serialize};
 
 /// One transfer for one child process.
@@ -49,13 +50,20 @@ pub enum Operation {
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum Event {
     Progress(ProgressReport),
-    Warning { message: String },
+    /// A request to the object store failed for a reason that may pass, and is tried again.
+    Waiting(StoreWait),
+    Warning {
+        message: String,
+    },
     Completed(Outcome),
-    Failed { category: String, message: String },
+    Failed {
+        category: String,
+        message: String,
+    },
 }
 
 /// Progress with the rate and the time left, as of one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressReport {
     #[serde(flatten)]
@@ -65,6 +73,9 @@ pub struct ProgressReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<u64>,
     pub elapsed_seconds: f64,
+    /// The wait on the object store going on now, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<StoreWait>,
 }
 
 impl ProgressReport {
@@ -82,6 +93,16 @@ impl ProgressReport {
             bytes_per_second,
             eta_seconds,
             elapsed_seconds: seconds,
+            waiting: None,
+        }
+    }
+
+    /// The progress in `counters`, with any wait on the object store, `elapsed` into the
+    /// transfer.
+    pub fn of(counters: &ProgressCounters, elapsed: Duration) -> Self {
+        Self {
+            waiting: counters.current_wait(),
+            ..Self::new(counters.snapshot(), elapsed)
         }
     }
 }

@@ -64,6 +64,10 @@ pub fn run(input: impl BufRead, output: impl Write + Send + 'static) -> bool {
     .install();
 
     let counters = ProgressCounters::new();
+    {
+        let events = events.clone();
+        counters.listen_for_waits(move |wait| events.send(&Event::Waiting(wait.clone())));
+    }
     let (done, finished) = mpsc::channel::<()>();
     let ticker = {
         let events = events.clone();
@@ -74,7 +78,7 @@ pub fn run(input: impl BufRead, output: impl Write + Send + 'static) -> bool {
             loop {
                 match finished.recv_timeout(interval) {
                     Err(RecvTimeoutError::Timeout) => events.send(&Event::Progress(
-                        ProgressReport::new(counters.snapshot(), start.elapsed()),
+                        ProgressReport::of(&counters, start.elapsed()),
                     )),
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => return start.elapsed(),
                 }
@@ -96,10 +100,7 @@ pub fn run(input: impl BufRead, output: impl Write + Send + 'static) -> bool {
         });
     drop(done);
     let elapsed = ticker.join().unwrap_or_default();
-    events.send(&Event::Progress(ProgressReport::new(
-        counters.snapshot(),
-        elapsed,
-    )));
+    events.send(&Event::Progress(ProgressReport::of(&counters, elapsed)));
     match result {
         Ok(outcome) => {
             let warnings = match &outcome {

@@ -1,11 +1,13 @@
-//! Where a repository lives, in Ferry's own terms, and its translation into rustic backend
-//! options and into the identifier a user gives the restic CLI.
+//! Where a repository lives, in Ferry's own terms, and its translation into an opendal operator
+//! and into the identifier a user gives the restic CLI.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use rustic_backend::BackendOptions;
+use opendal::Operator;
+use opendal::layers::TimeoutLayer;
 use serde::{Deserialize, Serialize};
 
 /// A restic-format repository on a local filesystem or in an S3 bucket.
@@ -147,24 +149,34 @@ impl RepositoryLocation {
         }
     }
 
-    /// The rustic backend options for this location. `retries` bounds how often a failed
-    /// request to object storage is tried again.
-    pub(crate) fn backend_options(&self, retries: u32) -> BackendOptions {
-        match self {
-            Self::Local { path } => {
-                BackendOptions::default().repository(format!("local:{}", path.display()))
-            }
-            Self::S3(s3) => BackendOptions::default()
-                .repository("opendal:s3")
-                .options(s3.opendal_options(retries)),
-        }
+    /// An opendal operator rooted at this location, with no retries of its own (they are
+    /// [`crate::retry`]'s) and a timeout on every request, so that a store that stops answering
+    /// is a failure that can be retried rather than a hang.
+    pub fn operator(&self) -> opendal::Result<Operator> {
+        let operator = match self {
+            Self::Local { path } => Operator::from_iter::<opendal::services::Fs>([(
+                "root".to_owned(),
+                path.display().to_string(),
+            )])?,
+            Self::S3(s3) => Operator::from_iter::<opendal::services::S3>(s3.opendal_options())?,
+        };
+        Ok(operator.layer(
+            TimeoutLayer::new()
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_io_timeout(TRANSFER_TIMEOUT),
+        ))
     }
 }
 
+/// How long a request without a body to move (stat, list, delete, the start of a read) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one read or write of data may take: a whole pack is uploaded in one, so this allows
+/// a 32 MiB pack over a link of 300 KiB/s.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl S3Location {
-    /// The options of opendal's S3 service for this location, rooted at its prefix. `retries`
-    /// bounds how often a failed request is tried again.
-    pub fn opendal_options(&self, retries: u32) -> BTreeMap<String, String> {
+    /// The options of opendal's S3 service for this location, rooted at its prefix.
+    fn opendal_options(&self) -> BTreeMap<String, String> {
         let mut options = BTreeMap::from([
             ("bucket".to_owned(), self.bucket.clone()),
             (
@@ -184,7 +196,6 @@ impl S3Location {
                 "enable_virtual_host_style".to_owned(),
                 self.virtual_host_style.to_string(),
             ),
-            ("retry".to_owned(), retries.to_string()),
         ]);
         if let Some(endpoint) = &self.endpoint {
             options.insert("endpoint".to_owned(), endpoint.clone());
@@ -265,12 +276,14 @@ mod tests {
 
     #[test]
     fn s3_options_point_opendal_at_the_prefix() {
-        let location = RepositoryLocation::parse("s3:http://127.0.0.1:9000/bucket/a/b").unwrap();
-        let options = location.backend_options(0);
-        assert_eq!(options.repository.as_deref(), Some("opendal:s3"));
-        assert_eq!(options.options["root"], "/a/b");
-        assert_eq!(options.options["bucket"], "bucket");
-        assert_eq!(options.options["endpoint"], "http://127.0.0.1:9000");
-        assert_eq!(options.options["retry"], "0");
+        let RepositoryLocation::S3(s3) =
+            RepositoryLocation::parse("s3:http://127.0.0.1:9000/bucket/a/b").unwrap()
+        else {
+            panic!("not S3");
+        };
+        let options = s3.opendal_options();
+        assert_eq!(options["root"], "/a/b");
+        assert_eq!(options["bucket"], "bucket");
+        assert_eq!(options["endpoint"], "http://127.0.0.1:9000");
     }
 }

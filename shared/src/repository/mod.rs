@@ -2,6 +2,7 @@
 //! progress sink, and knows nothing of Kubernetes. Its calls block: run them off any async
 //! runtime.
 
+mod backend;
 mod backup;
 mod claim;
 mod error;
@@ -17,11 +18,12 @@ mod warnings;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use rustic_backend::BackendOptions;
+use rustic_backend::LocalBackend;
 use rustic_core::{
     ConfigOptions, Credentials, KeyOptions, OpenStatus, Repository as RusticRepository,
-    RepositoryBackends, RepositoryOptions,
+    RepositoryBackends, RepositoryOptions, WriteBackend,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,7 @@ pub use progress::{ProgressCounters, ProgressSnapshot};
 pub use restore::{RestoreOutcome, RestoreRequest, Restored};
 pub use warnings::{EngineLogger, EngineWarnings};
 
+use crate::retry::Retrier;
 use error::describe;
 use progress::CounterBars;
 
@@ -45,9 +48,10 @@ pub struct RepositoryConfig {
     /// rustic's cache of trees and index files; no cache when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
-    /// How often a failed object-storage request is tried again.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
+    /// How long one object-storage request may go on being retried while the store is out
+    /// of reach ([`crate::retry`]).
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget: Duration,
 }
 
 impl fmt::Debug for RepositoryConfig {
@@ -56,16 +60,13 @@ impl fmt::Debug for RepositoryConfig {
             .field("location", &self.location)
             .field("password", &"<redacted>")
             .field("cache_dir", &self.cache_dir)
-            .field("retries", &self.retries)
+            .field("retry_budget", &self.retry_budget)
             .finish()
     }
 }
 
-/// Object-storage requests are tried this many more times before a transfer fails.
-pub const DEFAULT_RETRIES: u32 = 3;
-
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
+fn default_retry_budget() -> Duration {
+    crate::retry::DEFAULT_RETRY_BUDGET
 }
 
 /// Whether opening may create a repository that does not exist yet.
@@ -95,12 +96,10 @@ impl Repository {
     ) -> Result<Self, EngineError> {
         let location = config.location.restic_identifier();
         let backends =
-            backend_options(config)
-                .to_backends()
-                .map_err(|err| EngineError::OpenBackend {
-                    location: location.clone(),
-                    cause: describe(&err),
-                })?;
+            backends(config, counters.clone()).map_err(|cause| EngineError::OpenBackend {
+                location: location.clone(),
+                cause,
+            })?;
         let options = match &config.cache_dir {
             Some(dir) => RepositoryOptions::default().cache_dir(dir.clone()),
             None => RepositoryOptions::default().no_cache(true),
@@ -186,6 +185,24 @@ impl Repository {
     }
 }
 
-fn backend_options(config: &RepositoryConfig) -> BackendOptions {
-    config.location.backend_options(config.retries)
+/// The backend of the repository: a directory through rustic's own, or object storage through
+/// Ferry's, whose waits on the store are told to `counters`.
+fn backends(
+    config: &RepositoryConfig,
+    counters: Arc<ProgressCounters>,
+) -> Result<RepositoryBackends, String> {
+    let backend: Arc<dyn WriteBackend> = match &config.location {
+        RepositoryLocation::Local { path } => Arc::new(
+            LocalBackend::new(path.display().to_string(), []).map_err(|err| describe(&err))?,
+        ),
+        RepositoryLocation::S3(_) => {
+            let operator = config.location.operator().map_err(|err| err.to_string())?;
+            let retrier = Retrier::new(config.retry_budget, counters);
+            Arc::new(
+                backend::StoreBackend::new(operator, retrier, config.location.restic_identifier())
+                    .map_err(|err| format!("cannot start the object-store client: {err}"))?,
+            )
+        }
+    };
+    Ok(RepositoryBackends::new(backend, None))
 }

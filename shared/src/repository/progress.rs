@@ -1,19 +1,38 @@
 //! Progress as atomic counters. The engine adds to them from its worker threads; whoever runs
-//! the engine reads a [`ProgressSnapshot`] whenever it wants to publish one.
+//! the engine reads a [`ProgressSnapshot`] whenever it wants to publish one. Waits on the object
+//! store are progress too: the counters hold the current one, and tell each to a listener.
 
-use std::sync::Arc;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustic_core::{Progress, ProgressBars, ProgressType, RusticProgress};
 use serde::{Deserialize, Serialize};
 
-/// Bytes and files done, and their totals, for one transfer.
-#[derive(Debug, Default)]
+use crate::retry::{RetryObserver, StoreWait};
+
+/// Hears of each wait on the object store as it begins.
+type WaitListener = Box<dyn Fn(&StoreWait) + Send + Sync>;
+
+/// Bytes and files done, and their totals, for one transfer, and whether it is waiting on the
+/// object store.
+#[derive(Default)]
 pub struct ProgressCounters {
     bytes_done: AtomicU64,
     bytes_total: AtomicU64,
     files_done: AtomicU64,
     files_total: AtomicU64,
+    waiting: Mutex<Option<StoreWait>>,
+    listener: OnceLock<WaitListener>,
+}
+
+impl fmt::Debug for ProgressCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressCounters")
+            .field("progress", &self.snapshot())
+            .field("waiting", &self.current_wait())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A consistent-enough reading of [`ProgressCounters`].
@@ -51,6 +70,24 @@ impl ProgressCounters {
         self.files_done.store(files, Ordering::Relaxed);
     }
 
+    /// Tells `listener` of each wait on the object store from now on. Only the first listener
+    /// set is kept.
+    pub fn listen_for_waits(&self, listener: impl Fn(&StoreWait) + Send + Sync + 'static) {
+        let _ = self.listener.set(Box::new(listener));
+    }
+
+    /// The wait on the object store going on now, if any: the latest retry of a request that
+    /// has not succeeded since.
+    pub fn current_wait(&self) -> Option<StoreWait> {
+        self.wait_slot().clone()
+    }
+
+    fn wait_slot(&self) -> std::sync::MutexGuard<'_, Option<StoreWait>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub fn snapshot(&self) -> ProgressSnapshot {
         ProgressSnapshot {
             bytes_done: self.bytes_done.load(Ordering::Relaxed),
@@ -58,6 +95,19 @@ impl ProgressCounters {
             files_done: self.files_done.load(Ordering::Relaxed),
             files_total: self.files_total.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl RetryObserver for ProgressCounters {
+    fn waiting(&self, wait: &StoreWait) {
+        *self.wait_slot() = Some(wait.clone());
+        if let Some(listener) = self.listener.get() {
+            listener(wait);
+        }
+    }
+
+    fn recovered(&self, _operation: &str) {
+        *self.wait_slot() = None;
     }
 }
 

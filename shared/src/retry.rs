@@ -1,0 +1,395 @@
+//! One retry policy for every request to object storage: the engine's reads and writes, and the
+//! coordinator's layout, sync and repository jobs.
+//!
+//! A request that fails for a reason that may pass (a refused, reset or dropped connection, a
+//! timeout, HTTP 5xx, 429, S3's SlowDown) is tried again after an exponential backoff with
+//! jitter, for as long as its budget lasts. Anything else (authorization, a missing bucket, other
+//! 4xx) fails at once. Each wait is told to a [`RetryObserver`], so progress can say that a
+//! transfer is waiting rather than stuck.
+
+use std::error::Error as _;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use opendal::ErrorKind;
+use prometheus::{IntCounterVec, Opts};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// How long one request may go on being retried, unless configured otherwise.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(300);
+
+/// The first pause after a failure; each later one doubles, up to [`MAX_DELAY`], and jitter adds
+/// up to as much again.
+const FIRST_DELAY: Duration = Duration::from_millis(500);
+const MAX_DELAY: Duration = Duration::from_secs(15);
+
+/// A request waiting on the object store: what failed, and when it is tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreWait {
+    /// The kind of request: read, write, list, stat or delete.
+    pub operation: String,
+    pub cause: String,
+    /// The number of this retry of the request, from 1.
+    pub retry: u32,
+    /// Milliseconds until the retry.
+    pub next_in_millis: u64,
+}
+
+impl fmt::Display for StoreWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "waiting for the object store: {} (retry {}, next in {:.1} s)",
+            self.cause,
+            self.retry,
+            Duration::from_millis(self.next_in_millis).as_secs_f64()
+        )
+    }
+}
+
+/// Hears of every retry, and of each retried request that then succeeded.
+pub trait RetryObserver: Send + Sync {
+    fn waiting(&self, wait: &StoreWait);
+    fn recovered(&self, operation: &str);
+}
+
+/// An observer for callers that only want the retries.
+struct Unobserved;
+
+impl RetryObserver for Unobserved {
+    fn waiting(&self, _wait: &StoreWait) {}
+    fn recovered(&self, _operation: &str) {}
+}
+
+/// `ferry_storage_retries_total{operation}`: the retries of requests to object storage.
+pub fn retries_metric() -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(
+        Opts::new(
+            "ferry_storage_retries_total",
+            "Requests to object storage tried again after a failure that may pass (a refused or dropped connection, a timeout, 5xx, 429, SlowDown), by request: read, write, list, stat or delete.",
+        ),
+        &["operation"],
+    )
+}
+
+/// Counts each retry in the metric and logs it.
+pub struct CountedRetries(pub IntCounterVec);
+
+impl RetryObserver for CountedRetries {
+    fn waiting(&self, wait: &StoreWait) {
+        self.0.with_label_values(&[wait.operation.as_str()]).inc();
+        tracing::warn!(operation = %wait.operation, retry = wait.retry, "{wait}");
+    }
+
+    fn recovered(&self, operation: &str) {
+        tracing::info!(%operation, "the object store answers again");
+    }
+}
+
+/// A request that failed for good: at once, or once its budget was spent.
+#[derive(Debug)]
+pub struct RequestFailure {
+    pub error: opendal::Error,
+    pub retries: u32,
+    pub elapsed: Duration,
+}
+
+impl RequestFailure {
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
+}
+
+impl fmt::Display for RequestFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut cause = cause(&self.error);
+        if self.kind() == ErrorKind::PermissionDenied {
+            cause.push_str(
+                "; the object store refused the request: check the access key, the secret key and the bucket's policy",
+            );
+        }
+        if self.retries == 0 {
+            return f.write_str(&cause);
+        }
+        write!(
+            f,
+            "{cause}; still failing after {} retries over {} (the storage retry budget)",
+            self.retries,
+            humantime::format_duration(Duration::from_secs(self.elapsed.as_secs()))
+        )
+    }
+}
+
+impl std::error::Error for RequestFailure {}
+
+/// Runs requests to object storage under the retry policy.
+#[derive(Clone)]
+pub struct Retrier {
+    budget: Duration,
+    observer: Arc<dyn RetryObserver>,
+}
+
+impl fmt::Debug for Retrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retrier")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Retrier {
+    /// Retries each request for up to `budget`, telling `observer` of every wait.
+    pub fn new(budget: Duration, observer: Arc<dyn RetryObserver>) -> Self {
+        Self { budget, observer }
+    }
+
+    /// Retries each request for up to `budget`, telling nobody.
+    pub fn unobserved(budget: Duration) -> Self {
+        Self::new(budget, Arc::new(Unobserved))
+    }
+
+    /// Runs `request` until it succeeds, fails for good, or its budget is spent.
+    pub async fn run<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut request: F,
+    ) -> Result<T, RequestFailure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = opendal::Result<T>>,
+    {
+        let started = Instant::now();
+        let mut delays = ExponentialBuilder::new()
+            .with_min_delay(FIRST_DELAY)
+            .with_max_delay(MAX_DELAY)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut retries = 0;
+        loop {
+            let error = match request().await {
+                Ok(value) => {
+                    if retries > 0 {
+                        self.observer.recovered(operation);
+                    }
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            let elapsed = started.elapsed();
+            let delay = next_delay(transient(&error), elapsed, self.budget, delays.next());
+            let Some(delay) = delay else {
+                return Err(RequestFailure {
+                    error,
+                    retries,
+                    elapsed,
+                });
+            };
+            retries += 1;
+            self.observer.waiting(&StoreWait {
+                operation: operation.to_owned(),
+                cause: cause(&error),
+                retry: retries,
+                next_in_millis: delay.as_millis().try_into().unwrap_or(u64::MAX),
+            });
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The pause before the next try, or None to give up: the error will not pass, or the budget is
+/// spent. The last pause is cut short so that the last try falls at the end of the budget.
+fn next_delay(
+    transient: bool,
+    elapsed: Duration,
+    budget: Duration,
+    proposed: Option<Duration>,
+) -> Option<Duration> {
+    let left = budget.checked_sub(elapsed).filter(|left| !left.is_zero())?;
+    transient.then_some(proposed?.min(left))
+}
+
+/// Whether a failed request may succeed if tried again.
+pub fn transient(error: &opendal::Error) -> bool {
+    error.is_temporary()
+        || error.kind() == ErrorKind::RateLimited
+        || io_error_kinds(error).any(|kind| {
+            matches!(
+                kind,
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::NotConnected
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::Interrupted
+            )
+        })
+}
+
+/// The causes of `error`, outermost first.
+fn causes<'a>(
+    error: &'a opendal::Error,
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(error.source(), |cause| (*cause).source())
+}
+
+fn io_error_kinds(error: &opendal::Error) -> impl Iterator<Item = io::ErrorKind> + '_ {
+    causes(error)
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .map(io::Error::kind)
+}
+
+/// What went wrong, in a line: opendal's kind and message, then the innermost cause, which is
+/// where "connection refused" or "broken pipe" is found.
+pub fn cause(error: &opendal::Error) -> String {
+    let mut text = format!("{} ({})", error.kind(), error.message());
+    if let Some(root) = causes(error).last() {
+        text.push_str(": ");
+        text.push_str(&root.to_string());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn pauses_follow_the_backoff_until_the_budget_is_spent() {
+        let cases = [
+            // (transient, elapsed, budget, proposed, expected)
+            (true, S(0), S(300), Some(S(1)), Some(S(1))),
+            (true, S(290), S(300), Some(S(15)), Some(S(10))),
+            (true, S(300), S(300), Some(S(1)), None),
+            (true, S(301), S(300), Some(S(1)), None),
+            (false, S(0), S(300), Some(S(1)), None),
+            (true, S(0), S(0), Some(S(1)), None),
+            (true, S(0), S(300), None, None),
+        ];
+        for (transient, elapsed, budget, proposed, expected) in cases {
+            assert_eq!(
+                next_delay(transient, elapsed, budget, proposed),
+                expected,
+                "{transient} {elapsed:?} {budget:?} {proposed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn outages_and_throttling_are_transient_and_refusals_are_not() {
+        let refused = opendal::Error::new(ErrorKind::Unexpected, "send http request")
+            .set_source(io::Error::from(io::ErrorKind::ConnectionRefused));
+        let broken = opendal::Error::new(ErrorKind::Unexpected, "write")
+            .set_source(io::Error::from(io::ErrorKind::BrokenPipe));
+        let unavailable = opendal::Error::new(ErrorKind::Unexpected, "503").set_temporary();
+        let slow_down = opendal::Error::new(ErrorKind::RateLimited, "SlowDown");
+        assert!(transient(&refused));
+        assert!(transient(&broken));
+        assert!(transient(&unavailable));
+        assert!(transient(&slow_down));
+
+        let denied = opendal::Error::new(ErrorKind::PermissionDenied, "SignatureDoesNotMatch");
+        let missing = opendal::Error::new(ErrorKind::NotFound, "NoSuchKey");
+        let bad = opendal::Error::new(ErrorKind::Unexpected, "400 Bad Request")
+            .set_source(io::Error::from(io::ErrorKind::InvalidData));
+        assert!(!transient(&denied));
+        assert!(!transient(&missing));
+        assert!(!transient(&bad));
+        assert_eq!(
+            cause(&refused),
+            "Unexpected (send http request): connection refused"
+        );
+    }
+
+    #[derive(Default)]
+    struct Heard {
+        waits: Mutex<Vec<StoreWait>>,
+        recovered: AtomicU32,
+    }
+
+    impl RetryObserver for Heard {
+        fn waiting(&self, wait: &StoreWait) {
+            self.waits.lock().unwrap().push(wait.clone());
+        }
+        fn recovered(&self, _operation: &str) {
+            self.recovered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_retried_until_it_succeeds_and_each_wait_is_told() {
+        let heard = Arc::new(Heard::default());
+        let retrier = Retrier::new(S(300), heard.clone());
+        let tries = AtomicU32::new(0);
+        let value = retrier
+            .run("write", || async {
+                match tries.fetch_add(1, Ordering::Relaxed) {
+                    0..3 => Err(opendal::Error::new(ErrorKind::RateLimited, "SlowDown")),
+                    _ => Ok(7),
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, 7);
+        let waits = heard.waits.lock().unwrap();
+        let retries: Vec<u32> = waits.iter().map(|wait| wait.retry).collect();
+        assert_eq!(retries, [1, 2, 3]);
+        assert_eq!(waits[0].operation, "write");
+        assert!(
+            waits[0].to_string().starts_with(
+                "waiting for the object store: RateLimited (SlowDown) (retry 1, next in"
+            )
+        );
+        assert_eq!(heard.recovered.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_outage_fails_once_the_budget_is_spent_naming_it() {
+        let retrier = Retrier::unobserved(S(60));
+        let failure = retrier
+            .run("read", || async {
+                Err::<(), _>(
+                    opendal::Error::new(ErrorKind::Unexpected, "send http request")
+                        .set_source(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                )
+            })
+            .await
+            .unwrap_err();
+        assert!(failure.retries > 3, "{failure:?}");
+        assert!(failure.elapsed >= S(60), "{failure:?}");
+        let text = failure.to_string();
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(text.contains("over 1m"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_fails_at_once() {
+        let tries = AtomicU32::new(0);
+        let failure = Retrier::unobserved(S(300))
+            .run("list", || async {
+                tries.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(opendal::Error::new(
+                    ErrorKind::PermissionDenied,
+                    "InvalidAccessKeyId",
+                ))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(tries.load(Ordering::Relaxed), 1);
+        assert_eq!(failure.retries, 0);
+        assert_eq!(failure.kind(), ErrorKind::PermissionDenied);
+    }
+}
