@@ -965,3 +965,93 @@ async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
     assert!(cluster.logs().contains("no progress"), "{}", cluster.logs());
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_waiting_on_the_object_store_says_so_and_is_not_stalled() {
+    let (mut cluster, _) = cluster().await;
+    cluster.add_node("node-a").await;
+    let bucket = ferry_tests::s3::new_bucket(&ferry_tests::s3::endpoint());
+    let front = ferry_tests::fault::FaultyFront::for_test_s3();
+    let repository = format!("s3:{}/{bucket}/restic/{WORKLOADS}", front.endpoint());
+    let mut location = RepositoryLocation::parse(&repository).unwrap();
+    if let RepositoryLocation::S3(s3) = &mut location {
+        s3.access_key_id = Some(ferry_tests::s3::ACCESS_KEY_ID.to_owned());
+        s3.secret_access_key = Some(ferry_tests::s3::SECRET_ACCESS_KEY.to_owned());
+    }
+    let config = RepositoryConfig {
+        location,
+        password: PASSWORD.to_owned(),
+        cache_dir: None,
+        retry_budget: std::time::Duration::ZERO,
+    };
+    // The engine blocks, and reaches S3 on a runtime of its own.
+    tokio::task::spawn_blocking(move || {
+        Repository::open(&config, OpenMode::CreateIfMissing, ProgressCounters::new()).map(drop)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let keys = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        ferry_tests::s3::ACCESS_KEY_ID,
+        ferry_tests::s3::SECRET_ACCESS_KEY
+    );
+    cluster.create_secret("flaky-keys", "cloud", &keys).await;
+    cluster
+        .create_location(
+            "flaky",
+            json!({"provider": "s3", "bucket": bucket, "config": {"s3Url": front.endpoint()},
+                   "credential": {"name": "flaky-keys", "key": "cloud"}}),
+        )
+        .await;
+    // Stalled after 2 s without progress, were waiting on the store not progress.
+    let flags = ["--progress-interval", "100ms", "--stall-timeout", "2s"];
+    cluster.start_agent(Path::new(AGENT), "node-a", &flags);
+    let pod = pod_with_files(&cluster, "app-0", "node-a", 20, 256 * 1024, 12).await;
+    front.outage(std::time::Duration::from_secs(8));
+    let pvb = create_raw_backup(
+        &cluster,
+        PodVolumeBackupSpec {
+            node: "node-a".to_owned(),
+            pod: pod_reference(&pod),
+            volume: "data".to_owned(),
+            storage_location: "flaky".to_owned(),
+            repository,
+            tags: BTreeMap::new(),
+            parent_snapshot_id: None,
+        },
+    )
+    .await;
+
+    let api = cluster.api::<PodVolumeBackup>();
+    let waiting = cluster
+        .wait_for(
+            &api,
+            &pvb.name_any(),
+            "waiting for the object store",
+            |pvb| {
+                pvb.status.as_ref().is_some_and(|status| {
+                    status.phase == PodVolumePhase::InProgress
+                        && status.message.as_deref().is_some_and(|message| {
+                            message.starts_with("waiting for the object store: ")
+                        })
+                })
+            },
+        )
+        .await;
+    assert!(
+        waiting.status.unwrap().message.unwrap().contains("(retry "),
+        "the wait names its retry"
+    );
+    let done = finished_backup(&cluster, &pvb).await;
+    snapshot_of(&done);
+    let status = done.status.unwrap();
+    assert_eq!(status.attempts, 1, "{status:?}");
+    assert_eq!(status.message, None, "{status:?}");
+    let metrics = cluster.agent("node-a").metrics_text();
+    assert!(
+        metrics.contains("ferry_storage_retries_total{operation="),
+        "{metrics}"
+    );
+    assert_promtool_accepts(&metrics);
+}

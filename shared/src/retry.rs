@@ -247,15 +247,36 @@ fn io_error_kinds(error: &opendal::Error) -> impl Iterator<Item = io::ErrorKind>
         .map(io::Error::kind)
 }
 
-/// What went wrong, in a line: opendal's kind and message, then the innermost cause, which is
-/// where "connection refused" or "broken pipe" is found.
+/// What went wrong, in a line: opendal's kind, then the HTTP status and S3 error code when the
+/// store answered, or the innermost cause when it did not, which is where "connection refused"
+/// or "broken pipe" is found.
 pub fn cause(error: &opendal::Error) -> String {
-    let mut text = format!("{} ({})", error.kind(), error.message());
+    let kind = error.kind();
+    // opendal keeps the response's status only in its own rendering of the error.
+    let shown = error.to_string();
+    if let Some(status) = quoted(&shown, "response: Parts { status: ", ',') {
+        let message = error.message();
+        return match quoted(message, "code: \"", '"') {
+            Some(code) => {
+                let text = quoted(message, "message: \"", '"').unwrap_or_default();
+                format!("{kind}: HTTP {status} {code}: {text}")
+            }
+            None if message.is_empty() => format!("{kind}: HTTP {status}"),
+            None => format!("{kind}: HTTP {status}: {message}"),
+        };
+    }
+    let mut text = format!("{kind} ({})", error.message());
     if let Some(root) = causes(error).last() {
         text.push_str(": ");
         text.push_str(&root.to_string());
     }
     text
+}
+
+/// The text in `haystack` between `start` and the next `end`.
+fn quoted<'a>(haystack: &'a str, start: &str, end: char) -> Option<&'a str> {
+    let rest = &haystack[haystack.find(start)? + start.len()..];
+    Some(&rest[..rest.find(end)?])
 }
 
 #[cfg(test)]
@@ -312,6 +333,24 @@ mod tests {
             cause(&refused),
             "Unexpected (send http request): connection refused"
         );
+    }
+
+    #[test]
+    fn an_answer_of_the_store_is_named_by_its_status_and_code() {
+        let slow_down = opendal::Error::new(
+            ErrorKind::RateLimited,
+            r#"S3Error { code: "SlowDown", message: "Please reduce your request rate.", resource: "", request_id: "" }"#,
+        )
+        .with_context("response", "Parts { status: 503, version: HTTP/1.1, headers: {} }");
+        assert_eq!(
+            cause(&slow_down),
+            "RateLimited: HTTP 503 SlowDown: Please reduce your request rate."
+        );
+        let head = opendal::Error::new(ErrorKind::PermissionDenied, "").with_context(
+            "response",
+            "Parts { status: 403, version: HTTP/1.1, headers: {} }",
+        );
+        assert_eq!(cause(&head), "PermissionDenied: HTTP 403");
     }
 
     #[derive(Default)]

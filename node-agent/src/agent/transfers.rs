@@ -122,10 +122,16 @@ async fn apply_status<K: TransferKind>(
     name: &str,
     status: &TransferStatus,
 ) -> Result<(), kube::Error> {
+    let mut status_json = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
+    // A message that no longer holds (a wait on the object store that is over) is cleared, not
+    // left behind by the write that set it.
+    if status.message.is_none() {
+        status_json["message"] = serde_json::Value::Null;
+    }
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "status": status,
+        "status": status_json,
     });
     api.patch_status(name, &field_manager(), &Patch::Apply(patch))
         .await

@@ -1,0 +1,109 @@
+//! `ferry-coordinator run` against the Kubernetes test server while its storage location is out
+//! of reach: the test S3 server behind a fault-injecting front that drops and refuses every
+//! connection for a while. The location's check and its backup sync wait the outage out.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferry_shared::crd::{
+    Backup, BackupSpec, BackupStatus, BackupStorageLocation, OperationPhase, StorageLocationPhase,
+};
+use ferry_shared::layout::{ObjectStore, key};
+use ferry_shared::repository::{RepositoryLocation, S3Location};
+use ferry_shared::retry::Retrier;
+use ferry_tests::fault::FaultyFront;
+use ferry_tests::harness::{COORDINATOR, Cluster};
+use ferry_tests::s3;
+use serde_json::json;
+
+const COORDINATOR_BIN: &str = env!("CARGO_BIN_EXE_ferry-coordinator");
+const PASSWORD: &str = "coordinator-test-password";
+const PREFIX: &str = "cluster";
+
+/// Puts a Completed backup into the location, straight into the test S3 server.
+async fn stored_backup(bucket: &str, name: &str) {
+    let location = RepositoryLocation::S3(S3Location {
+        endpoint: Some(s3::endpoint()),
+        bucket: bucket.to_owned(),
+        prefix: PREFIX.to_owned(),
+        access_key_id: Some(s3::ACCESS_KEY_ID.to_owned()),
+        secret_access_key: Some(s3::SECRET_ACCESS_KEY.to_owned()),
+        ..S3Location::default()
+    });
+    let store = ObjectStore::open(&location, Retrier::unobserved(Duration::ZERO)).unwrap();
+    let mut backup = Backup::new(name, BackupSpec::default());
+    backup.status = Some(BackupStatus {
+        phase: OperationPhase::Completed,
+        ..BackupStatus::default()
+    });
+    store
+        .put(
+            &key::backup_metadata(name),
+            serde_json::to_vec(&backup).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_location_check_and_sync_ride_out_an_outage_of_the_object_store() {
+    let bucket = s3::new_bucket(&s3::endpoint());
+    stored_backup(&bucket, "before-the-outage").await;
+    let front = FaultyFront::for_test_s3();
+    front.outage(Duration::from_secs(15));
+
+    let mut cluster = Cluster::start().await;
+    cluster.create_repository_password(PASSWORD).await;
+    let keys = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        s3::ACCESS_KEY_ID,
+        s3::SECRET_ACCESS_KEY
+    );
+    cluster.create_secret("s3-keys", "cloud", &keys).await;
+    cluster
+        .create_location(
+            "default",
+            json!({"provider": "s3", "bucket": bucket, "prefix": PREFIX, "default": true,
+                   "config": {"s3Url": front.endpoint(), "region": "us-east-1"},
+                   "credential": {"name": "s3-keys", "key": "cloud"},
+                   "syncPeriod": "1s"}),
+        )
+        .await;
+    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+
+    // The backup is synced once the store answers again; until then the check waits.
+    let synced = cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            "before-the-outage",
+            "synced as Completed",
+            |backup: &Backup| backup.phase() == OperationPhase::Completed,
+        )
+        .await;
+    assert_eq!(synced.phase(), OperationPhase::Completed);
+    let location = cluster
+        .api::<BackupStorageLocation>()
+        .get("default")
+        .await
+        .unwrap();
+    let status = location.status.unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(StorageLocationPhase::Available),
+        "{status:?}"
+    );
+    let logs = cluster.logs();
+    assert!(
+        !logs.contains("storage location unavailable"),
+        "the outage was reported instead of waited out:\n{logs}"
+    );
+    assert!(
+        logs.contains("waiting for the object store"),
+        "the coordinator never waited: the outage was over before it began\n{logs}"
+    );
+    let metrics = cluster.agent(COORDINATOR).metrics_text();
+    assert!(
+        metrics.contains(r#"ferry_storage_retries_total{operation="list"}"#),
+        "{metrics}"
+    );
+}
