@@ -513,13 +513,12 @@ async fn transfer<K: TransferKind>(
         tokio::select! {
             result = &mut run => break result,
             Some(event) = received.recv() => {
-                if follow.event::<K>(ctx, &name, status, event) {
-                    if let Err(kube::Error::Api(err)) = apply_status(api, &name, status).await
-                        && err.code == 404
-                    {
-                        deleted = true;
-                        stop.cancel();
-                    }
+                if follow.event::<K>(ctx, &name, status, event)
+                    && let Err(kube::Error::Api(err)) = apply_status(api, &name, status).await
+                    && err.code == 404
+                {
+                    deleted = true;
+                    stop.cancel();
                 }
             },
             () = tokio::time::sleep_until(stall_at), if !stop.is_cancelled() => {
