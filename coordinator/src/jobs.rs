@@ -1,18 +1,21 @@
 //! Repository work run in a child process of the coordinator's own binary (`ferry-coordinator
 //! repository-job`): creating or opening a repository, forgetting a backup's snapshots, and
 //! maintenance. A prune that needs much memory, or an engine panic, can then never take the
-//! coordinator down. The job goes in as JSON on stdin; the result comes out as one JSON line.
+//! coordinator down. The job goes in as JSON on stdin; the result comes out as one JSON line,
+//! with the retries of requests to object storage that the job made.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_shared::names::tag;
 use ferry_shared::repository::{
     EngineError, OpenMode, ProgressCounters, Repository, RepositoryConfig,
 };
+use ferry_shared::retry::CountedRetries;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,8 +42,18 @@ pub enum Operation {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Reply {
+    #[serde(flatten)]
+    result: JobResult,
+    /// Retries of requests to object storage, by request kind.
+    #[serde(default)]
+    storage_retries: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "camelCase")]
-enum Reply {
+enum JobResult {
     Done { summary: String },
     Failed { message: String },
 }
@@ -52,6 +65,8 @@ pub struct JobRunner {
     pub memory_limit: Option<u64>,
     /// A job still running after this long is killed.
     pub timeout: Duration,
+    /// Where the jobs' retries of requests to object storage are counted.
+    pub retries: CountedRetries,
 }
 
 impl JobRunner {
@@ -104,9 +119,21 @@ impl JobRunner {
         );
         read_out.and(read_err).map_err(|err| err.to_string())?;
         let status = child.wait().await.map_err(|err| err.to_string())?;
-        match stdout.lines().last().map(serde_json::from_str::<Reply>) {
-            Some(Ok(Reply::Done { summary })) => Ok(summary),
-            Some(Ok(Reply::Failed { message })) => Err(message),
+        let reply = stdout.lines().last().map(serde_json::from_str::<Reply>);
+        if let Some(Ok(reply)) = &reply {
+            for (operation, retries) in &reply.storage_retries {
+                self.retries.add(operation, *retries);
+            }
+        }
+        match reply {
+            Some(Ok(Reply {
+                result: JobResult::Done { summary },
+                ..
+            })) => Ok(summary),
+            Some(Ok(Reply {
+                result: JobResult::Failed { message },
+                ..
+            })) => Err(message),
             _ => {
                 let tail: String = stderr.trim().chars().rev().take(2000).collect();
                 let tail: String = tail.chars().rev().collect();
@@ -130,27 +157,45 @@ pub fn run_child(memory_limit: Option<u64>) -> ExitCode {
         && let Err(err) =
             nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes)
     {
-        return reply(Reply::Failed {
-            message: format!("cannot set the memory limit: {err}"),
-        });
+        return reply(
+            Err(format!("cannot set the memory limit: {err}")),
+            BTreeMap::new(),
+        );
     }
     let mut input = Vec::new();
     if let Err(err) = std::io::stdin().read_to_end(&mut input) {
-        return reply(Reply::Failed {
-            message: format!("cannot read the job: {err}"),
+        return reply(Err(format!("cannot read the job: {err}")), BTreeMap::new());
+    }
+    let counters = ProgressCounters::new();
+    let retries = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    {
+        let retries = retries.clone();
+        counters.listen_for_waits(move |wait| {
+            let mut retries = retries
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            *retries.entry(wait.operation.clone()).or_default() += 1;
         });
     }
     let result = serde_json::from_slice::<Job>(&input)
         .map_err(|err| format!("the job is not valid: {err}"))
-        .and_then(|job| execute(&job));
-    reply(match result {
-        Ok(summary) => Reply::Done { summary },
-        Err(message) => Reply::Failed { message },
-    })
+        .and_then(|job| execute(&job, counters));
+    let retries = retries
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    reply(result, retries)
 }
 
-fn reply(reply: Reply) -> ExitCode {
-    let failed = matches!(reply, Reply::Failed { .. });
+fn reply(result: Result<String, String>, storage_retries: BTreeMap<String, u64>) -> ExitCode {
+    let failed = result.is_err();
+    let reply = Reply {
+        result: match result {
+            Ok(summary) => JobResult::Done { summary },
+            Err(message) => JobResult::Failed { message },
+        },
+        storage_retries,
+    };
     let line = serde_json::to_string(&reply).unwrap_or_default();
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
@@ -161,12 +206,12 @@ fn reply(reply: Reply) -> ExitCode {
     }
 }
 
-fn execute(job: &Job) -> Result<String, String> {
+fn execute(job: &Job, counters: Arc<ProgressCounters>) -> Result<String, String> {
     let mode = match job.operation {
         Operation::Open { create: true } => OpenMode::CreateIfMissing,
         _ => OpenMode::Existing,
     };
-    let repository = match Repository::open(&job.repository, mode, ProgressCounters::new()) {
+    let repository = match Repository::open(&job.repository, mode, counters) {
         Ok(repository) => repository,
         // A repository that is gone holds no snapshots to forget.
         Err(EngineError::NoRepository { location })

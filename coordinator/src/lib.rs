@@ -99,6 +99,7 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
         program: std::env::current_exe().map_err(StartError::Executable)?,
         memory_limit: settings.maintenance_memory_limit,
         timeout: settings.repository_job_timeout,
+        retries: metrics.storage_retries(),
     };
     let namespace = settings.namespace.clone();
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics, jobs));

@@ -1393,6 +1393,9 @@ async fn repository_jobs_run_apart_and_stop_at_their_limits() {
         program: PathBuf::from(COORDINATOR_BIN),
         memory_limit: None,
         timeout: Duration::from_secs(60),
+        retries: ferry_shared::retry::CountedRetries(
+            ferry_shared::retry::retries_metric().unwrap(),
+        ),
     };
     let opened = runner
         .run(&Job {

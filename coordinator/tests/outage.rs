@@ -2,15 +2,16 @@
 //! of reach: the test S3 server behind a fault-injecting front that drops and refuses every
 //! connection for a while. The location's check and its backup sync wait the outage out.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferry_coordinator::jobs::{Job, JobRunner, Operation};
 use ferry_shared::crd::{
     Backup, BackupSpec, BackupStatus, BackupStorageLocation, OperationPhase, StorageLocationPhase,
 };
 use ferry_shared::layout::{ObjectStore, key};
-use ferry_shared::repository::{RepositoryLocation, S3Location};
-use ferry_shared::retry::Retrier;
+use ferry_shared::repository::{RepositoryConfig, RepositoryLocation, S3Location};
+use ferry_shared::retry::{CountedRetries, Retrier, retries_metric};
 use ferry_tests::fault::FaultyFront;
 use ferry_tests::harness::{COORDINATOR, Cluster};
 use ferry_tests::s3;
@@ -20,16 +21,21 @@ const COORDINATOR_BIN: &str = env!("CARGO_BIN_EXE_ferry-coordinator");
 const PASSWORD: &str = "coordinator-test-password";
 const PREFIX: &str = "cluster";
 
-/// Puts a Completed backup into the location, straight into the test S3 server.
-async fn stored_backup(bucket: &str, name: &str) {
-    let location = RepositoryLocation::S3(S3Location {
-        endpoint: Some(s3::endpoint()),
+/// The location's prefix in `bucket`, reached at `endpoint`.
+fn location(endpoint: String, bucket: &str) -> RepositoryLocation {
+    RepositoryLocation::S3(S3Location {
+        endpoint: Some(endpoint),
         bucket: bucket.to_owned(),
         prefix: PREFIX.to_owned(),
         access_key_id: Some(s3::ACCESS_KEY_ID.to_owned()),
         secret_access_key: Some(s3::SECRET_ACCESS_KEY.to_owned()),
         ..S3Location::default()
-    });
+    })
+}
+
+/// Puts a Completed backup into the location, straight into the test S3 server.
+async fn stored_backup(bucket: &str, name: &str) {
+    let location = location(s3::endpoint(), bucket);
     let store = ObjectStore::open(&location, Retrier::unobserved(Duration::ZERO)).unwrap();
     let mut backup = Backup::new(name, BackupSpec::default());
     backup.status = Some(BackupStatus {
@@ -106,4 +112,33 @@ async fn the_location_check_and_sync_ride_out_an_outage_of_the_object_store() {
         metrics.contains(r#"ferry_storage_retries_total{operation="list"}"#),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_job_rides_out_slow_down_answers_and_reports_its_retries() {
+    let bucket = s3::new_bucket(&s3::endpoint());
+    let front = FaultyFront::for_test_s3();
+    front.slow_down(2);
+    let counted = retries_metric().unwrap();
+    let runner = JobRunner {
+        program: PathBuf::from(COORDINATOR_BIN),
+        memory_limit: None,
+        timeout: Duration::from_secs(120),
+        retries: CountedRetries(counted.clone()),
+    };
+    let opened = runner
+        .run(&Job {
+            repository: RepositoryConfig {
+                location: location(front.endpoint(), &bucket),
+                password: PASSWORD.to_owned(),
+                cache_dir: None,
+                retry_budget: Duration::from_secs(60),
+            },
+            operation: Operation::Open { create: true },
+        })
+        .await
+        .unwrap();
+    assert!(opened.contains("opens"), "{opened}");
+    assert_eq!(front.slowed_down(), 2);
+    assert_eq!(counted.with_label_values(&["stat"]).get(), 2);
 }

@@ -79,7 +79,15 @@ pub fn retries_metric() -> prometheus::Result<IntCounterVec> {
 }
 
 /// Counts each retry in the metric and logs it.
+#[derive(Clone, Debug)]
 pub struct CountedRetries(pub IntCounterVec);
+
+impl CountedRetries {
+    /// Counts retries that another process made and reported.
+    pub fn add(&self, operation: &str, retries: u64) {
+        self.0.with_label_values(&[operation]).inc_by(retries);
+    }
+}
 
 impl RetryObserver for CountedRetries {
     fn waiting(&self, wait: &StoreWait) {
