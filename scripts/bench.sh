@@ -6,8 +6,9 @@
 #   20,000 small files of 1-64 KiB, three 100 MiB random files, one 64 MiB log) is backed
 #   up and restored by restic (0.14, Debian package) and by Ferry's CLI
 #   (target/release/ferry-node-agent). Each round runs restic, then Ferry, each from a fresh
-#   local repository (and, for restic, a fresh cache in the work dir; Ferry runs without a
-#   cache, which is its default). Per tool and round:
+#   repository (a new local directory, or with --s3 a new bucket; and, for restic, a fresh
+#   cache in the work dir; Ferry runs without a cache, which is its default). Per tool and
+#   round:
 #     backup1  first backup into the empty repository
 #              (restic's repository is created beforehand by an untimed `restic init`;
 #               Ferry creates its repository inside this step, so that cost is included)
@@ -17,6 +18,16 @@
 #              the source (`diff -r`, untimed); any difference makes the script exit 1
 #   Both tools back up the data directory's *contents* as the snapshot root (restic runs as
 #   `cd DATA && restic backup .`, and restic 0.14 restores that straight into --target).
+#   With --s3 ENDPOINT (or --s3-start) both tools' repositories live in an S3 server instead
+#   of the work dir: per round and tool a new bucket is created (an unsigned PUT, untimed) and
+#   both tools get the repository s3:ENDPOINT/BUCKET/repo, with AWS_ACCESS_KEY_ID=ferry-test
+#   and AWS_SECRET_ACCESS_KEY=ferry-test-secret (the test S3 server, moto, checks no keys)
+#   and with 127.0.0.1, localhost and the endpoint's host in NO_PROXY. The steps then include
+#   the requests to the server; the server's own CPU and memory are not counted (it is no
+#   process of the step). The repository sizes are then the objects' bytes, summed from a
+#   listing of the bucket (`du -sb` of a local repository also counts its directories, about
+#   1 MiB for restic's), and each round's buckets are emptied and deleted at its end (kept
+#   with --keep).
 #
 # How each step is measured
 #   wall  elapsed seconds, from GNU time (%e)
@@ -45,14 +56,24 @@
 #   per-round ratios), and Ferry's median sampled tree peak.
 #
 # Usage
-#   scripts/bench.sh [--scale S] [--rounds N] [--workdir DIR] [--keep]
+#   scripts/bench.sh [--scale S] [--rounds N] [--workdir DIR] [--keep] [--s3 ENDPOINT | --s3-start]
 #     --scale S     data set scale (default 1.0 = about 1 GiB; 0.02 for a smoke test)
 #     --rounds N    rounds (default 3)
 #     --workdir DIR where data, repositories and restores go; must be missing or empty
 #                   (default: a new directory under ${TMPDIR:-/tmp})
-#     --keep        keep the work dir (and every round's repositories and restores)
+#     --keep        keep the work dir (and every round's repositories and restores; with
+#                   --s3, every round's buckets)
+#     --s3 ENDPOINT put both tools' repositories in the S3 server at ENDPOINT (such as
+#                   http://127.0.0.1:9311), a new bucket per round and tool; the server must
+#                   let an unsigned PUT create a bucket and accept the key ferry-test, as
+#                   moto does. The script stops at once if it does not answer.
+#     --s3-start    run scripts/test-services.sh start (the test S3 server, moto, on
+#                   127.0.0.1:9311) and use the endpoint it prints, as --s3 does
 #   FERRY_BIN=/path/to/ferry-node-agent skips `cargo build --release -p ferry-node-agent`.
 #   Disk space needed: about 4.5 × the data set (data, two repositories, two restores).
+#   With --s3 the work dir needs about 3 × (data, two restores) and the S3 server holds a
+#   round's two repositories (about 1.5 ×; moto keeps them in its memory or temporary files)
+#   until the round ends, or every round's with --keep.
 
 set -euo pipefail
 
@@ -60,8 +81,10 @@ SCALE=1.0
 ROUNDS=3
 WORKDIR=""
 KEEP=0
+S3_ENDPOINT=""
+S3_START=0
 
-usage() { sed -n '/^# Usage/,/^# *Disk space/p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '/^# Usage/,/^$/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "bench: $*" >&2; exit 1; }
 
 while (($#)); do
@@ -70,12 +93,23 @@ while (($#)); do
         --rounds) ROUNDS=${2:?--rounds needs a value}; shift 2 ;;
         --workdir) WORKDIR=${2:?--workdir needs a value}; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --s3) S3_ENDPOINT=${2:?--s3 needs an endpoint, such as http://127.0.0.1:9311}; shift 2 ;;
+        --s3-start) S3_START=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "--scale must be a positive number"
+[[ -n $S3_ENDPOINT ]] && ((S3_START)) && die "--s3 and --s3-start exclude each other"
+# check_endpoint ENDPOINT : dies unless ENDPOINT is scheme://host[:port], without a path.
+check_endpoint() {
+    [[ $1 =~ ^https?://[^/?#]+/?$ ]] \
+        || die "the S3 endpoint must be http(s)://host[:port] without a path, such as http://127.0.0.1:9311, not '$1'"
+}
+if [[ -n $S3_ENDPOINT ]]; then
+    check_endpoint "$S3_ENDPOINT"
+fi
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -90,6 +124,28 @@ apt_install() {
 command -v restic >/dev/null || apt_install restic
 [[ -x /usr/bin/time ]] || apt_install time
 command -v python3 >/dev/null || die "python3 is required"
+
+# --- S3 server (--s3, --s3-start) -------------------------------------------------------
+if ((S3_START)); then
+    echo "bench: starting the test S3 server: scripts/test-services.sh start"
+    S3_ENDPOINT=$("$SCRIPT_DIR/test-services.sh" start | tail -n 1) \
+        || die "scripts/test-services.sh start failed"
+    check_endpoint "$S3_ENDPOINT"
+fi
+if [[ -n $S3_ENDPOINT ]]; then
+    S3_ENDPOINT=${S3_ENDPOINT%/}
+    command -v curl >/dev/null || apt_install curl
+    # restic, Ferry, curl and the helper below reach the server directly, whatever proxy is set.
+    s3_host=${S3_ENDPOINT#*://}
+    s3_host=${s3_host%:*}
+    export NO_PROXY="127.0.0.1,localhost,$s3_host${NO_PROXY:+,$NO_PROXY}${no_proxy:+,$no_proxy}"
+    export no_proxy=$NO_PROXY
+    export AWS_ACCESS_KEY_ID=ferry-test AWS_SECRET_ACCESS_KEY=ferry-test-secret
+    # Any HTTP answer will do; no answer at all (refused, unknown host, timeout) stops here.
+    curl -s -o /dev/null --noproxy '*' --connect-timeout 5 --max-time 15 "$S3_ENDPOINT/" \
+        || die "the S3 server at $S3_ENDPOINT does not answer (curl exit $?); start one with" \
+            "scripts/test-services.sh start, or pass --s3-start"
+fi
 
 if [[ -n ${FERRY_BIN:-} ]]; then
     FERRY=$FERRY_BIN
@@ -110,10 +166,14 @@ if [[ -n $WORKDIR ]]; then
 else
     WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/ferry-bench.XXXXXX")
 fi
+# Buckets made in the S3 server and not deleted yet (with --keep, every one).
+BUCKETS=()
 cleanup() {
     if ((KEEP)); then
         echo "bench: kept the work dir $WORKDIR"
+        ((${#BUCKETS[@]} == 0)) || echo "bench: kept the buckets ${BUCKETS[*]} in $S3_ENDPOINT"
     else
+        delete_buckets
         rm -rf -- "$WORKDIR"
     fi
 }
@@ -124,6 +184,7 @@ DATA="$WORKDIR/data"
 PASSWORD_FILE="$WORKDIR/password"
 RESULTS="$WORKDIR/results.tsv"
 SAMPLER="$WORKDIR/rss-sampler.py"
+S3_HELPER="$WORKDIR/s3.py"
 echo "bench-password-$$" >"$PASSWORD_FILE"
 : >"$RESULTS"
 
@@ -170,7 +231,128 @@ with open(out, "w") as f:
     f.write(f"{tree_peak} {hwm_peak}\n")
 EOF
 
+# `size ENDPOINT BUCKET PREFIX` prints the summed size of the objects under PREFIX;
+# `delete ENDPOINT BUCKET` deletes every object of BUCKET and then BUCKET. The requests go
+# past any proxy and are signed (SigV4, region us-east-1) with AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY: moto lets anonymous requests list a bucket, not delete its objects.
+cat >"$S3_HELPER" <<'EOF'
+import datetime
+import hashlib
+import hmac
+import os
+import sys
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+
+REGION = "us-east-1"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def quote(text, safe=""):
+    return urllib.parse.quote(text, safe="-_.~" + safe)
+
+
+def hmac_sha256(key, text):
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def request(method, endpoint, path, query=()):
+    """Sends a signed request without a body to ENDPOINT/PATH?QUERY; returns the body."""
+    host = urllib.parse.urlsplit(endpoint).netloc
+    path = quote(path, "/")
+    query = "&".join(f"{quote(k)}={quote(v)}" for k, v in sorted(query))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    headers = {"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join([method, path, query, *(f"{k}:{headers[k]}" for k in sorted(headers)),
+                           "", signed, EMPTY_SHA256])
+    scope = f"{day}/{REGION}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + os.environ["AWS_SECRET_ACCESS_KEY"]).encode()
+    for part in (day, REGION, "s3", "aws4_request"):
+        key = hmac_sha256(key, part)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={os.environ['AWS_ACCESS_KEY_ID']}/{scope}, "
+        f"SignedHeaders={signed}, Signature={signature}")
+    url = f"{endpoint}{path}" + (f"?{query}" if query else "")
+    with opener.open(urllib.request.Request(url, headers=headers, method=method),
+                     timeout=120) as response:
+        return response.read()
+
+
+def local(tag):
+    return tag.rsplit("}", 1)[-1]
+
+
+def objects(endpoint, bucket, prefix):
+    token = None
+    while True:
+        query = [("list-type", "2"), ("prefix", prefix)]
+        if token:
+            query.append(("continuation-token", token))
+        root = ET.fromstring(request("GET", endpoint, f"/{bucket}", query))
+        truncated, token = False, None
+        for child in root:
+            name = local(child.tag)
+            if name == "Contents":
+                fields = {local(field.tag): field.text for field in child}
+                yield fields["Key"], int(fields["Size"])
+            elif name == "IsTruncated":
+                truncated = child.text == "true"
+            elif name == "NextContinuationToken":
+                token = child.text
+        if not (truncated and token):
+            return
+
+
+command, endpoint, bucket = sys.argv[1:4]
+if command == "size":
+    print(sum(size for _, size in objects(endpoint, bucket, sys.argv[4])))
+elif command == "delete":
+    for key, _ in list(objects(endpoint, bucket, "")):
+        request("DELETE", endpoint, f"/{bucket}/{key}")
+    request("DELETE", endpoint, f"/{bucket}")
+else:
+    sys.exit(f"unknown command {command}")
+EOF
+
 # --- helpers ----------------------------------------------------------------------------
+# new_bucket NAME : creates the bucket NAME in the S3 server, which must not have it yet.
+new_bucket() {
+    local bucket=$1 code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 30 -I "$S3_ENDPOINT/$bucket") || true
+    [[ $code == 404 ]] || die "bucket $bucket in $S3_ENDPOINT: expected none (HTTP 404), got HTTP $code"
+    curl -sf -o /dev/null -X PUT --noproxy '*' --max-time 30 "$S3_ENDPOINT/$bucket" \
+        || die "creating the bucket $bucket in $S3_ENDPOINT failed"
+    BUCKETS+=("$bucket")
+}
+
+# delete_buckets : deletes every bucket in BUCKETS with all its objects; warns on failure.
+delete_buckets() {
+    local bucket
+    for bucket in ${BUCKETS[@]+"${BUCKETS[@]}"}; do
+        python3 "$S3_HELPER" delete "$S3_ENDPOINT" "$bucket" \
+            || echo "bench: warning: deleting the bucket $bucket in $S3_ENDPOINT failed" >&2
+    done
+    BUCKETS=()
+}
+
+# new_repository TOOL : sets REPO to a new, empty repository for TOOL in this round: a
+# directory in the round's dir, or with --s3 the prefix repo/ of a new bucket.
+new_repository() {
+    if [[ -n $S3_ENDPOINT ]]; then
+        local bucket="$S3_RUN-$round-$1"
+        new_bucket "$bucket"
+        REPO="s3:$S3_ENDPOINT/$bucket/repo"
+    else
+        REPO="$RUN/$1-repo"
+    fi
+}
 # measure ROUND TOOL OP DIR CMD... : runs CMD in DIR under GNU time and the sampler, logs its
 # output to $RUN/TOOL-OP.log and appends one line to $RESULTS.
 measure() {
@@ -226,7 +408,17 @@ check_incremental() {
     esac || echo "  warning: $1 backup2 did not report an unchanged backup against its parent; see $log" >&2
 }
 
-repo_size() { du -sb "$1" | cut -f1; }
+# repo_size REPOSITORY : prints its size in bytes (a directory's, or the objects' under its
+# prefix in the S3 server).
+repo_size() {
+    if [[ $1 == s3:* ]]; then
+        local rest=${1#"s3:$S3_ENDPOINT/"}
+        python3 "$S3_HELPER" size "$S3_ENDPOINT" "${rest%%/*}" "${rest#*/}/" \
+            || die "listing $1 failed"
+    else
+        du -sb "$1" | cut -f1
+    fi
+}
 
 # --- data -------------------------------------------------------------------------------
 echo "bench: generating the data set (scale $SCALE)"
@@ -234,6 +426,11 @@ python3 "$SCRIPT_DIR/gen-bench-data.py" "$DATA" --seed 42 --scale "$SCALE"
 echo "bench: $(restic version | head -n 1)"
 echo "bench: ferry $FERRY ($("$FERRY" --version))"
 echo "bench: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM"
+if [[ -n $S3_ENDPOINT ]]; then
+    # Bucket names: lower case, digits and hyphens; unique to this run.
+    S3_RUN="ferry-bench-$(date +%s)-$$"
+    echo "bench: repositories in the S3 server at $S3_ENDPOINT, a new bucket $S3_RUN-ROUND-TOOL for each"
+fi
 
 export RESTIC_PASSWORD_FILE="$PASSWORD_FILE"
 SIZES=()
@@ -245,7 +442,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     echo "bench: round $round of $ROUNDS"
 
     # restic
-    export RESTIC_REPOSITORY="$RUN/restic-repo"
+    new_repository restic
+    export RESTIC_REPOSITORY=$REPO
     RESTIC_CACHE="$RUN/restic-cache"
     restic init --repository-version 2 --cache-dir "$RESTIC_CACHE" >"$RUN/restic-init.log" 2>&1 \
         || { cat "$RUN/restic-init.log" >&2; die "restic init failed"; }
@@ -257,10 +455,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
     measure "$round" restic restore "$RUN" restic restore "$restic_id" --cache-dir "$RESTIC_CACHE" \
         --target "$RUN/restic-restore"
     verify restic "$RUN/restic-restore"
-    restic_size=$(repo_size "$RUN/restic-repo")
+    restic_size=$(repo_size "$RESTIC_REPOSITORY")
 
     # Ferry
-    FERRY_REPO="$RUN/ferry-repo"
+    new_repository ferry
+    FERRY_REPO=$REPO
     measure "$round" ferry backup1 "$RUN" "$FERRY" backup --source "$DATA" --repository "$FERRY_REPO" \
         --password-file "$PASSWORD_FILE"
     parent=$(sed -n 's/^snapshot ID: \([0-9a-f]\{64\}\)$/\1/p' "$RUN/ferry-backup1.log")
@@ -279,6 +478,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     if ((!KEEP)); then
         rm -rf -- "$RUN/restic-repo" "$RUN/restic-cache" "$RUN/restic-restore" \
             "$RUN/ferry-repo" "$RUN/ferry-restore"
+        delete_buckets
     fi
 done
 
