@@ -375,12 +375,9 @@ fn print_event(event: &Event, json: bool) {
         serde_json::to_string(event).ok()
     } else {
         match event {
-            // Nothing to show before the source is scanned or the snapshot is read.
-            Event::Progress(report)
-                if report.counters == ProgressSnapshot::default() && report.waiting.is_none() =>
-            {
-                None
-            }
+            // Nothing to show before the source is scanned or the snapshot is read; a wait on
+            // the object store has its own line.
+            Event::Progress(report) if report.counters == ProgressSnapshot::default() => None,
             Event::Progress(report) => Some(progress_line(report)),
             Event::Waiting(wait) => Some(format!("{} request: {wait}", wait.operation)),
             Event::Warning { message } => Some(format!("warning: {message}")),

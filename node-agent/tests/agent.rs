@@ -669,6 +669,19 @@ async fn a_restore_interrupted_by_a_killed_agent_completes_on_retry() {
 
 /// Creates a PodVolumeBackup for node-a from `spec` as given, unchecked, as a careless or
 /// hostile writer of custom resources might.
+/// A backup of `pod`'s volume `data` on node-a, into `repository` of `location`.
+fn data_volume_spec(pod: &Pod, location: &str, repository: String) -> PodVolumeBackupSpec {
+    PodVolumeBackupSpec {
+        node: "node-a".to_owned(),
+        pod: pod_reference(pod),
+        volume: "data".to_owned(),
+        storage_location: location.to_owned(),
+        repository,
+        tags: BTreeMap::new(),
+        parent_snapshot_id: None,
+    }
+}
+
 async fn create_raw_backup(cluster: &Cluster, spec: PodVolumeBackupSpec) -> PodVolumeBackup {
     cluster.create_backup_request("bad", spec).await
 }
@@ -937,19 +950,8 @@ async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
         ],
     );
     let pod = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 9).await;
-    let pvb = create_raw_backup(
-        &cluster,
-        PodVolumeBackupSpec {
-            node: "node-a".to_owned(),
-            pod: pod_reference(&pod),
-            volume: "data".to_owned(),
-            storage_location: "silent".to_owned(),
-            repository: format!("s3:{endpoint}/b/restic/{WORKLOADS}"),
-            tags: BTreeMap::new(),
-            parent_snapshot_id: None,
-        },
-    )
-    .await;
+    let repository = format!("s3:{endpoint}/b/restic/{WORKLOADS}");
+    let pvb = create_raw_backup(&cluster, data_volume_spec(&pod, "silent", repository)).await;
     let failed = finished_backup(&cluster, &pvb).await;
     let status = failed.status.unwrap();
     assert_eq!(status.phase, PodVolumePhase::Failed, "{status:?}");
@@ -1004,24 +1006,13 @@ async fn a_transfer_waiting_on_the_object_store_says_so_and_is_not_stalled() {
                    "credential": {"name": "flaky-keys", "key": "cloud"}}),
         )
         .await;
-    // Stalled after 2 s without progress, were waiting on the store not progress.
+    // The stall timeout is shorter than the outage: a transfer waiting on the store within its
+    // retry budget is not standing still.
     let flags = ["--progress-interval", "100ms", "--stall-timeout", "2s"];
     cluster.start_agent(Path::new(AGENT), "node-a", &flags);
     let pod = pod_with_files(&cluster, "app-0", "node-a", 20, 256 * 1024, 12).await;
     front.outage(std::time::Duration::from_secs(8));
-    let pvb = create_raw_backup(
-        &cluster,
-        PodVolumeBackupSpec {
-            node: "node-a".to_owned(),
-            pod: pod_reference(&pod),
-            volume: "data".to_owned(),
-            storage_location: "flaky".to_owned(),
-            repository,
-            tags: BTreeMap::new(),
-            parent_snapshot_id: None,
-        },
-    )
-    .await;
+    let pvb = create_raw_backup(&cluster, data_volume_spec(&pod, "flaky", repository)).await;
 
     let api = cluster.api::<PodVolumeBackup>();
     let waiting = cluster

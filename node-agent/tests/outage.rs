@@ -3,9 +3,8 @@
 //! `503 SlowDown`. What Ferry writes through an outage is checked by the real restic CLI, read
 //! straight from the server.
 
-use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -14,33 +13,13 @@ use ferry_shared::retry::StoreWait;
 use ferry_tests::fault::FaultyFront;
 use ferry_tests::restic::{restic, succeed};
 use ferry_tests::s3;
+use ferry_tests::scratch::Scratch;
 use ferry_tests::tree::{assert_same_tree, make_files, make_rich_tree};
-use tempfile::TempDir;
 
 const PASSWORD: &str = "correct horse battery staple";
 
 /// An outage as long as the one measured against restic.
 const OUTAGE: Duration = Duration::from_secs(20);
-
-struct Scratch {
-    dir: TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn password_file(&self) -> PathBuf {
-        self.path("password")
-    }
-}
 
 /// A repository in a new bucket of the test S3 server, reached through `endpoint`.
 fn repository(endpoint: &str, bucket: &str) -> String {
@@ -175,7 +154,7 @@ fn assert_waited_through_the_outage(run: &Run, what: &str) {
 
 #[test]
 fn a_backup_and_a_restore_ride_out_an_outage_of_the_object_store() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 300, 512 * 1024, 41);
     let front = FaultyFront::for_test_s3();
@@ -207,7 +186,7 @@ fn a_backup_and_a_restore_ride_out_an_outage_of_the_object_store() {
 
 #[test]
 fn a_burst_of_slow_down_answers_is_retried() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_rich_tree(&source, 5);
     let front = FaultyFront::for_test_s3();
@@ -233,7 +212,7 @@ fn a_burst_of_slow_down_answers_is_retried() {
 
 #[test]
 fn an_outage_longer_than_the_budget_fails_naming_it_and_saves_no_snapshot() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 200, 512 * 1024, 43);
     let front = FaultyFront::for_test_s3();
@@ -262,7 +241,7 @@ fn an_outage_longer_than_the_budget_fails_naming_it_and_saves_no_snapshot() {
 
 #[test]
 fn a_wrong_secret_key_fails_at_once_with_the_cause() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_rich_tree(&source, 6);
     let auth = s3::auth();

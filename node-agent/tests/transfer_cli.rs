@@ -11,31 +11,18 @@ use ferry_node_agent::transfer::{Event, Outcome};
 use ferry_shared::repository::{BackupOutcome, RestoreOutcome};
 use ferry_tests::restic::{restic, succeed};
 use ferry_tests::s3;
+use ferry_tests::scratch::Scratch;
 use ferry_tests::tree::{assert_same_tree, make_files, make_rich_tree};
-use tempfile::TempDir;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A scratch directory with a password file and a local repository path.
-struct Scratch {
-    dir: TempDir,
+/// A local repository and a rich source tree in a scratch directory.
+trait Local {
+    fn repository(&self) -> String;
+    fn source_with_rich_tree(&self) -> PathBuf;
 }
 
-impl Scratch {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("password"), format!("{PASSWORD}\n")).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn password_file(&self) -> PathBuf {
-        self.path("password")
-    }
-
+impl Local for Scratch {
     fn repository(&self) -> String {
         self.path("repo").display().to_string()
     }
@@ -145,7 +132,7 @@ fn fails_with(mut command: Command, expected: &str) -> Output {
 
 #[test]
 fn local_round_trip_keeps_data_modes_times_links_and_odd_names() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
@@ -163,7 +150,7 @@ fn local_round_trip_keeps_data_modes_times_links_and_odd_names() {
 
 #[test]
 fn s3_round_trip_keeps_everything() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let endpoint = s3::endpoint();
     let bucket = s3::new_bucket(&endpoint);
@@ -212,7 +199,7 @@ fn s3_round_trip_keeps_everything() {
 
 #[test]
 fn restic_reads_lists_checks_and_restores_what_ferry_writes() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let mut command = backup_command(&scratch, &repository, &source);
@@ -255,7 +242,7 @@ fn restic_reads_lists_checks_and_restores_what_ferry_writes() {
 
 #[test]
 fn ferry_restores_and_continues_what_restic_writes() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     succeed(restic(&repository, &scratch.password_file()).arg("init"));
@@ -293,7 +280,7 @@ fn pack_count(repository: &str) -> usize {
 
 #[test]
 fn an_unchanged_second_backup_uses_its_parent_and_adds_no_data() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let (first, _) = backed_up(backup_command(&scratch, &repository, &source));
@@ -331,7 +318,7 @@ fn progress_events(events: &[Event]) -> Vec<ferry_shared::repository::ProgressSn
 
 #[test]
 fn progress_follows_the_interval_and_reaches_the_totals() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 300, 64 * 1024, 3);
     let repository = scratch.repository();
@@ -368,7 +355,7 @@ fn progress_follows_the_interval_and_reaches_the_totals() {
 
 #[test]
 fn restore_with_a_restore_uid_writes_the_marker_and_the_helper_releases_the_pod() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
@@ -399,7 +386,7 @@ fn restore_with_a_restore_uid_writes_the_marker_and_the_helper_releases_the_pod(
 
 #[test]
 fn an_empty_source_takes_no_snapshot() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("empty");
     fs::create_dir(&source).unwrap();
     let (backup, _) = backed_up(backup_command(&scratch, &scratch.repository(), &source));
@@ -408,7 +395,7 @@ fn an_empty_source_takes_no_snapshot() {
 
 #[test]
 fn a_wrong_password_is_named() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
@@ -421,7 +408,7 @@ fn a_wrong_password_is_named() {
 
 #[test]
 fn bad_sources_targets_snapshots_and_password_files_are_named() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
@@ -467,7 +454,7 @@ fn bad_sources_targets_snapshots_and_password_files_are_named() {
 
 #[test]
 fn an_unreachable_object_store_is_named_with_its_cause() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     // Nothing listens on port 9 of the loopback address.
     let mut command = backup_command(&scratch, "s3:http://127.0.0.1:9/bucket/repo", &source);
@@ -526,7 +513,7 @@ fn on_tiny_filesystem(dir: &Path, size: &str, script: &str) -> Option<Output> {
 
 #[test]
 fn a_full_disk_fails_the_restore_without_a_marker() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 4, 1024 * 1024, 5);
     let repository = scratch.repository();
@@ -550,7 +537,7 @@ fn a_full_disk_fails_the_restore_without_a_marker() {
 
 #[test]
 fn a_full_repository_disk_saves_no_snapshot() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 4, 1024 * 1024, 6);
     let mount = scratch.path("small");
@@ -575,7 +562,7 @@ fn a_full_repository_disk_saves_no_snapshot() {
 
 #[test]
 fn unreadable_files_are_counted_and_named() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 5, 1000, 8);
     let hidden = source.join("d0/unreadable");
@@ -585,7 +572,7 @@ fn unreadable_files_are_counted_and_named() {
     let mut command = backup_command(&scratch, &scratch.repository(), &source);
     if nix::unistd::Uid::effective().is_root() {
         // Root reads everything; run the backup as nobody instead.
-        for path in [scratch.dir.path().to_owned(), source.clone()] {
+        for path in [scratch.root().to_owned(), source.clone()] {
             fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
         }
         for entry in walkdir::WalkDir::new(&source).min_depth(1) {
@@ -627,7 +614,7 @@ fn unreadable_files_are_counted_and_named() {
 
 #[test]
 fn a_transfer_over_its_memory_limit_fails_alone_and_says_so() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));
@@ -642,7 +629,7 @@ fn a_terminated_backup_stops_its_transfer_and_saves_no_snapshot() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 64, 1024 * 1024, 9);
     let repository = scratch.repository();
@@ -676,7 +663,7 @@ fn a_terminated_backup_stops_its_transfer_and_saves_no_snapshot() {
 
 #[test]
 fn init_creates_a_repository_once_that_restic_opens() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let repository = scratch.repository();
     let init = || {
         let mut command = ferry();
@@ -748,7 +735,7 @@ fn kill_while_restoring(mut command: Command) {
 
 #[test]
 fn a_killed_restore_is_refused_then_finished_with_resume() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 200, 256 * 1024, 12);
     let repository = scratch.repository();
@@ -783,7 +770,7 @@ fn a_killed_restore_is_refused_then_finished_with_resume() {
 
 #[test]
 fn a_restore_stopped_by_a_full_disk_finishes_with_resume_once_there_is_room() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.path("source");
     make_files(&source, 4, 1024 * 1024, 13);
     let repository = scratch.repository();
@@ -816,7 +803,7 @@ fn a_restore_stopped_by_a_full_disk_finishes_with_resume_once_there_is_room() {
 
 #[test]
 fn a_retry_after_the_marker_was_written_keeps_the_data_and_releases_the_claim() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new(PASSWORD);
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let (backup, _) = backed_up(backup_command(&scratch, &repository, &source));

@@ -1,4 +1,4 @@
-//! Support for Ferry's integration tests: test data and its comparison, the restic CLI, the
+//! Support for Ferry's integration tests: scratch directories, test data and its comparison, the restic CLI, the
 //! test S3 server started by `scripts/test-services.sh` and a fault-injecting front for it, and
 //! an in-process Kubernetes API server.
 
@@ -8,4 +8,5 @@ pub mod harness;
 pub mod proc;
 pub mod restic;
 pub mod s3;
+pub mod scratch;
 pub mod tree;
