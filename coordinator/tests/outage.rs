@@ -56,7 +56,6 @@ async fn the_location_check_and_sync_ride_out_an_outage_of_the_object_store() {
     let bucket = s3::new_bucket(&s3::endpoint());
     stored_backup(&bucket, "before-the-outage").await;
     let front = FaultyFront::for_test_s3();
-    front.outage(Duration::from_secs(15));
 
     let mut cluster = Cluster::start().await;
     cluster.create_repository_password(PASSWORD).await;
@@ -75,6 +74,7 @@ async fn the_location_check_and_sync_ride_out_an_outage_of_the_object_store() {
                    "syncPeriod": "1s"}),
         )
         .await;
+    front.outage(Duration::from_secs(15));
     cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
 
     // The backup is synced once the store answers again; until then the check waits.

@@ -667,8 +667,6 @@ async fn a_restore_interrupted_by_a_killed_agent_completes_on_retry() {
     assert_same_tree(&dirs[0], &new_dirs[0]);
 }
 
-/// Creates a PodVolumeBackup for node-a from `spec` as given, unchecked, as a careless or
-/// hostile writer of custom resources might.
 /// A backup of `pod`'s volume `data` on node-a, into `repository` of `location`.
 fn data_volume_spec(pod: &Pod, location: &str, repository: String) -> PodVolumeBackupSpec {
     PodVolumeBackupSpec {
@@ -682,6 +680,8 @@ fn data_volume_spec(pod: &Pod, location: &str, repository: String) -> PodVolumeB
     }
 }
 
+/// Creates a PodVolumeBackup for node-a from `spec` as given, unchecked, as a careless or
+/// hostile writer of custom resources might.
 async fn create_raw_backup(cluster: &Cluster, spec: PodVolumeBackupSpec) -> PodVolumeBackup {
     cluster.create_backup_request("bad", spec).await
 }
@@ -1008,10 +1008,10 @@ async fn a_transfer_waiting_on_the_object_store_says_so_and_is_not_stalled() {
         .await;
     // The stall timeout is shorter than the outage: a transfer waiting on the store within its
     // retry budget is not standing still.
-    let flags = ["--progress-interval", "100ms", "--stall-timeout", "2s"];
+    let flags = ["--progress-interval", "100ms", "--stall-timeout", "4s"];
     cluster.start_agent(Path::new(AGENT), "node-a", &flags);
     let pod = pod_with_files(&cluster, "app-0", "node-a", 20, 256 * 1024, 12).await;
-    front.outage(std::time::Duration::from_secs(8));
+    front.outage(std::time::Duration::from_secs(10));
     let pvb = create_raw_backup(&cluster, data_volume_spec(&pod, "flaky", repository)).await;
 
     let api = cluster.api::<PodVolumeBackup>();

@@ -81,8 +81,17 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// Runs `command`, calling `once_moving` when its progress first shows bytes moved.
-fn run(mut command: Command, once_moving: impl FnOnce()) -> Run {
+/// When a run calls its trigger.
+#[derive(Clone, Copy)]
+enum At {
+    /// At the first progress report: the transfer has begun and is far from its end.
+    Start,
+    /// At the first progress report with bytes moved: the transfer is under way.
+    Moving,
+}
+
+/// Runs `command`, calling `trigger` once, `at` the given point of its progress.
+fn run(mut command: Command, at: At, trigger: impl FnOnce()) -> Run {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -94,15 +103,15 @@ fn run(mut command: Command, once_moving: impl FnOnce()) -> Run {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let mut once_moving = Some(once_moving);
+    let mut trigger = Some(trigger);
     let mut events = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         let event: Event =
             serde_json::from_str(&line).unwrap_or_else(|err| panic!("{line}: {err}"));
         if let Event::Progress(report) = &event
-            && report.counters.bytes_done > 0
-            && let Some(trigger) = once_moving.take()
+            && (matches!(at, At::Start) || report.counters.bytes_done > 0)
+            && let Some(trigger) = trigger.take()
         {
             trigger();
         }
@@ -166,7 +175,7 @@ fn a_backup_and_a_restore_ride_out_an_outage_of_the_object_store() {
         &through_front,
         &["backup", "--source", &text(&source)],
     );
-    let backed_up = run(backup, || front.outage(OUTAGE));
+    let backed_up = run(backup, At::Moving, || front.outage(OUTAGE));
     let snapshot = snapshot_id(&backed_up);
     assert_waited_through_the_outage(&backed_up, "backup");
     succeed(restic_on_server(&scratch, &bucket).args(["check", "--read-data"]));
@@ -178,7 +187,7 @@ fn a_backup_and_a_restore_ride_out_an_outage_of_the_object_store() {
         &["restore", "--snapshot", &snapshot],
     );
     restore.arg("--target").arg(&target);
-    let restored = run(restore, || front.outage(OUTAGE));
+    let restored = run(restore, At::Start, || front.outage(OUTAGE));
     restored.completed();
     assert_waited_through_the_outage(&restored, "restore");
     assert_same_tree(&source, &target);
@@ -197,7 +206,7 @@ fn a_burst_of_slow_down_answers_is_retried() {
         &repository(&front.endpoint(), &bucket),
         &["backup", "--source", &text(&source)],
     );
-    let backed_up = run(backup, || {});
+    let backed_up = run(backup, At::Start, || {});
     let snapshot = snapshot_id(&backed_up);
     assert_eq!(front.slowed_down(), 3);
     let throttled = backed_up
@@ -228,7 +237,9 @@ fn an_outage_longer_than_the_budget_fails_naming_it_and_saves_no_snapshot() {
             &text(&source),
         ],
     );
-    let failed = run(backup, || front.outage(Duration::from_secs(600)));
+    let failed = run(backup, At::Moving, || {
+        front.outage(Duration::from_secs(600))
+    });
     let message = failed.failure();
     assert!(message.contains("no snapshot was saved"), "{message}");
     assert!(message.contains("(the storage retry budget)"), "{message}");
@@ -256,7 +267,7 @@ fn a_wrong_secret_key_fails_at_once_with_the_cause() {
         command
             .env("AWS_ACCESS_KEY_ID", &auth.access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", secret);
-        run(command, || {})
+        run(command, At::Start, || {})
     };
     snapshot_id(&backup(&auth.secret_access_key));
 

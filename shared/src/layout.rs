@@ -98,9 +98,7 @@ pub struct ObjectStore {
 impl ObjectStore {
     /// Access to the location whose root (its prefix) is `root`.
     pub fn open(root: &RepositoryLocation, retrier: Retrier) -> Result<Self, StoreError> {
-        let operator = root
-            .operator()
-            .map_err(|err| StoreError::Setup(err.to_string()))?;
+        let operator = root.operator().map_err(StoreError::Setup)?;
         Ok(Self { operator, retrier })
     }
 

@@ -53,10 +53,12 @@ impl fmt::Display for StoreWait {
     }
 }
 
-/// Hears of every retry, and of each retried request that then succeeded.
+/// Hears of every retry, and of the end of each request that was retried.
 pub trait RetryObserver: Send + Sync {
+    /// A request failed for a reason that may pass, and is tried again after the wait.
     fn waiting(&self, wait: &StoreWait);
-    fn recovered(&self, operation: &str);
+    /// A request that was retried ended: it succeeded, or it gave up.
+    fn ended(&self, operation: &str, succeeded: bool);
 }
 
 /// An observer for callers that only want the retries.
@@ -64,7 +66,7 @@ struct Unobserved;
 
 impl RetryObserver for Unobserved {
     fn waiting(&self, _wait: &StoreWait) {}
-    fn recovered(&self, _operation: &str) {}
+    fn ended(&self, _operation: &str, _succeeded: bool) {}
 }
 
 /// `ferry_storage_retries_total{operation}`: the retries of requests to object storage.
@@ -95,8 +97,10 @@ impl RetryObserver for CountedRetries {
         tracing::warn!(operation = %wait.operation, retry = wait.retry, "{wait}");
     }
 
-    fn recovered(&self, operation: &str) {
-        tracing::info!(%operation, "the object store answers again");
+    fn ended(&self, operation: &str, succeeded: bool) {
+        if succeeded {
+            tracing::info!(%operation, "the object store answers again");
+        }
     }
 }
 
@@ -184,7 +188,7 @@ impl Retrier {
             let error = match request().await {
                 Ok(value) => {
                     if retries > 0 {
-                        self.observer.recovered(operation);
+                        self.observer.ended(operation, true);
                     }
                     return Ok(value);
                 }
@@ -193,6 +197,9 @@ impl Retrier {
             let elapsed = started.elapsed();
             let delay = next_delay(transient(&error), elapsed, self.budget, delays.next());
             let Some(delay) = delay else {
+                if retries > 0 {
+                    self.observer.ended(operation, false);
+                }
                 return Err(RequestFailure {
                     error,
                     retries,
@@ -224,7 +231,7 @@ fn next_delay(
 }
 
 /// Whether a failed request may succeed if tried again.
-pub fn transient(error: &opendal::Error) -> bool {
+fn transient(error: &opendal::Error) -> bool {
     error.is_temporary()
         || error.kind() == ErrorKind::RateLimited
         || io_error_kinds(error).any(|kind| {
@@ -258,7 +265,7 @@ fn io_error_kinds(error: &opendal::Error) -> impl Iterator<Item = io::ErrorKind>
 /// What went wrong, in a line: opendal's kind, then the HTTP status and S3 error code when the
 /// store answered, or the innermost cause when it did not, which is where "connection refused"
 /// or "broken pipe" is found.
-pub fn cause(error: &opendal::Error) -> String {
+fn cause(error: &opendal::Error) -> String {
     let kind = error.kind();
     // opendal keeps the response's status only in its own rendering of the error.
     let shown = error.to_string();
@@ -364,15 +371,15 @@ mod tests {
     #[derive(Default)]
     struct Heard {
         waits: Mutex<Vec<StoreWait>>,
-        recovered: AtomicU32,
+        ended: Mutex<Vec<bool>>,
     }
 
     impl RetryObserver for Heard {
         fn waiting(&self, wait: &StoreWait) {
             self.waits.lock().unwrap().push(wait.clone());
         }
-        fn recovered(&self, _operation: &str) {
-            self.recovered.fetch_add(1, Ordering::Relaxed);
+        fn ended(&self, _operation: &str, succeeded: bool) {
+            self.ended.lock().unwrap().push(succeeded);
         }
     }
 
@@ -400,12 +407,13 @@ mod tests {
                 "waiting for the object store: RateLimited (SlowDown) (retry 1, next in"
             )
         );
-        assert_eq!(heard.recovered.load(Ordering::Relaxed), 1);
+        assert_eq!(*heard.ended.lock().unwrap(), [true]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lasting_outage_fails_once_the_budget_is_spent_naming_it() {
-        let retrier = Retrier::unobserved(S(60));
+        let heard = Arc::new(Heard::default());
+        let retrier = Retrier::new(S(60), heard.clone());
         let failure = retrier
             .run("read", || async {
                 Err::<(), _>(
@@ -420,6 +428,7 @@ mod tests {
         let text = failure.to_string();
         assert!(text.contains("connection refused"), "{text}");
         assert!(text.contains("over 1m"), "{text}");
+        assert_eq!(*heard.ended.lock().unwrap(), [false]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,17 +8,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_tests::fault::FaultyFront;
+use ferry_tests::fault::{FaultyFront, SLOW_DOWN_BODY};
 use ferry_tests::s3;
 use rand::RngCore;
 
 /// A failure guard for waits, never a timing assertion.
 const GUARD: Duration = Duration::from_secs(10);
-
-/// The body of a `SlowDown` answer.
-const SLOW_DOWN_BODY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
-<Message>Please reduce your request rate.</Message><RequestId>ferry-fault-front</RequestId>\
-<HostId>ferry-fault-front</HostId></Error>";
 
 /// An outage long enough for a test to look at the front while it lasts.
 const OUTAGE: Duration = Duration::from_secs(2);

@@ -30,7 +30,8 @@ pub struct RunArgs {
     /// Attempts of one transfer (the first and its retries after an interruption) before it is Failed.
     #[arg(long, env = "FERRY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
-    /// A transfer whose progress has not moved for this long is stopped and tried again.
+    /// A transfer whose progress has not moved for this long, and that is not waiting on the
+    /// object store within its retry budget, is stopped and tried again.
     #[arg(long, env = "FERRY_STALL_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
     pub stall_timeout: Duration,
     /// Each transfer process's memory cap, such as 1Gi; unlimited when absent.

@@ -3,7 +3,7 @@
 //! running now; its series is removed when the transfer ends. Retries of requests to object
 //! storage are counted by request kind.
 
-use ferry_shared::retry::StoreWait;
+use ferry_shared::retry::{CountedRetries, RetryObserver, StoreWait};
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -33,7 +33,7 @@ pub struct Metrics {
     files: IntCounterVec,
     in_progress: IntGaugeVec,
     progress: GaugeVec,
-    storage_retries: IntCounterVec,
+    storage_retries: CountedRetries,
 }
 
 impl Metrics {
@@ -98,8 +98,8 @@ impl Metrics {
         registry.register(Box::new(files.clone()))?;
         registry.register(Box::new(in_progress.clone()))?;
         registry.register(Box::new(progress.clone()))?;
-        let storage_retries = ferry_shared::retry::retries_metric()?;
-        registry.register(Box::new(storage_retries.clone()))?;
+        let storage_retries = CountedRetries(ferry_shared::retry::retries_metric()?);
+        registry.register(Box::new(storage_retries.0.clone()))?;
         for operation in [Operation::Backup, Operation::Restore] {
             in_progress.with_label_values(&[operation.as_str()]).set(0);
         }
@@ -142,11 +142,9 @@ impl Metrics {
             .set(total as f64);
     }
 
-    /// A transfer's request to object storage is tried again.
+    /// A transfer's request to object storage is tried again: counted, and logged.
     pub fn storage_retry(&self, wait: &StoreWait) {
-        self.storage_retries
-            .with_label_values(&[wait.operation.as_str()])
-            .inc();
+        self.storage_retries.waiting(wait);
     }
 
     /// Records the end of a transfer and removes its progress series.

@@ -258,11 +258,10 @@ impl Follow {
                 };
                 true
             }
+            // The status shows the wait from the next progress report, which carries it.
             Event::Waiting(wait) => {
                 ctx.metrics.storage_retry(&wait);
                 self.last_change = Instant::now();
-                info!(%name, operation = %wait.operation, "{wait}");
-                status.message = Some(wait.to_string());
                 false
             }
             Event::Warning { message } => {

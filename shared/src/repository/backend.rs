@@ -93,8 +93,7 @@ impl ReadBackend for StoreBackend {
                 }
             })?;
             return Ok(size
-                .and_then(|size| u32::try_from(size).ok())
-                .map(|size| (Id::default(), size))
+                .map(|size| (Id::default(), u32::try_from(size).unwrap_or_default()))
                 .into_iter()
                 .collect());
         }
@@ -144,12 +143,9 @@ impl ReadBackend for StoreBackend {
     }
 }
 
+/// An object store needs no directories made before objects are put under them, so `create`
+/// is the trait's own, which makes none.
 impl WriteBackend for StoreBackend {
-    /// An object store needs no directories made before objects are put under them.
-    fn create(&self) -> RusticResult<()> {
-        Ok(())
-    }
-
     fn write_bytes(
         &self,
         tpe: FileType,

@@ -6,8 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use opendal::Operator;
-use opendal::layers::TimeoutLayer;
+use opendal::{HttpTransporter, OperationContext, Operator};
+use opendal_http_transport_reqwest::ReqwestTransport;
 use serde::{Deserialize, Serialize};
 
 /// A restic-format repository on a local filesystem or in an S3 bucket.
@@ -150,29 +150,44 @@ impl RepositoryLocation {
     }
 
     /// An opendal operator rooted at this location, with no retries of its own (they are
-    /// [`crate::retry`]'s) and a timeout on every request, so that a store that stops answering
-    /// is a failure that can be retried rather than a hang.
-    pub fn operator(&self) -> opendal::Result<Operator> {
+    /// [`crate::retry`]'s). An S3 operator has an HTTP client of its own, whose connections
+    /// live and die with it, and which gives up on a store that can no longer be reached, so
+    /// that a lost store is a failure that can be retried rather than a hang.
+    pub fn operator(&self) -> Result<Operator, String> {
         let operator = match self {
             Self::Local { path } => Operator::from_iter::<opendal::services::Fs>([(
                 "root".to_owned(),
                 path.display().to_string(),
-            )])?,
-            Self::S3(s3) => Operator::from_iter::<opendal::services::S3>(s3.opendal_options())?,
-        };
-        Ok(operator.layer(
-            TimeoutLayer::new()
-                .with_timeout(REQUEST_TIMEOUT)
-                .with_io_timeout(TRANSFER_TIMEOUT),
-        ))
+            )]),
+            Self::S3(s3) => Operator::from_iter::<opendal::services::S3>(s3.opendal_options()),
+        }
+        .map_err(|err| err.to_string())?;
+        if matches!(self, Self::Local { .. }) {
+            return Ok(operator);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(KEEPALIVE)
+            .tcp_user_timeout(UNACKNOWLEDGED_TIMEOUT)
+            .read_timeout(ANSWER_TIMEOUT)
+            .build()
+            .map_err(|err| format!("cannot set up the HTTP client: {err}"))?;
+        let transport = HttpTransporter::new(ReqwestTransport::new(client));
+        Ok(operator.with_context(OperationContext::new().with_http_transport(transport)))
     }
 }
 
-/// How long a request without a body to move (stat, list, delete, the start of a read) may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long one read or write of data may take: a whole pack is uploaded in one, so this allows
-/// a 32 MiB pack over a link of 300 KiB/s.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a connection to the object store may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a connection that waits is probed.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long sent data or a probe may go unacknowledged before the connection counts as lost:
+/// the store's host or the network between is gone, however slowly the store was answering.
+const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a request may wait for its answer, upload included, or for the next bytes of the
+/// answer's body, from a store that acknowledges everything and answers nothing. Long enough
+/// for a 128 MiB pack over a link of 220 KiB/s.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl S3Location {
     /// The options of opendal's S3 service for this location, rooted at its prefix.

@@ -196,7 +196,7 @@ fn backends(
             LocalBackend::new(path.display().to_string(), []).map_err(|err| describe(&err))?,
         ),
         RepositoryLocation::S3(_) => {
-            let operator = config.location.operator().map_err(|err| err.to_string())?;
+            let operator = config.location.operator()?;
             let retrier = Retrier::new(config.retry_budget, counters);
             Arc::new(
                 backend::StoreBackend::new(operator, retrier, config.location.restic_identifier())

@@ -22,8 +22,15 @@ pub struct ProgressCounters {
     bytes_total: AtomicU64,
     files_done: AtomicU64,
     files_total: AtomicU64,
-    waiting: Mutex<Option<StoreWait>>,
+    waits: Mutex<Waits>,
     listener: OnceLock<WaitListener>,
+}
+
+/// The requests waiting on the object store now, and the latest wait of any of them.
+#[derive(Debug, Default)]
+struct Waits {
+    retrying: usize,
+    latest: Option<StoreWait>,
 }
 
 impl fmt::Debug for ProgressCounters {
@@ -76,14 +83,14 @@ impl ProgressCounters {
         let _ = self.listener.set(Box::new(listener));
     }
 
-    /// The wait on the object store going on now, if any: the latest retry of a request that
-    /// has not succeeded since.
+    /// The wait on the object store going on now, if any: the latest retry while any request
+    /// is being retried.
     pub fn current_wait(&self) -> Option<StoreWait> {
-        self.wait_slot().clone()
+        self.waits().latest.clone()
     }
 
-    fn wait_slot(&self) -> std::sync::MutexGuard<'_, Option<StoreWait>> {
-        self.waiting
+    fn waits(&self) -> std::sync::MutexGuard<'_, Waits> {
+        self.waits
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -100,14 +107,24 @@ impl ProgressCounters {
 
 impl RetryObserver for ProgressCounters {
     fn waiting(&self, wait: &StoreWait) {
-        *self.wait_slot() = Some(wait.clone());
+        {
+            let mut waits = self.waits();
+            if wait.retry == 1 {
+                waits.retrying += 1;
+            }
+            waits.latest = Some(wait.clone());
+        }
         if let Some(listener) = self.listener.get() {
             listener(wait);
         }
     }
 
-    fn recovered(&self, _operation: &str) {
-        *self.wait_slot() = None;
+    fn ended(&self, _operation: &str, _succeeded: bool) {
+        let mut waits = self.waits();
+        waits.retrying = waits.retrying.saturating_sub(1);
+        if waits.retrying == 0 {
+            waits.latest = None;
+        }
     }
 }
 
@@ -152,4 +169,31 @@ impl RusticProgress for Ignored {
     fn set_title(&self, _title: &str) {}
     fn inc(&self, _inc: u64) {}
     fn finish(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(operation: &str, retry: u32) -> StoreWait {
+        StoreWait {
+            operation: operation.to_owned(),
+            cause: "Unexpected (send http request): connection refused".to_owned(),
+            retry,
+            next_in_millis: 500,
+        }
+    }
+
+    #[test]
+    fn a_wait_lasts_while_any_request_is_retried() {
+        let counters = ProgressCounters::new();
+        assert_eq!(counters.current_wait(), None);
+        counters.waiting(&wait("write", 1));
+        counters.waiting(&wait("read", 1));
+        counters.waiting(&wait("write", 2));
+        counters.ended("read", true);
+        assert_eq!(counters.current_wait(), Some(wait("write", 2)));
+        counters.ended("write", false);
+        assert_eq!(counters.current_wait(), None);
+    }
 }
