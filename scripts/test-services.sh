@@ -46,6 +46,12 @@ running() {
 launch() {
   local pidfile=$1 log=$2 probe=$3
   shift 3
+  # A server that answers already is somebody else's (another checkout's, say): using it would
+  # mix that checkout's state, keys included, with this one's.
+  if curl -s -o /dev/null "$probe"; then
+    echo "something else already answers on $probe; stop it, or pick other ports with FERRY_S3_PORT and FERRY_S3_AUTH_PORT" >&2
+    exit 1
+  fi
   nohup "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do

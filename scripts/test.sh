@@ -14,8 +14,10 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-eval "$(scripts/test-services.sh start >/dev/null && cat target/test-services/s3.env)"
 trap 'scripts/test-services.sh stop' EXIT
+scripts/test-services.sh start >/dev/null
+# shellcheck source=/dev/null
+source target/test-services/s3.env
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 
 if cargo nextest --version >/dev/null 2>&1; then
