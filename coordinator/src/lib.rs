@@ -75,21 +75,8 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     )
     .await?;
     tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
-
-    let lost = if settings.leader_elect {
-        let identity = settings.identity.clone().unwrap_or_else(random_identity);
-        let lease = leader::LeaseSettings {
-            namespace: settings.namespace.clone(),
-            name: settings.lease_name.clone(),
-            identity,
-            duration: settings.lease_duration,
-        };
-        match leader::acquire(client.clone(), lease, &shutdown).await {
-            Some(lost) => lost,
-            None => return Ok(()),
-        }
-    } else {
-        CancellationToken::new()
+    let Some(lost) = lease(&client, &settings, &shutdown).await else {
+        return Ok(());
     };
 
     password::ensure(&client, &settings.namespace)
@@ -103,80 +90,130 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     };
     let namespace = settings.namespace.clone();
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics, jobs));
-    let config = watcher::Config::default;
+    let controllers = Controllers::new(&client, &namespace);
+    controllers.ready_when_synced(readiness);
+    info!(%namespace, "coordinator started");
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(controllers.run(ctx, stop.clone()));
 
-    let backups = Controller::new(
-        Api::<Backup>::namespaced(client.clone(), &namespace),
-        config(),
-    )
-    .owns(
-        Api::<PodVolumeBackup>::namespaced(client.clone(), &namespace),
-        config(),
-    );
-    let backup_store = backups.store();
-    let waiting_backups = backup_store.clone();
-    // A Backup that waits for its repositories goes on as soon as one becomes ready.
-    let backups = backups.watches(
-        Api::<BackupRepository>::namespaced(client.clone(), &namespace),
-        config(),
-        move |repository: BackupRepository| {
-            waiting_backups
-                .state()
-                .into_iter()
-                .filter(|backup| {
-                    backup.phase() == ferry_shared::crd::OperationPhase::InProgress
-                        && backup.spec.storage_location.as_ref()
-                            == Some(&repository.spec.storage_location)
-                })
-                .map(|backup| ObjectRef::from_obj(&*backup))
-                .collect::<Vec<_>>()
-        },
-    );
-    let restores = Controller::new(
-        Api::<Restore>::namespaced(client.clone(), &namespace),
-        config(),
-    )
-    .owns(
-        Api::<PodVolumeRestore>::namespaced(client.clone(), &namespace),
-        config(),
-    );
-    let restore_store = restores.store();
-    let waiting = restore_store.clone();
-    // A restored pod's binding lets its PodVolumeRestores be labelled for its node.
-    let restores = restores.watches(
-        Api::<Pod>::all(client.clone()),
-        config().labels(label::RESTORE_UID),
-        move |pod: Pod| {
-            let uid = pod.labels().get(label::RESTORE_UID).cloned();
-            waiting
-                .state()
-                .into_iter()
-                .filter(|restore| restore.uid() == uid)
-                .map(|restore| ObjectRef::from_obj(&*restore))
-                .collect::<Vec<_>>()
-        },
-    );
-    let repositories = Controller::new(
-        Api::<BackupRepository>::namespaced(client.clone(), &namespace),
-        config(),
-    );
-    let locations = Controller::new(
-        Api::<BackupStorageLocation>::namespaced(client.clone(), &namespace),
-        config(),
-    );
-    let schedules = Controller::new(
-        Api::<Schedule>::namespaced(client.clone(), &namespace),
-        config(),
-    );
+    let lost_lease = tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = lost.cancelled() => true,
+    };
+    info!("stopping");
+    stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .is_err()
     {
-        let stores = (
-            backup_store,
-            restore_store,
-            repositories.store(),
-            locations.store(),
-            schedules.store(),
+        error!("controllers did not stop in time");
+    }
+    shutdown.cancel();
+    runtime::admin_stopped(admin).await;
+    if lost_lease {
+        return Err(CoordinatorError::LostLease);
+    }
+    Ok(())
+}
+
+/// With `--leader-elect`, waits for the Lease and returns the token cancelled when it is lost,
+/// or None when the coordinator was stopped first; without, a token never cancelled.
+async fn lease(
+    client: &Client,
+    settings: &RunArgs,
+    shutdown: &CancellationToken,
+) -> Option<CancellationToken> {
+    if !settings.leader_elect {
+        return Some(CancellationToken::new());
+    }
+    let lease = leader::LeaseSettings {
+        namespace: settings.namespace.clone(),
+        name: settings.lease_name.clone(),
+        identity: settings.identity.clone().unwrap_or_else(random_identity),
+        duration: settings.lease_duration,
+    };
+    leader::acquire(client.clone(), lease, shutdown).await
+}
+
+/// The coordinator's five controllers, each with what it watches.
+struct Controllers {
+    backups: Controller<Backup>,
+    restores: Controller<Restore>,
+    repositories: Controller<BackupRepository>,
+    locations: Controller<BackupStorageLocation>,
+    schedules: Controller<Schedule>,
+}
+
+impl Controllers {
+    fn new(client: &Client, namespace: &str) -> Self {
+        let config = watcher::Config::default;
+        let backups = Controller::new(
+            Api::<Backup>::namespaced(client.clone(), namespace),
+            config(),
+        )
+        .owns(
+            Api::<PodVolumeBackup>::namespaced(client.clone(), namespace),
+            config(),
         );
-        let readiness = readiness.clone();
+        let waiting = backups.store();
+        // A Backup that waits for its repositories goes on as soon as one becomes ready.
+        let backups = backups.watches(
+            Api::<BackupRepository>::namespaced(client.clone(), namespace),
+            config(),
+            move |repository: BackupRepository| {
+                waiting
+                    .state()
+                    .into_iter()
+                    .filter(|backup| {
+                        backup.phase() == ferry_shared::crd::OperationPhase::InProgress
+                            && backup.spec.storage_location.as_ref()
+                                == Some(&repository.spec.storage_location)
+                    })
+                    .map(|backup| ObjectRef::from_obj(&*backup))
+                    .collect::<Vec<_>>()
+            },
+        );
+        let restores = Controller::new(
+            Api::<Restore>::namespaced(client.clone(), namespace),
+            config(),
+        )
+        .owns(
+            Api::<PodVolumeRestore>::namespaced(client.clone(), namespace),
+            config(),
+        );
+        let waiting = restores.store();
+        // A restored pod's binding lets its PodVolumeRestores be labelled for its node.
+        let restores = restores.watches(
+            Api::<Pod>::all(client.clone()),
+            config().labels(label::RESTORE_UID),
+            move |pod: Pod| {
+                let uid = pod.labels().get(label::RESTORE_UID).cloned();
+                waiting
+                    .state()
+                    .into_iter()
+                    .filter(|restore| restore.uid() == uid)
+                    .map(|restore| ObjectRef::from_obj(&*restore))
+                    .collect::<Vec<_>>()
+            },
+        );
+        Self {
+            backups,
+            restores,
+            repositories: Controller::new(Api::namespaced(client.clone(), namespace), config()),
+            locations: Controller::new(Api::namespaced(client.clone(), namespace), config()),
+            schedules: Controller::new(Api::namespaced(client.clone(), namespace), config()),
+        }
+    }
+
+    /// Marks the coordinator ready once every controller's watches have synced.
+    fn ready_when_synced(&self, readiness: Readiness) {
+        let stores = (
+            self.backups.store(),
+            self.restores.store(),
+            self.repositories.store(),
+            self.locations.store(),
+            self.schedules.store(),
+        );
         tokio::spawn(async move {
             if runtime::synced(&stores.0).await
                 && runtime::synced(&stores.1).await
@@ -190,69 +227,45 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
         });
     }
 
-    info!(%namespace, "coordinator started");
-    let stop = CancellationToken::new();
-    let graceful = || stop.clone().cancelled_owned();
-    let controllers = futures::future::join5(
-        backups
-            .graceful_shutdown_on(graceful())
-            .run(
-                |object, ctx| error::settled(object, ctx, backup::reconcile),
-                error::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| async {}),
-        restores
-            .graceful_shutdown_on(graceful())
-            .run(
-                |object, ctx| error::settled(object, ctx, restore::reconcile),
-                error::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| async {}),
-        repositories
-            .graceful_shutdown_on(graceful())
-            .run(
-                |object, ctx| error::settled(object, ctx, repository::reconcile),
-                error::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| async {}),
-        locations
-            .graceful_shutdown_on(graceful())
-            .run(
-                |object, ctx| error::settled(object, ctx, location::reconcile),
-                error::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| async {}),
-        schedules
-            .graceful_shutdown_on(graceful())
-            .run(
-                |object, ctx| error::settled(object, ctx, schedule::reconcile),
-                error::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| async {}),
-    );
-    let controllers = tokio::spawn(controllers);
+    /// Runs every controller until `stop`, letting each finish the reconciles under way.
+    async fn run(self, ctx: Arc<Context>, stop: CancellationToken) {
+        futures::future::join5(
+            drive(self.backups, backup::reconcile, &ctx, &stop),
+            drive(self.restores, restore::reconcile, &ctx, &stop),
+            drive(self.repositories, repository::reconcile, &ctx, &stop),
+            drive(self.locations, location::reconcile, &ctx, &stop),
+            drive(self.schedules, schedule::reconcile, &ctx, &stop),
+        )
+        .await;
+    }
+}
 
-    let lost_lease = tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = lost.cancelled() => true,
-    };
-    info!("stopping");
-    stop.cancel();
-    if tokio::time::timeout(Duration::from_secs(20), controllers)
-        .await
-        .is_err()
-    {
-        error!("controllers did not stop in time");
-    }
-    shutdown.cancel();
-    runtime::admin_stopped(admin).await;
-    if lost_lease {
-        return Err(CoordinatorError::LostLease);
-    }
-    Ok(())
+/// Runs one controller with `reconcile` until `stop`.
+async fn drive<K, F, Fut>(
+    controller: Controller<K>,
+    reconcile: F,
+    ctx: &Arc<Context>,
+    stop: &CancellationToken,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, error::Error>>
+        + Send
+        + 'static,
+{
+    controller
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(
+            move |object, ctx| error::settled(object, ctx, reconcile),
+            error::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {})
+        .await;
 }
