@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::inputs::{self, InputError};
+use super::inputs::{self, InputError, Inputs};
 use super::kinds::{TransferKind, TransferStatus};
 use super::metrics::{Finish, Metrics, Operation};
 use crate::decision::{Decision, Observed, decide};
@@ -445,6 +445,37 @@ fn finish_completed(status: &mut TransferStatus, outcome: Outcome) {
     status.warnings = warnings;
 }
 
+/// The transfer process's job for `object`, from its resolved inputs.
+fn job<K: TransferKind>(ctx: &Context, object: &K, inputs: Inputs) -> Job {
+    let operation = match K::OPERATION {
+        Operation::Backup => JobOperation::Backup {
+            request: BackupRequest {
+                source: inputs.path,
+                tags: inputs.tags,
+                label: Some(inputs.label),
+                parent: inputs.parent,
+            },
+            create_repository: false,
+        },
+        Operation::Restore => JobOperation::Restore {
+            request: RestoreRequest {
+                snapshot: inputs.snapshot.unwrap_or_default(),
+                target: inputs.path,
+                // Every attempt of this PodVolumeRestore owns the same claim, so a retry after
+                // a crash finishes what the last attempt left.
+                owner: object.uid(),
+                resume: true,
+            },
+            restore_uid: inputs.restore_uid,
+        },
+    };
+    Job {
+        repository: inputs.repository,
+        operation,
+        progress_interval: ctx.progress_interval,
+    }
+}
+
 /// Resolves the inputs, runs the child, and publishes its progress until it ends.
 async fn transfer<K: TransferKind>(
     ctx: &Context,
@@ -460,36 +491,10 @@ async fn transfer<K: TransferKind>(
             InputError::Fatal(message) => Stop::Failed(message),
         })?;
     status.path = Some(inputs.path.display().to_string());
-    let operation = match K::OPERATION {
-        Operation::Backup => JobOperation::Backup {
-            request: BackupRequest {
-                source: inputs.path.clone(),
-                tags: inputs.tags,
-                label: Some(inputs.label),
-                parent: inputs.parent,
-            },
-            create_repository: false,
-        },
-        Operation::Restore => JobOperation::Restore {
-            request: RestoreRequest {
-                snapshot: inputs.snapshot.clone().unwrap_or_default(),
-                target: inputs.path.clone(),
-                // Every attempt of this PodVolumeRestore owns the same claim, so a retry after
-                // a crash finishes what the last attempt left.
-                owner: object.uid(),
-                resume: true,
-            },
-            restore_uid: inputs.restore_uid,
-        },
-    };
     if let Some(snapshot) = &inputs.snapshot {
         status.snapshot_id = Some(snapshot.clone());
     }
-    let job = Job {
-        repository: inputs.repository,
-        operation,
-        progress_interval: ctx.progress_interval,
-    };
+    let job = job::<K>(ctx, object, inputs);
     if apply_status(api, &name, status).await.is_err() {
         return Err(Stop::Deleted);
     }
