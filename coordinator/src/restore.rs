@@ -491,183 +491,292 @@ async fn create_objects(
     status: RestoreStatus,
 ) -> Result<Action, Error> {
     let backup_name = status.backup_name.clone().unwrap_or_default();
-    let Some(backup) = ctx.api::<Backup>().get_opt(&backup_name).await? else {
-        return fail(
-            restore,
-            ctx,
-            status,
-            format!("backup {backup_name} no longer exists"),
-        )
-        .await;
+    let source = match read_source(ctx, &backup_name).await? {
+        Ok(source) => source,
+        Err(message) => return fail(restore, ctx, status, message).await,
+    };
+    let chosen = Chosen::of(restore, &source.manifests);
+    // Known only now when neither the Restore nor the Backup names its namespaces.
+    let placements = chosen.placements(restore);
+    let denylist = ctx.settings.denied_restore_namespaces();
+    if let Some(denied) = protected::denied(&placements, &denylist) {
+        return reject(restore, ctx, status, vec![denied]).await;
+    }
+    // Held until the PodVolumeRestores exist, so that no maintenance prunes the repositories
+    // they read from in between.
+    let guards = match lock_repositories(ctx, &source.location, &chosen.sources()) {
+        Locked::Held(guards) => guards,
+        Locked::Busy(namespace) => {
+            info!(name = %restore.name_any(), %namespace, "waiting for repository maintenance to end");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        Locked::Failed(message) => return fail(restore, ctx, status, message).await,
+    };
+    let targets: BTreeSet<String> = placements.into_iter().map(|(_, target)| target).collect();
+    for namespace in &targets {
+        ensure_namespace(ctx, namespace).await?;
+    }
+    let snapshots = snapshots_of(ctx, &source.backup).await?;
+    let mut creating = Creating::new(restore, ctx);
+    creating.claims(&chosen.claims).await?;
+    let pvrs = match creating.pods(&chosen.pods, &snapshots, &source).await? {
+        Ok(pvrs) => pvrs,
+        Err(message) => return fail(restore, ctx, status, message).await,
+    };
+    create_missing(ctx, &creating.identity, &pvrs).await?;
+    drop(guards);
+    objects_created(creating, status, &source.location, pvrs.len()).await
+}
+
+/// What a restore's objects are made from: the backup, its location, and its manifests.
+struct Source {
+    backup: Backup,
+    location: ResolvedLocation,
+    location_name: String,
+    manifests: Manifests,
+}
+
+/// Reads the backup's manifests from its location; `Ok(Err(message))` when the restore cannot
+/// go on.
+async fn read_source(ctx: &Context, backup_name: &str) -> Result<Result<Source, String>, Error> {
+    let Some(backup) = ctx.api::<Backup>().get_opt(backup_name).await? else {
+        return Ok(Err(format!("backup {backup_name} no longer exists")));
     };
     let location_name = backup.spec.storage_location.clone().unwrap_or_default();
     let location = match ctx.location(&location_name).await {
         Ok(location) => location,
         Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
-        Err(LocationError::Unusable(err)) => return fail(restore, ctx, status, err).await,
+        Err(LocationError::Unusable(err)) => return Ok(Err(err)),
     };
     let files = async {
         let store = location.store(&ctx.store_retrier)?;
         let tarball = store
-            .get(&key::resources(&backup_name))
+            .get(&key::resources(backup_name))
             .await
             .map_err(|err| err.to_string())?
             .ok_or_else(|| format!("the manifests of backup {backup_name} are missing from storage location {location_name}"))?;
         layout::untar_gz(&tarball)
             .map_err(|err| format!("the manifests of backup {backup_name} cannot be read: {err}"))
     };
-    let manifests = match files.await.and_then(read_manifests) {
-        Ok(manifests) => manifests,
-        Err(err) => return fail(restore, ctx, status, err).await,
-    };
-    let snapshots = snapshots_of(ctx, &backup).await?;
-    let selector = restore
-        .spec
-        .label_selector
-        .clone()
-        .and_then(|selector| Selector::try_from(selector).ok());
-    let identity = RestoreIdentity {
-        name: &restore.name_any(),
-        uid: &restore.uid().unwrap_or_default(),
-    };
-    let helper = Helper {
-        image: &ctx.settings.restore_helper_image,
-        command: &ctx.settings.restore_helper_command,
-    };
-    let policy = restore.spec.existing_resource_policy;
-    let mut results = Results::default();
-    let mut warnings = Vec::new();
+    Ok(files
+        .await
+        .and_then(read_manifests)
+        .map(|manifests| Source {
+            backup,
+            location,
+            location_name,
+            manifests,
+        }))
+}
 
-    let claims: Vec<&PersistentVolumeClaim> = manifests
-        .claims
-        .iter()
-        .filter(|claim| {
+/// The claims and pods of the manifests that a restore selects.
+struct Chosen<'m> {
+    claims: Vec<&'m PersistentVolumeClaim>,
+    pods: Vec<&'m Pod>,
+}
+
+impl<'m> Chosen<'m> {
+    fn of(restore: &Restore, manifests: &'m Manifests) -> Self {
+        let selector = restore
+            .spec
+            .label_selector
+            .clone()
+            .and_then(|selector| Selector::try_from(selector).ok());
+        let chosen = |namespace: Option<String>, labels: &BTreeMap<String, String>| {
             selected(
                 restore,
                 selector.as_ref(),
-                &claim.namespace().unwrap_or_default(),
-                claim.labels(),
+                &namespace.unwrap_or_default(),
+                labels,
             )
-        })
-        .collect();
-    let pods: Vec<&Pod> = manifests
-        .pods
-        .iter()
-        .filter(|pod| {
-            selected(
-                restore,
-                selector.as_ref(),
-                &pod.namespace().unwrap_or_default(),
-                pod.labels(),
-            )
-        })
-        .collect();
-    let placements: Vec<(String, String)> = claims
-        .iter()
-        .map(|claim| claim.namespace().unwrap_or_default())
-        .chain(pods.iter().map(|pod| pod.namespace().unwrap_or_default()))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(|source| {
-            let target = target_namespace(restore, &source);
-            (source, target)
-        })
-        .collect();
-    // Known only now when neither the Restore nor the Backup names its namespaces.
-    let denylist = ctx.settings.denied_restore_namespaces();
-    if let Some(denied) = protected::denied(&placements, &denylist) {
-        return reject(restore, ctx, status, vec![denied]).await;
+        };
+        Self {
+            claims: (manifests.claims.iter())
+                .filter(|claim| chosen(claim.namespace(), claim.labels()))
+                .collect(),
+            pods: (manifests.pods.iter())
+                .filter(|pod| chosen(pod.namespace(), pod.labels()))
+                .collect(),
+        }
     }
-    let targets: BTreeSet<String> = placements.into_iter().map(|(_, target)| target).collect();
-    // Held until the PodVolumeRestores exist, so that no maintenance prunes the repositories
-    // they read from in between.
-    let sources: BTreeSet<String> = pods
-        .iter()
-        .map(|pod| pod.namespace().unwrap_or_default())
-        .collect();
+
+    /// Each namespace the chosen objects come from, with the one they are restored into.
+    fn placements(&self, restore: &Restore) -> Vec<(String, String)> {
+        let claims = self.claims.iter().map(|claim| claim.namespace());
+        let pods = self.pods.iter().map(|pod| pod.namespace());
+        claims
+            .chain(pods)
+            .map(Option::unwrap_or_default)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|source| {
+                let target = target_namespace(restore, &source);
+                (source, target)
+            })
+            .collect()
+    }
+
+    /// The namespaces whose repositories the chosen pods' volumes are restored from.
+    fn sources(&self) -> BTreeSet<String> {
+        (self.pods.iter())
+            .map(|pod| pod.namespace().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// How taking the locks of a restore's repositories went.
+enum Locked {
+    Held(Vec<tokio::sync::OwnedMutexGuard<()>>),
+    /// Maintenance holds the repository of this namespace.
+    Busy(String),
+    Failed(String),
+}
+
+fn lock_repositories(
+    ctx: &Context,
+    location: &ResolvedLocation,
+    sources: &BTreeSet<String>,
+) -> Locked {
     let mut guards = Vec::new();
-    for source in &sources {
+    for source in sources {
         let identifier = match location.repository(source) {
             Ok(repository) => repository.restic_identifier(),
-            Err(err) => return fail(restore, ctx, status, err).await,
+            Err(err) => return Locked::Failed(err),
         };
         let Some(guard) = ctx.try_lock_repository(&identifier) else {
-            info!(name = %restore.name_any(), %source, "waiting for repository maintenance to end");
-            return Ok(Action::requeue(Duration::from_secs(5)));
+            return Locked::Busy(source.clone());
         };
         guards.push(guard);
     }
-    for namespace in &targets {
-        ensure_namespace(ctx, namespace).await?;
-    }
-    for claim in claims {
-        let source = claim.namespace().unwrap_or_default();
-        let target = target_namespace(restore, &source);
-        let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &target);
-        let what = format!("persistentvolumeclaims/{target}/{}", claim.name_any());
-        create_or_keep(
-            &api,
-            &restored_claim(claim, &target, &identity),
-            policy,
-            what,
-            &mut results,
-            &mut warnings,
-        )
-        .await?;
-    }
-    let owner = restore
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::Storage("the Restore has no UID".to_owned()))?;
-    let mut pvrs = Vec::new();
-    for pod in pods {
-        let source = pod.namespace().unwrap_or_default();
-        let target = target_namespace(restore, &source);
-        let what = format!("pods/{target}/{}", pod.name_any());
-        if let Some(reason) = not_restored(pod) {
-            results.skipped.push(format!("{what}: {reason}"));
-            continue;
+    Locked::Held(guards)
+}
+
+/// One restore's creation of its claims and pods, with what it found along the way.
+struct Creating<'a> {
+    restore: &'a Restore,
+    ctx: &'a Context,
+    identity: RestoreIdentity<'a>,
+    results: Results,
+    warnings: Vec<String>,
+}
+
+impl<'a> Creating<'a> {
+    fn new(restore: &'a Restore, ctx: &'a Context) -> Self {
+        Self {
+            restore,
+            ctx,
+            identity: RestoreIdentity {
+                name: restore.meta().name.as_deref().unwrap_or_default(),
+                uid: restore.meta().uid.as_deref().unwrap_or_default(),
+            },
+            results: Results::default(),
+            warnings: Vec::new(),
         }
-        let volumes: Vec<(String, String)> = pod
-            .spec
-            .iter()
-            .flat_map(|spec| spec.volumes.iter().flatten())
-            .filter_map(|volume| {
-                snapshots
-                    .get(&(source.clone(), pod.name_any(), volume.name.clone()))
-                    .map(|snapshot| (volume.name.clone(), snapshot.clone()))
-            })
-            .collect();
-        let names: Vec<String> = volumes.iter().map(|(volume, _)| volume.clone()).collect();
-        let api = Api::<Pod>::namespaced(ctx.client.clone(), &target);
-        let recreated = restored_pod(pod, &target, &identity, &names, &helper);
-        let Some(created) =
-            create_or_keep(&api, &recreated, policy, what, &mut results, &mut warnings).await?
-        else {
-            continue;
-        };
-        let repository = match location.repository(&source) {
-            Ok(repository) => repository.restic_identifier(),
-            Err(err) => return fail(restore, ctx, status, err).await,
-        };
-        for (volume, snapshot) in volumes {
-            pvrs.push(pod_volume_restore(
-                &identity,
-                &owner,
-                PodVolumeRestoreSpec {
+    }
+
+    async fn claims(&mut self, claims: &[&PersistentVolumeClaim]) -> Result<(), Error> {
+        let policy = self.restore.spec.existing_resource_policy;
+        for claim in claims {
+            let target = target_namespace(self.restore, &claim.namespace().unwrap_or_default());
+            let api = Api::<PersistentVolumeClaim>::namespaced(self.ctx.client.clone(), &target);
+            let what = format!("persistentvolumeclaims/{target}/{}", claim.name_any());
+            let restored = restored_claim(claim, &target, &self.identity);
+            create_or_keep(
+                &api,
+                &restored,
+                policy,
+                what,
+                &mut self.results,
+                &mut self.warnings,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the pods, and returns the PodVolumeRestores of their volumes with a snapshot;
+    /// `Ok(Err(message))` when the restore cannot go on.
+    async fn pods(
+        &mut self,
+        pods: &[&Pod],
+        snapshots: &BTreeMap<(String, String, String), String>,
+        source: &Source,
+    ) -> Result<Result<Vec<PodVolumeRestore>, String>, Error> {
+        let owner = self
+            .restore
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::Storage("the Restore has no UID".to_owned()))?;
+        let mut pvrs = Vec::new();
+        for pod in pods {
+            let namespace = pod.namespace().unwrap_or_default();
+            let volumes: Vec<(String, String)> = (pod.spec.iter())
+                .flat_map(|spec| spec.volumes.iter().flatten())
+                .filter_map(|volume| {
+                    let key = (namespace.clone(), pod.name_any(), volume.name.clone());
+                    Some((volume.name.clone(), snapshots.get(&key)?.clone()))
+                })
+                .collect();
+            let Some(created) = self.pod(pod, &volumes).await? else {
+                continue;
+            };
+            let repository = match source.location.repository(&namespace) {
+                Ok(repository) => repository.restic_identifier(),
+                Err(err) => return Ok(Err(err)),
+            };
+            for (volume, snapshot) in volumes {
+                let spec = PodVolumeRestoreSpec {
                     pod: PodReference {
-                        namespace: target.clone(),
+                        namespace: target_namespace(self.restore, &namespace),
                         name: created.name_any(),
                         uid: created.uid().unwrap_or_default(),
                     },
                     volume,
-                    storage_location: location_name.clone(),
+                    storage_location: source.location_name.clone(),
                     repository: repository.clone(),
                     snapshot_id: snapshot,
-                    source_namespace: source.clone(),
-                },
-            ));
+                    source_namespace: namespace.clone(),
+                };
+                pvrs.push(pod_volume_restore(&self.identity, &owner, spec));
+            }
         }
+        Ok(Ok(pvrs))
     }
+
+    /// Creates one pod with the restore-wait container for `volumes`; None when it is not this
+    /// restore's to restore into.
+    async fn pod(&mut self, pod: &Pod, volumes: &[(String, String)]) -> Result<Option<Pod>, Error> {
+        let target = target_namespace(self.restore, &pod.namespace().unwrap_or_default());
+        let what = format!("pods/{target}/{}", pod.name_any());
+        if let Some(reason) = not_restored(pod) {
+            self.results.skipped.push(format!("{what}: {reason}"));
+            return Ok(None);
+        }
+        let helper = Helper {
+            image: &self.ctx.settings.restore_helper_image,
+            command: &self.ctx.settings.restore_helper_command,
+        };
+        let names: Vec<String> = volumes.iter().map(|(volume, _)| volume.clone()).collect();
+        let api = Api::<Pod>::namespaced(self.ctx.client.clone(), &target);
+        let recreated = restored_pod(pod, &target, &self.identity, &names, &helper);
+        let policy = self.restore.spec.existing_resource_policy;
+        create_or_keep(
+            &api,
+            &recreated,
+            policy,
+            what,
+            &mut self.results,
+            &mut self.warnings,
+        )
+        .await
+    }
+}
+
+/// Creates the PodVolumeRestores that an earlier pass of this restore did not.
+async fn create_missing(
+    ctx: &Context,
+    identity: &RestoreIdentity<'_>,
+    pvrs: &[PodVolumeRestore],
+) -> Result<(), Error> {
     let api = ctx.api::<PodVolumeRestore>();
     let selector = format!("{}={}", label::RESTORE_UID, identity.uid);
     let existing: BTreeSet<(String, String)> = api
@@ -677,16 +786,33 @@ async fn create_objects(
         .into_iter()
         .map(|pvr| (pvr.spec.pod.uid, pvr.spec.volume))
         .collect();
-    for pvr in &pvrs {
+    for pvr in pvrs {
         if !existing.contains(&(pvr.spec.pod.uid.clone(), pvr.spec.volume.clone())) {
             api.create(&PostParams::default(), pvr).await?;
         }
     }
-    drop(guards);
+    Ok(())
+}
+
+/// Records what was created: the results in the location, an Event, and the status that moves
+/// the restore on to watching its volumes.
+async fn objects_created(
+    creating: Creating<'_>,
+    status: RestoreStatus,
+    location: &ResolvedLocation,
+    volumes: usize,
+) -> Result<Action, Error> {
+    let Creating {
+        restore,
+        ctx,
+        identity,
+        results,
+        warnings,
+    } = creating;
     if !location.read_only() {
-        upload_results(ctx, &location, &identity, &results).await;
+        upload_results(ctx, location, &identity, &results).await;
     }
-    let total = u32::try_from(pvrs.len()).unwrap_or(u32::MAX);
+    let total = u32::try_from(volumes).unwrap_or(u32::MAX);
     info!(name = %identity.name, total, created = results.created.len(), "restore objects created");
     ctx.event(
         restore,
@@ -1099,5 +1225,100 @@ mod tests {
             not_restored(&pod("Running", json!({"kubernetes.io/config.mirror": "x"}))).is_some()
         );
         assert!(not_restored(&pod("Running", json!({}))).is_none());
+    }
+
+    fn manifests() -> Manifests {
+        let object = |namespace: &str, name: &str, app: &str| ObjectMeta {
+            namespace: Some(namespace.to_owned()),
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+            ..ObjectMeta::default()
+        };
+        Manifests {
+            pods: vec![
+                Pod {
+                    metadata: object("shop", "web-0", "web"),
+                    ..Pod::default()
+                },
+                Pod {
+                    metadata: object("shop", "db-0", "db"),
+                    ..Pod::default()
+                },
+                Pod {
+                    metadata: object("blog", "web-0", "web"),
+                    ..Pod::default()
+                },
+            ],
+            claims: vec![PersistentVolumeClaim {
+                metadata: object("files", "data", "web"),
+                ..PersistentVolumeClaim::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn a_restore_chooses_by_namespace_and_label_and_places_by_its_mapping() {
+        let manifests = manifests();
+        let web = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".to_owned(), "web".to_owned())])),
+                ..Default::default()
+            },
+        );
+        // (included namespaces, selector, placements, chosen pods, sources)
+        type Case<'a> = (
+            &'a [&'a str],
+            Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+            &'a [(&'a str, &'a str)],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: [Case<'_>; 4] = [
+            (
+                &[],
+                None,
+                &[("blog", "blog"), ("files", "files2"), ("shop", "shop2")],
+                &["shop/web-0", "shop/db-0", "blog/web-0"],
+                &["blog", "shop"],
+            ),
+            (
+                &["shop"],
+                None,
+                &[("shop", "shop2")],
+                &["shop/web-0", "shop/db-0"],
+                &["shop"],
+            ),
+            (
+                &["*"],
+                web.clone(),
+                &[("blog", "blog"), ("files", "files2"), ("shop", "shop2")],
+                &["shop/web-0", "blog/web-0"],
+                &["blog", "shop"],
+            ),
+            (&["files"], web, &[("files", "files2")], &[], &[]),
+        ];
+        for (included, selector, placements, pods, sources) in cases {
+            let mut restore = Restore::new("r", Default::default());
+            restore.spec.included_namespaces = included.iter().map(|ns| (*ns).to_owned()).collect();
+            restore.spec.label_selector = selector;
+            restore.spec.namespace_mapping = BTreeMap::from([
+                ("shop".to_owned(), "shop2".to_owned()),
+                ("files".to_owned(), "files2".to_owned()),
+            ]);
+            let chosen = Chosen::of(&restore, &manifests);
+            let placed: Vec<(String, String)> = placements
+                .iter()
+                .map(|(from, to)| ((*from).to_owned(), (*to).to_owned()))
+                .collect();
+            assert_eq!(chosen.placements(&restore), placed, "{included:?}");
+            let names: Vec<String> = chosen
+                .pods
+                .iter()
+                .map(|pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
+                .collect();
+            assert_eq!(names, pods, "{included:?}");
+            let expected: BTreeSet<String> = sources.iter().map(|ns| (*ns).to_owned()).collect();
+            assert_eq!(chosen.sources(), expected, "{included:?}");
+        }
     }
 }
