@@ -21,8 +21,14 @@ pub fn limit_memory(bytes: u64) -> nix::Result<()> {
     setrlimit(Resource::RLIMIT_DATA, bytes, bytes)
 }
 
-/// Writes events as JSON lines, one at a time, whichever thread sends them.
-struct Events<W>(Arc<Mutex<W>>);
+/// Writes events as JSON lines, one at a time, whichever thread sends them, and nothing after
+/// the last: a request still being retried on another thread when the job ends says no more.
+struct Events<W>(Arc<Mutex<Output<W>>>);
+
+struct Output<W> {
+    out: W,
+    ended: bool,
+}
 
 impl<W> Clone for Events<W> {
     fn clone(&self) -> Self {
@@ -31,14 +37,33 @@ impl<W> Clone for Events<W> {
 }
 
 impl<W: Write> Events<W> {
+    fn new(out: W) -> Self {
+        Self(Arc::new(Mutex::new(Output { out, ended: false })))
+    }
+
     fn send(&self, event: &Event) {
-        let mut out = self
+        self.send_all(std::slice::from_ref(event), false);
+    }
+
+    /// Sends the job's last events; any sent after them are dropped.
+    fn end(&self, events: &[Event]) {
+        self.send_all(events, true);
+    }
+
+    fn send_all(&self, events: &[Event], last: bool) {
+        let mut output = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // A closed stdout means the agent is gone; the job's end is then nobody's concern.
-        if let Ok(line) = serde_json::to_string(event) {
-            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        if output.ended {
+            return;
+        }
+        output.ended = last;
+        for event in events {
+            // A closed stdout means the agent is gone; the job's end is then nobody's concern.
+            if let Ok(line) = serde_json::to_string(event) {
+                let _ = writeln!(output.out, "{line}").and_then(|()| output.out.flush());
+            }
         }
     }
 }
@@ -46,7 +71,7 @@ impl<W: Write> Events<W> {
 /// Reads a job from `input`, runs it, and writes its events to `output`. Returns whether the
 /// job succeeded.
 pub fn run(input: impl BufRead, output: impl Write + Send + 'static) -> bool {
-    let events = Events(Arc::new(Mutex::new(output)));
+    let events = Events::new(output);
     let job: Job = match serde_json::from_reader(input) {
         Ok(job) => job,
         Err(err) => {
@@ -100,29 +125,26 @@ pub fn run(input: impl BufRead, output: impl Write + Send + 'static) -> bool {
         });
     drop(done);
     let elapsed = ticker.join().unwrap_or_default();
-    events.send(&Event::Progress(ProgressReport::of(&counters, elapsed)));
+    let mut last = vec![Event::Progress(ProgressReport::of(&counters, elapsed))];
+    let succeeded = result.is_ok();
     match result {
         Ok(outcome) => {
             let warnings = match &outcome {
                 Outcome::Backup(backup) => &backup.warnings,
                 Outcome::Restore(restore) => &restore.warnings,
             };
-            for message in warnings {
-                events.send(&Event::Warning {
-                    message: message.clone(),
-                });
-            }
-            events.send(&Event::Completed(outcome));
-            true
+            last.extend(warnings.iter().map(|message| Event::Warning {
+                message: message.clone(),
+            }));
+            last.push(Event::Completed(outcome));
         }
-        Err(failure) => {
-            events.send(&Event::Failed {
-                category: failure.category,
-                message: failure.message,
-            });
-            false
-        }
+        Err(failure) => last.push(Event::Failed {
+            category: failure.category,
+            message: failure.message,
+        }),
     }
+    events.end(&last);
+    succeeded
 }
 
 struct Failure {
@@ -186,4 +208,30 @@ fn execute(job: &Job, counters: Arc<ProgressCounters>) -> Result<Outcome, Failur
 /// Runs the job read from stdin, writing events to stdout.
 pub fn run_stdio() -> bool {
     run(io::stdin().lock(), io::stdout())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_written_after_the_last_events() {
+        let events = Events::new(Vec::new());
+        let warning = |message: &str| Event::Warning {
+            message: message.to_owned(),
+        };
+        events.send(&warning("before"));
+        events.end(&[warning("last"), warning("very last")]);
+        events.send(&warning("after"));
+        events.end(&[warning("after the end")]);
+        let output = events.0.lock().unwrap();
+        let lines: Vec<Event> = String::from_utf8_lossy(&output.out)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [warning("before"), warning("last"), warning("very last")]
+        );
+    }
 }
