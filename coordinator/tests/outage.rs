@@ -87,11 +87,17 @@ async fn the_location_check_and_sync_ride_out_an_outage_of_the_object_store() {
         )
         .await;
     assert_eq!(synced.phase(), OperationPhase::Completed);
+    // The location's status is written after its sync, so it may show only a moment later.
     let location = cluster
-        .api::<BackupStorageLocation>()
-        .get("default")
-        .await
-        .unwrap();
+        .wait_for(
+            &cluster.api::<BackupStorageLocation>(),
+            "default",
+            "checked",
+            |location: &BackupStorageLocation| {
+                location.status.as_ref().is_some_and(|s| s.phase.is_some())
+            },
+        )
+        .await;
     let status = location.status.unwrap_or_default();
     assert_eq!(
         status.phase,
