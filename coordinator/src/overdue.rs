@@ -6,57 +6,31 @@
 
 use std::time::Duration;
 
-use ferry_shared::crd::{PodVolumeBackup, PodVolumePhase, PodVolumeRestore};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use ferry_shared::crd::{PodVolumePhase, PodVolumeTransfer};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::context::{after, until};
 use crate::plan::{Aggregate, TransferView, aggregate, union};
 
-/// A PodVolumeBackup or PodVolumeRestore.
-pub trait Transfer: Resource + Clone + DeserializeOwned + std::fmt::Debug {
-    /// When a node agent claimed it, if one has.
-    fn started(&self) -> Option<Time>;
-    /// `<namespace>/<pod>/<volume>`.
-    fn volume_path(&self) -> String;
-    fn view(&self) -> TransferView;
+/// A transfer as its owner's sum sees it.
+fn view<K: PodVolumeTransfer>(transfer: &K) -> TransferView {
+    let status = transfer.status().cloned().unwrap_or_default();
+    let pod = transfer.pod();
+    TransferView {
+        description: format!(
+            "volume {} of pod {}/{}",
+            transfer.volume(),
+            pod.namespace,
+            pod.name
+        ),
+        phase: status.phase,
+        progress: status.progress.unwrap_or_default(),
+        message: status.message,
+        warnings: status.warnings,
+    }
 }
-
-macro_rules! transfer {
-    ($kind:ty) => {
-        impl Transfer for $kind {
-            fn started(&self) -> Option<Time> {
-                self.status.as_ref().and_then(|s| s.start_timestamp.clone())
-            }
-
-            fn volume_path(&self) -> String {
-                let spec = &self.spec;
-                format!("{}/{}/{}", spec.pod.namespace, spec.pod.name, spec.volume)
-            }
-
-            fn view(&self) -> TransferView {
-                let status = self.status.clone().unwrap_or_default();
-                let spec = &self.spec;
-                TransferView {
-                    description: format!(
-                        "volume {} of pod {}/{}",
-                        spec.volume, spec.pod.namespace, spec.pod.name
-                    ),
-                    phase: status.phase,
-                    progress: status.progress.unwrap_or_default(),
-                    message: status.message,
-                    warnings: status.warnings,
-                }
-            }
-        }
-    };
-}
-
-transfer!(PodVolumeBackup);
-transfer!(PodVolumeRestore);
 
 /// The transfers still there, every volume stopped so far, their sum, and how long until the
 /// next one is due.
@@ -69,7 +43,7 @@ pub struct Tally<K> {
 
 /// Stops the transfers past `limit`, then sums them with the `recorded` volumes stopped on
 /// earlier passes, of `planned` created. `stopped_error` says what a stopped volume's error is.
-pub async fn tally<K: Transfer>(
+pub async fn tally<K: PodVolumeTransfer>(
     api: &Api<K>,
     transfers: Vec<K>,
     limit: Duration,
@@ -81,11 +55,11 @@ pub async fn tally<K: Transfer>(
     let mut stopped = Vec::new();
     let mut next_deadline: Option<Duration> = None;
     for transfer in transfers {
-        let phase = transfer.view().phase;
-        let since = match phase {
-            PodVolumePhase::InProgress => {
-                transfer.started().or_else(|| transfer.creation_timestamp())
-            }
+        let since = match transfer.phase() {
+            PodVolumePhase::InProgress => transfer
+                .status()
+                .and_then(|status| status.start_timestamp.clone())
+                .or_else(|| transfer.creation_timestamp()),
             PodVolumePhase::New => transfer.creation_timestamp(),
             PodVolumePhase::Completed | PodVolumePhase::Failed => None,
         };
@@ -113,7 +87,7 @@ pub async fn tally<K: Transfer>(
     }
     let timed_out = union(recorded.to_vec(), stopped);
     let errors: Vec<String> = timed_out.iter().map(|v| stopped_error(v)).collect();
-    let views: Vec<TransferView> = kept.iter().map(Transfer::view).collect();
+    let views: Vec<TransferView> = kept.iter().map(view).collect();
     Ok(Tally {
         sum: aggregate(planned, &views, &errors),
         kept,

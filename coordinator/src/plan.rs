@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_shared::crd::{
-    OperationPhase, PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, Progress,
-    TransferCounts,
+    OperationPhase, PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase,
+    PodVolumeTransfer, Progress, TransferCounts,
 };
 use ferry_shared::names::{self, annotation, label, tag};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Volume};
@@ -625,7 +625,7 @@ mod tests {
                 ..PodVolumeBackupSpec::default()
             },
         );
-        pvb.status = Some(ferry_shared::crd::PodVolumeBackupStatus {
+        pvb.status = Some(ferry_shared::crd::PodVolumeTransferStatus {
             phase,
             snapshot_id: Some(snapshot.into()),
             completion_timestamp: Some(Time(jiff::Timestamp::from_second(finished).unwrap())),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_shared::crd::{
     Backup, BackupRepository, BackupRepositorySpec, BackupRepositoryStatus, PodVolumeBackup,
-    PodVolumePhase, PodVolumeRestore, RepositoryPhase,
+    PodVolumePhase, PodVolumeRestore, PodVolumeTransfer, RepositoryPhase,
 };
 use kube::ResourceExt;
 use kube::api::PostParams;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_shared::crd::ExistingResourcePolicy;
 use ferry_shared::crd::{
     Backup, OperationPhase, PodReference, PodVolumePhase, PodVolumeRestore, PodVolumeRestoreSpec,
-    Restore, RestoreStatus, TransferCounts,
+    PodVolumeTransfer, Restore, RestoreStatus, TransferCounts,
 };
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::{self, label};

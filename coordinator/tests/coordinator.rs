@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferry_shared::crd::PodVolumeTransfer;
 use ferry_shared::crd::{
     Backup, BackupRepository, BackupStorageLocation, OperationPhase, PodVolumeBackup,
     PodVolumePhase, Restore, Schedule, SchedulePhase, StorageLocationPhase,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ferry_node_agent::marker;
+use ferry_shared::crd::PodVolumeTransfer;
 use ferry_shared::crd::{
     PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, PodVolumeRestore,
     PodVolumeRestoreSpec, Restore,

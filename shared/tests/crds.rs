@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
+use ferry_shared::crd::PodVolumeTransfer;
 use ferry_shared::crd::{
     self, Backup, BackupStorageLocation, OperationPhase, PodVolumeBackup, PodVolumePhase,
     PodVolumeRestore, Restore, StorageProvider,

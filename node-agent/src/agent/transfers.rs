@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_shared::crd::{PodVolumePhase, Progress};
+use ferry_shared::crd::{PodVolumePhase, PodVolumeTransferStatus as TransferStatus, Progress};
 use ferry_shared::names;
 use ferry_shared::repository::{BackupRequest, RestoreRequest};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::inputs::{self, InputError, Inputs};
-use super::kinds::{TransferKind, TransferStatus};
+use super::kinds::TransferKind;
 use super::metrics::{Finish, Metrics, Operation};
 use crate::decision::{Decision, Observed, decide};
 use crate::transfer::{
@@ -143,7 +143,7 @@ pub async fn reconcile<K: TransferKind>(
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let name = object.name_any();
-    let status = object.transfer_status();
+    let status = object.status().cloned().unwrap_or_default();
     let running_here = ctx.running().contains_key(&(K::OPERATION, name.clone()));
     let decision = decide(Observed {
         phase: status.phase,
@@ -305,7 +305,7 @@ async fn claim<K: TransferKind>(
             return None;
         }
     };
-    let status = object.transfer_status();
+    let status = object.status().cloned().unwrap_or_default();
     let Decision::Run { attempt } = decide(Observed {
         phase: status.phase,
         attempts: status.attempts,
@@ -316,16 +316,13 @@ async fn claim<K: TransferKind>(
     };
     let claimed = TransferStatus {
         phase: PodVolumePhase::InProgress,
-        node: (K::OPERATION == Operation::Restore).then(|| ctx.node.clone()),
+        node: Some(ctx.node.clone()),
         start_timestamp: Some(now()),
         attempts: attempt,
         message: (attempt > 1).then(|| format!("attempt {attempt} of {}", ctx.max_attempts)),
         ..TransferStatus::default()
     };
-    if let Err(err) = object.set_transfer_status(&claimed) {
-        warn!(%name, %err, "cannot build the claimed status");
-        return None;
-    }
+    *object.status_mut() = Some(claimed.clone());
     let params = PostParams {
         field_manager: Some(names::field_manager::NODE_AGENT.to_owned()),
         ..PostParams::default()

@@ -9,6 +9,7 @@ mod repository;
 mod restore;
 mod schedule;
 mod storage_location;
+mod transfer;
 
 pub use backup::*;
 pub use common::{OperationPhase, PodReference, PodVolumePhase, Progress, TransferCounts};
@@ -18,6 +19,7 @@ pub use repository::*;
 pub use restore::*;
 pub use schedule::*;
 pub use storage_location::*;
+pub use transfer::{PodVolumeTransfer, PodVolumeTransferStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{PodReference, PodVolumePhase, Progress, is_zero};
+use super::common::PodReference;
+use super::transfer::PodVolumeTransferStatus;
 
 /// The volume to back up and where to. Written by the coordinator only.
 #[allow(
@@ -21,7 +21,7 @@ use super::common::{PodReference, PodVolumePhase, Progress, is_zero};
     kind = "PodVolumeBackup",
     namespaced,
     derive = "PartialEq",
-    status = "PodVolumeBackupStatus",
+    status = "PodVolumeTransferStatus",
     shortname = "pvb",
     category = "ferry",
     doc = "The backup of one pod volume into a restic-format repository, by the node agent on spec.node.",
@@ -67,48 +67,4 @@ pub struct PodVolumeBackupSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub parent_snapshot_id: Option<String>,
-}
-
-/// How the backup went. Written by the node agent only.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PodVolumeBackupStatus {
-    /// Where the backup is in its life. Missing means New.
-    #[serde(default)]
-    pub phase: PodVolumePhase,
-    /// Path on the node that was backed up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// ID of the snapshot taken. Empty when the volume was empty and no snapshot was taken.
-    #[serde(
-        default,
-        rename = "snapshotID",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub snapshot_id: Option<String>,
-    /// Why the backup failed, or a note on how it completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// When the node agent claimed the backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_timestamp: Option<Time>,
-    /// When the backup reached Completed or Failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_timestamp: Option<Time>,
-    /// Progress of the transfer, updated while it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
-    /// How many times a node agent has started the transfer.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub attempts: u32,
-    /// Problems that did not stop the backup, such as files that could not be read.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-impl PodVolumeBackup {
-    /// The phase, New when the status or its phase is missing.
-    pub fn phase(&self) -> PodVolumePhase {
-        self.status.as_ref().map(|s| s.phase).unwrap_or_default()
-    }
 }

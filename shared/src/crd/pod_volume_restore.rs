@@ -1,12 +1,12 @@
 //! PodVolumeRestore: the restore of one volume of one restored pod, done by the node agent on the
 //! node that runs the pod.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{PodReference, PodVolumePhase, Progress, is_zero};
+use super::common::PodReference;
+use super::transfer::PodVolumeTransferStatus;
 
 /// The snapshot to restore and the volume to restore it into. Written by the coordinator only.
 #[allow(
@@ -20,7 +20,7 @@ use super::common::{PodReference, PodVolumePhase, Progress, is_zero};
     kind = "PodVolumeRestore",
     namespaced,
     derive = "PartialEq",
-    status = "PodVolumeRestoreStatus",
+    status = "PodVolumeTransferStatus",
     shortname = "pvr",
     category = "ferry",
     doc = "The restore of one snapshot into a volume of a restored pod, by the node agent on the pod's node.",
@@ -59,51 +59,4 @@ pub struct PodVolumeRestoreSpec {
     pub snapshot_id: String,
     /// Namespace the pod was backed up from; the repository belongs to it.
     pub source_namespace: String,
-}
-
-/// How the restore went. Written by the node agent only.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PodVolumeRestoreStatus {
-    /// Where the restore is in its life. Missing means New.
-    #[serde(default)]
-    pub phase: PodVolumePhase,
-    /// Node whose agent claimed the restore.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    /// Path on the node that the snapshot was restored into.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// ID of the snapshot that was restored.
-    #[serde(
-        default,
-        rename = "snapshotID",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub snapshot_id: Option<String>,
-    /// Why the restore failed, or a note on how it completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// When the node agent claimed the restore.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_timestamp: Option<Time>,
-    /// When the restore reached Completed or Failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion_timestamp: Option<Time>,
-    /// Progress of the transfer, updated while it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
-    /// How many times a node agent has started the transfer.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub attempts: u32,
-    /// Problems that did not stop the restore.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-impl PodVolumeRestore {
-    /// The phase, New when the status or its phase is missing.
-    pub fn phase(&self) -> PodVolumePhase {
-        self.status.as_ref().map(|s| s.phase).unwrap_or_default()
-    }
 }

@@ -15,7 +15,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ferry_shared::crd::{PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase};
+use ferry_shared::crd::{
+    PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, PodVolumeTransfer,
+};
 use ferry_tests::harness::{Cluster, VolumeKind};
 use ferry_tests::proc::{peak_kib, rss_kib};
 use ferry_tests::tree::make_files;
