@@ -30,7 +30,7 @@ pub struct Context {
     pub settings: RunArgs,
     pub metrics: Metrics,
     pub jobs: JobRunner,
-    pub backoff: crate::error::Backoff,
+    pub backoff: crate::backoff::Backoff,
     /// Every request to object storage runs under it.
     pub store_retrier: Retrier,
     /// One event recorder per controller, by the kind it reconciles.
@@ -103,7 +103,7 @@ impl Context {
             settings,
             metrics,
             jobs,
-            backoff: crate::error::Backoff::default(),
+            backoff: crate::backoff::Backoff::default(),
             repository_locks: Mutex::new(HashMap::new()),
         }
     }

@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
 
+use super::context::Context;
 use super::kinds::{Specifics, TransferKind};
-use super::transfers::Context;
 use crate::volume_path::{VolumeRequest, find_volume_path, volume_dir};
 
 /// Why the inputs cannot be had. Every case ends the transfer Failed with the message.

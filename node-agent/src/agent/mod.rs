@@ -3,6 +3,7 @@
 //! child processes, and serves its metrics.
 
 mod config;
+mod context;
 mod inputs;
 mod kinds;
 mod metrics;
@@ -28,8 +29,8 @@ pub use config::RunArgs;
 pub use ferry_shared::runtime::{LogFormat, init_logging};
 
 use crate::transfer::TransferProcess;
+use context::Context;
 use metrics::Metrics;
-use transfers::Context;
 
 /// How long transfers get to record their interruption after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);

@@ -2,94 +2,27 @@
 //! PodVolumeRestores alike: decide, claim with a resourceVersion precondition, run the transfer
 //! in a child process, publish its progress, and finish it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_shared::crd::{PodVolumePhase, PodVolumeTransferStatus as TransferStatus, Progress};
 use ferry_shared::names;
 use ferry_shared::repository::{BackupRequest, RestoreRequest};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::{Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::context::Context;
 use super::inputs::{self, InputError, Inputs};
 use super::kinds::TransferKind;
-use super::metrics::{Finish, Metrics, Operation};
+use super::metrics::{Finish, Operation};
 use crate::decision::{Decision, Observed, decide};
-use crate::transfer::{
-    Event, Job, Operation as JobOperation, Outcome, TransferError, TransferProcess,
-};
-
-/// What every transfer task shares.
-pub struct Context {
-    pub client: Client,
-    pub namespace: String,
-    pub node: String,
-    pub host_pods: std::path::PathBuf,
-    pub cache_dir: Option<std::path::PathBuf>,
-    pub storage_retry_budget: Duration,
-    pub progress_interval: Duration,
-    pub stall_timeout: Duration,
-    pub max_attempts: u32,
-    pub process: TransferProcess,
-    pub slots: Arc<Semaphore>,
-    pub metrics: Metrics,
-    /// Cancelled on SIGTERM; every transfer's token is a child of it.
-    pub shutdown: CancellationToken,
-    running: Mutex<HashMap<(Operation, String), CancellationToken>>,
-    tasks: TaskTracker,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        settings: &super::config::RunArgs,
-        process: TransferProcess,
-        metrics: Metrics,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            client,
-            namespace: settings.namespace.clone(),
-            node: settings.node_name.clone(),
-            host_pods: settings.host_pods.clone(),
-            cache_dir: settings.cache_dir.clone(),
-            storage_retry_budget: settings.storage_retry_budget,
-            progress_interval: settings.progress_interval,
-            stall_timeout: settings.stall_timeout,
-            max_attempts: settings.max_attempts,
-            process,
-            slots: Arc::new(Semaphore::new(usize::from(
-                settings.max_concurrent_transfers,
-            ))),
-            metrics,
-            shutdown,
-            running: Mutex::new(HashMap::new()),
-            tasks: TaskTracker::new(),
-        }
-    }
-
-    /// Waits until every transfer task has ended; no new ones start after this is called.
-    pub async fn wait_for_transfers(&self) {
-        self.tasks.close();
-        self.tasks.wait().await;
-    }
-
-    fn running(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(Operation, String), CancellationToken>> {
-        self.running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+use crate::transfer::{Event, Job, Operation as JobOperation, Outcome, TransferError};
 
 /// A reconcile failure: only API errors, which are retried.
 #[derive(Debug, thiserror::Error)]
