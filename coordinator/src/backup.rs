@@ -13,6 +13,7 @@ use ferry_shared::crd::{
 use ferry_shared::layout::{self, key, layout_problem};
 use ferry_shared::names::{self, label};
 use ferry_shared::retry::Retrier;
+use ferry_shared::time::{after, now, until};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -23,7 +24,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::context::{Context, LocationError, ResolvedLocation, after, now, spec_duration, until};
+use crate::context::{Context, LocationError, ResolvedLocation, spec_duration};
 use crate::error::Error;
 use crate::jobs::{Job, Operation};
 use crate::overdue::{Tally, tally};

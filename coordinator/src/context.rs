@@ -12,7 +12,6 @@ use ferry_shared::retry::Retrier;
 use ferry_shared::secret::repository_password;
 pub use ferry_shared::storage::LookupError as LocationError;
 use ferry_shared::storage::{S3Credentials, location_root, read_location, repository_location};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -230,27 +229,6 @@ impl Context {
             .clone();
         lock.try_lock_owned().ok()
     }
-}
-
-pub fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-/// `time` plus `duration`, or far in the future when that does not fit.
-pub fn after(time: &Time, duration: Duration) -> Time {
-    let span = k8s_openapi::jiff::SignedDuration::try_from(duration)
-        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
-    Time(
-        time.0
-            .checked_add(span)
-            .unwrap_or(k8s_openapi::jiff::Timestamp::MAX),
-    )
-}
-
-/// How long until `time`, zero if it has passed.
-pub fn until(time: &Time) -> Duration {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Duration::try_from(time.0.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
 /// Reads a duration from a spec, such as `720h`, or the default when absent.

@@ -12,12 +12,13 @@ use ferry_shared::crd::{
 };
 use ferry_shared::layout::{self, ObjectStore, key, layout_problem};
 use ferry_shared::names::{self, label};
+use ferry_shared::time::{after, now, until};
 use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::context::{Context, after, now, spec_duration, until};
+use crate::context::{Context, spec_duration};
 use crate::error::Error;
 
 /// How long after a failed sync the next is tried.

@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use ferry_shared::crd::{PodVolumePhase, PodVolumeTransfer};
+use ferry_shared::time::{after, until};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use tracing::warn;
 
-use crate::context::{after, until};
 use crate::plan::{Aggregate, TransferView, aggregate, union};
 
 /// A transfer as its owner's sum sees it.

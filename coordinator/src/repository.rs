@@ -11,13 +11,14 @@ use ferry_shared::crd::{
     Backup, BackupRepository, BackupRepositorySpec, BackupRepositoryStatus, PodVolumeBackup,
     PodVolumePhase, PodVolumeRestore, PodVolumeTransfer, RepositoryPhase,
 };
+use ferry_shared::time::{after, now, until};
 use kube::ResourceExt;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::context::{Context, after, now, spec_duration, until};
+use crate::context::{Context, spec_duration};
 use crate::error::Error;
 use crate::jobs::{Job, Operation};
 

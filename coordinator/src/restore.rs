@@ -14,6 +14,7 @@ use ferry_shared::crd::{
 };
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::{self, label};
+use ferry_shared::time::now;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, Namespace, PersistentVolumeClaim, Pod, ResourceRequirements,
     SeccompProfile, SecurityContext, VolumeMount,
@@ -28,7 +29,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::context::{Context, LocationError, ResolvedLocation, now};
+use crate::context::{Context, LocationError, ResolvedLocation};
 use crate::error::Error;
 use crate::overdue::{Tally, tally};
 use crate::plan::{generate_name_prefix, union};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ferry_shared::crd::{PodVolumePhase, PodVolumeTransferStatus as TransferStatus, Progress};
 use ferry_shared::names;
 use ferry_shared::repository::{BackupRequest, RestoreRequest};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use ferry_shared::time::now;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -119,10 +119,6 @@ pub async fn reconcile<K: TransferKind>(
             Ok(Action::await_change())
         }
     }
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
 }
 
 /// How a transfer attempt ended other than by completing.
