@@ -24,8 +24,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::context::{Context, LocationError, ResolvedLocation, spec_duration};
-use crate::error::Error;
+use crate::context::{Context, ResolvedLocation, spec_duration};
+use crate::error::{Error, StorageError};
 use crate::jobs::{Job, Operation};
 use crate::overdue::{Tally, tally};
 use crate::plan::{self, BackupTarget, choose_volumes, union, volume_key};
@@ -43,7 +43,7 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action,
         }
     })
     .await
-    .map_err(|err| Error::Finalizer(err.to_string()))
+    .map_err(Error::from)
 }
 
 async fn apply(cached: &Backup, ctx: &Context) -> Result<Action, Error> {
@@ -105,7 +105,7 @@ async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
     let mut errors = spec_errors(backup, &ctx.settings);
     let location_name = match &backup.spec.storage_location {
         Some(location) if !location.is_empty() => Some(location.clone()),
-        _ => match ctx.default_location().await {
+        _ => match ctx.default_location().await? {
             Ok(location) => Some(location),
             Err(err) => {
                 errors.push(err);
@@ -114,9 +114,8 @@ async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
         },
     };
     if let Some(location_name) = &location_name {
-        match ctx.location(location_name).await {
-            Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
-            Err(LocationError::Unusable(err)) => errors.push(err),
+        match ctx.location(location_name).await? {
+            Err(err) => errors.push(err.to_string()),
             Ok(location) if location.read_only() => errors.push(format!(
                 "storage location {location_name} is ReadOnly; backups cannot be written to it"
             )),
@@ -205,7 +204,7 @@ async fn writable(
     name: &str,
     retrier: &Retrier,
 ) -> Result<(), String> {
-    let store = location.store(retrier)?;
+    let store = location.store(retrier).map_err(|err| err.to_string())?;
     let location = location.name();
     let unreachable = |err: ferry_shared::layout::StoreError| {
         format!("storage location {location} is unreachable: {err}")
@@ -235,10 +234,9 @@ fn schedule_of(backup: &Backup) -> String {
 async fn progress(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
     let status = backup.status.clone().unwrap_or_default();
     let location_name = backup.spec.storage_location.clone().unwrap_or_default();
-    let location = match ctx.location(&location_name).await {
+    let location = match ctx.location(&location_name).await? {
         Ok(location) => location,
-        Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
-        Err(LocationError::Unusable(err)) => return fail(backup, ctx, status, err).await,
+        Err(err) => return fail(backup, ctx, status, err.to_string()).await,
     };
     match status.pod_volume_backups {
         None => plan_and_create(backup, ctx, &location, status).await,
@@ -255,7 +253,7 @@ async fn fail(
 ) -> Result<Action, Error> {
     let name = backup.name_any();
     warn!(%name, %error, "backup failed");
-    if let Ok(location) = ctx
+    if let Ok(Ok(location)) = ctx
         .location(backup.spec.storage_location.as_deref().unwrap_or_default())
         .await
         && let Ok(store) = location.store(&ctx.store_retrier)
@@ -297,8 +295,7 @@ async fn selected_pods(backup: &Backup, ctx: &Context) -> Result<Vec<Pod>, Error
     let spec = &backup.spec;
     let mut params = ListParams::default();
     if let Some(selector) = &spec.label_selector {
-        let selector = Selector::try_from(selector.clone())
-            .map_err(|err| Error::Storage(format!("labelSelector: {err}")))?;
+        let selector = Selector::try_from(selector.clone())?;
         params = params.labels(&selector.to_string());
     }
     let everything =
@@ -358,11 +355,11 @@ async fn claims_of(ctx: &Context, pods: &[Pod]) -> Result<Vec<PersistentVolumeCl
 
 /// A manifest as it goes into the resources tarball: without managed fields.
 fn manifest<K: serde::Serialize + Resource>(object: &K) -> Result<Vec<u8>, Error> {
-    let mut value = serde_json::to_value(object).map_err(|err| Error::Storage(err.to_string()))?;
+    let mut value = serde_json::to_value(object).map_err(StorageError::json("a manifest"))?;
     if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         metadata.remove("managedFields");
     }
-    serde_json::to_vec_pretty(&value).map_err(|err| Error::Storage(err.to_string()))
+    Ok(serde_json::to_vec_pretty(&value).map_err(StorageError::json("a manifest"))?)
 }
 
 async fn plan_and_create(
@@ -416,7 +413,7 @@ async fn plan_and_create(
         }
         let identifier = match location.repository(namespace) {
             Ok(repository) => repository.restic_identifier(),
-            Err(err) => return fail(backup, ctx, status, err).await,
+            Err(err) => return fail(backup, ctx, status, err.to_string()).await,
         };
         let Some(guard) = ctx.try_lock_repository(&identifier) else {
             info!(name = %backup.name_any(), %namespace, "waiting for repository maintenance to end");
@@ -449,12 +446,9 @@ async fn plan_and_create(
         ));
     }
     let upload = async {
+        let tarball = layout::tar_gz(&files)?;
         let store = location.store(&ctx.store_retrier)?;
-        let tarball = layout::tar_gz(&files).map_err(|err| err.to_string())?;
-        store
-            .put(&key::resources(&name), tarball)
-            .await
-            .map_err(|err| err.to_string())
+        Ok::<_, StorageError>(store.put(&key::resources(&name), tarball).await?)
     };
     if let Err(err) = upload.await {
         return fail(
@@ -473,9 +467,10 @@ async fn plan_and_create(
         .filter(|pvb| pvb.labels().get(label::BACKUP_UID) == Some(&uid))
         .map(|pvb| volume_key(&pvb.spec.pod.uid, &pvb.spec.volume))
         .collect();
-    let owner = backup
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::Storage("the Backup has no UID".to_owned()))?;
+    let owner = backup.controller_owner_ref(&()).ok_or(Error::Incomplete {
+        kind: "Backup",
+        field: "UID",
+    })?;
     let location_name = location.name();
     let target = BackupTarget {
         backup_name: &name,
@@ -671,26 +666,22 @@ async fn write_backup(
     pvbs: &[PodVolumeBackup],
     location: &ResolvedLocation,
     ctx: &Context,
-) -> Result<(), String> {
+) -> Result<(), StorageError> {
     let name = backup.name_any();
     let store = location.store(&ctx.store_retrier)?;
-    let list = serde_json::to_vec(pvbs).map_err(|err| err.to_string())?;
-    let metadata =
-        serde_json::to_vec_pretty(&stored_backup(backup)).map_err(|err| err.to_string())?;
-    let result = async {
-        store
-            .put(&key::pod_volume_backups(&name), layout::gzip(&list))
-            .await?;
-        store
-            .put(
-                &key::backup_logs(&name),
-                layout::gzip(backup_log(backup, pvbs).as_bytes()),
-            )
-            .await?;
-        store.put(&key::backup_metadata(&name), metadata).await
-    }
-    .await;
-    result.map_err(|err| err.to_string())
+    let list = serde_json::to_vec(pvbs).map_err(StorageError::json("the PodVolumeBackups"))?;
+    let metadata = serde_json::to_vec_pretty(&stored_backup(backup))
+        .map_err(StorageError::json("the Backup"))?;
+    store
+        .put(&key::pod_volume_backups(&name), layout::gzip(&list))
+        .await?;
+    store
+        .put(
+            &key::backup_logs(&name),
+            layout::gzip(backup_log(backup, pvbs).as_bytes()),
+        )
+        .await?;
+    Ok(store.put(&key::backup_metadata(&name), metadata).await?)
 }
 
 /// The Backup as the location keeps it: name, labels, spec and status.
@@ -722,13 +713,11 @@ async fn expire_when_due(backup: &Backup, ctx: &Context) -> Result<Action, Error
     }
     // Nothing in a ReadOnly location may be deleted, so its backups do not expire here: sync
     // would only bring them back.
-    match ctx
+    let location = ctx
         .location(backup.spec.storage_location.as_deref().unwrap_or_default())
-        .await
-    {
-        Ok(location) if location.read_only() => return Ok(Action::await_change()),
-        Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
-        _ => {}
+        .await?;
+    if location.is_ok_and(|location| location.read_only()) {
+        return Ok(Action::await_change());
     }
     info!(name = %backup.name_any(), "backup expired; deleting it");
     ctx.event(
@@ -781,9 +770,8 @@ async fn cleanup(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
         OperationPhase::New | OperationPhase::FailedValidation
     );
     if wrote_data && !location_name.is_empty() {
-        match ctx.location(&location_name).await {
-            Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
-            Err(LocationError::Unusable(err)) => {
+        match ctx.location(&location_name).await? {
+            Err(err) => {
                 warn!(%name, %err, "cannot clean up the backup's data");
                 ctx.event(
                     backup,
@@ -859,10 +847,7 @@ async fn forget_and_remove(
         }
     }
     for (namespace, snapshot_ids) in by_namespace {
-        let config = ctx
-            .repository_config(location, &namespace)
-            .await
-            .map_err(Error::Storage)?;
+        let config = ctx.repository_config(location, &namespace).await?;
         let summary = ctx
             .jobs
             .run(&Job {
@@ -870,17 +855,17 @@ async fn forget_and_remove(
                 operation: Operation::Forget { snapshot_ids },
             })
             .await
-            .map_err(|err| {
-                Error::Storage(format!(
-                    "cannot forget the snapshots of backup {name} in namespace {namespace}'s repository: {err}"
-                ))
+            .map_err(|reason| Error::Job {
+                action: format!(
+                    "forget the snapshots of backup {name} in namespace {namespace}'s repository"
+                ),
+                reason,
             })?;
         info!(%name, %namespace, %summary, "snapshots forgotten");
     }
-    location
-        .store(&ctx.store_retrier)
-        .map_err(Error::Storage)?
+    let store = location.store(&ctx.store_retrier)?;
+    store
         .delete_dir(&key::backup_dir(&name))
         .await
-        .map_err(|err| Error::Storage(err.to_string()))
+        .map_err(|err| StorageError::from(err).into())
 }

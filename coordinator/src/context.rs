@@ -10,8 +10,9 @@ use ferry_shared::names;
 use ferry_shared::repository::{RepositoryConfig, RepositoryLocation};
 use ferry_shared::retry::Retrier;
 use ferry_shared::secret::repository_password;
-pub use ferry_shared::storage::LookupError as LocationError;
-use ferry_shared::storage::{S3Credentials, location_root, read_location, repository_location};
+use ferry_shared::storage::{
+    LocationError, LookupError, S3Credentials, location_root, read_location, repository_location,
+};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -20,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::config::RunArgs;
+use crate::error::{Error, StorageError};
 use crate::jobs::JobRunner;
 use crate::metrics::Metrics;
 
@@ -55,16 +57,23 @@ impl ResolvedLocation {
     }
 
     /// The location's objects, under its prefix.
-    pub fn store(&self, retrier: &Retrier) -> Result<ObjectStore, String> {
+    pub fn store(&self, retrier: &Retrier) -> Result<ObjectStore, StorageError> {
         let root = location_root(&self.location.spec, self.credentials.as_ref())
-            .map_err(|err| format!("storage location {}: {err}", self.name()))?;
-        ObjectStore::open(&root, retrier.clone()).map_err(|err| err.to_string())
+            .map_err(|source| self.invalid(source))?;
+        Ok(ObjectStore::open(&root, retrier.clone())?)
     }
 
     /// The repository of `namespace` in the location.
-    pub fn repository(&self, namespace: &str) -> Result<RepositoryLocation, String> {
+    pub fn repository(&self, namespace: &str) -> Result<RepositoryLocation, StorageError> {
         repository_location(&self.location.spec, namespace, self.credentials.as_ref())
-            .map_err(|err| format!("storage location {}: {err}", self.name()))
+            .map_err(|source| self.invalid(source))
+    }
+
+    fn invalid(&self, source: LocationError) -> StorageError {
+        StorageError::Location {
+            location: self.name(),
+            source,
+        }
     }
 }
 
@@ -162,29 +171,37 @@ impl Context {
             .map(|_| ())
     }
 
-    /// The storage location `name`, with its credentials read.
-    pub async fn location(&self, name: &str) -> Result<ResolvedLocation, LocationError> {
-        let (location, credentials) = read_location(&self.client, &self.namespace, name).await?;
-        Ok(ResolvedLocation {
-            location,
-            credentials,
-        })
+    /// The storage location `name`, with its credentials read. The inner error says why the
+    /// location cannot be used, for the status of the object that names it; the outer one is a
+    /// failure to read the cluster, to be retried.
+    pub async fn location(
+        &self,
+        name: &str,
+    ) -> Result<Result<ResolvedLocation, LookupError>, Error> {
+        match read_location(&self.client, &self.namespace, name).await {
+            Ok((location, credentials)) => Ok(Ok(ResolvedLocation {
+                location,
+                credentials,
+            })),
+            Err(err) if err.is_transient() => Err(err.into()),
+            Err(err) => Ok(Err(err)),
+        }
     }
 
-    /// The name of the location a Backup without one uses: the one marked default.
-    pub async fn default_location(&self) -> Result<String, String> {
+    /// The name of the location a Backup without one uses: the one marked default. The inner
+    /// error says why there is none to use.
+    pub async fn default_location(&self) -> Result<Result<String, String>, Error> {
         let locations = self
             .api::<BackupStorageLocation>()
             .list(&Default::default())
-            .await
-            .map_err(|err| format!("cannot list storage locations: {err}"))?;
+            .await?;
         let defaults: Vec<String> = locations
             .items
             .iter()
             .filter(|location| location.spec.default)
             .map(ResourceExt::name_any)
             .collect();
-        match defaults.as_slice() {
+        Ok(match defaults.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(
                 "no storage location is marked default; name one in spec.storageLocation"
@@ -194,7 +211,7 @@ impl Context {
                 "several storage locations are marked default ({}); name one in spec.storageLocation",
                 many.join(", ")
             )),
-        }
+        })
     }
 
     /// How to reach and unlock the repository of `namespace` in `location`.
@@ -202,10 +219,8 @@ impl Context {
         &self,
         location: &ResolvedLocation,
         namespace: &str,
-    ) -> Result<RepositoryConfig, String> {
-        let password = repository_password(&self.client, &self.namespace)
-            .await
-            .map_err(|err| err.to_string())?;
+    ) -> Result<RepositoryConfig, Error> {
+        let password = repository_password(&self.client, &self.namespace).await?;
         Ok(RepositoryConfig {
             location: location.repository(namespace)?,
             password,

@@ -13,13 +13,14 @@ use ferry_shared::crd::{
 use ferry_shared::layout::{self, ObjectStore, key, layout_problem};
 use ferry_shared::names::{self, label};
 use ferry_shared::time::{after, now, until};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::context::{Context, spec_duration};
-use crate::error::Error;
+use crate::error::{Error, StorageError};
 
 /// How long after a failed sync the next is tried.
 const SYNC_RETRY: Duration = Duration::from_secs(30);
@@ -135,16 +136,19 @@ async fn check(
     name: &str,
 ) -> (StorageLocationPhase, Option<String>, Option<ObjectStore>) {
     let result = async {
-        let location = ctx.location(name).await?;
+        let location = ctx.location(name).await??;
         let store = location.store(&ctx.store_retrier)?;
-        let top_level = store.top_level().await.map_err(|err| err.to_string())?;
-        match layout_problem(&top_level) {
+        let top_level = store.top_level().await.map_err(StorageError::from)?;
+        Ok::<_, Error>(match layout_problem(&top_level) {
             Some(problem) => Err(problem),
             None => Ok(store),
-        }
+        })
     }
     .await;
-    match result {
+    match result
+        .map_err(|err| err.to_string())
+        .and_then(|reached| reached)
+    {
         Ok(store) => (StorageLocationPhase::Available, None, Some(store)),
         Err(message) => {
             warn!(location = %name, %message, "storage location unavailable");
@@ -156,10 +160,7 @@ async fn check(
 /// Creates the Backups (and their PodVolumeBackups) that the location holds and the cluster
 /// lacks.
 async fn sync_backups(ctx: &Context, location: &str, store: &ObjectStore) -> Result<(), Error> {
-    let in_store = store
-        .backups()
-        .await
-        .map_err(|err| Error::Storage(err.to_string()))?;
+    let in_store = store.backups().await.map_err(StorageError::from)?;
     // Backups already whole in the cluster; a synced one still New was cut short and is
     // finished now.
     let in_cluster: BTreeSet<String> = ctx
@@ -184,37 +185,43 @@ async fn sync_backups(ctx: &Context, location: &str, store: &ObjectStore) -> Res
     Ok(())
 }
 
+/// A backup as its location keeps it: the Backup and its PodVolumeBackups.
+struct Stored {
+    backup: Backup,
+    pvbs: Vec<PodVolumeBackup>,
+}
+
+impl Stored {
+    /// Reads the backup `name`; None when it has been deleted since the listing.
+    async fn read(store: &ObjectStore, name: &str) -> Result<Option<Self>, StorageError> {
+        let Some(metadata) = store.get(&key::backup_metadata(name)).await? else {
+            return Ok(None);
+        };
+        let backup = serde_json::from_slice(&metadata).map_err(StorageError::json(format!(
+            "backup {name}'s ferry-backup.json"
+        )))?;
+        let pvbs = match store.get(&key::pod_volume_backups(name)).await? {
+            Some(bytes) => serde_json::from_slice(&layout::gunzip(&bytes)?).map_err(
+                StorageError::json(format!("backup {name}'s PodVolumeBackup list")),
+            )?,
+            None => Vec::new(),
+        };
+        Ok(Some(Self { backup, pvbs }))
+    }
+}
+
 async fn sync_one(
     ctx: &Context,
     location: &str,
     store: &ObjectStore,
     name: &str,
 ) -> Result<(), Error> {
-    let storage = |err: String| Error::Storage(format!("backup {name}: {err}"));
-    // Read again: the backup may have been deleted since the listing.
-    let Some(metadata) = store
-        .get(&key::backup_metadata(name))
-        .await
-        .map_err(|err| storage(err.to_string()))?
-    else {
+    let Some(stored) = Stored::read(store, name).await? else {
         return Ok(());
     };
-    let stored: Backup = serde_json::from_slice(&metadata)
-        .map_err(|err| storage(format!("ferry-backup.json is not valid: {err}")))?;
-    let pvbs: Vec<PodVolumeBackup> = match store
-        .get(&key::pod_volume_backups(name))
-        .await
-        .map_err(|err| storage(err.to_string()))?
-    {
-        Some(bytes) => {
-            let json = layout::gunzip(&bytes).map_err(|err| storage(err.to_string()))?;
-            serde_json::from_slice(&json).map_err(|err| storage(err.to_string()))?
-        }
-        None => Vec::new(),
-    };
-    let mut backup = Backup::new(name, stored.spec.clone());
+    let mut backup = Backup::new(name, stored.backup.spec.clone());
     backup.spec.storage_location = Some(location.to_owned());
-    backup.metadata.labels = stored.metadata.labels.clone();
+    backup.metadata.labels = stored.backup.metadata.labels.clone();
     backup.metadata.annotations = Some(
         [(
             names::annotation::SYNCED_FROM.to_owned(),
@@ -231,13 +238,11 @@ async fn sync_one(
         Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
         Err(err) => return Err(err.into()),
     };
-    let status: BackupStatus = stored.status.clone().unwrap_or_default();
-    let owner = created
-        .controller_owner_ref(&())
-        .ok_or_else(|| storage("the created Backup has no UID".to_owned()))?;
-    let owner_uid = owner.uid.clone();
-    let api = ctx.api::<PodVolumeBackup>();
-    for stored_pvb in pvbs {
+    let owner = created.controller_owner_ref(&()).ok_or(Error::Incomplete {
+        kind: "Backup",
+        field: "UID",
+    })?;
+    for stored_pvb in &stored.pvbs {
         if stored_pvb
             .spec
             .tags
@@ -248,38 +253,9 @@ async fn sync_one(
             warn!(backup = %name, pvb = %stored_pvb.name_any(), "skipping a PodVolumeBackup of another backup");
             continue;
         }
-        let mut pvb = PodVolumeBackup::new(&stored_pvb.name_any(), stored_pvb.spec.clone());
-        // Labels are made anew; none for a node, so that no node agent takes it up again: it
-        // records a transfer that has ended.
-        let mut labels =
-            BTreeMap::from([(label::BACKUP_NAME.to_owned(), names::label_value(name))]);
-        for key in [label::BACKUP_UID, label::POD_UID, label::PVC_UID] {
-            if let Some(value) = stored_pvb.labels().get(key) {
-                labels.insert(key.to_owned(), value.clone());
-            }
-        }
-        pvb.metadata.labels = Some(labels);
-        pvb.metadata.annotations = stored_pvb.metadata.annotations.clone();
-        pvb.metadata.owner_references = Some(vec![owner.clone()]);
-        let ours = match api.create(&PostParams::default(), &pvb).await {
-            Ok(_) => true,
-            // Made by an earlier sync of this Backup that was cut short before its status, or
-            // not sync's at all: then its status stays as it is.
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                api.get_opt(&pvb.name_any()).await?.is_some_and(|existing| {
-                    existing.status.is_none()
-                        && existing
-                            .owner_references()
-                            .iter()
-                            .any(|owner| owner.uid == owner_uid)
-                })
-            }
-            Err(err) => return Err(err.into()),
-        };
-        if ours && let Some(pvb_status) = &stored_pvb.status {
-            ctx.apply_status(&pvb, pvb_status).await?;
-        }
+        sync_pod_volume_backup(ctx, name, stored_pvb, &owner).await?;
     }
+    let status: BackupStatus = stored.backup.status.clone().unwrap_or_default();
     ctx.apply_status(&created, &status).await?;
     info!(backup = %name, %location, "backup synced from the storage location");
     ctx.event(
@@ -289,5 +265,47 @@ async fn sync_one(
         format!("found in storage location {location}"),
     )
     .await;
+    Ok(())
+}
+
+/// Creates one PodVolumeBackup of the synced backup `name`, owned by its new Backup, with the
+/// status it ended with.
+async fn sync_pod_volume_backup(
+    ctx: &Context,
+    name: &str,
+    stored: &PodVolumeBackup,
+    owner: &OwnerReference,
+) -> Result<(), Error> {
+    let api = ctx.api::<PodVolumeBackup>();
+    let mut pvb = PodVolumeBackup::new(&stored.name_any(), stored.spec.clone());
+    // Labels are made anew; none for a node, so that no node agent takes it up again: it
+    // records a transfer that has ended.
+    let mut labels = BTreeMap::from([(label::BACKUP_NAME.to_owned(), names::label_value(name))]);
+    for key in [label::BACKUP_UID, label::POD_UID, label::PVC_UID] {
+        if let Some(value) = stored.labels().get(key) {
+            labels.insert(key.to_owned(), value.clone());
+        }
+    }
+    pvb.metadata.labels = Some(labels);
+    pvb.metadata.annotations = stored.metadata.annotations.clone();
+    pvb.metadata.owner_references = Some(vec![owner.clone()]);
+    let ours = match api.create(&PostParams::default(), &pvb).await {
+        Ok(_) => true,
+        // Made by an earlier sync of this Backup that was cut short before its status, or
+        // not sync's at all: then its status stays as it is.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            api.get_opt(&pvb.name_any()).await?.is_some_and(|existing| {
+                existing.status.is_none()
+                    && existing
+                        .owner_references()
+                        .iter()
+                        .any(|existing_owner| existing_owner.uid == owner.uid)
+            })
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if ours && let Some(pvb_status) = &stored.status {
+        ctx.apply_status(&pvb, pvb_status).await?;
+    }
     Ok(())
 }

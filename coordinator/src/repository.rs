@@ -18,9 +18,10 @@ use kube::runtime::controller::Action;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::context::{Context, spec_duration};
-use crate::error::Error;
+use crate::context::{Context, ResolvedLocation, spec_duration};
+use crate::error::{Error, StorageError};
 use crate::jobs::{Job, Operation};
+use ferry_shared::repository::RepositoryConfig;
 
 /// The BackupRepository name for a namespace in a location: readable, and unique even where
 /// the two names joined by a dash would collide.
@@ -74,21 +75,18 @@ async fn open(
     ctx: &Context,
     status: BackupRepositoryStatus,
 ) -> Result<Action, Error> {
-    let result = async {
-        let location = ctx.location(&repo.spec.storage_location).await?;
-        let config = ctx
-            .repository_config(&location, &repo.spec.volume_namespace)
-            .await?;
-        ctx.jobs
-            .run(&Job {
-                repository: config,
-                operation: Operation::Open {
-                    create: !location.read_only(),
-                },
-            })
-            .await
-    }
-    .await;
+    let result = match reached(ctx, repo).await {
+        Ok((location, config)) => {
+            let create = !location.read_only();
+            ctx.jobs
+                .run(&Job {
+                    repository: config,
+                    operation: Operation::Open { create },
+                })
+                .await
+        }
+        Err(err) => Err(err.to_string()),
+    };
     let (phase, message, action) = match result {
         Ok(summary) => {
             info!(name = %repo.name_any(), %summary, "repository ready");
@@ -147,19 +145,12 @@ async fn maintain(
     if !until(&due).is_zero() {
         return Ok(Action::requeue(until(&due)));
     }
-    let reached = async {
-        let location = ctx.location(&repo.spec.storage_location).await?;
-        let config = ctx
-            .repository_config(&location, &repo.spec.volume_namespace)
-            .await?;
-        Ok::<_, String>((location, config))
-    };
-    let (location, config) = match reached.await {
+    let (location, config) = match reached(ctx, repo).await {
         Ok((location, _)) if location.read_only() => return Ok(Action::await_change()),
         Ok(reached) => reached,
-        Err(message) => {
+        Err(err) => {
             let retry = Action::requeue(Duration::from_secs(60));
-            return report(repo, ctx, status, message, retry).await;
+            return report(repo, ctx, status, err.to_string(), retry).await;
         }
     };
     let identifier = config.location.restic_identifier();
@@ -215,6 +206,18 @@ async fn maintain(
     Ok(Action::requeue(until(&after(&finished, frequency))))
 }
 
+/// The repository's location, and how to reach and unlock the repository in it.
+async fn reached(
+    ctx: &Context,
+    repo: &BackupRepository,
+) -> Result<(ResolvedLocation, RepositoryConfig), Error> {
+    let location = ctx.location(&repo.spec.storage_location).await??;
+    let config = ctx
+        .repository_config(&location, &repo.spec.volume_namespace)
+        .await?;
+    Ok((location, config))
+}
+
 /// Records why maintenance cannot run, unless the status already says so.
 async fn report(
     repo: &BackupRepository,
@@ -262,7 +265,7 @@ pub async fn transfers_running(ctx: &Context, identifier: &str) -> Result<bool, 
 /// The backups whose snapshots must be kept: those in the cluster, and those in the location.
 async fn live_backups(
     ctx: &Context,
-    location: &crate::context::ResolvedLocation,
+    location: &ResolvedLocation,
 ) -> Result<BTreeSet<String>, Error> {
     let mut live: BTreeSet<String> = ctx
         .api::<Backup>()
@@ -272,13 +275,8 @@ async fn live_backups(
         .iter()
         .map(ResourceExt::name_any)
         .collect();
-    let store = location.store(&ctx.store_retrier).map_err(Error::Storage)?;
-    live.extend(
-        store
-            .backups()
-            .await
-            .map_err(|err| Error::Storage(err.to_string()))?,
-    );
+    let store = location.store(&ctx.store_retrier)?;
+    live.extend(store.backups().await.map_err(StorageError::from)?);
     Ok(live)
 }
 

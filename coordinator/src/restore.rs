@@ -29,11 +29,12 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::context::{Context, LocationError, ResolvedLocation};
-use crate::error::Error;
+use crate::context::{Context, ResolvedLocation};
+use crate::error::{Error, StorageError};
 use crate::overdue::{Tally, tally};
 use crate::plan::{generate_name_prefix, union};
 use crate::protected;
+use ferry_shared::storage::LookupError;
 
 pub async fn reconcile(cached: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, Error> {
     // The watch cache may not show the status this controller wrote last; every step works on
@@ -215,10 +216,22 @@ pub struct Manifests {
     pub claims: Vec<PersistentVolumeClaim>,
 }
 
-pub fn read_manifests(files: Vec<(String, Vec<u8>)>) -> Result<Manifests, String> {
+/// A file of the resources tarball that is not a manifest.
+#[derive(Debug, thiserror::Error)]
+#[error("{path} is not a valid manifest: {source}")]
+pub struct ManifestError {
+    path: String,
+    #[source]
+    source: serde_json::Error,
+}
+
+pub fn read_manifests(files: Vec<(String, Vec<u8>)>) -> Result<Manifests, ManifestError> {
     let mut manifests = Manifests::default();
     for (path, bytes) in files {
-        let parse_error = |err: serde_json::Error| format!("{path} is not a valid manifest: {err}");
+        let parse_error = |source| ManifestError {
+            path: path.clone(),
+            source,
+        };
         if path.starts_with("resources/pods/") {
             manifests
                 .pods
@@ -494,7 +507,7 @@ async fn create_objects(
     let backup_name = status.backup_name.clone().unwrap_or_default();
     let source = match read_source(ctx, &backup_name).await? {
         Ok(source) => source,
-        Err(message) => return fail(restore, ctx, status, message).await,
+        Err(err) => return fail(restore, ctx, status, err.to_string()).await,
     };
     let chosen = Chosen::of(restore, &source.manifests);
     // Known only now when neither the Restore nor the Backup names its namespaces.
@@ -522,7 +535,7 @@ async fn create_objects(
     creating.claims(&chosen.claims).await?;
     let pvrs = match creating.pods(&chosen.pods, &snapshots, &source).await? {
         Ok(pvrs) => pvrs,
-        Err(message) => return fail(restore, ctx, status, message).await,
+        Err(err) => return fail(restore, ctx, status, err.to_string()).await,
     };
     create_missing(ctx, &creating.identity, &pvrs).await?;
     drop(guards);
@@ -537,37 +550,61 @@ struct Source {
     manifests: Manifests,
 }
 
-/// Reads the backup's manifests from its location; `Ok(Err(message))` when the restore cannot
-/// go on.
-async fn read_source(ctx: &Context, backup_name: &str) -> Result<Result<Source, String>, Error> {
+/// Why the backup a restore reads cannot be read; the restore fails with it.
+#[derive(Debug, thiserror::Error)]
+enum SourceError {
+    #[error("backup {0} no longer exists")]
+    Gone(String),
+    #[error(transparent)]
+    Location(#[from] LookupError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the manifests of backup {backup} are missing from storage location {location}")]
+    Missing { backup: String, location: String },
+    #[error("the manifests of backup {backup} cannot be read: {source}")]
+    Unreadable {
+        backup: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// Reads the backup's manifests from its location; `Ok(Err(_))` when the restore cannot go on.
+async fn read_source(
+    ctx: &Context,
+    backup_name: &str,
+) -> Result<Result<Source, SourceError>, Error> {
     let Some(backup) = ctx.api::<Backup>().get_opt(backup_name).await? else {
-        return Ok(Err(format!("backup {backup_name} no longer exists")));
+        return Ok(Err(SourceError::Gone(backup_name.to_owned())));
     };
     let location_name = backup.spec.storage_location.clone().unwrap_or_default();
-    let location = match ctx.location(&location_name).await {
+    let location = match ctx.location(&location_name).await? {
         Ok(location) => location,
-        Err(LocationError::Transient(err)) => return Err(Error::Storage(err)),
-        Err(LocationError::Unusable(err)) => return Ok(Err(err)),
+        Err(err) => return Ok(Err(err.into())),
     };
     let files = async {
         let store = location.store(&ctx.store_retrier)?;
-        let tarball = store
-            .get(&key::resources(backup_name))
-            .await
-            .map_err(|err| err.to_string())?
-            .ok_or_else(|| format!("the manifests of backup {backup_name} are missing from storage location {location_name}"))?;
-        layout::untar_gz(&tarball)
-            .map_err(|err| format!("the manifests of backup {backup_name} cannot be read: {err}"))
+        let tarball = (store.get(&key::resources(backup_name)).await)
+            .map_err(StorageError::from)?
+            .ok_or_else(|| SourceError::Missing {
+                backup: backup_name.to_owned(),
+                location: location_name.clone(),
+            })?;
+        layout::untar_gz(&tarball).map_err(|source| SourceError::Unreadable {
+            backup: backup_name.to_owned(),
+            source,
+        })
     };
-    Ok(files
-        .await
-        .and_then(read_manifests)
-        .map(|manifests| Source {
+    Ok(files.await.and_then(|files| {
+        Ok(Source {
+            manifests: read_manifests(files)?,
             backup,
             location,
             location_name,
-            manifests,
-        }))
+        })
+    }))
 }
 
 /// The claims and pods of the manifests that a restore selects.
@@ -642,7 +679,7 @@ fn lock_repositories(
     for source in sources {
         let identifier = match location.repository(source) {
             Ok(repository) => repository.restic_identifier(),
-            Err(err) => return Locked::Failed(err),
+            Err(err) => return Locked::Failed(err.to_string()),
         };
         let Some(guard) = ctx.try_lock_repository(&identifier) else {
             return Locked::Busy(source.clone());
@@ -702,11 +739,14 @@ impl<'a> Creating<'a> {
         pods: &[&Pod],
         snapshots: &BTreeMap<(String, String, String), String>,
         source: &Source,
-    ) -> Result<Result<Vec<PodVolumeRestore>, String>, Error> {
+    ) -> Result<Result<Vec<PodVolumeRestore>, StorageError>, Error> {
         let owner = self
             .restore
             .controller_owner_ref(&())
-            .ok_or_else(|| Error::Storage("the Restore has no UID".to_owned()))?;
+            .ok_or(Error::Incomplete {
+                kind: "Restore",
+                field: "UID",
+            })?;
         let mut pvrs = Vec::new();
         for pod in pods {
             let namespace = pod.namespace().unwrap_or_default();
@@ -906,11 +946,12 @@ async fn upload_results(
 ) {
     let upload = async {
         let store = location.store(&ctx.store_retrier)?;
-        let body = serde_json::to_vec_pretty(results).map_err(|err| err.to_string())?;
-        store
-            .put(&key::restore_results(identity.name), layout::gzip(&body))
-            .await
-            .map_err(|err| err.to_string())
+        let body = serde_json::to_vec_pretty(results).map_err(StorageError::json("the results"))?;
+        Ok::<_, StorageError>(
+            store
+                .put(&key::restore_results(identity.name), layout::gzip(&body))
+                .await?,
+        )
     };
     if let Err(err) = upload.await {
         warn!(name = %identity.name, %err, "cannot write the restore results");
@@ -1018,7 +1059,7 @@ async fn upload_log(
     let Ok(Some(backup)) = ctx.api::<Backup>().get_opt(backup).await else {
         return;
     };
-    let Ok(location) = ctx
+    let Ok(Ok(location)) = ctx
         .location(backup.spec.storage_location.as_deref().unwrap_or_default())
         .await
     else {
@@ -1048,13 +1089,8 @@ async fn upload_log(
     lines.push(format!("restore {name} ended {:?}", status.phase));
     let upload = async {
         let store = location.store(&ctx.store_retrier)?;
-        store
-            .put(
-                &key::restore_logs(&name),
-                layout::gzip((lines.join("\n") + "\n").as_bytes()),
-            )
-            .await
-            .map_err(|err| err.to_string())
+        let log = layout::gzip((lines.join("\n") + "\n").as_bytes());
+        Ok::<_, StorageError>(store.put(&key::restore_logs(&name), log).await?)
     };
     if let Err(err) = upload.await {
         warn!(%name, %err, "cannot write the restore log");

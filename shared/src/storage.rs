@@ -68,34 +68,35 @@ pub fn parse_aws_credentials(text: &str) -> Result<S3Credentials, LocationError>
 }
 
 /// Why a storage location could not be read from the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum LookupError {
-    /// It does not exist, or its Secret is missing or wrong: retrying will not help.
-    Unusable(String),
-    /// The API could not be read: retrying may help.
-    Transient(String),
+    #[error("cannot read storage location {name}: {source}")]
+    Read {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("storage location {name} does not exist")]
+    Missing { name: String },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("Secret {namespace}/{secret}: {source}")]
+    Credentials {
+        namespace: String,
+        secret: String,
+        #[source]
+        source: LocationError,
+    },
 }
 
-impl std::fmt::Display for LookupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unusable(message) | Self::Transient(message) => f.write_str(message),
-        }
-    }
-}
-
-impl From<LookupError> for String {
-    fn from(error: LookupError) -> Self {
-        error.to_string()
-    }
-}
-
-impl From<SecretError> for LookupError {
-    fn from(error: SecretError) -> Self {
-        match error {
-            SecretError::Read { .. } => Self::Transient(error.to_string()),
-            _ => Self::Unusable(error.to_string()),
-        }
+impl LookupError {
+    /// Whether trying again may help: the API could not be read. Otherwise the location or
+    /// its Secret is missing or wrong, and only the user can mend it.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Read { .. } | Self::Secret(SecretError::Read { .. })
+        )
     }
 }
 
@@ -108,10 +109,13 @@ pub async fn read_location(
     let location = Api::<BackupStorageLocation>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
-        .map_err(|err| {
-            LookupError::Transient(format!("cannot read storage location {name}: {err}"))
+        .map_err(|source| LookupError::Read {
+            name: name.to_owned(),
+            source,
         })?
-        .ok_or_else(|| LookupError::Unusable(format!("storage location {name} does not exist")))?;
+        .ok_or_else(|| LookupError::Missing {
+            name: name.to_owned(),
+        })?;
     let credentials = match &location.spec.credential {
         Some(reference) => {
             let text = secret_text(
@@ -122,9 +126,13 @@ pub async fn read_location(
                 "storage credentials",
             )
             .await?;
-            Some(parse_aws_credentials(&text).map_err(|err| {
-                LookupError::Unusable(format!("Secret {namespace}/{}: {err}", reference.name))
-            })?)
+            Some(
+                parse_aws_credentials(&text).map_err(|source| LookupError::Credentials {
+                    namespace: namespace.to_owned(),
+                    secret: reference.name.clone(),
+                    source,
+                })?,
+            )
         }
         None => None,
     };
