@@ -9,3 +9,4 @@ pub mod runtime;
 pub mod secret;
 pub mod size;
 pub mod storage;
+pub mod subprocess;
