@@ -86,6 +86,7 @@ async fn open(
                 },
             })
             .await
+            .map_err(|err| err.to_string())
     }
     .await;
     let (phase, message, action) = match result {
@@ -178,7 +179,8 @@ async fn maintain(
                 repository: config,
                 operation: Operation::Maintain { live_backups: live },
             })
-            .await;
+            .await
+            .map_err(|err| err.to_string());
         Ok::<_, Error>(Some(summary))
     }
     .await;
