@@ -855,11 +855,11 @@ async fn forget_and_remove(
                 operation: Operation::Forget { snapshot_ids },
             })
             .await
-            .map_err(|reason| Error::Job {
+            .map_err(|source| Error::Job {
                 action: format!(
                     "forget the snapshots of backup {name} in namespace {namespace}'s repository"
                 ),
-                reason,
+                source,
             })?;
         info!(%name, %namespace, %summary, "snapshots forgotten");
     }

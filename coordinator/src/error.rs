@@ -8,6 +8,8 @@ use ferry_shared::storage::{LocationError, LookupError};
 use kube::core::ParseExpressionError;
 use kube::runtime::finalizer;
 
+use crate::jobs::JobError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
@@ -21,8 +23,12 @@ pub enum Error {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// A repository job failed.
-    #[error("cannot {action}: {reason}")]
-    Job { action: String, reason: String },
+    #[error("cannot {action}: {source}")]
+    Job {
+        action: String,
+        #[source]
+        source: JobError,
+    },
     #[error("labelSelector: {0}")]
     Selector(#[from] ParseExpressionError),
     /// The API server returned an object without a field it always sets.

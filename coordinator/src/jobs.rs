@@ -5,9 +5,8 @@
 //! with the retries of requests to object storage that the job made.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,11 +15,14 @@ use ferry_shared::repository::{
     EngineError, OpenMode, ProgressCounters, Repository, RepositoryConfig,
 };
 use ferry_shared::retry::CountedRetries;
+use ferry_shared::subprocess::{self, ChildError, ChildProgram};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The subcommand that runs one job.
 pub const SUBCOMMAND: &str = "repository-job";
+
+/// How long a job that is stopped may take to end after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,12 +60,32 @@ enum JobResult {
     Failed { message: String },
 }
 
+/// Why a repository job gave no summary.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job ran and reported a failure.
+    #[error("{0}")]
+    Failed(String),
+    #[error(
+        "the repository job did not finish within {} and was stopped",
+        humantime::format_duration(*.0)
+    )]
+    TimedOut(Duration),
+    #[error(
+        "the repository job ran out of its {limit}-byte memory limit; raise --maintenance-memory-limit"
+    )]
+    OutOfMemory { limit: u64 },
+    /// The job's process gave no result.
+    #[error(transparent)]
+    Child(ChildError),
+}
+
 /// Starts jobs as child processes.
 #[derive(Debug, Clone)]
 pub struct JobRunner {
     pub program: PathBuf,
     pub memory_limit: Option<u64>,
-    /// A job still running after this long is killed.
+    /// A job still running after this long is stopped.
     pub timeout: Duration,
     /// Where the jobs' retries of requests to object storage are counted.
     pub retries: CountedRetries,
@@ -71,82 +93,28 @@ pub struct JobRunner {
 
 impl JobRunner {
     /// Runs `job` to its end: a summary of what it did, or why it failed.
-    pub async fn run(&self, job: &Job) -> Result<String, String> {
-        // Dropping the unfinished run kills the child process.
-        tokio::time::timeout(self.timeout, self.run_to_end(job))
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "the repository job did not finish within {} and was stopped",
-                    humantime::format_duration(self.timeout)
-                ))
-            })
-    }
-
-    async fn run_to_end(&self, job: &Job) -> Result<String, String> {
-        let mut command = tokio::process::Command::new(&self.program);
-        command.arg(SUBCOMMAND);
-        if let Some(limit) = self.memory_limit {
-            command.arg("--memory-limit").arg(limit.to_string());
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|err| {
-                format!(
-                    "cannot start the repository process {}: {err}",
-                    self.program.display()
-                )
-            })?;
-        let input = serde_json::to_vec(job).map_err(|err| err.to_string())?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&input)
-                .await
-                .map_err(|err| format!("cannot send the job to the repository process: {err}"))?;
-        }
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err("the repository process has no output".to_owned());
+    pub async fn run(&self, job: &Job) -> Result<String, JobError> {
+        let child = ChildProgram {
+            program: self.program.clone(),
+            subcommand: SUBCOMMAND.to_owned(),
+            memory_limit: self.memory_limit,
+            grace: STOP_GRACE,
         };
-        let (read_out, read_err) = tokio::join!(
-            out.read_to_string(&mut stdout),
-            err.read_to_string(&mut stderr)
-        );
-        read_out.and(read_err).map_err(|err| err.to_string())?;
-        let status = child.wait().await.map_err(|err| err.to_string())?;
-        let reply = stdout.lines().last().map(serde_json::from_str::<Reply>);
-        if let Some(Ok(reply)) = &reply {
+        let on_reply = |reply: Reply| {
             for (operation, retries) in &reply.storage_retries {
                 self.retries.add(operation, *retries);
             }
-        }
-        match reply {
-            Some(Ok(Reply {
-                result: JobResult::Done { summary },
-                ..
-            })) => Ok(summary),
-            Some(Ok(Reply {
-                result: JobResult::Failed { message },
-                ..
-            })) => Err(message),
-            _ => {
-                let tail: String = stderr.trim().chars().rev().take(2000).collect();
-                let tail: String = tail.chars().rev().collect();
-                let memory = match self.memory_limit {
-                    Some(limit) if tail.contains("memory allocation of") => format!(
-                        " (it ran out of its {limit}-byte memory limit; raise --maintenance-memory-limit)"
-                    ),
-                    _ => String::new(),
-                };
-                Err(format!(
-                    "the repository process ended with {status} without a result{memory}: {tail}"
-                ))
-            }
+            Some(reply.result)
+        };
+        match child
+            .run(job, on_reply, tokio::time::sleep(self.timeout))
+            .await
+        {
+            Ok(JobResult::Done { summary }) => Ok(summary),
+            Ok(JobResult::Failed { message }) => Err(JobError::Failed(message)),
+            Err(ChildError::Cancelled { .. }) => Err(JobError::TimedOut(self.timeout)),
+            Err(ChildError::OutOfMemory { limit, .. }) => Err(JobError::OutOfMemory { limit }),
+            Err(err) => Err(JobError::Child(err)),
         }
     }
 }
@@ -154,18 +122,15 @@ impl JobRunner {
 /// The child's side: reads the job from stdin, runs it and writes the reply to stdout.
 pub fn run_child(memory_limit: Option<u64>) -> ExitCode {
     if let Some(bytes) = memory_limit
-        && let Err(err) =
-            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes)
+        && let Err(err) = subprocess::limit_memory(bytes)
     {
         return reply(
             Err(format!("cannot set the memory limit: {err}")),
             BTreeMap::new(),
         );
     }
-    let mut input = Vec::new();
-    if let Err(err) = std::io::stdin().read_to_end(&mut input) {
-        return reply(Err(format!("cannot read the job: {err}")), BTreeMap::new());
-    }
+    let job = subprocess::read_job::<Job>(std::io::stdin().lock())
+        .map_err(|err| format!("cannot read the job: {err}"));
     let counters = ProgressCounters::new();
     let retries = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     {
@@ -177,9 +142,7 @@ pub fn run_child(memory_limit: Option<u64>) -> ExitCode {
             *retries.entry(wait.operation.clone()).or_default() += 1;
         });
     }
-    let result = serde_json::from_slice::<Job>(&input)
-        .map_err(|err| format!("the job is not valid: {err}"))
-        .and_then(|job| execute(&job, counters));
+    let result = job.and_then(|job| execute(&job, counters));
     let retries = retries
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -196,9 +159,7 @@ fn reply(result: Result<String, String>, storage_retries: BTreeMap<String, u64>)
         },
         storage_retries,
     };
-    let line = serde_json::to_string(&reply).unwrap_or_default();
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    let _ = subprocess::write_message(&mut std::io::stdout(), &reply);
     if failed {
         ExitCode::FAILURE
     } else {

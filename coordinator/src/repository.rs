@@ -84,6 +84,7 @@ async fn open(
                     operation: Operation::Open { create },
                 })
                 .await
+                .map_err(|err| err.to_string())
         }
         Err(err) => Err(err.to_string()),
     };
@@ -170,7 +171,8 @@ async fn maintain(
                 repository: config,
                 operation: Operation::Maintain { live_backups: live },
             })
-            .await;
+            .await
+            .map_err(|err| err.to_string());
         Ok::<_, Error>(Some(summary))
     }
     .await;

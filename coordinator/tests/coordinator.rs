@@ -1378,7 +1378,7 @@ async fn a_lost_password_secret_stops_the_coordinator_instead_of_making_a_new_on
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repository_jobs_run_apart_and_stop_at_their_limits() {
-    use ferry_coordinator::jobs::{Job, JobRunner, Operation};
+    use ferry_coordinator::jobs::{Job, JobError, JobRunner, Operation};
     use ferry_shared::repository::{RepositoryConfig, RepositoryLocation, S3Location};
     let dir = tempfile::tempdir().unwrap();
     let config = |location| RepositoryConfig {
@@ -1427,7 +1427,10 @@ async fn repository_jobs_run_apart_and_stop_at_their_limits() {
         })
         .await
         .unwrap_err();
-    assert!(refused.contains("gone"), "{refused}");
+    assert!(
+        matches!(&refused, JobError::Failed(message) if message.contains("gone")),
+        "{refused}"
+    );
 
     // An object store that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1448,7 +1451,11 @@ async fn repository_jobs_run_apart_and_stop_at_their_limits() {
     })
     .await
     .unwrap_err();
-    assert!(stalled.contains("did not finish within 1s"), "{stalled}");
+    assert!(matches!(stalled, JobError::TimedOut(_)), "{stalled}");
+    assert!(
+        stalled.to_string().contains("did not finish within 1s"),
+        "{stalled}"
+    );
 
     // Creating a key takes 32 MiB for its key derivation; 8 MiB is not enough.
     let starved = JobRunner {
@@ -1461,5 +1468,14 @@ async fn repository_jobs_run_apart_and_stop_at_their_limits() {
     })
     .await
     .unwrap_err();
-    assert!(starved.contains("memory"), "{starved}");
+    assert!(
+        matches!(starved, JobError::OutOfMemory { limit } if limit == 8 << 20),
+        "{starved}"
+    );
+    assert!(
+        starved
+            .to_string()
+            .contains("raise --maintenance-memory-limit"),
+        "{starved}"
+    );
 }

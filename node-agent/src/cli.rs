@@ -13,6 +13,7 @@ use ferry_shared::repository::{
     BackupOutcome, BackupRequest, OpenMode, ProgressCounters, ProgressSnapshot, Repository,
     RepositoryConfig, RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
 };
+use ferry_shared::subprocess;
 
 use crate::agent;
 use crate::transfer::{self, Event, Job, Operation, Outcome, ProgressReport, TransferProcess};
@@ -341,7 +342,7 @@ fn run_init(args: &RepositoryArgs) -> ExitCode {
 
 fn run_transfer(args: &TransferArgs) -> ExitCode {
     if let Some(limit) = args.memory_limit
-        && let Err(err) = transfer::limit_memory(limit)
+        && let Err(err) = subprocess::limit_memory(limit)
     {
         eprintln!("error: cannot set the memory limit to {limit} bytes: {err}");
         return ExitCode::FAILURE;

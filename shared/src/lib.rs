@@ -9,4 +9,5 @@ pub mod runtime;
 pub mod secret;
 pub mod size;
 pub mod storage;
+pub mod subprocess;
 pub mod time;

@@ -22,7 +22,7 @@ use super::inputs::{self, InputError, Inputs};
 use super::kinds::TransferKind;
 use super::metrics::{Finish, Operation};
 use crate::decision::{Decision, Observed, decide};
-use crate::transfer::{Event, Job, Operation as JobOperation, Outcome, TransferError};
+use crate::transfer::{Event, Job, Operation as JobOperation, Outcome};
 
 /// A reconcile failure: only API errors, which are retried.
 #[derive(Debug, thiserror::Error)]
@@ -464,10 +464,10 @@ async fn transfer<K: TransferKind>(
     };
     match result {
         Ok(outcome) => Ok(outcome),
-        Err(TransferError::Cancelled) if deleted => Err(Stop::Deleted),
-        Err(TransferError::Cancelled) if stalled => Err(Stop::Stalled),
-        Err(TransferError::Cancelled) if ctx.shutdown.is_cancelled() => Err(Stop::Shutdown),
-        Err(TransferError::Cancelled) => Err(Stop::Deleted),
-        Err(err) => Err(Stop::Failed(err.to_string())),
+        Err(err) if !err.is_cancelled() => Err(Stop::Failed(err.to_string())),
+        Err(_) if deleted => Err(Stop::Deleted),
+        Err(_) if stalled => Err(Stop::Stalled),
+        Err(_) if ctx.shutdown.is_cancelled() => Err(Stop::Shutdown),
+        Err(_) => Err(Stop::Deleted),
     }
 }

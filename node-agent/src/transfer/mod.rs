@@ -7,4 +7,4 @@ mod worker;
 
 pub use child::{TransferError, TransferProcess};
 pub use protocol::{Event, Job, Operation, Outcome, ProgressReport};
-pub use worker::{limit_memory, run, run_stdio};
+pub use worker::{run, run_stdio};

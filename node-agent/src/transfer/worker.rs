@@ -1,7 +1,7 @@
 //! The transfer process itself: reads one job, runs it on the engine, and writes events. It
 //! knows nothing of Kubernetes.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Read, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -9,17 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_shared::repository::{EngineError, EngineLogger, OpenMode, ProgressCounters, Repository};
-use nix::sys::resource::{Resource, setrlimit};
+use ferry_shared::subprocess;
 
 use crate::marker;
 
 use super::protocol::{Event, Job, Operation, Outcome, ProgressReport};
-
-/// Caps the process's data segment (heap and anonymous mappings). An allocation past it fails,
-/// the process aborts, and the agent reports the transfer as out of memory.
-pub fn limit_memory(bytes: u64) -> nix::Result<()> {
-    setrlimit(Resource::RLIMIT_DATA, bytes, bytes)
-}
 
 /// Writes events as JSON lines, one at a time, whichever thread sends them, and nothing after
 /// the last: a request still being retried on another thread when the job ends says no more.
@@ -61,18 +55,16 @@ impl<W: Write> Events<W> {
         output.ended = last;
         for event in events {
             // A closed stdout means the agent is gone; the job's end is then nobody's concern.
-            if let Ok(line) = serde_json::to_string(event) {
-                let _ = writeln!(output.out, "{line}").and_then(|()| output.out.flush());
-            }
+            let _ = subprocess::write_message(&mut output.out, event);
         }
     }
 }
 
 /// Reads a job from `input`, runs it, and writes its events to `output`. Returns whether the
 /// job succeeded.
-pub fn run(input: impl BufRead, output: impl Write + Send + 'static) -> bool {
+pub fn run(input: impl Read, output: impl Write + Send + 'static) -> bool {
     let events = Events::new(output);
-    let job: Job = match serde_json::from_reader(input) {
+    let job: Job = match subprocess::read_job(input) {
         Ok(job) => job,
         Err(err) => {
             events.send(&Event::Failed {
