@@ -1,0 +1,186 @@
+//! Following a restore's PodVolumeRestores to its end, and writing its log to the location.
+
+use std::time::Duration;
+
+use ferry_shared::crd::{Backup, OperationPhase, PodVolumeRestore, Restore, RestoreStatus};
+use ferry_shared::layout::{self, key};
+use ferry_shared::names::label;
+use ferry_shared::time::now;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::error::{Error, StorageError};
+use crate::overdue::{Tally, tally};
+use crate::plan::union;
+
+pub(super) async fn watch(
+    restore: &Restore,
+    ctx: &Context,
+    status: RestoreStatus,
+) -> Result<Action, Error> {
+    let uid = restore.uid().unwrap_or_default();
+    let api = ctx.api::<PodVolumeRestore>();
+    let selector = format!("{}={uid}", label::RESTORE_UID);
+    let pvrs = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    for pvr in &pvrs {
+        if pvr.labels().contains_key(label::NODE) {
+            continue;
+        }
+        let pods = Api::<Pod>::namespaced(ctx.client.clone(), &pvr.spec.pod.namespace);
+        let node = pods
+            .get_opt(&pvr.spec.pod.name)
+            .await?
+            .filter(|pod| pod.uid().as_deref() == Some(pvr.spec.pod.uid.as_str()))
+            .and_then(|pod| pod.spec.and_then(|spec| spec.node_name));
+        if let Some(node) = node {
+            api.patch(
+                &pvr.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {label::NODE: node}}})),
+            )
+            .await?;
+        }
+    }
+    let limit = ctx.settings.default_volume_timeout;
+    let planned = status
+        .pod_volume_restores
+        .as_ref()
+        .map_or(0, |counts| counts.total);
+    let Tally {
+        kept: pvrs,
+        timed_out,
+        sum,
+        next_deadline,
+    } = tally(
+        &api,
+        pvrs,
+        limit,
+        planned,
+        &status.timed_out_volumes,
+        |volume| {
+            format!(
+                "volume {volume} was not restored within {}",
+                humantime::format_duration(limit)
+            )
+        },
+    )
+    .await?;
+    let mut next = RestoreStatus {
+        pod_volume_restores: Some(sum.counts.clone()),
+        progress: Some(sum.progress.clone()),
+        warnings: union(status.warnings.clone(), sum.warnings.clone()),
+        timed_out_volumes: timed_out,
+        ..status.clone()
+    };
+    if !sum.finished() {
+        if next != status {
+            ctx.apply_status(restore, &next).await?;
+        }
+        // Pods are watched too; this is only a safety net for a missed binding.
+        let safety_net = Duration::from_secs(30);
+        return Ok(Action::requeue(
+            next_deadline.map_or(safety_net, |due| due.min(safety_net)),
+        ));
+    }
+    next.phase = sum.final_phase();
+    next.completion_timestamp = Some(now());
+    next.errors.extend(sum.errors.clone());
+    upload_log(restore, ctx, &next, &pvrs).await;
+    info!(name = %restore.name_any(), phase = ?next.phase, "restore finished");
+    ctx.event(
+        restore,
+        next.phase != OperationPhase::Completed,
+        &format!("{:?}", next.phase),
+        format!(
+            "{} of {} volume(s) restored",
+            sum.counts.completed, sum.counts.total
+        ),
+    )
+    .await;
+    ctx.apply_status(restore, &next).await?;
+    ctx.metrics.restore_ended(next.phase);
+    Ok(Action::await_change())
+}
+
+pub(super) async fn upload_log(
+    restore: &Restore,
+    ctx: &Context,
+    status: &RestoreStatus,
+    pvrs: &[PodVolumeRestore],
+) {
+    let name = restore.name_any();
+    let Some(backup) = status.backup_name.as_deref() else {
+        return;
+    };
+    let Ok(Some(backup)) = ctx.api::<Backup>().get_opt(backup).await else {
+        return;
+    };
+    let Ok(Ok(location)) = ctx
+        .location(backup.spec.storage_location.as_deref().unwrap_or_default())
+        .await
+    else {
+        return;
+    };
+    if location.read_only() {
+        return;
+    }
+    let mut lines = vec![format!("restore {name} from backup {}", backup.name_any())];
+    lines.extend(status.warnings.iter().map(|w| format!("warning: {w}")));
+    for pvr in pvrs {
+        let pvr_status = pvr.status.clone().unwrap_or_default();
+        lines.push(format!(
+            "volume {} of pod {}/{} from snapshot {}: {:?}{}",
+            pvr.spec.volume,
+            pvr.spec.pod.namespace,
+            pvr.spec.pod.name,
+            pvr.spec.snapshot_id,
+            pvr_status.phase,
+            pvr_status
+                .message
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    lines.extend(status.errors.iter().map(|e| format!("error: {e}")));
+    lines.push(format!("restore {name} ended {:?}", status.phase));
+    let upload = async {
+        let store = location.store(&ctx.store_retrier)?;
+        let log = layout::gzip((lines.join("\n") + "\n").as_bytes());
+        Ok::<_, StorageError>(store.put(&key::restore_logs(&name), log).await?)
+    };
+    if let Err(err) = upload.await {
+        warn!(%name, %err, "cannot write the restore log");
+    }
+}
+
+pub(super) async fn fail(
+    restore: &Restore,
+    ctx: &Context,
+    status: RestoreStatus,
+    error: String,
+) -> Result<Action, Error> {
+    warn!(name = %restore.name_any(), %error, "restore failed");
+    ctx.event(restore, true, "Failed", error.clone()).await;
+    let mut errors = status.errors.clone();
+    errors.push(error);
+    ctx.apply_status(
+        restore,
+        &RestoreStatus {
+            phase: OperationPhase::Failed,
+            completion_timestamp: Some(now()),
+            errors,
+            ..status
+        },
+    )
+    .await?;
+    ctx.metrics.restore_ended(OperationPhase::Failed);
+    Ok(Action::await_change())
+}
