@@ -1,0 +1,242 @@
+//! Following a backup's PodVolumeBackups to its end: the sum of their progress, the stored
+//! record of the backup in the location, and the end it reaches.
+
+use ferry_shared::crd::{Backup, BackupStatus, OperationPhase, PodVolumeBackup};
+use ferry_shared::layout::{self, key};
+use ferry_shared::names::label;
+use ferry_shared::time::now;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::expire::expire_when_due;
+use crate::context::{Context, ResolvedLocation, spec_duration};
+use crate::error::{Error, StorageError};
+use crate::overdue::{Tally, tally};
+use crate::plan::union;
+
+pub(super) fn schedule_of(backup: &Backup) -> String {
+    backup
+        .labels()
+        .get(label::SCHEDULE_NAME)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Ends the backup Failed, removing whatever it wrote to the location.
+pub(super) async fn fail(
+    backup: &Backup,
+    ctx: &Context,
+    status: BackupStatus,
+    error: String,
+) -> Result<Action, Error> {
+    let name = backup.name_any();
+    warn!(%name, %error, "backup failed");
+    if let Ok(Ok(location)) = ctx
+        .location(backup.spec.storage_location.as_deref().unwrap_or_default())
+        .await
+        && let Ok(store) = location.store(&ctx.store_retrier)
+        && let Err(err) = store.delete_dir(&key::backup_dir(&name)).await
+    {
+        warn!(%name, %err, "cannot remove the failed backup's objects");
+    }
+    ctx.event(backup, true, "Failed", error.clone()).await;
+    let mut errors = status.errors.clone();
+    errors.push(error);
+    let status = BackupStatus {
+        phase: OperationPhase::Failed,
+        completion_timestamp: Some(now()),
+        errors,
+        ..status
+    };
+    ctx.apply_status(backup, &status).await?;
+    record_end(backup, ctx, &status);
+    Ok(Action::await_change())
+}
+
+pub(super) fn record_end(backup: &Backup, ctx: &Context, status: &BackupStatus) {
+    let seconds = |time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        time.as_ref()
+            .map(|t| t.0.as_millisecond() as f64 / 1000.0)
+            .unwrap_or_default()
+    };
+    let finished = seconds(&status.completion_timestamp);
+    ctx.metrics.backup_ended(
+        status.phase,
+        finished - seconds(&status.start_timestamp),
+        &schedule_of(backup),
+        finished,
+    );
+}
+
+pub(super) async fn watch(
+    backup: &Backup,
+    ctx: &Context,
+    location: &ResolvedLocation,
+    status: BackupStatus,
+) -> Result<Action, Error> {
+    let uid = backup.uid().unwrap_or_default();
+    let api = ctx.api::<PodVolumeBackup>();
+    let selector = format!("{}={uid}", label::BACKUP_UID);
+    let pvbs = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    let timeout = spec_duration(
+        backup.spec.volume_timeout.as_deref(),
+        "volumeTimeout",
+        ctx.settings.default_volume_timeout,
+    )
+    .unwrap_or(ctx.settings.default_volume_timeout);
+
+    let planned = status
+        .pod_volume_backups
+        .as_ref()
+        .map_or(0, |counts| counts.total);
+    let Tally {
+        kept,
+        timed_out,
+        sum,
+        next_deadline,
+    } = tally(
+        &api,
+        pvbs,
+        timeout,
+        planned,
+        &status.timed_out_volumes,
+        |volume| {
+            format!(
+                "volume {volume} timed out after {}",
+                humantime::format_duration(timeout)
+            )
+        },
+    )
+    .await?;
+    let mut next = BackupStatus {
+        pod_volume_backups: Some(sum.counts.clone()),
+        progress: Some(sum.progress.clone()),
+        warnings: union(status.warnings.clone(), sum.warnings.clone()),
+        timed_out_volumes: timed_out,
+        ..status.clone()
+    };
+    if !sum.finished() {
+        if next != status {
+            ctx.apply_status(backup, &next).await?;
+        }
+        return Ok(next_deadline.map_or_else(Action::await_change, Action::requeue));
+    }
+    next.phase = sum.final_phase();
+    next.completion_timestamp = Some(now());
+    next.errors = union(next.errors, sum.errors.clone());
+    let mut finished = backup.clone();
+    finished.status = Some(next.clone());
+    if let Err(err) = write_backup(&finished, &kept, location, ctx).await {
+        return fail(
+            backup,
+            ctx,
+            next,
+            format!(
+                "cannot write the backup to storage location {}: {err}",
+                location.name()
+            ),
+        )
+        .await;
+    }
+    info!(name = %backup.name_any(), phase = ?next.phase, "backup finished");
+    ctx.event(
+        backup,
+        next.phase != OperationPhase::Completed,
+        &format!("{:?}", next.phase),
+        format!(
+            "{} of {} volume(s) backed up",
+            sum.counts.completed, sum.counts.total
+        ),
+    )
+    .await;
+    ctx.apply_status(backup, &next).await?;
+    record_end(backup, ctx, &next);
+    expire_when_due(&finished, ctx).await
+}
+
+/// The backup's log: what was chosen and skipped, and how each volume went.
+pub(super) fn backup_log(backup: &Backup, pvbs: &[PodVolumeBackup]) -> String {
+    let status = backup.status.clone().unwrap_or_default();
+    let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
+    };
+    let mut lines = vec![format!(
+        "{} backup {} started, storage location {}",
+        time(&status.start_timestamp),
+        backup.name_any(),
+        backup.spec.storage_location.as_deref().unwrap_or_default()
+    )];
+    lines.extend(status.warnings.iter().map(|w| format!("warning: {w}")));
+    for pvb in pvbs {
+        let pvb_status = pvb.status.clone().unwrap_or_default();
+        let progress = pvb_status.progress.unwrap_or_default();
+        lines.push(format!(
+            "{} volume {} of pod {}/{}: {:?}, snapshot {}, {} bytes in {} files{}",
+            time(&pvb_status.completion_timestamp),
+            pvb.spec.volume,
+            pvb.spec.pod.namespace,
+            pvb.spec.pod.name,
+            pvb_status.phase,
+            pvb_status.snapshot_id.as_deref().unwrap_or("none"),
+            progress.total_bytes,
+            progress.total_files,
+            pvb_status
+                .message
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    lines.extend(status.errors.iter().map(|e| format!("error: {e}")));
+    lines.push(format!(
+        "{} backup {} ended {:?}",
+        time(&status.completion_timestamp),
+        backup.name_any(),
+        status.phase
+    ));
+    lines.join("\n") + "\n"
+}
+
+/// Writes the PodVolumeBackup list, the log and, last, the Backup itself.
+pub(super) async fn write_backup(
+    backup: &Backup,
+    pvbs: &[PodVolumeBackup],
+    location: &ResolvedLocation,
+    ctx: &Context,
+) -> Result<(), StorageError> {
+    let name = backup.name_any();
+    let store = location.store(&ctx.store_retrier)?;
+    let list = serde_json::to_vec(pvbs).map_err(StorageError::json("the PodVolumeBackups"))?;
+    let metadata = serde_json::to_vec_pretty(&stored_backup(backup))
+        .map_err(StorageError::json("the Backup"))?;
+    store
+        .put(&key::pod_volume_backups(&name), layout::gzip(&list))
+        .await?;
+    store
+        .put(
+            &key::backup_logs(&name),
+            layout::gzip(backup_log(backup, pvbs).as_bytes()),
+        )
+        .await?;
+    Ok(store.put(&key::backup_metadata(&name), metadata).await?)
+}
+
+/// The Backup as the location keeps it: name, labels, spec and status.
+pub(super) fn stored_backup(backup: &Backup) -> serde_json::Value {
+    json!({
+        "apiVersion": Backup::api_version(&()),
+        "kind": Backup::kind(&()),
+        "metadata": {
+            "name": backup.name_any(),
+            "labels": backup.labels(),
+            "uid": backup.uid(),
+        },
+        "spec": backup.spec,
+        "status": backup.status,
+    })
+}
