@@ -1,6 +1,6 @@
 //! What every controller of the coordinator shares.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -229,6 +229,31 @@ impl Context {
         })
     }
 
+    /// Locks the repositories of `namespaces` in `location`, all or none.
+    pub fn lock_repositories<'n>(
+        &self,
+        location: &ResolvedLocation,
+        namespaces: impl IntoIterator<Item = &'n String>,
+    ) -> Locked {
+        let mut guards = Vec::new();
+        let mut identifiers = BTreeMap::new();
+        for namespace in namespaces {
+            let identifier = match location.repository(namespace) {
+                Ok(repository) => repository.restic_identifier(),
+                Err(err) => return Locked::Failed(err.to_string()),
+            };
+            let Some(guard) = self.try_lock_repository(&identifier) else {
+                return Locked::Busy(namespace.clone());
+            };
+            guards.push(guard);
+            identifiers.insert(namespace.clone(), identifier);
+        }
+        Locked::Held {
+            guards,
+            identifiers,
+        }
+    }
+
     /// The repository's lock, if nobody holds it: held by maintenance for its whole run, and
     /// by whoever creates transfers into the repository while it checks and creates them.
     pub fn try_lock_repository(
@@ -244,6 +269,20 @@ impl Context {
             .clone();
         lock.try_lock_owned().ok()
     }
+}
+
+/// The repositories of a backup or restore, locked against maintenance while its transfers are
+/// created.
+pub enum Locked {
+    /// Every lock is held; the repositories' identifiers, by namespace.
+    Held {
+        guards: Vec<tokio::sync::OwnedMutexGuard<()>>,
+        identifiers: BTreeMap<String, String>,
+    },
+    /// Maintenance holds the repository of this namespace.
+    Busy(String),
+    /// The location gives no repository for a namespace.
+    Failed(String),
 }
 
 /// Reads a duration from a spec, such as `720h`, or the default when absent.

@@ -16,9 +16,9 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::finish::{fail, watch};
-use crate::context::{Context, ResolvedLocation};
+use crate::context::{Context, Locked, ResolvedLocation};
 use crate::error::{Error, StorageError};
-use crate::plan::{self, BackupTarget, choose_volumes, volume_key};
+use crate::plan::{self, BackupTarget, VolumeChoice, choose_volumes, volume_key};
 use crate::repository;
 
 /// PodVolumeBackups created at once.
@@ -91,22 +91,23 @@ pub(super) async fn claims_of(
 }
 
 /// A manifest as it goes into the resources tarball: without managed fields.
-pub(super) fn manifest<K: serde::Serialize + Resource>(object: &K) -> Result<Vec<u8>, Error> {
+pub(super) fn manifest<K: serde::Serialize + Resource>(
+    object: &K,
+) -> Result<Vec<u8>, StorageError> {
     let mut value = serde_json::to_value(object).map_err(StorageError::json("a manifest"))?;
     if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         metadata.remove("managedFields");
     }
-    Ok(serde_json::to_vec_pretty(&value).map_err(StorageError::json("a manifest"))?)
+    serde_json::to_vec_pretty(&value).map_err(StorageError::json("a manifest"))
 }
 
+/// Chooses the volumes, writes the manifests, then creates the PodVolumeBackups.
 pub(super) async fn plan_and_create(
     backup: &Backup,
     ctx: &Context,
     location: &ResolvedLocation,
     status: BackupStatus,
 ) -> Result<Action, Error> {
-    let name = backup.name_any();
-    let uid = backup.uid().unwrap_or_default();
     let pods = selected_pods(backup, ctx).await?;
     let claims = claims_of(ctx, &pods).await?;
     let volumes = Api::<PersistentVolume>::all(ctx.client.clone())
@@ -118,85 +119,120 @@ pub(super) async fn plan_and_create(
         .default_volumes_to_fs_backup
         .unwrap_or(ctx.settings.default_volumes_to_fs_backup);
     let choice = choose_volumes(&pods, &claims, &volumes, opt_out);
-
-    // Every namespace's repository must be ready, and not under maintenance.
-    let namespaces: BTreeSet<&str> = choice
+    let namespaces: BTreeSet<String> = choice
         .chosen
         .iter()
-        .map(|chosen| chosen.pod.namespace.as_str())
+        .map(|chosen| chosen.pod.namespace.clone())
         .collect();
-    let mut repositories = BTreeMap::new();
+    if let Err(not_ready) = repositories_ready(backup, ctx, location, &namespaces).await? {
+        return match not_ready {
+            NotReady::Wait(action) => Ok(action),
+            NotReady::Failed(message) => fail(backup, ctx, status, message).await,
+        };
+    }
     // Held until the PodVolumeBackups exist, so that maintenance cannot start in between.
-    let mut guards = Vec::new();
+    let (guards, repositories) = match ctx.lock_repositories(location, &namespaces) {
+        Locked::Held {
+            guards,
+            identifiers,
+        } => (guards, identifiers),
+        Locked::Busy(namespace) => {
+            info!(name = %backup.name_any(), %namespace, "waiting for repository maintenance to end");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        Locked::Failed(message) => return fail(backup, ctx, status, message).await,
+    };
+    // The manifests go to the location before any data: a backup without them is useless.
+    if let Err(err) = write_manifests(backup, ctx, location, &pods, &claims).await {
+        let message = format!("cannot write the manifests: {err}");
+        return fail(backup, ctx, status, message).await;
+    }
+    let created = create_pod_volume_backups(backup, ctx, location, &choice, &repositories).await?;
+    drop(guards);
+    volumes_chosen(backup, ctx, location, status, &choice, created).await
+}
+
+/// Why a backup cannot create its transfers yet.
+enum NotReady {
+    /// A repository is being made ready.
+    Wait(Action),
+    /// A repository cannot be made ready.
+    Failed(String),
+}
+
+/// Whether the repository of every namespace is ready.
+async fn repositories_ready(
+    backup: &Backup,
+    ctx: &Context,
+    location: &ResolvedLocation,
+    namespaces: &BTreeSet<String>,
+) -> Result<Result<(), NotReady>, Error> {
     for namespace in namespaces {
         let repo = repository::ensure(ctx, namespace, &location.name()).await?;
         match repo.phase() {
             RepositoryPhase::Ready => {}
             // The repository's change wakes this Backup; the requeue is a safety net.
-            RepositoryPhase::New => return Ok(Action::requeue(Duration::from_secs(10))),
+            RepositoryPhase::New => {
+                info!(name = %backup.name_any(), %namespace, "waiting for the repository");
+                return Ok(Err(NotReady::Wait(Action::requeue(Duration::from_secs(
+                    10,
+                )))));
+            }
             RepositoryPhase::NotReady => {
                 let message = repo
                     .status
                     .and_then(|status| status.message)
                     .unwrap_or_default();
-                return fail(
-                    backup,
-                    ctx,
-                    status,
-                    format!("the repository of namespace {namespace} is not ready: {message}"),
-                )
-                .await;
+                return Ok(Err(NotReady::Failed(format!(
+                    "the repository of namespace {namespace} is not ready: {message}"
+                ))));
             }
         }
-        let identifier = match location.repository(namespace) {
-            Ok(repository) => repository.restic_identifier(),
-            Err(err) => return fail(backup, ctx, status, err.to_string()).await,
-        };
-        let Some(guard) = ctx.try_lock_repository(&identifier) else {
-            info!(name = %backup.name_any(), %namespace, "waiting for repository maintenance to end");
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        };
-        guards.push(guard);
-        repositories.insert(namespace.to_owned(), identifier);
     }
+    Ok(Ok(()))
+}
 
-    // The manifests go to the location before any data: a backup without them is useless.
+/// Writes the manifests of the selected pods and their claims to the location, as one tarball.
+async fn write_manifests(
+    backup: &Backup,
+    ctx: &Context,
+    location: &ResolvedLocation,
+    pods: &[Pod],
+    claims: &[PersistentVolumeClaim],
+) -> Result<(), StorageError> {
     let mut files = Vec::new();
-    for pod in &pods {
+    for pod in pods {
+        let namespace = pod.namespace().unwrap_or_default();
         files.push((
-            key::manifest(
-                "pods",
-                &pod.namespace().unwrap_or_default(),
-                &pod.name_any(),
-            ),
+            key::manifest("pods", &namespace, &pod.name_any()),
             manifest(pod)?,
         ));
     }
-    for claim in &claims {
+    for claim in claims {
+        let namespace = claim.namespace().unwrap_or_default();
         files.push((
-            key::manifest(
-                "persistentvolumeclaims",
-                &claim.namespace().unwrap_or_default(),
-                &claim.name_any(),
-            ),
+            key::manifest("persistentvolumeclaims", &namespace, &claim.name_any()),
             manifest(claim)?,
         ));
     }
-    let upload = async {
-        let tarball = layout::tar_gz(&files)?;
-        let store = location.store(&ctx.store_retrier)?;
-        Ok::<_, StorageError>(store.put(&key::resources(&name), tarball).await?)
-    };
-    if let Err(err) = upload.await {
-        return fail(
-            backup,
-            ctx,
-            status,
-            format!("cannot write the manifests: {err}"),
-        )
-        .await;
-    }
+    let tarball = layout::tar_gz(&files)?;
+    let store = location.store(&ctx.store_retrier)?;
+    Ok(store
+        .put(&key::resources(&backup.name_any()), tarball)
+        .await?)
+}
 
+/// Creates the PodVolumeBackups of the chosen volumes that an earlier pass did not; returns
+/// how many it created.
+async fn create_pod_volume_backups(
+    backup: &Backup,
+    ctx: &Context,
+    location: &ResolvedLocation,
+    choice: &VolumeChoice,
+    repositories: &BTreeMap<String, String>,
+) -> Result<usize, Error> {
+    let name = backup.name_any();
+    let uid = backup.uid().unwrap_or_default();
     let api = ctx.api::<PodVolumeBackup>();
     let all = api.list(&ListParams::default()).await?.items;
     let existing: BTreeSet<String> = all
@@ -219,12 +255,8 @@ pub(super) async fn plan_and_create(
         .iter()
         .filter(|chosen| !existing.contains(&volume_key(&chosen.pod.uid, &chosen.volume)))
         .map(|chosen| {
-            let mut pvb = plan::pod_volume_backup(
-                &target,
-                chosen,
-                &repositories[&chosen.pod.namespace],
-                &all,
-            );
+            let repository = &repositories[&chosen.pod.namespace];
+            let mut pvb = plan::pod_volume_backup(&target, chosen, repository, &all);
             pvb.metadata.owner_references = Some(vec![owner.clone()]);
             pvb
         })
@@ -238,19 +270,24 @@ pub(super) async fn plan_and_create(
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
-    drop(guards);
+    Ok(created)
+}
+
+/// Records what was chosen: an Event, and the status that moves the backup on to watching its
+/// volumes.
+async fn volumes_chosen(
+    backup: &Backup,
+    ctx: &Context,
+    location: &ResolvedLocation,
+    status: BackupStatus,
+    choice: &VolumeChoice,
+    created: usize,
+) -> Result<Action, Error> {
     let total = u32::try_from(choice.chosen.len()).unwrap_or(u32::MAX);
-    info!(%name, total, created, skipped = choice.skipped.len(), "pod volume backups created");
-    ctx.event(
-        backup,
-        false,
-        "VolumesChosen",
-        format!(
-            "{total} volume(s) to back up, {} skipped",
-            choice.skipped.len()
-        ),
-    )
-    .await;
+    let skipped = choice.skipped.len();
+    info!(name = %backup.name_any(), total, created, skipped, "pod volume backups created");
+    let note = format!("{total} volume(s) to back up, {skipped} skipped");
+    ctx.event(backup, false, "VolumesChosen", note).await;
     let status = BackupStatus {
         pod_volume_backups: Some(TransferCounts {
             total,

@@ -27,7 +27,7 @@ use super::manifests::{
     restored_claim, restored_pod,
 };
 use super::validate::reject;
-use crate::context::{Context, ResolvedLocation};
+use crate::context::{Context, Locked, ResolvedLocation};
 use crate::error::{Error, StorageError};
 use crate::plan::generate_name_prefix;
 use crate::protected;
@@ -136,8 +136,8 @@ pub(super) async fn create_objects(
     }
     // Held until the PodVolumeRestores exist, so that no maintenance prunes the repositories
     // they read from in between.
-    let guards = match lock_repositories(ctx, &source.location, &chosen.sources()) {
-        Locked::Held(guards) => guards,
+    let guards = match ctx.lock_repositories(&source.location, &chosen.sources()) {
+        Locked::Held { guards, .. } => guards,
         Locked::Busy(namespace) => {
             info!(name = %restore.name_any(), %namespace, "waiting for repository maintenance to end");
             return Ok(Action::requeue(Duration::from_secs(5)));
@@ -278,33 +278,6 @@ impl<'m> Chosen<'m> {
             .map(|pod| pod.namespace().unwrap_or_default())
             .collect()
     }
-}
-
-/// How taking the locks of a restore's repositories went.
-pub(super) enum Locked {
-    Held(Vec<tokio::sync::OwnedMutexGuard<()>>),
-    /// Maintenance holds the repository of this namespace.
-    Busy(String),
-    Failed(String),
-}
-
-pub(super) fn lock_repositories(
-    ctx: &Context,
-    location: &ResolvedLocation,
-    sources: &BTreeSet<String>,
-) -> Locked {
-    let mut guards = Vec::new();
-    for source in sources {
-        let identifier = match location.repository(source) {
-            Ok(repository) => repository.restic_identifier(),
-            Err(err) => return Locked::Failed(err.to_string()),
-        };
-        let Some(guard) = ctx.try_lock_repository(&identifier) else {
-            return Locked::Busy(source.clone());
-        };
-        guards.push(guard);
-    }
-    Locked::Held(guards)
 }
 
 /// One restore's creation of its claims and pods, with what it found along the way.
