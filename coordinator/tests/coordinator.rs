@@ -13,7 +13,7 @@ use ferry_shared::crd::{
     PodVolumePhase, Restore, Schedule, SchedulePhase, StorageLocationPhase,
 };
 use ferry_shared::names::{self, annotation, label};
-use ferry_tests::harness::{COORDINATOR, Cluster, INSTALL_NAMESPACE, VolumeKind};
+use ferry_tests::harness::{Cluster, INSTALL_NAMESPACE, VolumeKind};
 use ferry_tests::restic::{restic, succeed};
 use ferry_tests::s3;
 use ferry_tests::tree::{assert_same_tree, make_rich_tree};
@@ -124,7 +124,7 @@ fn volumes_of(pvbs: &[PodVolumeBackup]) -> Vec<String> {
 async fn metrics_showing(cluster: &mut Cluster, line: &str) -> String {
     let waiting = tokio::time::Instant::now();
     loop {
-        let metrics = cluster.agent(COORDINATOR).metrics_text();
+        let metrics = cluster.coordinator().metrics_text();
         if metrics.contains(line) {
             return metrics;
         }
@@ -340,7 +340,7 @@ async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
     // The coordinator is ready and its metrics are valid Prometheus text.
     let metrics = metrics_showing(&mut cluster, "ferry_backup_total{phase=\"Completed\"} 3").await;
     assert_eq!(
-        cluster.agent(COORDINATOR).admin("/readyz").as_deref(),
+        cluster.coordinator().admin("/readyz").as_deref(),
         Some("ok")
     );
     assert!(
@@ -840,12 +840,7 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
         "not Ferry's layout",
     );
     assert!(shared.join("photos/cat.jpg").is_file() && !shared.join("backups").exists());
-    assert!(
-        cluster
-            .agent(COORDINATOR)
-            .log()
-            .contains("coordinator started")
-    );
+    assert!(cluster.coordinator().log().contains("coordinator started"));
 }
 
 /// The pods of `namespace` that a restore made.
@@ -1278,7 +1273,7 @@ async fn only_the_leader_runs_controllers_and_a_successor_takes_over() {
     cluster.start_coordinator(Path::new(COORDINATOR_BIN), &lease_args("second"));
     let waiting = tokio::time::Instant::now();
     while !cluster
-        .agent(COORDINATOR)
+        .coordinator()
         .log()
         .contains("waiting for the leader Lease")
     {
@@ -1290,12 +1285,7 @@ async fn only_the_leader_runs_controllers_and_a_successor_takes_over() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The standby runs no controllers until it leads.
-    assert!(
-        !cluster
-            .agent(COORDINATOR)
-            .log()
-            .contains("coordinator started")
-    );
+    assert!(!cluster.coordinator().log().contains("coordinator started"));
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first as i32),
@@ -1322,12 +1312,7 @@ async fn only_the_leader_runs_controllers_and_a_successor_takes_over() {
         OperationPhase::FailedValidation,
         "the new leader's controllers run"
     );
-    assert!(
-        cluster
-            .agent(COORDINATOR)
-            .log()
-            .contains("became the leader")
-    );
+    assert!(cluster.coordinator().log().contains("became the leader"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1369,7 +1354,7 @@ async fn a_lost_password_secret_stops_the_coordinator_instead_of_making_a_new_on
     assert_eq!(password.len(), 64, "32 random bytes, hex-encoded");
     assert!(
         fresh
-            .agent(COORDINATOR)
+            .coordinator()
             .log()
             .contains("Keep a copy outside the cluster")
     );

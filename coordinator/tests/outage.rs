@@ -13,7 +13,7 @@ use ferry_shared::layout::{ObjectStore, key};
 use ferry_shared::repository::{RepositoryConfig, RepositoryLocation, S3Location};
 use ferry_shared::retry::{CountedRetries, Retrier, retries_metric};
 use ferry_tests::fault::FaultyFront;
-use ferry_tests::harness::{COORDINATOR, Cluster};
+use ferry_tests::harness::Cluster;
 use ferry_tests::s3;
 use serde_json::json;
 
@@ -113,7 +113,7 @@ async fn the_location_check_and_sync_ride_out_an_outage_of_the_object_store() {
         logs.contains("waiting for the object store"),
         "the coordinator never waited: the outage was over before it began\n{logs}"
     );
-    let metrics = cluster.agent(COORDINATOR).metrics_text();
+    let metrics = cluster.coordinator().metrics_text();
     assert!(
         metrics.contains(r#"ferry_storage_retries_total{operation="list"}"#),
         "{metrics}"

@@ -27,8 +27,8 @@ use crate::apiserver::TestApiServer;
 /// Where Ferry is installed in the test cluster.
 pub const INSTALL_NAMESPACE: &str = "ferry";
 
-/// The role name of the coordinator among the harness's processes.
-pub const COORDINATOR: &str = "coordinator";
+/// The role of the coordinator among the harness's processes, in their logs.
+const COORDINATOR: &str = "coordinator";
 
 /// How long a wait may take before the test fails and shows what it saw.
 pub const DEADLINE: Duration = Duration::from_secs(120);
@@ -48,13 +48,14 @@ pub struct Cluster {
     server: TestApiServer,
     dir: TempDir,
     kubeconfig: PathBuf,
-    agents: Vec<Agent>,
+    processes: Vec<Process>,
 }
 
-/// A node agent process.
-pub struct Agent {
-    pub node: String,
-    pub metrics: SocketAddr,
+/// A Ferry process the harness started: a node agent or the coordinator.
+pub struct Process {
+    /// The node of a node agent, or `coordinator`.
+    role: String,
+    metrics: SocketAddr,
     child: Child,
     log: PathBuf,
 }
@@ -79,7 +80,7 @@ impl Cluster {
             server,
             dir,
             kubeconfig,
-            agents: Vec::new(),
+            processes: Vec::new(),
         }
     }
 
@@ -203,7 +204,7 @@ impl Cluster {
     }
 
     /// Starts `ferry-node-agent run` for `node`, with `args` added.
-    pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Agent {
+    pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Process {
         let host_pods = self.host_pods(node);
         self.start_process(
             program,
@@ -216,9 +217,9 @@ impl Cluster {
         )
     }
 
-    /// Starts `ferry-coordinator run`, with `args` added. It shows as the agent of node
-    /// [`COORDINATOR`] in [`Cluster::agent`] and in the logs.
-    pub fn start_coordinator(&mut self, program: &Path, args: &[&str]) -> &mut Agent {
+    /// Starts `ferry-coordinator run`, with `args` added. It is [`Cluster::coordinator`] until
+    /// another is started, and `coordinator` in the logs.
+    pub fn start_coordinator(&mut self, program: &Path, args: &[&str]) -> &mut Process {
         self.start_process(program, COORDINATOR, args, &[])
     }
 
@@ -228,9 +229,9 @@ impl Cluster {
         role: &str,
         args: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
-    ) -> &mut Agent {
+    ) -> &mut Process {
         let metrics = free_port();
-        let log = self.path(&format!("{role}-{}.log", self.agents.len()));
+        let log = self.path(&format!("{role}-{}.log", self.processes.len()));
         let log_file = fs::File::create(&log).expect("process log");
         let child = Command::new(program)
             .arg("run")
@@ -245,13 +246,13 @@ impl Cluster {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
-        self.agents.push(Agent {
-            node: role.to_owned(),
+        self.processes.push(Process {
+            role: role.to_owned(),
             metrics,
             child,
             log,
         });
-        self.agents.last_mut().expect("just pushed")
+        self.processes.last_mut().expect("just pushed")
     }
 
     /// Creates a claim bound to a CSI persistent volume, as a provisioner would have made them.
@@ -366,24 +367,34 @@ impl Cluster {
         (pod, dirs)
     }
 
-    pub fn agent(&mut self, node: &str) -> &mut Agent {
-        self.agents
-            .iter_mut()
-            .rev()
-            .find(|agent| agent.node == node)
-            .expect("no agent on that node")
+    /// The node agent last started on `node`.
+    pub fn agent(&mut self, node: &str) -> &mut Process {
+        self.process(node).expect("no agent on that node")
     }
 
-    /// Every agent's log, for a failure message.
+    /// The coordinator last started.
+    pub fn coordinator(&mut self) -> &mut Process {
+        self.process(COORDINATOR)
+            .expect("no coordinator was started")
+    }
+
+    fn process(&mut self, role: &str) -> Option<&mut Process> {
+        self.processes
+            .iter_mut()
+            .rev()
+            .find(|process| process.role == role)
+    }
+
+    /// Every process's log, each headed by its role, for a failure message.
     pub fn logs(&self) -> String {
-        self.agents
+        self.processes
             .iter()
-            .map(|agent| {
+            .map(|process| {
                 format!(
                     "--- {} ({}):\n{}",
-                    agent.node,
-                    agent.log.display(),
-                    fs::read_to_string(&agent.log).unwrap_or_default()
+                    process.role,
+                    process.log.display(),
+                    process.log()
                 )
             })
             .collect::<Vec<_>>()
@@ -514,7 +525,7 @@ impl Cluster {
     }
 
     /// Waits until `condition` holds for the named object, and returns it. Past the deadline
-    /// the test fails, showing the object and every agent's log.
+    /// the test fails, showing the object and every process's log.
     pub async fn wait_for<K>(
         &self,
         api: &Api<K>,
@@ -542,14 +553,14 @@ impl Cluster {
     }
 }
 
-impl Agent {
-    /// Sends SIGTERM and waits for the agent to exit, without blocking the runtime that serves
-    /// the API the agent still talks to while it stops.
+impl Process {
+    /// Sends SIGTERM and waits for the process to exit, without blocking the runtime that
+    /// serves the API the process still talks to while it stops.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait for agent") {
+            if let Some(status) = self.child.try_wait().expect("wait for process") {
                 return status;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -567,14 +578,14 @@ impl Agent {
             assert!(
                 started.elapsed() < DEADLINE,
                 "{} never exited:\n{}",
-                self.node,
+                self.role,
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Kills the agent at once, as a node crash or an OOM kill would.
+    /// Kills the process at once, as a node crash or an OOM kill would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -588,12 +599,12 @@ impl Agent {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The agent's `/metrics` text.
+    /// The process's `/metrics` text.
     pub fn metrics_text(&self) -> String {
         self.admin("/metrics").unwrap_or_default()
     }
 
-    /// The body of a path of the agent's admin server, or None unless it answers 200.
+    /// The body of a path of the process's admin server, or None unless it answers 200.
     pub fn admin(&self, path: &str) -> Option<String> {
         let output = Command::new("curl")
             .args(["-sf", "--noproxy", "*"])
@@ -609,8 +620,8 @@ impl Agent {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for agent in &mut self.agents {
-            agent.kill();
+        for process in &mut self.processes {
+            process.kill();
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ferry_shared::crd::{Backup, PodVolumeBackup};
-use ferry_tests::harness::{COORDINATOR, Cluster, INSTALL_NAMESPACE, VolumeKind};
+use ferry_tests::harness::{Cluster, INSTALL_NAMESPACE, VolumeKind};
 use ferry_tests::proc::{peak_kib, rss_kib};
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
@@ -79,7 +79,7 @@ async fn main() {
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "only {made} of {expected} PodVolumeBackups after 10 minutes\n{}",
-            cluster.agent(COORDINATOR).log()
+            cluster.coordinator().log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
