@@ -1,7 +1,8 @@
 //! A small cluster for end-to-end tests: the test API server, a temporary `host_pods` directory
 //! per node, and Ferry's real binaries as child processes. The harness plays the kubelet: it
 //! registers nodes, binds pods, sets their status, and makes and removes their volume
-//! directories.
+//! directories. Tests create objects through it, wait for them to finish, and read the
+//! processes' logs and metrics.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -11,18 +12,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ferry_shared::crd::{
+    Backup, OperationPhase, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, PodVolumeRestore,
+    Restore,
+};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStatus, Node, PersistentVolume,
     PersistentVolumeClaim, Pod, PodSpec, PodStatus, Secret, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tempfile::TempDir;
 
 use crate::apiserver::TestApiServer;
+use crate::fixtures;
 
 /// Where Ferry is installed in the test cluster.
 pub const INSTALL_NAMESPACE: &str = "ferry";
@@ -90,7 +98,7 @@ impl Cluster {
 
     pub fn api<K>(&self) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client(), INSTALL_NAMESPACE)
     }
@@ -158,6 +166,16 @@ impl Cluster {
             .expect("create storage location");
     }
 
+    /// Creates a Secret in the install namespace that holds S3 keys in the AWS credentials file
+    /// format, under the key that [`fixtures::s3_location`]'s `credential` names.
+    pub async fn create_s3_secret(&self, name: &str, access_key_id: &str, secret_access_key: &str) {
+        let file = format!(
+            "[default]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret_access_key}\n"
+        );
+        self.create_secret(name, fixtures::CREDENTIALS_KEY, &file)
+            .await;
+    }
+
     /// Creates the Secret that holds the repository password.
     pub async fn create_repository_password(&self, password: &str) {
         self.create_secret(
@@ -174,12 +192,32 @@ impl Cluster {
     pub async fn create_default_storage(&self, password: &str) -> PathBuf {
         self.create_repository_password(password).await;
         let storage = self.path("storage");
-        self.create_location(
-            "default",
-            json!({"provider": "filesystem", "path": storage, "default": true}),
-        )
-        .await;
+        fixtures::filesystem_location("default", &storage)
+            .default_location()
+            .create(self)
+            .await;
         storage
+    }
+
+    /// Creates `object` in the install namespace and returns it as the server stored it.
+    pub async fn create<K: Namespaced>(&self, object: &K) -> K {
+        self.api::<K>()
+            .create(&PostParams::default(), object)
+            .await
+            .unwrap_or_else(|err| panic!("create a {}: {err}", K::kind(&())))
+    }
+
+    /// The PodVolumeBackups of a Backup, by pod and volume.
+    pub async fn pvbs_of(&self, backup: &str) -> Vec<PodVolumeBackup> {
+        let selector = format!("{}={backup}", ferry_shared::names::label::BACKUP_NAME);
+        let mut pvbs = self
+            .api::<PodVolumeBackup>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .expect("list PodVolumeBackups")
+            .items;
+        pvbs.sort_by_key(|pvb| (pvb.spec.pod.name.clone(), pvb.spec.volume.clone()));
+        pvbs
     }
 
     /// Creates a PodVolumeBackup from `spec` as the coordinator does: named `<prefix>-` plus a
@@ -187,20 +225,17 @@ impl Cluster {
     pub async fn create_backup_request(
         &self,
         prefix: &str,
-        spec: ferry_shared::crd::PodVolumeBackupSpec,
-    ) -> ferry_shared::crd::PodVolumeBackup {
+        spec: PodVolumeBackupSpec,
+    ) -> PodVolumeBackup {
         let node = spec.node.clone();
-        let mut pvb = ferry_shared::crd::PodVolumeBackup::new("", spec);
+        let mut pvb = PodVolumeBackup::new("", spec);
         pvb.metadata.name = None;
         pvb.metadata.generate_name = Some(format!("{prefix}-"));
-        pvb.metadata.labels = Some(std::collections::BTreeMap::from([(
+        pvb.metadata.labels = Some(BTreeMap::from([(
             ferry_shared::names::label::NODE.to_owned(),
             node,
         )]));
-        self.api::<ferry_shared::crd::PodVolumeBackup>()
-            .create(&PostParams::default(), &pvb)
-            .await
-            .expect("create PodVolumeBackup")
+        self.create(&pvb).await
     }
 
     /// Starts `ferry-node-agent run` for `node`, with `args` added.
@@ -551,7 +586,78 @@ impl Cluster {
             self.logs()
         );
     }
+
+    /// Waits until the Backup, Restore, PodVolumeBackup or PodVolumeRestore `name` reaches a
+    /// final phase, and returns it. Past the deadline the test fails as in [`Cluster::wait_for`].
+    pub async fn wait_finished<K: Finishes>(&self, name: &str) -> K {
+        self.wait_for(&self.api::<K>(), name, "finished", |object: &K| {
+            object.current_phase().is_final()
+        })
+        .await
+    }
 }
+
+/// A kind the harness creates and reads in the install namespace.
+pub trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize
+{
+}
+
+/// The phase of a kind that runs to an end: some of its values are final, never left again.
+pub trait Phase: Copy + PartialEq + Debug {
+    fn is_final(self) -> bool;
+}
+
+impl Phase for OperationPhase {
+    fn is_final(self) -> bool {
+        !matches!(self, OperationPhase::New | OperationPhase::InProgress)
+    }
+}
+
+impl Phase for PodVolumePhase {
+    fn is_final(self) -> bool {
+        matches!(self, PodVolumePhase::Completed | PodVolumePhase::Failed)
+    }
+}
+
+/// A kind that runs to a final phase, which [`Cluster::wait_finished`] waits for.
+pub trait Finishes: Namespaced {
+    type Phase: Phase;
+    /// The object's phase, New while its status has none.
+    fn current_phase(&self) -> Self::Phase;
+}
+
+/// Implements [`Finishes`] for kinds whose inherent `phase()` gives their phase.
+macro_rules! finishes {
+    ($($kind:ty => $phase:ty),* $(,)?) => {$(
+        impl Finishes for $kind {
+            type Phase = $phase;
+            fn current_phase(&self) -> $phase {
+                self.phase()
+            }
+        }
+    )*};
+}
+
+finishes!(
+    Backup => OperationPhase,
+    Restore => OperationPhase,
+    PodVolumeBackup => PodVolumePhase,
+    PodVolumeRestore => PodVolumePhase,
+);
 
 impl Process {
     /// Sends SIGTERM and waits for the process to exit, without blocking the runtime that
@@ -604,6 +710,25 @@ impl Process {
         self.admin("/metrics").unwrap_or_default()
     }
 
+    /// The process's `/metrics` text once it shows `line`: counters move just after the status
+    /// that a test waits for is written. Past the deadline the test fails with the metrics.
+    pub async fn metrics_showing(&self, line: &str) -> String {
+        let started = tokio::time::Instant::now();
+        loop {
+            let metrics = self.metrics_text();
+            if metrics.contains(line) {
+                return metrics;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "no {line} in the metrics of {}:\n{metrics}\n{}",
+                self.role,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The body of a path of the process's admin server, or None unless it answers 200.
     pub fn admin(&self, path: &str) -> Option<String> {
         let output = Command::new("curl")
@@ -624,6 +749,31 @@ impl Drop for Cluster {
             process.kill();
         }
     }
+}
+
+/// `promtool check metrics`, Prometheus's own linter, accepts the exposition.
+pub fn assert_promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/install-test-deps.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write to promtool");
+    let output = promtool.wait_with_output().expect("run promtool");
+    assert!(
+        output.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A port nothing listens on right now.
