@@ -151,21 +151,6 @@ impl Cluster {
             .expect("create secret");
     }
 
-    /// Creates a BackupStorageLocation in the install namespace.
-    pub async fn create_location(&self, name: &str, spec: serde_json::Value) {
-        let location: ferry_shared::crd::BackupStorageLocation = serde_json::from_value(json!({
-            "apiVersion": "ferry.dev/v1alpha1",
-            "kind": "BackupStorageLocation",
-            "metadata": {"name": name, "namespace": INSTALL_NAMESPACE},
-            "spec": spec,
-        }))
-        .expect("storage location");
-        self.api::<ferry_shared::crd::BackupStorageLocation>()
-            .create(&PostParams::default(), &location)
-            .await
-            .expect("create storage location");
-    }
-
     /// Creates a Secret in the install namespace that holds S3 keys in the AWS credentials file
     /// format, under the key that [`fixtures::s3_location`]'s `credential` names.
     pub async fn create_s3_secret(&self, name: &str, access_key_id: &str, secret_access_key: &str) {
