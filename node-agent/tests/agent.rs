@@ -16,7 +16,9 @@ use ferry_shared::names;
 use ferry_shared::repository::{
     OpenMode, ProgressCounters, Repository, RepositoryConfig, RepositoryLocation,
 };
-use ferry_tests::harness::{Cluster, INSTALL_NAMESPACE, VolumeKind};
+use ferry_tests::fixtures;
+use ferry_tests::harness::{Cluster, VolumeKind, assert_promtool_accepts};
+use ferry_tests::proc::children;
 use ferry_tests::tree::{assert_same_tree, make_files, make_rich_tree};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -74,35 +76,11 @@ async fn pod_with_files(
 /// An S3 storage location, with keys, for bucket `b` at `endpoint`.
 async fn create_s3_location(cluster: &Cluster, name: &str, endpoint: &str) {
     let secret = format!("{name}-keys");
-    cluster
-        .create_secret(
-            &secret,
-            "cloud",
-            "[default]\naws_access_key_id = test\naws_secret_access_key = test\n",
-        )
+    cluster.create_s3_secret(&secret, "test", "test").await;
+    fixtures::s3_location(name, endpoint, "b")
+        .credential(&secret)
+        .create(cluster)
         .await;
-    cluster
-        .create_location(
-            name,
-            json!({"provider": "s3", "bucket": "b", "config": {"s3Url": endpoint},
-                   "credential": {"name": secret, "key": "cloud"}}),
-        )
-        .await;
-}
-
-async fn create_restore(cluster: &Cluster, name: &str) -> Restore {
-    let restore: Restore = serde_json::from_value(json!({
-        "apiVersion": "ferry.dev/v1alpha1",
-        "kind": "Restore",
-        "metadata": {"name": name, "namespace": INSTALL_NAMESPACE},
-        "spec": {"backupName": "nightly"},
-    }))
-    .unwrap();
-    cluster
-        .api::<Restore>()
-        .create(&PostParams::default(), &restore)
-        .await
-        .unwrap()
 }
 
 /// A PodVolumeRestore as the coordinator makes it: owned by its Restore, labelled for node-a.
@@ -117,7 +95,7 @@ async fn create_restore_request(
     let mut pvr = PodVolumeRestore::new(
         "",
         PodVolumeRestoreSpec {
-            pod: pod_reference(pod),
+            pod: fixtures::pod_reference(pod),
             volume: volume.to_owned(),
             storage_location: "default".to_owned(),
             repository: repository.display().to_string(),
@@ -158,55 +136,22 @@ async fn pod_held_for_restore(cluster: &Cluster) -> (Pod, Vec<PathBuf>) {
     (pod, dirs)
 }
 
-fn pod_reference(pod: &Pod) -> PodReference {
-    PodReference {
-        namespace: pod.namespace().unwrap(),
-        name: pod.name_any(),
-        uid: pod.uid().unwrap(),
-    }
-}
-
+/// A PodVolumeBackup of the backup `nightly`, of `pod`'s `volume`, into `repository`.
 async fn create_backup(
     cluster: &Cluster,
-    node: &str,
     pod: &Pod,
     volume: &str,
     repository: &Path,
 ) -> PodVolumeBackup {
-    cluster
-        .create_backup_request(
-            "nightly",
-            PodVolumeBackupSpec {
-                node: node.to_owned(),
-                pod: pod_reference(pod),
-                volume: volume.to_owned(),
-                storage_location: "default".to_owned(),
-                repository: repository.display().to_string(),
-                tags: BTreeMap::from([
-                    ("backup".to_owned(), "nightly".to_owned()),
-                    ("ns".to_owned(), WORKLOADS.to_owned()),
-                    ("volume".to_owned(), volume.to_owned()),
-                ]),
-                parent_snapshot_id: None,
-            },
-        )
-        .await
-}
-
-async fn finished_backup(cluster: &Cluster, pvb: &PodVolumeBackup) -> PodVolumeBackup {
-    cluster
-        .wait_for(
-            &cluster.api::<PodVolumeBackup>(),
-            &pvb.name_any(),
-            "Completed or Failed",
-            |pvb| {
-                matches!(
-                    pvb.phase(),
-                    PodVolumePhase::Completed | PodVolumePhase::Failed
-                )
-            },
-        )
-        .await
+    let spec = PodVolumeBackupSpec {
+        tags: BTreeMap::from([
+            ("backup".to_owned(), "nightly".to_owned()),
+            ("ns".to_owned(), WORKLOADS.to_owned()),
+            ("volume".to_owned(), volume.to_owned()),
+        ]),
+        ..fixtures::volume_backup(pod, volume, repository.display().to_string())
+    };
+    cluster.create_backup_request("nightly", spec).await
 }
 
 fn snapshot_of(pvb: &PodVolumeBackup) -> String {
@@ -277,8 +222,10 @@ async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
 
     let mut snapshots = Vec::new();
     for volume in ["cache", "data"] {
-        let pvb = create_backup(&cluster, "node-a", &pod, volume, &repository).await;
-        let done = finished_backup(&cluster, &pvb).await;
+        let pvb = create_backup(&cluster, &pod, volume, &repository).await;
+        let done = cluster
+            .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+            .await;
         let status = done.status.clone().unwrap();
         assert_eq!(status.attempts, 1);
         let progress = status.progress.clone().unwrap();
@@ -292,7 +239,10 @@ async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
     }
 
     // Restore into a new pod on the same node, held by its restore-wait container.
-    let restore = create_restore(&cluster, "restore-1").await;
+    let restore = fixtures::restore("restore-1")
+        .backup("nightly")
+        .create(&cluster)
+        .await;
     let (new_pod, new_dirs) = cluster
         .create_pod(
             WORKLOADS,
@@ -383,11 +333,13 @@ async fn two_agents_each_do_only_their_own_nodes_work() {
         make_files(&dirs[0], 10, 10_000, 3);
         backups.push((
             node,
-            create_backup(&cluster, node, &pod, "data", &repository).await,
+            create_backup(&cluster, &pod, "data", &repository).await,
         ));
     }
     for (node, pvb) in &backups {
-        let done = finished_backup(&cluster, pvb).await;
+        let done = cluster
+            .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+            .await;
         snapshot_of(&done);
         let status = done.status.clone().unwrap();
         assert_eq!(
@@ -436,7 +388,7 @@ async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
     cluster.add_node("node-a").await;
     cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
     let pod = pod_with_files(&cluster, "app-0", "node-a", 200, 512 * 1024, 4).await;
-    let pvb = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
+    let pvb = create_backup(&cluster, &pod, "data", &repository).await;
 
     // Every status write the agent makes is seen by a watch; count those with new progress.
     let api = cluster.api::<PodVolumeBackup>();
@@ -483,31 +435,6 @@ async fn progress_is_published_at_every_interval_and_ends_at_the_totals() {
     assert_promtool_accepts(&metrics);
 }
 
-/// `promtool check metrics`, Prometheus's own linter, accepts the exposition.
-fn assert_promtool_accepts(metrics: &str) {
-    use std::io::Write;
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/install-test-deps.sh installs it)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool: {}{}\n{metrics}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
     let (mut cluster, repository) = cluster().await;
@@ -517,7 +444,7 @@ async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
 
     // Killed while InProgress, then started again: attempt 2 completes.
     cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
-    let pvb = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
+    let pvb = create_backup(&cluster, &pod, "data", &repository).await;
     cluster
         .wait_for(&api, &pvb.name_any(), "InProgress", |pvb| {
             pvb.phase() == PodVolumePhase::InProgress
@@ -525,13 +452,15 @@ async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
         .await;
     cluster.agent("node-a").kill();
     cluster.start_agent(Path::new(AGENT), "node-a", &[]);
-    let done = finished_backup(&cluster, &pvb).await;
+    let done = cluster
+        .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+        .await;
     snapshot_of(&done);
     assert_eq!(done.status.unwrap().attempts, 2);
 
     // A transfer that has already used up its attempts is failed with the reason.
     cluster.agent("node-a").terminate().await;
-    let stuck = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
+    let stuck = create_backup(&cluster, &pod, "data", &repository).await;
     let mut status = stuck.status.clone().unwrap_or_default();
     status.phase = PodVolumePhase::InProgress;
     status.attempts = 3;
@@ -541,7 +470,9 @@ async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
         .await
         .unwrap();
     cluster.start_agent(Path::new(AGENT), "node-a", &["--max-attempts", "3"]);
-    let failed = finished_backup(&cluster, &stuck).await;
+    let failed = cluster
+        .wait_finished::<PodVolumeBackup>(&stuck.name_any())
+        .await;
     let status = failed.status.unwrap();
     assert_eq!(status.phase, PodVolumePhase::Failed);
     assert!(
@@ -554,28 +485,14 @@ async fn a_killed_agent_retries_on_restart_and_gives_up_after_its_attempts() {
     );
 }
 
-/// The processes `pid` started that still run: the agent's `transfer` children.
-fn children_of(pid: u32) -> Vec<Pid> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|children| {
-            children
-                .split_whitespace()
-                .filter_map(|child| child.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .map(Pid::from_raw)
-        .collect()
-}
-
 /// Kills the agent of node-a and its transfer processes at once, as a node crash would, and
 /// waits until the transfers have stopped writing.
 async fn crash_agent(cluster: &mut Cluster) {
-    let children = children_of(cluster.agent("node-a").pid());
+    // The agent's `transfer` children.
+    let children: Vec<Pid> = children(cluster.agent("node-a").pid())
+        .into_iter()
+        .map(|child| Pid::from_raw(i32::try_from(child).expect("a pid")))
+        .collect();
     assert!(!children.is_empty(), "no transfer process runs");
     cluster.agent("node-a").kill();
     for child in &children {
@@ -611,15 +528,13 @@ async fn a_restore_interrupted_by_a_killed_agent_completes_on_retry() {
         )
         .await;
     make_files(&dirs[0], 3000, 64 * 1024, 12);
-    let snapshot = snapshot_of(
-        &finished_backup(
-            &cluster,
-            &create_backup(&cluster, "node-a", &pod, "data", &repository).await,
-        )
-        .await,
-    );
+    let pvb = create_backup(&cluster, &pod, "data", &repository).await;
+    let snapshot = snapshot_of(&cluster.wait_finished(&pvb.name_any()).await);
 
-    let restore = create_restore(&cluster, "restore-after-crash").await;
+    let restore = fixtures::restore("restore-after-crash")
+        .backup("nightly")
+        .create(&cluster)
+        .await;
     let (new_pod, new_dirs) = pod_held_for_restore(&cluster).await;
     let pvr =
         create_restore_request(&cluster, &restore, &new_pod, "data", &snapshot, &repository).await;
@@ -648,12 +563,7 @@ async fn a_restore_interrupted_by_a_killed_agent_completes_on_retry() {
 
     cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
     let done = cluster
-        .wait_for(&api, &pvr.name_any(), "Completed or Failed", |pvr| {
-            matches!(
-                pvr.phase(),
-                PodVolumePhase::Completed | PodVolumePhase::Failed
-            )
-        })
+        .wait_finished::<PodVolumeRestore>(&pvr.name_any())
         .await;
     let status = done.status.unwrap();
     assert_eq!(
@@ -668,16 +578,11 @@ async fn a_restore_interrupted_by_a_killed_agent_completes_on_retry() {
     assert_same_tree(&dirs[0], &new_dirs[0]);
 }
 
-/// A backup of `pod`'s volume `data` on node-a, into `repository` of `location`.
+/// A backup of `pod`'s volume `data`, into `repository` of `location`.
 fn data_volume_spec(pod: &Pod, location: &str, repository: String) -> PodVolumeBackupSpec {
     PodVolumeBackupSpec {
-        node: "node-a".to_owned(),
-        pod: pod_reference(pod),
-        volume: "data".to_owned(),
         storage_location: location.to_owned(),
-        repository,
-        tags: BTreeMap::new(),
-        parent_snapshot_id: None,
+        ..fixtures::volume_backup(pod, "data", repository)
     }
 }
 
@@ -688,7 +593,9 @@ async fn create_raw_backup(cluster: &Cluster, spec: PodVolumeBackupSpec) -> PodV
 }
 
 async fn fails_with(cluster: &Cluster, pvb: &PodVolumeBackup, expected: &str) {
-    let done = finished_backup(cluster, pvb).await;
+    let done = cluster
+        .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+        .await;
     let status = done.status.unwrap_or_default();
     assert_eq!(status.phase, PodVolumePhase::Failed, "{status:?}");
     let message = status.message.unwrap_or_default();
@@ -718,16 +625,9 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
             vec![("data", VolumeKind::EmptyDir)],
         )
         .await;
-    let good = PodVolumeBackupSpec {
-        node: "node-a".to_owned(),
-        pod: pod_reference(&pod),
-        volume: "data".to_owned(),
-        storage_location: "default".to_owned(),
-        repository: repository.display().to_string(),
-        tags: BTreeMap::new(),
-        parent_snapshot_id: None,
-    };
-    snapshot_of(&finished_backup(&cluster, &create_raw_backup(&cluster, good.clone()).await).await);
+    let good = fixtures::volume_backup(&pod, "data", repository.display().to_string());
+    let pvb = create_raw_backup(&cluster, good.clone()).await;
+    snapshot_of(&cluster.wait_finished(&pvb.name_any()).await);
 
     let outside = cluster.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -752,7 +652,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
             PodVolumeBackupSpec {
                 pod: PodReference {
                     uid: "ffffffff-0000-4000-8000-000000000000".to_owned(),
-                    ..pod_reference(&pod)
+                    ..fixtures::pod_reference(&pod)
                 },
                 ..good.clone()
             },
@@ -760,7 +660,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
         ),
         (
             PodVolumeBackupSpec {
-                pod: pod_reference(&elsewhere),
+                pod: fixtures::pod_reference(&elsewhere),
                 ..good.clone()
             },
             "not on this node",
@@ -818,7 +718,11 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
         .unwrap();
     cluster.create_repository_password(PASSWORD).await;
     let pvb = create_raw_backup(&cluster, good.clone()).await;
-    snapshot_of(&finished_backup(&cluster, &pvb).await);
+    snapshot_of(
+        &cluster
+            .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+            .await,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -827,15 +731,13 @@ async fn a_restore_of_a_missing_snapshot_fails_and_writes_no_marker() {
     cluster.add_node("node-a").await;
     cluster.start_agent(Path::new(AGENT), "node-a", &[]);
     let pod = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 7).await;
-    snapshot_of(
-        &finished_backup(
-            &cluster,
-            &create_backup(&cluster, "node-a", &pod, "data", &repository).await,
-        )
-        .await,
-    );
+    let pvb = create_backup(&cluster, &pod, "data", &repository).await;
+    snapshot_of(&cluster.wait_finished(&pvb.name_any()).await);
 
-    let restore = create_restore(&cluster, "restore-2").await;
+    let restore = fixtures::restore("restore-2")
+        .backup("nightly")
+        .create(&cluster)
+        .await;
     let (new_pod, new_dirs) = pod_held_for_restore(&cluster).await;
     let pvr = create_restore_request(
         &cluster,
@@ -878,7 +780,7 @@ async fn sigterm_records_a_running_transfer_for_retry_and_deletion_cancels_one()
     // SIGTERM mid-transfer: the agent stops the child and leaves the transfer InProgress with
     // a message; the next agent finishes it as attempt 2.
     cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
-    let pvb = create_backup(&cluster, "node-a", &pod, "data", &repository).await;
+    let pvb = create_backup(&cluster, &pod, "data", &repository).await;
     cluster
         .wait_for(&api, &pvb.name_any(), "transferring", running)
         .await;
@@ -897,35 +799,29 @@ async fn sigterm_records_a_running_transfer_for_retry_and_deletion_cancels_one()
         cluster.logs()
     );
     cluster.start_agent(Path::new(AGENT), "node-a", &["--progress-interval", "50ms"]);
-    let done = finished_backup(&cluster, &pvb).await;
+    let done = cluster
+        .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+        .await;
     snapshot_of(&done);
     assert_eq!(done.status.unwrap().attempts, 2);
 
     // Deleting a PodVolumeBackup stops its transfer (new data, so it is not over at once).
     let other = pod_with_files(&cluster, "app-1", "node-a", 400, 512 * 1024, 10).await;
-    let doomed = create_backup(&cluster, "node-a", &other, "data", &repository).await;
+    let doomed = create_backup(&cluster, &other, "data", &repository).await;
     cluster
         .wait_for(&api, &doomed.name_any(), "transferring", running)
         .await;
     api.delete(&doomed.name_any(), &DeleteParams::default())
         .await
         .unwrap();
-    let interrupted =
-        r#"ferry_pod_volume_operations_total{operation="backup",result="interrupted"} 1"#;
-    let deadline = tokio::time::Instant::now() + ferry_tests::harness::DEADLINE;
-    loop {
-        let metrics = cluster.agent("node-a").metrics_text();
-        if metrics.contains(interrupted) {
-            assert!(!metrics.contains(&doomed.name_any()), "{metrics}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the deleted transfer kept running:\n{metrics}\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    // The deleted transfer stops, and its progress series goes with it.
+    let metrics = cluster
+        .agent("node-a")
+        .metrics_showing(
+            r#"ferry_pod_volume_operations_total{operation="backup",result="interrupted"} 1"#,
+        )
+        .await;
+    assert!(!metrics.contains(&doomed.name_any()), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -953,7 +849,9 @@ async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
     let pod = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 9).await;
     let repository = format!("s3:{endpoint}/b/restic/{WORKLOADS}");
     let pvb = create_raw_backup(&cluster, data_volume_spec(&pod, "silent", repository)).await;
-    let failed = finished_backup(&cluster, &pvb).await;
+    let failed = cluster
+        .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+        .await;
     let status = failed.status.unwrap();
     assert_eq!(status.phase, PodVolumePhase::Failed, "{status:?}");
     assert_eq!(status.attempts, 2);
@@ -994,18 +892,16 @@ async fn a_transfer_waiting_on_the_object_store_says_so_and_is_not_stalled() {
     .await
     .unwrap()
     .unwrap();
-    let keys = format!(
-        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        ferry_tests::s3::ACCESS_KEY_ID,
-        ferry_tests::s3::SECRET_ACCESS_KEY
-    );
-    cluster.create_secret("flaky-keys", "cloud", &keys).await;
     cluster
-        .create_location(
-            "flaky",
-            json!({"provider": "s3", "bucket": bucket, "config": {"s3Url": front.endpoint()},
-                   "credential": {"name": "flaky-keys", "key": "cloud"}}),
+        .create_s3_secret(
+            "flaky-keys",
+            ferry_tests::s3::ACCESS_KEY_ID,
+            ferry_tests::s3::SECRET_ACCESS_KEY,
         )
+        .await;
+    fixtures::s3_location("flaky", &front.endpoint(), &bucket)
+        .credential("flaky-keys")
+        .create(&cluster)
         .await;
     // The stall timeout is shorter than the outage: a transfer waiting on the store within its
     // retry budget is not standing still.
@@ -1035,7 +931,9 @@ async fn a_transfer_waiting_on_the_object_store_says_so_and_is_not_stalled() {
         waiting.status.unwrap().message.unwrap().contains("(retry "),
         "the wait names its retry"
     );
-    let done = finished_backup(&cluster, &pvb).await;
+    let done = cluster
+        .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+        .await;
     snapshot_of(&done);
     let status = done.status.unwrap();
     assert_eq!(status.attempts, 1, "{status:?}");

@@ -1,7 +1,8 @@
 //! A small cluster for end-to-end tests: the test API server, a temporary `host_pods` directory
 //! per node, and Ferry's real binaries as child processes. The harness plays the kubelet: it
 //! registers nodes, binds pods, sets their status, and makes and removes their volume
-//! directories.
+//! directories. Tests create objects through it, wait for them to finish, and read the
+//! processes' logs and metrics.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -11,24 +12,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use ferry_shared::crd::PodVolumeTransfer;
+use ferry_shared::crd::{
+    Backup, OperationPhase, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, PodVolumeRestore,
+    Restore,
+};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStatus, Node, PersistentVolume,
     PersistentVolumeClaim, Pod, PodSpec, PodStatus, Secret, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tempfile::TempDir;
 
 use crate::apiserver::TestApiServer;
+use crate::fixtures;
 
 /// Where Ferry is installed in the test cluster.
 pub const INSTALL_NAMESPACE: &str = "ferry";
 
-/// The role name of the coordinator among the harness's processes.
-pub const COORDINATOR: &str = "coordinator";
+/// The role of the coordinator among the harness's processes, in their logs.
+const COORDINATOR: &str = "coordinator";
 
 /// How long a wait may take before the test fails and shows what it saw.
 pub const DEADLINE: Duration = Duration::from_secs(120);
@@ -48,13 +57,14 @@ pub struct Cluster {
     server: TestApiServer,
     dir: TempDir,
     kubeconfig: PathBuf,
-    agents: Vec<Agent>,
+    processes: Vec<Process>,
 }
 
-/// A node agent process.
-pub struct Agent {
-    pub node: String,
-    pub metrics: SocketAddr,
+/// A Ferry process the harness started: a node agent or the coordinator.
+pub struct Process {
+    /// The node of a node agent, or `coordinator`.
+    role: String,
+    metrics: SocketAddr,
     child: Child,
     log: PathBuf,
 }
@@ -79,7 +89,7 @@ impl Cluster {
             server,
             dir,
             kubeconfig,
-            agents: Vec::new(),
+            processes: Vec::new(),
         }
     }
 
@@ -89,7 +99,7 @@ impl Cluster {
 
     pub fn api<K>(&self) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
     {
         Api::namespaced(self.client(), INSTALL_NAMESPACE)
     }
@@ -142,19 +152,14 @@ impl Cluster {
             .expect("create secret");
     }
 
-    /// Creates a BackupStorageLocation in the install namespace.
-    pub async fn create_location(&self, name: &str, spec: serde_json::Value) {
-        let location: ferry_shared::crd::BackupStorageLocation = serde_json::from_value(json!({
-            "apiVersion": "ferry.dev/v1alpha1",
-            "kind": "BackupStorageLocation",
-            "metadata": {"name": name, "namespace": INSTALL_NAMESPACE},
-            "spec": spec,
-        }))
-        .expect("storage location");
-        self.api::<ferry_shared::crd::BackupStorageLocation>()
-            .create(&PostParams::default(), &location)
-            .await
-            .expect("create storage location");
+    /// Creates a Secret in the install namespace that holds S3 keys in the AWS credentials file
+    /// format, under the key that [`fixtures::s3_location`]'s `credential` names.
+    pub async fn create_s3_secret(&self, name: &str, access_key_id: &str, secret_access_key: &str) {
+        let file = format!(
+            "[default]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret_access_key}\n"
+        );
+        self.create_secret(name, fixtures::CREDENTIALS_KEY, &file)
+            .await;
     }
 
     /// Creates the Secret that holds the repository password.
@@ -173,12 +178,32 @@ impl Cluster {
     pub async fn create_default_storage(&self, password: &str) -> PathBuf {
         self.create_repository_password(password).await;
         let storage = self.path("storage");
-        self.create_location(
-            "default",
-            json!({"provider": "filesystem", "path": storage, "default": true}),
-        )
-        .await;
+        fixtures::filesystem_location("default", &storage)
+            .default_location()
+            .create(self)
+            .await;
         storage
+    }
+
+    /// Creates `object` in the install namespace and returns it as the server stored it.
+    pub async fn create<K: Namespaced>(&self, object: &K) -> K {
+        self.api::<K>()
+            .create(&PostParams::default(), object)
+            .await
+            .unwrap_or_else(|err| panic!("create a {}: {err}", K::kind(&())))
+    }
+
+    /// The PodVolumeBackups of a Backup, by pod and volume.
+    pub async fn pvbs_of(&self, backup: &str) -> Vec<PodVolumeBackup> {
+        let selector = format!("{}={backup}", ferry_shared::names::label::BACKUP_NAME);
+        let mut pvbs = self
+            .api::<PodVolumeBackup>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .expect("list PodVolumeBackups")
+            .items;
+        pvbs.sort_by_key(|pvb| (pvb.spec.pod.name.clone(), pvb.spec.volume.clone()));
+        pvbs
     }
 
     /// Creates a PodVolumeBackup from `spec` as the coordinator does: named `<prefix>-` plus a
@@ -186,24 +211,21 @@ impl Cluster {
     pub async fn create_backup_request(
         &self,
         prefix: &str,
-        spec: ferry_shared::crd::PodVolumeBackupSpec,
-    ) -> ferry_shared::crd::PodVolumeBackup {
+        spec: PodVolumeBackupSpec,
+    ) -> PodVolumeBackup {
         let node = spec.node.clone();
-        let mut pvb = ferry_shared::crd::PodVolumeBackup::new("", spec);
+        let mut pvb = PodVolumeBackup::new("", spec);
         pvb.metadata.name = None;
         pvb.metadata.generate_name = Some(format!("{prefix}-"));
-        pvb.metadata.labels = Some(std::collections::BTreeMap::from([(
+        pvb.metadata.labels = Some(BTreeMap::from([(
             ferry_shared::names::label::NODE.to_owned(),
             node,
         )]));
-        self.api::<ferry_shared::crd::PodVolumeBackup>()
-            .create(&PostParams::default(), &pvb)
-            .await
-            .expect("create PodVolumeBackup")
+        self.create(&pvb).await
     }
 
     /// Starts `ferry-node-agent run` for `node`, with `args` added.
-    pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Agent {
+    pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Process {
         let host_pods = self.host_pods(node);
         self.start_process(
             program,
@@ -216,9 +238,9 @@ impl Cluster {
         )
     }
 
-    /// Starts `ferry-coordinator run`, with `args` added. It shows as the agent of node
-    /// [`COORDINATOR`] in [`Cluster::agent`] and in the logs.
-    pub fn start_coordinator(&mut self, program: &Path, args: &[&str]) -> &mut Agent {
+    /// Starts `ferry-coordinator run`, with `args` added. It is [`Cluster::coordinator`] until
+    /// another is started, and `coordinator` in the logs.
+    pub fn start_coordinator(&mut self, program: &Path, args: &[&str]) -> &mut Process {
         self.start_process(program, COORDINATOR, args, &[])
     }
 
@@ -228,9 +250,9 @@ impl Cluster {
         role: &str,
         args: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
-    ) -> &mut Agent {
+    ) -> &mut Process {
         let metrics = free_port();
-        let log = self.path(&format!("{role}-{}.log", self.agents.len()));
+        let log = self.path(&format!("{role}-{}.log", self.processes.len()));
         let log_file = fs::File::create(&log).expect("process log");
         let child = Command::new(program)
             .arg("run")
@@ -245,13 +267,13 @@ impl Cluster {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
-        self.agents.push(Agent {
-            node: role.to_owned(),
+        self.processes.push(Process {
+            role: role.to_owned(),
             metrics,
             child,
             log,
         });
-        self.agents.last_mut().expect("just pushed")
+        self.processes.last_mut().expect("just pushed")
     }
 
     /// Creates a claim bound to a CSI persistent volume, as a provisioner would have made them.
@@ -366,24 +388,34 @@ impl Cluster {
         (pod, dirs)
     }
 
-    pub fn agent(&mut self, node: &str) -> &mut Agent {
-        self.agents
-            .iter_mut()
-            .rev()
-            .find(|agent| agent.node == node)
-            .expect("no agent on that node")
+    /// The node agent last started on `node`.
+    pub fn agent(&mut self, node: &str) -> &mut Process {
+        self.process(node).expect("no agent on that node")
     }
 
-    /// Every agent's log, for a failure message.
+    /// The coordinator last started.
+    pub fn coordinator(&mut self) -> &mut Process {
+        self.process(COORDINATOR)
+            .expect("no coordinator was started")
+    }
+
+    fn process(&mut self, role: &str) -> Option<&mut Process> {
+        self.processes
+            .iter_mut()
+            .rev()
+            .find(|process| process.role == role)
+    }
+
+    /// Every process's log, each headed by its role, for a failure message.
     pub fn logs(&self) -> String {
-        self.agents
+        self.processes
             .iter()
-            .map(|agent| {
+            .map(|process| {
                 format!(
                     "--- {} ({}):\n{}",
-                    agent.node,
-                    agent.log.display(),
-                    fs::read_to_string(&agent.log).unwrap_or_default()
+                    process.role,
+                    process.log.display(),
+                    process.log()
                 )
             })
             .collect::<Vec<_>>()
@@ -514,7 +546,7 @@ impl Cluster {
     }
 
     /// Waits until `condition` holds for the named object, and returns it. Past the deadline
-    /// the test fails, showing the object and every agent's log.
+    /// the test fails, showing the object and every process's log.
     pub async fn wait_for<K>(
         &self,
         api: &Api<K>,
@@ -540,16 +572,87 @@ impl Cluster {
             self.logs()
         );
     }
+
+    /// Waits until the Backup, Restore, PodVolumeBackup or PodVolumeRestore `name` reaches a
+    /// final phase, and returns it. Past the deadline the test fails as in [`Cluster::wait_for`].
+    pub async fn wait_finished<K: Finishes>(&self, name: &str) -> K {
+        self.wait_for(&self.api::<K>(), name, "finished", |object: &K| {
+            object.current_phase().is_final()
+        })
+        .await
+    }
 }
 
-impl Agent {
-    /// Sends SIGTERM and waits for the agent to exit, without blocking the runtime that serves
-    /// the API the agent still talks to while it stops.
+/// A kind the harness creates and reads in the install namespace.
+pub trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize
+{
+}
+
+/// The phase of a kind that runs to an end: some of its values are final, never left again.
+pub trait Phase: Copy + PartialEq + Debug {
+    fn is_final(self) -> bool;
+}
+
+impl Phase for OperationPhase {
+    fn is_final(self) -> bool {
+        !matches!(self, OperationPhase::New | OperationPhase::InProgress)
+    }
+}
+
+impl Phase for PodVolumePhase {
+    fn is_final(self) -> bool {
+        matches!(self, PodVolumePhase::Completed | PodVolumePhase::Failed)
+    }
+}
+
+/// A kind that runs to a final phase, which [`Cluster::wait_finished`] waits for.
+pub trait Finishes: Namespaced {
+    type Phase: Phase;
+    /// The object's phase, New while its status has none.
+    fn current_phase(&self) -> Self::Phase;
+}
+
+/// Implements [`Finishes`] for kinds whose `phase()` gives their phase.
+macro_rules! finishes {
+    ($($kind:ty => $phase:ty),* $(,)?) => {$(
+        impl Finishes for $kind {
+            type Phase = $phase;
+            fn current_phase(&self) -> $phase {
+                self.phase()
+            }
+        }
+    )*};
+}
+
+finishes!(
+    Backup => OperationPhase,
+    Restore => OperationPhase,
+    PodVolumeBackup => PodVolumePhase,
+    PodVolumeRestore => PodVolumePhase,
+);
+
+impl Process {
+    /// Sends SIGTERM and waits for the process to exit, without blocking the runtime that
+    /// serves the API the process still talks to while it stops.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait for agent") {
+            if let Some(status) = self.child.try_wait().expect("wait for process") {
                 return status;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -567,14 +670,14 @@ impl Agent {
             assert!(
                 started.elapsed() < DEADLINE,
                 "{} never exited:\n{}",
-                self.node,
+                self.role,
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Kills the agent at once, as a node crash or an OOM kill would.
+    /// Kills the process at once, as a node crash or an OOM kill would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -588,12 +691,31 @@ impl Agent {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The agent's `/metrics` text.
+    /// The process's `/metrics` text.
     pub fn metrics_text(&self) -> String {
         self.admin("/metrics").unwrap_or_default()
     }
 
-    /// The body of a path of the agent's admin server, or None unless it answers 200.
+    /// The process's `/metrics` text once it shows `line`: counters move just after the status
+    /// that a test waits for is written. Past the deadline the test fails with the metrics.
+    pub async fn metrics_showing(&self, line: &str) -> String {
+        let started = tokio::time::Instant::now();
+        loop {
+            let metrics = self.metrics_text();
+            if metrics.contains(line) {
+                return metrics;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "no {line} in the metrics of {}:\n{metrics}\n{}",
+                self.role,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The body of a path of the process's admin server, or None unless it answers 200.
     pub fn admin(&self, path: &str) -> Option<String> {
         let output = Command::new("curl")
             .args(["-sf", "--noproxy", "*"])
@@ -609,10 +731,35 @@ impl Agent {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for agent in &mut self.agents {
-            agent.kill();
+        for process in &mut self.processes {
+            process.kill();
         }
     }
+}
+
+/// `promtool check metrics`, Prometheus's own linter, accepts the exposition.
+pub fn assert_promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/install-test-deps.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write to promtool");
+    let output = promtool.wait_with_output().expect("run promtool");
+    assert!(
+        output.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A port nothing listens on right now.

@@ -1,9 +1,11 @@
 //! Support for Ferry's integration tests: scratch directories, test data and its comparison, the restic CLI, the
-//! test S3 server started by `scripts/test-services.sh` and a fault-injecting front for it, and
-//! an in-process Kubernetes API server.
+//! test S3 server started by `scripts/test-services.sh` and a fault-injecting front for it,
+//! an in-process Kubernetes API server, a cluster harness around it, and builders for the
+//! objects that tests create.
 
 pub mod apiserver;
 pub mod fault;
+pub mod fixtures;
 pub mod harness;
 pub mod proc;
 pub mod restic;

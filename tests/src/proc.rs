@@ -1,4 +1,4 @@
-//! Memory figures of a process, from `/proc/<pid>/status`, for the benchmarks.
+//! What `/proc` says of a process: its memory figures, for the benchmarks, and its children.
 
 use std::fs;
 
@@ -23,4 +23,21 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// The process's peak resident memory so far, in KiB; 0 once it is gone.
 pub fn peak_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM:")
+}
+
+/// The processes that any thread of `pid` started and that have not been reaped yet.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }

@@ -15,11 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ferry_shared::crd::{
-    PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, PodVolumeTransfer,
-};
+use ferry_shared::crd::{PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase, PodVolumeTransfer};
+use ferry_tests::fixtures;
 use ferry_tests::harness::{Cluster, VolumeKind};
-use ferry_tests::proc::{peak_kib, rss_kib};
+use ferry_tests::proc::{children, peak_kib, rss_kib};
 use ferry_tests::tree::make_files;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -170,24 +169,11 @@ async fn main() {
 }
 
 async fn create_backup(cluster: &Cluster, pod: &Pod, repository: &Path) {
-    cluster
-        .create_backup_request(
-            "bench",
-            PodVolumeBackupSpec {
-                node: "node-a".to_owned(),
-                pod: PodReference {
-                    namespace: WORKLOADS.to_owned(),
-                    name: pod.name_any(),
-                    uid: pod.uid().expect("uid"),
-                },
-                volume: "data".to_owned(),
-                storage_location: "default".to_owned(),
-                repository: repository.display().to_string(),
-                tags: BTreeMap::from([("pod".to_owned(), pod.name_any())]),
-                parent_snapshot_id: None,
-            },
-        )
-        .await;
+    let spec = PodVolumeBackupSpec {
+        tags: BTreeMap::from([("pod".to_owned(), pod.name_any())]),
+        ..fixtures::volume_backup(pod, "data", repository.display().to_string())
+    };
+    cluster.create_backup_request("bench", spec).await;
 }
 
 async fn completed(cluster: &Cluster) -> usize {
@@ -224,21 +210,4 @@ fn run(command: &mut Command) {
         "{command:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// The processes started by any thread of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .flat_map(|task| {
-            fs::read_to_string(task.path().join("children"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|child| child.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
 }

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ferry_shared::crd::{Backup, PodVolumeBackup};
-use ferry_tests::harness::{COORDINATOR, Cluster, INSTALL_NAMESPACE, VolumeKind};
+use ferry_shared::crd::PodVolumeBackup;
+use ferry_tests::fixtures;
+use ferry_tests::harness::{Cluster, VolumeKind};
 use ferry_tests::proc::{peak_kib, rss_kib};
-use kube::api::{ListParams, PostParams};
-use serde_json::json;
+use kube::api::ListParams;
 
 const WORKLOADS: &str = "bench";
 
@@ -52,20 +52,13 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = rss_kib(pid);
 
-    let backup: Backup = serde_json::from_value(json!({
-        "apiVersion": "ferry.dev/v1alpha1", "kind": "Backup",
-        "metadata": {"name": "measured", "namespace": INSTALL_NAMESPACE},
-        "spec": {"includedNamespaces": [WORKLOADS], "defaultVolumesToFsBackup": true},
-    }))
-    .expect("backup");
+    let backup = fixtures::backup("measured")
+        .namespaces([WORKLOADS])
+        .all_volumes();
     let expected = args.pods * args.volumes;
     let pvbs = cluster.api::<PodVolumeBackup>();
-    let backups = cluster.api::<Backup>();
     let started = Instant::now();
-    backups
-        .create(&PostParams::default(), &backup)
-        .await
-        .expect("create");
+    backup.create(&cluster).await;
     loop {
         let made = pvbs
             .list_metadata(&ListParams::default())
@@ -79,7 +72,7 @@ async fn main() {
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "only {made} of {expected} PodVolumeBackups after 10 minutes\n{}",
-            cluster.agent(COORDINATOR).log()
+            cluster.coordinator().log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

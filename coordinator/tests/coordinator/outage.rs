@@ -1,41 +1,27 @@
-//! `ferry-coordinator run` against the Kubernetes test server while its storage location is out
-//! of reach: the test S3 server behind a fault-injecting front that drops and refuses every
-//! connection for a while. The location's check and its backup sync wait the outage out.
+//! Outages of the object store: the test S3 server behind a fault-injecting front that drops and
+//! refuses every connection for a while, or answers SlowDown. The location's check, its backup
+//! sync and a repository job wait them out.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_coordinator::jobs::{Job, JobRunner, Operation};
+use ferry_coordinator::jobs::{Job, Operation};
 use ferry_shared::crd::{
     Backup, BackupSpec, BackupStatus, BackupStorageLocation, OperationPhase, StorageLocationPhase,
 };
 use ferry_shared::layout::{ObjectStore, key};
-use ferry_shared::repository::{RepositoryConfig, RepositoryLocation, S3Location};
+use ferry_shared::repository::RepositoryConfig;
 use ferry_shared::retry::{CountedRetries, Retrier, retries_metric};
 use ferry_tests::fault::FaultyFront;
-use ferry_tests::harness::{COORDINATOR, Cluster};
+use ferry_tests::harness::Cluster;
 use ferry_tests::s3;
-use serde_json::json;
 
-const COORDINATOR_BIN: &str = env!("CARGO_BIN_EXE_ferry-coordinator");
-const PASSWORD: &str = "coordinator-test-password";
-const PREFIX: &str = "cluster";
-
-/// The location's prefix in `bucket`, reached at `endpoint`.
-fn location(endpoint: String, bucket: &str) -> RepositoryLocation {
-    RepositoryLocation::S3(S3Location {
-        endpoint: Some(endpoint),
-        bucket: bucket.to_owned(),
-        prefix: PREFIX.to_owned(),
-        access_key_id: Some(s3::ACCESS_KEY_ID.to_owned()),
-        secret_access_key: Some(s3::SECRET_ACCESS_KEY.to_owned()),
-        ..S3Location::default()
-    })
-}
+use crate::{
+    PASSWORD, bucket_location, coordinator_program, create_s3_location, job_runner, synced,
+};
 
 /// Puts a Completed backup into the location, straight into the test S3 server.
 async fn stored_backup(bucket: &str, name: &str) {
-    let location = location(s3::endpoint(), bucket);
+    let location = bucket_location(&s3::endpoint(), bucket);
     let store = ObjectStore::open(&location, Retrier::unobserved(Duration::ZERO)).unwrap();
     let mut backup = Backup::new(name, BackupSpec::default());
     backup.status = Some(BackupStatus {
@@ -59,33 +45,12 @@ async fn the_location_check_and_sync_ride_out_an_outage_of_the_object_store() {
 
     let mut cluster = Cluster::start().await;
     cluster.create_repository_password(PASSWORD).await;
-    let keys = format!(
-        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        s3::ACCESS_KEY_ID,
-        s3::SECRET_ACCESS_KEY
-    );
-    cluster.create_secret("s3-keys", "cloud", &keys).await;
-    cluster
-        .create_location(
-            "default",
-            json!({"provider": "s3", "bucket": bucket, "prefix": PREFIX, "default": true,
-                   "config": {"s3Url": front.endpoint(), "region": "us-east-1"},
-                   "credential": {"name": "s3-keys", "key": "cloud"},
-                   "syncPeriod": "1s"}),
-        )
-        .await;
+    create_s3_location(&cluster, &front.endpoint(), &bucket).await;
     front.outage(Duration::from_secs(15));
-    cluster.start_coordinator(Path::new(COORDINATOR_BIN), &[]);
+    cluster.start_coordinator(coordinator_program(), &[]);
 
     // The backup is synced once the store answers again; until then the check waits.
-    let synced = cluster
-        .wait_for(
-            &cluster.api::<Backup>(),
-            "before-the-outage",
-            "synced as Completed",
-            |backup: &Backup| backup.phase() == OperationPhase::Completed,
-        )
-        .await;
+    let synced = synced(&cluster, "before-the-outage").await;
     assert_eq!(synced.phase(), OperationPhase::Completed);
     // The location's status is written after its sync, so it may show only a moment later.
     let location = cluster
@@ -113,7 +78,7 @@ async fn the_location_check_and_sync_ride_out_an_outage_of_the_object_store() {
         logs.contains("waiting for the object store"),
         "the coordinator never waited: the outage was over before it began\n{logs}"
     );
-    let metrics = cluster.agent(COORDINATOR).metrics_text();
+    let metrics = cluster.coordinator().metrics_text();
     assert!(
         metrics.contains(r#"ferry_storage_retries_total{operation="list"}"#),
         "{metrics}"
@@ -126,16 +91,11 @@ async fn a_repository_job_rides_out_slow_down_answers_and_reports_its_retries() 
     let front = FaultyFront::for_test_s3();
     front.slow_down(2);
     let counted = retries_metric().unwrap();
-    let runner = JobRunner {
-        program: PathBuf::from(COORDINATOR_BIN),
-        memory_limit: None,
-        timeout: Duration::from_secs(120),
-        retries: CountedRetries(counted.clone()),
-    };
+    let runner = job_runner(Duration::from_secs(120), CountedRetries(counted.clone()));
     let opened = runner
         .run(&Job {
             repository: RepositoryConfig {
-                location: location(front.endpoint(), &bucket),
+                location: bucket_location(&front.endpoint(), &bucket),
                 password: PASSWORD.to_owned(),
                 cache_dir: None,
                 retry_budget: Duration::from_secs(60),

@@ -1,0 +1,153 @@
+//! `ferry-coordinator run`, with `ferry-node-agent run` where data moves, against the
+//! Kubernetes test server, the harness playing the kubelet. One test binary, a module a topic:
+//! what backups choose and write, restores, syncing a bucket into a fresh cluster, expiry,
+//! schedules, validation of bad input, leader election, the repository password, repository
+//! jobs, and outages of the object store. What several topics use is here.
+
+mod backup;
+mod expiry;
+mod jobs;
+mod leader;
+mod outage;
+mod password;
+mod restore;
+mod schedule;
+mod sync;
+mod validation;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_coordinator::jobs::JobRunner;
+use ferry_shared::crd::{Backup, OperationPhase, PodVolumeBackup};
+use ferry_shared::repository::{RepositoryLocation, S3Location};
+use ferry_shared::retry::CountedRetries;
+use ferry_tests::harness::{Cluster, Finishes};
+use ferry_tests::{fixtures, s3};
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+const COORDINATOR_BIN: &str = env!("CARGO_BIN_EXE_ferry-coordinator");
+const PASSWORD: &str = "coordinator-test-password";
+const NODE: &str = "node-a";
+/// The prefix of the S3 storage locations in their bucket.
+const PREFIX: &str = "cluster";
+
+/// The coordinator under test.
+fn coordinator_program() -> &'static Path {
+    Path::new(COORDINATOR_BIN)
+}
+
+/// The node agent, built next to the coordinator by a workspace build.
+fn agent_program() -> PathBuf {
+    let program = Path::new(COORDINATOR_BIN).with_file_name("ferry-node-agent");
+    assert!(
+        program.exists(),
+        "{} is missing: build the workspace (cargo build --workspace) before these tests",
+        program.display()
+    );
+    program
+}
+
+/// A cluster with Ferry's default storage, in the directory returned, the node [`NODE`] and the
+/// namespace `shop`.
+async fn shop_cluster() -> (Cluster, PathBuf) {
+    let cluster = Cluster::start().await;
+    let storage = cluster.create_default_storage(PASSWORD).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    (cluster, storage)
+}
+
+/// Waits until the Backup or Restore `name` has finished, and asserts that it Completed.
+async fn completed<K: Finishes<Phase = OperationPhase>>(cluster: &Cluster, name: &str) -> K {
+    let object = cluster.wait_finished::<K>(name).await;
+    assert_eq!(
+        object.current_phase(),
+        OperationPhase::Completed,
+        "{object:#?}\n{}",
+        cluster.logs()
+    );
+    object
+}
+
+/// Waits until the backup `name` has been synced from its storage location as Completed.
+async fn synced(cluster: &Cluster, name: &str) -> Backup {
+    cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            name,
+            "synced as Completed",
+            |backup: &Backup| backup.phase() == OperationPhase::Completed,
+        )
+        .await
+}
+
+/// Each PodVolumeBackup as `<pod>/<volume>`.
+fn volumes_of(pvbs: &[PodVolumeBackup]) -> Vec<String> {
+    pvbs.iter()
+        .map(|pvb| format!("{}/{}", pvb.spec.pod.name, pvb.spec.volume))
+        .collect()
+}
+
+/// Plays the node agent: writes a PodVolumeBackup's status.
+async fn set_pvb_status(cluster: &Cluster, pvb: &PodVolumeBackup, status: serde_json::Value) {
+    cluster
+        .api::<PodVolumeBackup>()
+        .patch_status(
+            &pvb.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .expect("set PodVolumeBackup status");
+}
+
+fn assert_failed_validation(name: &str, phase: OperationPhase, errors: &[String], expected: &str) {
+    assert_eq!(
+        phase,
+        OperationPhase::FailedValidation,
+        "{name}: {errors:?}"
+    );
+    let errors = errors.join("; ");
+    assert!(errors.contains(expected), "{name}: {errors}");
+}
+
+/// The default storage location: [`PREFIX`] in `bucket` of the S3 service at `endpoint`,
+/// synced every second, with the test server's keys in a Secret.
+async fn create_s3_location(cluster: &Cluster, endpoint: &str, bucket: &str) {
+    cluster
+        .create_s3_secret("s3-keys", s3::ACCESS_KEY_ID, s3::SECRET_ACCESS_KEY)
+        .await;
+    fixtures::s3_location("default", endpoint, bucket)
+        .prefix(PREFIX)
+        .default_location()
+        .region("us-east-1")
+        .credential("s3-keys")
+        .sync_period("1s")
+        .create(cluster)
+        .await;
+}
+
+/// Where [`create_s3_location`] keeps its data, for reading it straight from the bucket.
+fn bucket_location(endpoint: &str, bucket: &str) -> RepositoryLocation {
+    RepositoryLocation::S3(S3Location {
+        endpoint: Some(endpoint.to_owned()),
+        bucket: bucket.to_owned(),
+        prefix: PREFIX.to_owned(),
+        access_key_id: Some(s3::ACCESS_KEY_ID.to_owned()),
+        secret_access_key: Some(s3::SECRET_ACCESS_KEY.to_owned()),
+        ..S3Location::default()
+    })
+}
+
+/// Runs the coordinator's repository jobs, without a memory limit.
+fn job_runner(timeout: Duration, retries: CountedRetries) -> JobRunner {
+    JobRunner {
+        program: PathBuf::from(COORDINATOR_BIN),
+        memory_limit: None,
+        timeout,
+        retries,
+    }
+}

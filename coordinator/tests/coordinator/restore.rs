@@ -1,0 +1,198 @@
+//! Restores: into protected namespaces they fail validation and create nothing; over objects
+//! that exist they leave them alone unless told to update them.
+
+use ferry_shared::crd::{Backup, Restore};
+use ferry_shared::names::label;
+use ferry_tests::fixtures;
+use ferry_tests::harness::{Cluster, INSTALL_NAMESPACE, VolumeKind};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+use crate::{
+    NODE, assert_failed_validation, completed, coordinator_program, set_pvb_status, shop_cluster,
+};
+
+/// The pods of `namespace` that a restore made.
+async fn restored_pods(cluster: &Cluster, namespace: &str) -> Vec<String> {
+    Api::<Pod>::namespaced(cluster.client(), namespace)
+        .list(&ListParams::default().labels(label::RESTORE_NAME))
+        .await
+        .expect("list pods")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_into_protected_namespaces_fail_validation_and_create_nothing() {
+    let (mut cluster, _) = shop_cluster().await;
+    // Pods without volumes to back up: the backups complete with their manifests alone.
+    for namespace in ["shop", "kube-system"] {
+        cluster
+            .create_pod(namespace, "web", NODE, vec![("data", VolumeKind::EmptyDir)])
+            .await;
+    }
+    cluster.start_coordinator(coordinator_program(), &["--storage-retry-budget", "0s"]);
+    for backup in [
+        fixtures::backup("shop-only").namespaces(["shop"]),
+        fixtures::backup("everything"),
+    ] {
+        backup.create(&cluster).await;
+        completed::<Backup>(&cluster, &backup.name()).await;
+    }
+    // The source pod is gone, so anything in kube-system afterwards was made by a restore.
+    cluster
+        .delete_pod(
+            &Api::<Pod>::namespaced(cluster.client(), "kube-system")
+                .get("web")
+                .await
+                .unwrap(),
+        )
+        .await;
+
+    let cases = [
+        (
+            fixtures::restore("mapped-to-kube-system")
+                .backup("shop-only")
+                .map_namespace("shop", "kube-system"),
+            "kube-system (namespaceMapping from shop)",
+        ),
+        (
+            fixtures::restore("mapped-to-install")
+                .backup("everything")
+                .map_namespace("shop", INSTALL_NAMESPACE),
+            "namespace ferry (namespaceMapping from shop)",
+        ),
+        (
+            fixtures::restore("included")
+                .backup("everything")
+                .namespaces(["kube-system"]),
+            "namespace kube-system:",
+        ),
+        // Neither the Restore nor the Backup names namespaces: found in the manifests.
+        (
+            fixtures::restore("whole-backup").backup("everything"),
+            "namespace kube-system:",
+        ),
+    ];
+    for (restore, _) in &cases {
+        restore.create(&cluster).await;
+    }
+    for (restore, expected) in cases {
+        let name = restore.name();
+        let restore = cluster.wait_finished::<Restore>(&name).await;
+        let status = restore.status.unwrap_or_default();
+        assert_failed_validation(&name, status.phase, &status.validation_errors, expected);
+        assert_failed_validation(
+            &name,
+            status.phase,
+            &status.validation_errors,
+            "--restore-namespace-denylist",
+        );
+    }
+    for namespace in ["kube-system", INSTALL_NAMESPACE, "shop"] {
+        assert!(
+            restored_pods(&cluster, namespace).await.is_empty(),
+            "{namespace}"
+        );
+    }
+    assert!(
+        Api::<Pod>::namespaced(cluster.client(), "kube-system")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // The same restore goes through once the shop namespace is all it writes to.
+    fixtures::restore("shop-again")
+        .backup("everything")
+        .namespaces(["shop"])
+        .map_namespace("shop", "shop-2")
+        .create(&cluster)
+        .await;
+    completed::<Restore>(&cluster, "shop-again").await;
+    assert_eq!(restored_pods(&cluster, "shop-2").await, ["web"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_leaves_existing_objects_alone_unless_told_to_update_them() {
+    let (mut cluster, _) = shop_cluster().await;
+    cluster.create_bound_claim("shop", "data", "pv-data").await;
+    let claim = VolumeKind::CsiClaim {
+        claim: "data".into(),
+        volume: "pv-data".into(),
+    };
+    cluster
+        .create_pod("shop", "web", NODE, vec![("data", claim)])
+        .await;
+    cluster.start_coordinator(coordinator_program(), &[]);
+    fixtures::backup("b1")
+        .namespaces(["shop"])
+        .all_volumes()
+        .create(&cluster)
+        .await;
+    cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            "b1",
+            "to create its transfer",
+            |b: &Backup| {
+                b.status
+                    .as_ref()
+                    .and_then(|s| s.pod_volume_backups.as_ref())
+                    .is_some()
+            },
+        )
+        .await;
+    let pvb = cluster.pvbs_of("b1").await.remove(0);
+    set_pvb_status(
+        &cluster,
+        &pvb,
+        json!({"phase": "Completed", "snapshotID": "0123abcd"}),
+    )
+    .await;
+    completed::<Backup>(&cluster, "b1").await;
+
+    // The pod and claim still exist: the default policy keeps them and restores no data.
+    fixtures::restore("keep")
+        .backup("b1")
+        .create(&cluster)
+        .await;
+    let kept = completed::<Restore>(&cluster, "keep").await;
+    let warnings = kept.status.unwrap().warnings;
+    assert_eq!(
+        warnings,
+        [
+            "persistentvolumeclaims/shop/data already exists; left alone",
+            "pods/shop/web already exists; left alone"
+        ]
+    );
+    let pod = Api::<Pod>::namespaced(cluster.client(), "shop")
+        .get("web")
+        .await
+        .unwrap();
+    assert!(!pod.labels().contains_key(label::RESTORE_NAME));
+
+    // `update` brings back the backed-up labels and annotations, and marks the objects.
+    fixtures::restore("refresh")
+        .backup("b1")
+        .update_existing()
+        .create(&cluster)
+        .await;
+    completed::<Restore>(&cluster, "refresh").await;
+    let pod = Api::<Pod>::namespaced(cluster.client(), "shop")
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(pod.labels()[label::RESTORE_NAME], "refresh");
+    assert_eq!(
+        pod.spec.unwrap().node_name.as_deref(),
+        Some(NODE),
+        "the running pod is untouched"
+    );
+}
