@@ -13,7 +13,7 @@ use ferry_shared::crd::{
 use ferry_shared::layout::{self, ObjectStore, key, layout_problem};
 use ferry_shared::names::{self, label};
 use ferry_shared::time::{after, now, until};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -29,25 +29,14 @@ pub async fn reconcile(
     location: Arc<BackupStorageLocation>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let name = location.name_any();
     let status = location.status.clone().unwrap_or_default();
-    let validation = spec_duration(
-        location.spec.validation_frequency.as_deref(),
-        "validationFrequency",
-        ctx.settings.validation_frequency,
-    );
-    let sync = spec_duration(
-        location.spec.sync_period.as_deref(),
-        "syncPeriod",
-        ctx.settings.sync_period,
-    );
-    let (validation, sync) = match (validation, sync) {
-        (Ok(validation), Ok(sync)) => (validation, sync),
-        (Err(err), _) | (_, Err(err)) => {
-            if status.message.as_ref() != Some(&err) {
+    let periods = match Periods::of(&location, &ctx) {
+        Ok(periods) => periods,
+        Err(message) => {
+            if status.message.as_ref() != Some(&message) {
                 let next = BackupStorageLocationStatus {
                     phase: Some(StorageLocationPhase::Unavailable),
-                    message: Some(err),
+                    message: Some(message),
                     last_validation_time: Some(now()),
                     ..status.clone()
                 };
@@ -56,78 +45,121 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
-    let validation_due = !validation.is_zero()
-        && status
-            .last_validation_time
-            .as_ref()
-            .is_none_or(|last| until(&after(last, validation)).is_zero());
     let mut next = status.clone();
-    let mut store = None;
-    if validation_due || status.phase.is_none() {
-        let (phase, message, reached) = check(&ctx, &name).await;
-        if status.phase != Some(phase) {
-            ctx.event(
-                &*location,
-                phase == StorageLocationPhase::Unavailable,
-                &format!("{phase:?}"),
-                message
-                    .clone()
-                    .unwrap_or_else(|| "the storage location is available".to_owned()),
-            )
-            .await;
-        }
-        next.phase = Some(phase);
-        next.message = message;
-        next.last_validation_time = Some(now());
-        store = reached;
-    }
-    let sync_due = !sync.is_zero()
-        && next.phase == Some(StorageLocationPhase::Available)
-        && status
-            .last_synced_time
-            .as_ref()
-            .is_none_or(|last| until(&after(last, sync)).is_zero());
-    let mut sync_failed = false;
-    if sync_due {
-        let store = match store {
-            Some(store) => Some(store),
-            None => check(&ctx, &name).await.2,
-        };
-        match store {
-            Some(store) => match sync_backups(&ctx, &name, &store).await {
-                Ok(()) => next.last_synced_time = Some(now()),
-                Err(err) => {
-                    warn!(location = %name, %err, "backup sync failed");
-                    sync_failed = true;
-                }
-            },
-            None => sync_failed = true,
-        }
-    }
+    let store = validate_when_due(&location, &ctx, &periods, &mut next).await;
+    let sync_failed = sync_when_due(&location, &ctx, &periods, &mut next, store).await;
     if next != status {
         ctx.apply_status(&*location, &next).await?;
     }
-    let mut waits: Vec<Duration> = Vec::new();
-    for (period, last) in [
-        (validation, next.last_validation_time.as_ref()),
-        (sync, next.last_synced_time.as_ref()),
-    ] {
-        if !period.is_zero() {
-            waits.push(last.map_or(Duration::ZERO, |last| until(&after(last, period))));
-        }
+    Ok(periods.next_action(&next, sync_failed))
+}
+
+/// How often a location is validated and synced; zero means never.
+struct Periods {
+    validation: Duration,
+    sync: Duration,
+}
+
+impl Periods {
+    fn of(location: &BackupStorageLocation, ctx: &Context) -> Result<Self, String> {
+        Ok(Self {
+            validation: spec_duration(
+                location.spec.validation_frequency.as_deref(),
+                "validationFrequency",
+                ctx.settings.validation_frequency,
+            )?,
+            sync: spec_duration(
+                location.spec.sync_period.as_deref(),
+                "syncPeriod",
+                ctx.settings.sync_period,
+            )?,
+        })
     }
-    // After a failed sync, wait a while rather than list the bucket again at once.
-    let floor = if sync_failed {
-        SYNC_RETRY
-    } else {
-        Duration::from_millis(500)
-    };
-    Ok(waits
+
+    /// Whether work done every `period`, last at `last`, is due.
+    fn due(period: Duration, last: Option<&Time>) -> bool {
+        !period.is_zero() && last.is_none_or(|last| until(&after(last, period)).is_zero())
+    }
+
+    /// When to look again: at the next validation or sync, and after a failed sync not before
+    /// a while, rather than list the bucket again at once.
+    fn next_action(&self, status: &BackupStorageLocationStatus, sync_failed: bool) -> Action {
+        let floor = if sync_failed {
+            SYNC_RETRY
+        } else {
+            Duration::from_millis(500)
+        };
+        [
+            (self.validation, status.last_validation_time.as_ref()),
+            (self.sync, status.last_synced_time.as_ref()),
+        ]
         .into_iter()
+        .filter(|(period, _)| !period.is_zero())
+        .map(|(period, last)| last.map_or(Duration::ZERO, |last| until(&after(last, period))))
         .min()
         .map_or_else(Action::await_change, |wait| {
             Action::requeue(wait.max(floor))
-        }))
+        })
+    }
+}
+
+/// Checks the location when a check is due or none was made, recording the outcome in `next`
+/// and an Event when the phase changes; the store when the check reached it.
+async fn validate_when_due(
+    location: &BackupStorageLocation,
+    ctx: &Context,
+    periods: &Periods,
+    next: &mut BackupStorageLocationStatus,
+) -> Option<ObjectStore> {
+    let last = next.last_validation_time.as_ref();
+    if !Periods::due(periods.validation, last) && next.phase.is_some() {
+        return None;
+    }
+    let (phase, message, reached) = check(ctx, &location.name_any()).await;
+    if next.phase != Some(phase) {
+        let note =
+            (message.clone()).unwrap_or_else(|| "the storage location is available".to_owned());
+        let warning = phase == StorageLocationPhase::Unavailable;
+        ctx.event(location, warning, &format!("{phase:?}"), note)
+            .await;
+    }
+    next.phase = Some(phase);
+    next.message = message;
+    next.last_validation_time = Some(now());
+    reached
+}
+
+/// Syncs the location's backups when a sync is due and the location is available; returns
+/// whether a sync failed.
+async fn sync_when_due(
+    location: &BackupStorageLocation,
+    ctx: &Context,
+    periods: &Periods,
+    next: &mut BackupStorageLocationStatus,
+    store: Option<ObjectStore>,
+) -> bool {
+    let available = next.phase == Some(StorageLocationPhase::Available);
+    if !available || !Periods::due(periods.sync, next.last_synced_time.as_ref()) {
+        return false;
+    }
+    let name = location.name_any();
+    let store = match store {
+        Some(store) => Some(store),
+        None => check(ctx, &name).await.2,
+    };
+    let Some(store) = store else {
+        return true;
+    };
+    match sync_backups(ctx, &name, &store).await {
+        Ok(()) => {
+            next.last_synced_time = Some(now());
+            false
+        }
+        Err(err) => {
+            warn!(location = %name, %err, "backup sync failed");
+            true
+        }
+    }
 }
 
 /// Whether the location answers and holds Ferry's layout; the store when it answers.

@@ -94,7 +94,13 @@ fn requested_volumes(pod: &Pod, opt_out: bool) -> Vec<String> {
     names
 }
 
-fn mounted_volumes(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
+/// The volumes a pod's containers mount as filesystems, and those they use as block devices.
+struct Mounts {
+    mounted: BTreeSet<String>,
+    devices: BTreeSet<String>,
+}
+
+fn mounted_volumes(pod: &Pod) -> Mounts {
     let mut mounted = BTreeSet::new();
     let mut devices = BTreeSet::new();
     if let Some(spec) = &pod.spec {
@@ -108,7 +114,7 @@ fn mounted_volumes(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
             }
         }
     }
-    (mounted, devices)
+    Mounts { mounted, devices }
 }
 
 /// Chooses the volumes to back up from `pods`, which are sorted by namespace and name for a
@@ -121,128 +127,163 @@ pub fn choose_volumes(
 ) -> VolumeChoice {
     let mut pods: Vec<&Pod> = pods.iter().collect();
     pods.sort_by_key(|pod| (pod.namespace(), pod.name_any()));
-    let claims: BTreeMap<(String, String), &PersistentVolumeClaim> = claims
-        .iter()
-        .map(|claim| {
-            (
-                (claim.namespace().unwrap_or_default(), claim.name_any()),
-                claim,
-            )
-        })
-        .collect();
-    let volumes: BTreeMap<String, &PersistentVolume> = volumes
-        .iter()
-        .map(|volume| (volume.name_any(), volume))
-        .collect();
+    let mut inventory = Inventory::new(claims, volumes);
     let mut choice = VolumeChoice::default();
-    let mut claims_taken = BTreeSet::new();
     for pod in pods {
-        let namespace = pod.namespace().unwrap_or_default();
-        let pod_name = format!("{namespace}/{}", pod.name_any());
         let requested = requested_volumes(pod, opt_out);
         if requested.is_empty() {
             continue;
         }
-        let mut skip = |volume: &str, reason: String| {
-            choice.skipped.push(SkippedVolume {
-                pod: pod_name.clone(),
-                volume: volume.to_owned(),
-                reason,
-            });
+        let reference = PodReference {
+            namespace: pod.namespace().unwrap_or_default(),
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
         };
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|status| status.phase.clone())
-            .unwrap_or_default();
-        let node = pod
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.node_name.clone())
-            .unwrap_or_default();
-        if phase != "Running" || node.is_empty() {
-            let phase = if phase.is_empty() { "Unknown" } else { &phase };
-            for volume in &requested {
-                skip(volume, format!("the pod is not Running (phase {phase})"));
+        let node = match running_on(pod) {
+            Ok(node) => node,
+            Err(reason) => {
+                for volume in requested {
+                    choice.skip(&reference, volume, reason.clone());
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let spec_volumes = pod
             .spec
-            .as_ref()
-            .and_then(|spec| spec.volumes.clone())
-            .unwrap_or_default();
-        let (mounted, devices) = mounted_volumes(pod);
+            .iter()
+            .flat_map(|spec| spec.volumes.iter().flatten());
+        let spec_volumes: Vec<&Volume> = spec_volumes.collect();
+        let mounts = mounted_volumes(pod);
         for name in requested {
             let Some(volume) = spec_volumes.iter().find(|volume| volume.name == name) else {
-                skip(&name, "the pod has no volume of that name".to_owned());
+                choice.skip(
+                    &reference,
+                    name,
+                    "the pod has no volume of that name".to_owned(),
+                );
                 continue;
             };
-            if volume.host_path.is_some() {
-                skip(&name, "hostPath volumes are not backed up".to_owned());
-                continue;
+            match inventory.judge(&reference.namespace, volume, &mounts) {
+                Verdict::Take(claim) => choice.chosen.push(ChosenVolume {
+                    pod: reference.clone(),
+                    node: node.clone(),
+                    volume: name,
+                    claim,
+                }),
+                Verdict::Skip(reason) => choice.skip(&reference, name, reason),
+                Verdict::Shared => {}
             }
-            if devices.contains(&name) {
-                skip(&name, "block-mode volumes are not backed up".to_owned());
-                continue;
-            }
-            if !mounted.contains(&name) {
-                skip(&name, "no container mounts it".to_owned());
-                continue;
-            }
-            let mut claim_ref = None;
-            if let Some(source) = &volume.persistent_volume_claim {
-                let key = (namespace.clone(), source.claim_name.clone());
-                let Some(claim) = claims.get(&key) else {
-                    skip(
-                        &name,
-                        format!("its claim {} does not exist", source.claim_name),
-                    );
-                    continue;
-                };
-                let spec = claim.spec.clone().unwrap_or_default();
-                if spec.volume_mode.as_deref() == Some("Block") {
-                    skip(&name, "block-mode volumes are not backed up".to_owned());
-                    continue;
-                }
-                let bound = spec.volume_name.unwrap_or_default();
-                if bound.is_empty() {
-                    skip(
-                        &name,
-                        format!("its claim {} is not bound", source.claim_name),
-                    );
-                    continue;
-                }
-                if volumes
-                    .get(&bound)
-                    .and_then(|pv| pv.spec.as_ref())
-                    .is_some_and(|spec| spec.host_path.is_some())
-                {
-                    skip(
-                        &name,
-                        format!("its persistent volume {bound} is a hostPath volume"),
-                    );
-                    continue;
-                }
-                // A claim mounted by several pods is backed up once, through the first pod.
-                if !claims_taken.insert(key) {
-                    continue;
-                }
-                claim_ref = Some((source.claim_name.clone(), claim.uid().unwrap_or_default()));
-            }
-            choice.chosen.push(ChosenVolume {
-                pod: PodReference {
-                    namespace: namespace.clone(),
-                    name: pod.name_any(),
-                    uid: pod.uid().unwrap_or_default(),
-                },
-                node: node.clone(),
-                volume: name,
-                claim: claim_ref,
-            });
         }
     }
     choice
+}
+
+impl VolumeChoice {
+    fn skip(&mut self, pod: &PodReference, volume: String, reason: String) {
+        self.skipped.push(SkippedVolume {
+            pod: format!("{}/{}", pod.namespace, pod.name),
+            volume,
+            reason,
+        });
+    }
+}
+
+/// The node of a Running pod, or why its volumes cannot be read.
+fn running_on(pod: &Pod) -> Result<String, String> {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.clone())
+        .unwrap_or_default();
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.node_name.clone())
+        .unwrap_or_default();
+    if phase != "Running" || node.is_empty() {
+        let phase = if phase.is_empty() { "Unknown" } else { &phase };
+        return Err(format!("the pod is not Running (phase {phase})"));
+    }
+    Ok(node)
+}
+
+/// What becomes of one requested volume of a Running pod.
+enum Verdict {
+    /// Backed up, through this claim (name and UID) for a PVC.
+    Take(Option<(String, String)>),
+    Skip(String),
+    /// Its claim is backed up through an earlier pod.
+    Shared,
+}
+
+/// The claims and persistent volumes the pods may use, and the claims already chosen.
+struct Inventory<'a> {
+    claims: BTreeMap<(String, String), &'a PersistentVolumeClaim>,
+    volumes: BTreeMap<String, &'a PersistentVolume>,
+    taken: BTreeSet<(String, String)>,
+}
+
+impl<'a> Inventory<'a> {
+    fn new(claims: &'a [PersistentVolumeClaim], volumes: &'a [PersistentVolume]) -> Self {
+        let claim_key = |claim: &PersistentVolumeClaim| {
+            (claim.namespace().unwrap_or_default(), claim.name_any())
+        };
+        Self {
+            claims: claims
+                .iter()
+                .map(|claim| (claim_key(claim), claim))
+                .collect(),
+            volumes: volumes.iter().map(|pv| (pv.name_any(), pv)).collect(),
+            taken: BTreeSet::new(),
+        }
+    }
+
+    fn judge(&mut self, namespace: &str, volume: &Volume, mounts: &Mounts) -> Verdict {
+        let skip = |reason: &str| Verdict::Skip(reason.to_owned());
+        if volume.host_path.is_some() {
+            return skip("hostPath volumes are not backed up");
+        }
+        if mounts.devices.contains(&volume.name) {
+            return skip("block-mode volumes are not backed up");
+        }
+        if !mounts.mounted.contains(&volume.name) {
+            return skip("no container mounts it");
+        }
+        match &volume.persistent_volume_claim {
+            Some(source) => self.claim(namespace, &source.claim_name),
+            None => Verdict::Take(None),
+        }
+    }
+
+    /// A claim's volume: backed up when the claim is bound to a filesystem volume that is
+    /// no hostPath, once however many pods mount it.
+    fn claim(&mut self, namespace: &str, claim_name: &str) -> Verdict {
+        let key = (namespace.to_owned(), claim_name.to_owned());
+        let Some(claim) = self.claims.get(&key) else {
+            return Verdict::Skip(format!("its claim {claim_name} does not exist"));
+        };
+        let spec = claim.spec.clone().unwrap_or_default();
+        if spec.volume_mode.as_deref() == Some("Block") {
+            return Verdict::Skip("block-mode volumes are not backed up".to_owned());
+        }
+        let bound = spec.volume_name.unwrap_or_default();
+        if bound.is_empty() {
+            return Verdict::Skip(format!("its claim {claim_name} is not bound"));
+        }
+        let host_path = (self.volumes.get(&bound).and_then(|pv| pv.spec.as_ref()))
+            .is_some_and(|spec| spec.host_path.is_some());
+        if host_path {
+            return Verdict::Skip(format!(
+                "its persistent volume {bound} is a hostPath volume"
+            ));
+        }
+        let uid = claim.uid().unwrap_or_default();
+        // A claim mounted by several pods is backed up once, through the first pod.
+        if !self.taken.insert(key) {
+            return Verdict::Shared;
+        }
+        Verdict::Take(Some((claim_name.to_owned(), uid)))
+    }
 }
 
 /// Who a PodVolumeBackup is for: the Backup's name and UID, and where its data goes.

@@ -30,6 +30,7 @@ pub use ferry_shared::runtime::{LogFormat, init_logging};
 
 use crate::transfer::TransferProcess;
 use context::Context;
+use kinds::TransferKind;
 use metrics::Metrics;
 
 /// How long transfers get to record their interruption after SIGTERM.
@@ -63,65 +64,12 @@ pub async fn run(settings: RunArgs) -> Result<(), StartError> {
     .await?;
     tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
 
-    let selector = format!("{}={}", names::label::NODE, settings.node_name);
-    let backups = Controller::new(
-        Api::<PodVolumeBackup>::namespaced(client.clone(), &settings.namespace),
-        watcher::Config::default().labels(&selector),
-    );
-    let restores = Controller::new(
-        Api::<PodVolumeRestore>::namespaced(client.clone(), &settings.namespace),
-        watcher::Config::default().labels(&selector),
-    );
-    let backup_store = backups.store();
-    let restore_store = restores.store();
-    let waiting_restores = restore_store.clone();
-    // A restore waits for its pod's restore-wait container; a change of a pod on this node
-    // looks again at the restores of that pod.
-    let restores = restores.watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().fields(&format!("spec.nodeName={}", settings.node_name)),
-        move |pod: Pod| {
-            let uid = pod.uid();
-            waiting_restores
-                .state()
-                .into_iter()
-                .filter(|restore| Some(&restore.spec.pod.uid) == uid.as_ref())
-                .map(|restore| ObjectRef::from_obj(&*restore))
-                .collect::<Vec<_>>()
-        },
-    );
-    {
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            if runtime::synced(&backup_store).await && runtime::synced(&restore_store).await {
-                info!("watches synced; ready");
-                readiness.set_ready();
-            }
-        });
-    }
-
+    let controllers = Controllers::new(&client, &settings);
+    controllers.ready_when_synced(readiness);
     info!(node = %settings.node_name, namespace = %settings.namespace, "node agent started");
     // The watches stay up until the running transfers have recorded how they ended.
     let watches = CancellationToken::new();
-    let backups = backups
-        .graceful_shutdown_on(watches.clone().cancelled_owned())
-        .run(
-            transfers::reconcile::<PodVolumeBackup>,
-            transfers::error_policy::<PodVolumeBackup>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let restores = restores
-        .graceful_shutdown_on(watches.clone().cancelled_owned())
-        .run(
-            transfers::reconcile::<PodVolumeRestore>,
-            transfers::error_policy::<PodVolumeRestore>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let controllers = tokio::spawn(async move {
-        tokio::join!(backups, restores);
-    });
+    let controllers = tokio::spawn(controllers.run(ctx.clone(), watches.clone()));
 
     shutdown.cancelled().await;
     info!("stopping: recording running transfers for retry");
@@ -137,4 +85,79 @@ pub async fn run(settings: RunArgs) -> Result<(), StartError> {
     }
     runtime::admin_stopped(admin).await;
     Ok(())
+}
+
+/// The agent's two controllers, one per transfer kind, each watching the transfers labelled
+/// for this node.
+struct Controllers {
+    backups: Controller<PodVolumeBackup>,
+    restores: Controller<PodVolumeRestore>,
+}
+
+impl Controllers {
+    fn new(client: &Client, settings: &RunArgs) -> Self {
+        let selector = format!("{}={}", names::label::NODE, settings.node_name);
+        let labelled = || watcher::Config::default().labels(&selector);
+        let backups = Controller::new(
+            Api::<PodVolumeBackup>::namespaced(client.clone(), &settings.namespace),
+            labelled(),
+        );
+        let restores = Controller::new(
+            Api::<PodVolumeRestore>::namespaced(client.clone(), &settings.namespace),
+            labelled(),
+        );
+        let waiting = restores.store();
+        // A restore waits for its pod's restore-wait container; a change of a pod on this node
+        // looks again at the restores of that pod.
+        let restores = restores.watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields(&format!("spec.nodeName={}", settings.node_name)),
+            move |pod: Pod| {
+                let uid = pod.uid();
+                waiting
+                    .state()
+                    .into_iter()
+                    .filter(|restore| Some(&restore.spec.pod.uid) == uid.as_ref())
+                    .map(|restore| ObjectRef::from_obj(&*restore))
+                    .collect::<Vec<_>>()
+            },
+        );
+        Self { backups, restores }
+    }
+
+    /// Marks the agent ready once both watches have synced.
+    fn ready_when_synced(&self, readiness: Readiness) {
+        let (backups, restores) = (self.backups.store(), self.restores.store());
+        tokio::spawn(async move {
+            if runtime::synced(&backups).await && runtime::synced(&restores).await {
+                info!("watches synced; ready");
+                readiness.set_ready();
+            }
+        });
+    }
+
+    /// Runs both controllers until `watches` is cancelled.
+    async fn run(self, ctx: Arc<Context>, watches: CancellationToken) {
+        tokio::join!(
+            drive(self.backups, &ctx, &watches),
+            drive(self.restores, &ctx, &watches)
+        );
+    }
+}
+
+/// Runs one transfer kind's controller until `watches` is cancelled.
+async fn drive<K: TransferKind>(
+    controller: Controller<K>,
+    ctx: &Arc<Context>,
+    watches: &CancellationToken,
+) {
+    controller
+        .graceful_shutdown_on(watches.clone().cancelled_owned())
+        .run(
+            transfers::reconcile::<K>,
+            transfers::error_policy::<K>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {})
+        .await;
 }
