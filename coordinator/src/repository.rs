@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::context::{Context, ResolvedLocation, spec_duration};
 use crate::error::{Error, StorageError};
-use crate::jobs::{Job, Operation};
+use crate::jobs::{Job, JobError, Operation};
 use ferry_shared::repository::RepositoryConfig;
 
 /// The BackupRepository name for a namespace in a location: readable, and unique even where
@@ -154,31 +154,8 @@ async fn maintain(
             return report(repo, ctx, status, err.to_string(), retry).await;
         }
     };
-    let identifier = config.location.restic_identifier();
-    // Held until maintenance ends: no transfer into the repository is created meanwhile, and
-    // those created before are seen by the check below.
-    let Some(guard) = ctx.try_lock_repository(&identifier) else {
-        return Ok(Action::requeue(Duration::from_secs(10)));
-    };
-    let outcome = async {
-        if transfers_running(ctx, &identifier).await? {
-            return Ok(None);
-        }
-        let live = live_backups(ctx, &location).await?;
-        let summary = ctx
-            .jobs
-            .run(&Job {
-                repository: config,
-                operation: Operation::Maintain { live_backups: live },
-            })
-            .await
-            .map_err(|err| err.to_string());
-        Ok::<_, Error>(Some(summary))
-    }
-    .await;
-    drop(guard);
-    let Some(result) = outcome? else {
-        info!(name = %repo.name_any(), "maintenance waits: transfers into the repository are running");
+    let Some(result) = run_maintenance(ctx, &location, config).await? else {
+        info!(name = %repo.name_any(), "maintenance waits: the repository is in use");
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
     ctx.metrics.maintenance_ran(result.is_ok());
@@ -188,24 +165,45 @@ async fn maintain(
             ctx.event(repo, false, "Maintained", summary.clone()).await;
             summary
         }
-        Err(message) => {
-            warn!(name = %repo.name_any(), %message, "maintenance failed");
-            ctx.event(repo, true, "MaintenanceFailed", message.clone())
+        Err(err) => {
+            warn!(name = %repo.name_any(), %err, "maintenance failed");
+            ctx.event(repo, true, "MaintenanceFailed", err.to_string())
                 .await;
-            format!("maintenance failed: {message}")
+            format!("maintenance failed: {err}")
         }
     };
     let finished = now();
-    ctx.apply_status(
-        repo,
-        &BackupRepositoryStatus {
-            message: Some(message),
-            last_maintenance_time: Some(finished.clone()),
-            ..status
-        },
-    )
-    .await?;
+    let next = BackupRepositoryStatus {
+        message: Some(message),
+        last_maintenance_time: Some(finished.clone()),
+        ..status
+    };
+    ctx.apply_status(repo, &next).await?;
     Ok(Action::requeue(until(&after(&finished, frequency))))
+}
+
+/// Runs the maintenance job under the repository's lock: None when the lock is taken or
+/// transfers into the repository are running.
+async fn run_maintenance(
+    ctx: &Context,
+    location: &ResolvedLocation,
+    config: RepositoryConfig,
+) -> Result<Option<Result<String, JobError>>, Error> {
+    let identifier = config.location.restic_identifier();
+    // Held until maintenance ends: no transfer into the repository is created meanwhile, and
+    // those created before are seen by the check below.
+    let Some(_guard) = ctx.try_lock_repository(&identifier) else {
+        return Ok(None);
+    };
+    if transfers_running(ctx, &identifier).await? {
+        return Ok(None);
+    }
+    let live = live_backups(ctx, location).await?;
+    let job = Job {
+        repository: config,
+        operation: Operation::Maintain { live_backups: live },
+    };
+    Ok(Some(ctx.jobs.run(&job).await))
 }
 
 /// The repository's location, and how to reach and unlock the repository in it.

@@ -97,6 +97,41 @@ pub fn volume_dir(
     claim: Option<&PersistentVolumeClaim>,
     persistent_volume: Option<&PersistentVolume>,
 ) -> Result<VolumeDir, VolumePathError> {
+    let volume = requested_volume(request, pod)?;
+    let volume_name = request.volume.to_owned();
+    if volume.host_path.is_some() {
+        return Err(VolumePathError::HostPathVolume {
+            volume: volume_name,
+        });
+    }
+    if let Some(kind) = api_server_kind(volume) {
+        return Err(VolumePathError::ApiServerVolume {
+            volume: volume_name,
+            kind,
+        });
+    }
+    let dir = match &volume.persistent_volume_claim {
+        Some(source) => claim_dir(&volume_name, &source.claim_name, claim, persistent_volume)?,
+        None => {
+            let mut dir = PathBuf::from(&volume.name);
+            if volume.csi.is_some() {
+                dir.push("mount");
+            }
+            dir
+        }
+    };
+    Ok(VolumeDir {
+        volume: volume_name,
+        dir,
+    })
+}
+
+/// The requested volume of the live pod, once the request's names are well formed and its pod
+/// UID and node are the pod's.
+fn requested_volume<'p>(
+    request: VolumeRequest<'_>,
+    pod: &'p Pod,
+) -> Result<&'p Volume, VolumePathError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     check_label("volume name", request.volume)?;
@@ -119,8 +154,7 @@ pub fn volume_dir(
             expected: request.node.to_owned(),
         });
     }
-    let volume: &Volume = pod
-        .spec
+    pod.spec
         .as_ref()
         .and_then(|spec| spec.volumes.as_ref())
         .and_then(|volumes| volumes.iter().find(|v| v.name == request.volume))
@@ -128,68 +162,46 @@ pub fn volume_dir(
             namespace,
             name,
             volume: request.volume.to_owned(),
-        })?;
-    let volume_name = request.volume.to_owned();
-    if volume.host_path.is_some() {
-        return Err(VolumePathError::HostPathVolume {
-            volume: volume_name,
-        });
-    }
-    if let Some(kind) = api_server_kind(volume) {
-        return Err(VolumePathError::ApiServerVolume {
-            volume: volume_name,
-            kind,
-        });
-    }
-    let Some(source) = &volume.persistent_volume_claim else {
-        let mut dir = PathBuf::from(&volume.name);
-        if volume.csi.is_some() {
-            dir.push("mount");
-        }
-        return Ok(VolumeDir {
-            volume: volume_name,
-            dir,
-        });
-    };
+        })
+}
 
-    let claim_name = source.claim_name.clone();
+/// The directory of a claim's volume: its persistent volume's name, once the claim is bound
+/// to a filesystem volume that is no hostPath.
+fn claim_dir(
+    volume_name: &str,
+    claim_name: &str,
+    claim: Option<&PersistentVolumeClaim>,
+    persistent_volume: Option<&PersistentVolume>,
+) -> Result<PathBuf, VolumePathError> {
+    let volume = || volume_name.to_owned();
     let claim = claim.ok_or_else(|| VolumePathError::ClaimMissing {
-        volume: volume_name.clone(),
-        claim: claim_name.clone(),
+        volume: volume(),
+        claim: claim_name.to_owned(),
     })?;
     let claim_spec = claim.spec.as_ref();
     if claim_spec.and_then(|spec| spec.volume_mode.as_deref()) == Some("Block") {
-        return Err(VolumePathError::BlockVolume {
-            volume: volume_name,
-        });
+        return Err(VolumePathError::BlockVolume { volume: volume() });
     }
     let pv_name = claim_spec
         .and_then(|spec| spec.volume_name.clone())
         .filter(|pv| !pv.is_empty())
         .ok_or_else(|| VolumePathError::ClaimNotBound {
-            volume: volume_name.clone(),
-            claim: claim_name.clone(),
+            volume: volume(),
+            claim: claim_name.to_owned(),
         })?;
     check_subdomain("persistent volume name", &pv_name)?;
     let pv_spec = persistent_volume.and_then(|pv| pv.spec.as_ref());
     if pv_spec.is_some_and(|spec| spec.host_path.is_some()) {
-        return Err(VolumePathError::HostPathVolume {
-            volume: volume_name,
-        });
+        return Err(VolumePathError::HostPathVolume { volume: volume() });
     }
     if pv_spec.and_then(|spec| spec.volume_mode.as_deref()) == Some("Block") {
-        return Err(VolumePathError::BlockVolume {
-            volume: volume_name,
-        });
+        return Err(VolumePathError::BlockVolume { volume: volume() });
     }
     let mut dir = PathBuf::from(&pv_name);
     if pv_spec.is_some_and(|spec| spec.csi.is_some()) {
         dir.push("mount");
     }
-    Ok(VolumeDir {
-        volume: volume_name,
-        dir,
-    })
+    Ok(dir)
 }
 
 /// The kind of a volume that the kubelet fills from the API server, if it is one. Their data is

@@ -71,49 +71,20 @@ pub(super) fn record_end(backup: &Backup, ctx: &Context, status: &BackupStatus) 
     );
 }
 
+/// Sums the backup's PodVolumeBackups into its status, stopping those past their time, and
+/// ends the backup once every one has ended.
 pub(super) async fn watch(
     backup: &Backup,
     ctx: &Context,
     location: &ResolvedLocation,
     status: BackupStatus,
 ) -> Result<Action, Error> {
-    let uid = backup.uid().unwrap_or_default();
-    let api = ctx.api::<PodVolumeBackup>();
-    let selector = format!("{}={uid}", label::BACKUP_UID);
-    let pvbs = api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
-    let timeout = spec_duration(
-        backup.spec.volume_timeout.as_deref(),
-        "volumeTimeout",
-        ctx.settings.default_volume_timeout,
-    )
-    .unwrap_or(ctx.settings.default_volume_timeout);
-
-    let planned = status
-        .pod_volume_backups
-        .as_ref()
-        .map_or(0, |counts| counts.total);
     let Tally {
         kept,
         timed_out,
         sum,
         next_deadline,
-    } = tally(
-        &api,
-        pvbs,
-        timeout,
-        planned,
-        &status.timed_out_volumes,
-        |volume| {
-            format!(
-                "volume {volume} timed out after {}",
-                humantime::format_duration(timeout)
-            )
-        },
-    )
-    .await?;
+    } = tally_transfers(backup, ctx, &status).await?;
     let mut next = BackupStatus {
         pod_volume_backups: Some(sum.counts.clone()),
         progress: Some(sum.progress.clone()),
@@ -133,31 +104,49 @@ pub(super) async fn watch(
     let mut finished = backup.clone();
     finished.status = Some(next.clone());
     if let Err(err) = write_backup(&finished, &kept, location, ctx).await {
-        return fail(
-            backup,
-            ctx,
-            next,
-            format!(
-                "cannot write the backup to storage location {}: {err}",
-                location.name()
-            ),
-        )
-        .await;
+        let location = location.name();
+        let message = format!("cannot write the backup to storage location {location}: {err}");
+        return fail(backup, ctx, next, message).await;
     }
     info!(name = %backup.name_any(), phase = ?next.phase, "backup finished");
-    ctx.event(
-        backup,
-        next.phase != OperationPhase::Completed,
-        &format!("{:?}", next.phase),
-        format!(
-            "{} of {} volume(s) backed up",
-            sum.counts.completed, sum.counts.total
-        ),
-    )
-    .await;
+    let note = format!(
+        "{} of {} volume(s) backed up",
+        sum.counts.completed, sum.counts.total
+    );
+    let warning = next.phase != OperationPhase::Completed;
+    ctx.event(backup, warning, &format!("{:?}", next.phase), note)
+        .await;
     ctx.apply_status(backup, &next).await?;
     record_end(backup, ctx, &next);
     expire_when_due(&finished, ctx).await
+}
+
+/// The backup's PodVolumeBackups, those past the volume timeout stopped, and their sum.
+async fn tally_transfers(
+    backup: &Backup,
+    ctx: &Context,
+    status: &BackupStatus,
+) -> Result<Tally<PodVolumeBackup>, Error> {
+    let uid = backup.uid().unwrap_or_default();
+    let api = ctx.api::<PodVolumeBackup>();
+    let selector = format!("{}={uid}", label::BACKUP_UID);
+    let pvbs = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    let timeout = spec_duration(
+        backup.spec.volume_timeout.as_deref(),
+        "volumeTimeout",
+        ctx.settings.default_volume_timeout,
+    )
+    .unwrap_or(ctx.settings.default_volume_timeout);
+    let planned = (status.pod_volume_backups.as_ref()).map_or(0, |counts| counts.total);
+    let stopped = |volume: &str| {
+        let timeout = humantime::format_duration(timeout);
+        format!("volume {volume} timed out after {timeout}")
+    };
+    let recorded = &status.timed_out_volumes;
+    Ok(tally(&api, pvbs, timeout, planned, recorded, stopped).await?)
 }
 
 /// The backup's log: what was chosen and skipped, and how each volume went.

@@ -5,6 +5,7 @@ use ferry_shared::crd::{Backup, BackupStatus, OperationPhase};
 use ferry_shared::layout::layout_problem;
 use ferry_shared::retry::Retrier;
 use ferry_shared::time::{after, now};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::core::Selector;
@@ -47,33 +48,15 @@ pub fn spec_errors(backup: &Backup, settings: &crate::config::RunArgs) -> Vec<St
     errors
 }
 
+/// A Backup that passed validation: the storage location it writes to.
+struct ValidBackup {
+    location: String,
+    /// Whether the location is the default one, which the Backup did not name.
+    by_default: bool,
+}
+
 /// Validates, then moves the Backup to InProgress, or to FailedValidation with the reasons.
 pub(super) async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
-    let name = backup.name_any();
-    let mut errors = spec_errors(backup, &ctx.settings);
-    let location_name = match &backup.spec.storage_location {
-        Some(location) if !location.is_empty() => Some(location.clone()),
-        _ => match ctx.default_location().await? {
-            Ok(location) => Some(location),
-            Err(err) => {
-                errors.push(err);
-                None
-            }
-        },
-    };
-    if let Some(location_name) = &location_name {
-        match ctx.location(location_name).await? {
-            Err(err) => errors.push(err.to_string()),
-            Ok(location) if location.read_only() => errors.push(format!(
-                "storage location {location_name} is ReadOnly; backups cannot be written to it"
-            )),
-            Ok(location) => {
-                if let Err(err) = writable(&location, &name, &ctx.store_retrier).await {
-                    errors.push(err);
-                }
-            }
-        }
-    }
     let started = now();
     let ttl = spec_duration(
         backup.spec.ttl.as_deref(),
@@ -81,68 +64,109 @@ pub(super) async fn start(backup: &Backup, ctx: &Context) -> Result<Action, Erro
         ctx.settings.default_backup_ttl,
     )
     .unwrap_or(ctx.settings.default_backup_ttl);
-    let expiration = Some(after(&started, ttl));
-    if !errors.is_empty() {
-        warn!(%name, ?errors, "backup failed validation");
-        ctx.event(backup, true, "FailedValidation", errors.join("; "))
-            .await;
-        ctx.apply_status(
-            backup,
-            &BackupStatus {
-                phase: OperationPhase::FailedValidation,
-                validation_errors: errors,
-                completion_timestamp: Some(started),
-                expiration,
-                ..BackupStatus::default()
-            },
-        )
-        .await?;
-        ctx.metrics.backup_ended(
-            OperationPhase::FailedValidation,
-            0.0,
-            &schedule_of(backup),
-            0.0,
-        );
-        return Ok(Action::await_change());
-    }
-    if backup
-        .spec
-        .storage_location
-        .as_deref()
-        .unwrap_or_default()
-        .is_empty()
-    {
+    let expiration = after(&started, ttl);
+    let valid = match validate(backup, ctx).await? {
+        Ok(valid) => valid,
+        Err(errors) => {
+            failed_validation(backup, ctx, errors, started, expiration).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let name = backup.name_any();
+    if valid.by_default {
         // The default location becomes the backup's own, as if the user had named it.
         ctx.api::<Backup>()
             .patch(
                 &name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"storageLocation": location_name}})),
+                &Patch::Merge(json!({"spec": {"storageLocation": valid.location}})),
             )
             .await?;
     }
     info!(%name, "backup started");
-    ctx.event(
-        backup,
-        false,
-        "Started",
-        format!(
-            "backing up to storage location {}",
-            location_name.unwrap_or_default()
-        ),
-    )
-    .await;
-    ctx.apply_status(
-        backup,
-        &BackupStatus {
-            phase: OperationPhase::InProgress,
-            start_timestamp: Some(started),
-            expiration,
-            ..BackupStatus::default()
-        },
-    )
-    .await?;
+    let note = format!("backing up to storage location {}", valid.location);
+    ctx.event(backup, false, "Started", note).await;
+    let status = BackupStatus {
+        phase: OperationPhase::InProgress,
+        start_timestamp: Some(started),
+        expiration: Some(expiration),
+        ..BackupStatus::default()
+    };
+    ctx.apply_status(backup, &status).await?;
     Ok(Action::await_change())
+}
+
+/// The Backup's spec and storage location checked: valid, or every reason it is not.
+async fn validate(
+    backup: &Backup,
+    ctx: &Context,
+) -> Result<Result<ValidBackup, Vec<String>>, Error> {
+    let mut errors = spec_errors(backup, &ctx.settings);
+    let named = backup
+        .spec
+        .storage_location
+        .clone()
+        .filter(|name| !name.is_empty());
+    let by_default = named.is_none();
+    let location = match named {
+        Some(name) => Some(name),
+        None => match ctx.default_location().await? {
+            Ok(name) => Some(name),
+            Err(err) => {
+                errors.push(err);
+                None
+            }
+        },
+    };
+    if let Some(name) = &location {
+        match ctx.location(name).await? {
+            Err(err) => errors.push(err.to_string()),
+            Ok(location) if location.read_only() => errors.push(format!(
+                "storage location {name} is ReadOnly; backups cannot be written to it"
+            )),
+            Ok(location) => {
+                if let Err(err) = writable(&location, &backup.name_any(), &ctx.store_retrier).await
+                {
+                    errors.push(err);
+                }
+            }
+        }
+    }
+    Ok(match location {
+        Some(location) if errors.is_empty() => Ok(ValidBackup {
+            location,
+            by_default,
+        }),
+        _ => Err(errors),
+    })
+}
+
+/// Ends the Backup FailedValidation with the reasons.
+async fn failed_validation(
+    backup: &Backup,
+    ctx: &Context,
+    errors: Vec<String>,
+    started: Time,
+    expiration: Time,
+) -> Result<(), Error> {
+    warn!(name = %backup.name_any(), ?errors, "backup failed validation");
+    ctx.event(backup, true, "FailedValidation", errors.join("; "))
+        .await;
+    let status = BackupStatus {
+        phase: OperationPhase::FailedValidation,
+        validation_errors: errors,
+        completion_timestamp: Some(started),
+        expiration: Some(expiration),
+        ..BackupStatus::default()
+    };
+    ctx.apply_status(backup, &status).await?;
+    ctx.metrics.backup_ended(
+        OperationPhase::FailedValidation,
+        0.0,
+        &schedule_of(backup),
+        0.0,
+    );
+    Ok(())
 }
 
 /// Whether the backup `name` may be written to the location: it answers, holds Ferry's layout

@@ -18,6 +18,9 @@ use crate::error::{Error, StorageError};
 use crate::overdue::{Tally, tally};
 use crate::plan::union;
 
+/// Labels each PodVolumeRestore for its pod's node once the pod is bound, sums them into the
+/// restore's status, stopping those past their time, and ends the restore once every one has
+/// ended.
 pub(super) async fn watch(
     restore: &Restore,
     ctx: &Context,
@@ -30,25 +33,7 @@ pub(super) async fn watch(
         .list(&ListParams::default().labels(&selector))
         .await?
         .items;
-    for pvr in &pvrs {
-        if pvr.labels().contains_key(label::NODE) {
-            continue;
-        }
-        let pods = Api::<Pod>::namespaced(ctx.client.clone(), &pvr.spec.pod.namespace);
-        let node = pods
-            .get_opt(&pvr.spec.pod.name)
-            .await?
-            .filter(|pod| pod.uid().as_deref() == Some(pvr.spec.pod.uid.as_str()))
-            .and_then(|pod| pod.spec.and_then(|spec| spec.node_name));
-        if let Some(node) = node {
-            api.patch(
-                &pvr.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {label::NODE: node}}})),
-            )
-            .await?;
-        }
-    }
+    label_for_nodes(ctx, &api, &pvrs).await?;
     let limit = ctx.settings.default_volume_timeout;
     let planned = status
         .pod_volume_restores
@@ -66,10 +51,8 @@ pub(super) async fn watch(
         planned,
         &status.timed_out_volumes,
         |volume| {
-            format!(
-                "volume {volume} was not restored within {}",
-                humantime::format_duration(limit)
-            )
+            let limit = humantime::format_duration(limit);
+            format!("volume {volume} was not restored within {limit}")
         },
     )
     .await?;
@@ -95,19 +78,45 @@ pub(super) async fn watch(
     next.errors.extend(sum.errors.clone());
     upload_log(restore, ctx, &next, &pvrs).await;
     info!(name = %restore.name_any(), phase = ?next.phase, "restore finished");
-    ctx.event(
-        restore,
-        next.phase != OperationPhase::Completed,
-        &format!("{:?}", next.phase),
-        format!(
-            "{} of {} volume(s) restored",
-            sum.counts.completed, sum.counts.total
-        ),
-    )
-    .await;
+    let note = format!(
+        "{} of {} volume(s) restored",
+        sum.counts.completed, sum.counts.total
+    );
+    let warning = next.phase != OperationPhase::Completed;
+    ctx.event(restore, warning, &format!("{:?}", next.phase), note)
+        .await;
     ctx.apply_status(restore, &next).await?;
     ctx.metrics.restore_ended(next.phase);
     Ok(Action::await_change())
+}
+
+/// Labels the PodVolumeRestores not yet labelled with their pod's node, once the pod is bound,
+/// so that the node agent there takes them up.
+async fn label_for_nodes(
+    ctx: &Context,
+    api: &Api<PodVolumeRestore>,
+    pvrs: &[PodVolumeRestore],
+) -> Result<(), Error> {
+    for pvr in pvrs {
+        if pvr.labels().contains_key(label::NODE) {
+            continue;
+        }
+        let pods = Api::<Pod>::namespaced(ctx.client.clone(), &pvr.spec.pod.namespace);
+        let node = pods
+            .get_opt(&pvr.spec.pod.name)
+            .await?
+            .filter(|pod| pod.uid().as_deref() == Some(pvr.spec.pod.uid.as_str()))
+            .and_then(|pod| pod.spec.and_then(|spec| spec.node_name));
+        if let Some(node) = node {
+            api.patch(
+                &pvr.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {label::NODE: node}}})),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn upload_log(
