@@ -73,7 +73,7 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
         .ok();
     let mut template = Backup::new("template", schedule.spec.template.clone());
     template.metadata.labels = None;
-    errors.extend(crate::backup::spec_errors(&template, &ctx.settings));
+    errors.extend(crate::backup::spec_errors(&template));
     let (Some(cron), true) = (cron, errors.is_empty()) else {
         if status.phase != SchedulePhase::FailedValidation || status.validation_errors != errors {
             ctx.event(&*schedule, true, "FailedValidation", errors.join("; "))

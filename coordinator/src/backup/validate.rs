@@ -1,6 +1,8 @@
 //! Starting a Backup: its spec and storage location checked, then InProgress, or
 //! FailedValidation with every reason.
 
+use std::time::Duration;
+
 use ferry_shared::crd::{Backup, BackupStatus, OperationPhase};
 use ferry_shared::layout::layout_problem;
 use ferry_shared::retry::Retrier;
@@ -18,18 +20,13 @@ use crate::context::{Context, ResolvedLocation, spec_duration};
 use crate::error::Error;
 
 /// What the spec alone says is wrong.
-pub fn spec_errors(backup: &Backup, settings: &crate::config::RunArgs) -> Vec<String> {
+pub fn spec_errors(backup: &Backup) -> Vec<String> {
     let spec = &backup.spec;
     let mut errors = Vec::new();
-    if let Err(err) = spec_duration(spec.ttl.as_deref(), "ttl", settings.default_backup_ttl) {
-        errors.push(err);
-    }
-    if let Err(err) = spec_duration(
-        spec.volume_timeout.as_deref(),
-        "volumeTimeout",
-        settings.default_volume_timeout,
-    ) {
-        errors.push(err);
+    for (value, field) in [(&spec.ttl, "ttl"), (&spec.volume_timeout, "volumeTimeout")] {
+        if let Err(err) = spec_duration(value.as_deref(), field, Duration::ZERO) {
+            errors.push(err);
+        }
     }
     if let Some(selector) = &spec.label_selector
         && let Err(err) = Selector::try_from(selector.clone())
@@ -101,7 +98,7 @@ async fn validate(
     backup: &Backup,
     ctx: &Context,
 ) -> Result<Result<ValidBackup, Vec<String>>, Error> {
-    let mut errors = spec_errors(backup, &ctx.settings);
+    let mut errors = spec_errors(backup);
     let named = backup
         .spec
         .storage_location
@@ -193,4 +190,61 @@ pub(super) async fn writable(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn backup(spec: serde_json::Value) -> Backup {
+        serde_json::from_value(json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "Backup",
+            "metadata": {"name": "b"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_spec_is_refused_for_each_bad_field_with_its_name() {
+        let cases = [
+            (json!({}), vec![]),
+            (json!({"ttl": "72h", "volumeTimeout": "30m"}), vec![]),
+            (
+                json!({"ttl": "forever"}),
+                vec!["ttl \"forever\" is not a duration such as 720h"],
+            ),
+            (
+                json!({"volumeTimeout": "soon"}),
+                vec!["volumeTimeout \"soon\" is not a duration"],
+            ),
+            (
+                json!({"labelSelector": {"matchExpressions": [{"key": "app", "operator": "Near"}]}}),
+                vec!["labelSelector is not valid"],
+            ),
+            (
+                json!({"includedNamespaces": ["shop", "*", "Bad_Name"], "excludedNamespaces": ["x/y"]}),
+                vec![
+                    "\"Bad_Name\" is not a namespace name",
+                    "\"x/y\" is not a namespace name",
+                ],
+            ),
+            (
+                json!({"ttl": "1 fortnight", "includedNamespaces": ["-"]}),
+                vec!["ttl \"1 fortnight\"", "\"-\" is not a namespace name"],
+            ),
+        ];
+        for (spec, expected) in cases {
+            let errors = spec_errors(&backup(spec.clone()));
+            assert_eq!(errors.len(), expected.len(), "{spec}: {errors:?}");
+            for (error, expected) in errors.iter().zip(expected) {
+                assert!(
+                    error.contains(expected),
+                    "{spec}: {error:?} lacks {expected:?}"
+                );
+            }
+        }
+    }
 }

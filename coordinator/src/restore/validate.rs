@@ -1,7 +1,9 @@
 //! Starting a Restore: the backup it reads, checked with the rest of its spec, or the
 //! reasons it fails validation.
 
-use ferry_shared::crd::{Backup, OperationPhase, Restore, RestoreStatus};
+use std::collections::BTreeSet;
+
+use ferry_shared::crd::{Backup, OperationPhase, Restore, RestoreSpec, RestoreStatus};
 use ferry_shared::names::{self, label};
 use ferry_shared::time::now;
 use kube::ResourceExt;
@@ -60,18 +62,48 @@ pub(super) fn choose_backup(
     }
 }
 
+/// Validates, then moves the Restore to InProgress, or to FailedValidation with the reasons.
 pub(super) async fn start(restore: &Restore, ctx: &Context) -> Result<Action, Error> {
-    let spec = &restore.spec;
     let backups = ctx
         .api::<Backup>()
         .list(&ListParams::default())
         .await?
         .items;
+    let denied = ctx.settings.denied_restore_namespaces();
+    let backup = match validate(&restore.spec, &backups, &denied) {
+        Ok(valid) => valid.backup,
+        Err(errors) => return reject(restore, ctx, RestoreStatus::default(), errors).await,
+    };
+    let note = format!("restoring from backup {backup}");
+    ctx.event(restore, false, "Started", note).await;
+    let status = RestoreStatus {
+        phase: OperationPhase::InProgress,
+        backup_name: Some(backup),
+        start_timestamp: Some(now()),
+        ..RestoreStatus::default()
+    };
+    ctx.apply_status(restore, &status).await?;
+    Ok(Action::await_change())
+}
+
+/// A Restore that passed validation: the backup it reads.
+#[derive(Debug, PartialEq, Eq)]
+struct ValidRestore {
+    backup: String,
+}
+
+/// Checks a Restore's spec against the `backups` there are and the namespaces restores may
+/// not write to: valid, or every reason it is not.
+fn validate(
+    spec: &RestoreSpec,
+    backups: &[Backup],
+    denied: &BTreeSet<String>,
+) -> Result<ValidRestore, Vec<String>> {
     let mut errors = Vec::new();
     let backup = choose_backup(
         spec.backup_name.as_deref(),
         spec.schedule_name.as_deref(),
-        &backups,
+        backups,
     )
     .map_err(|err| errors.push(err))
     .ok();
@@ -92,34 +124,13 @@ pub(super) async fn start(restore: &Restore, ctx: &Context) -> Result<Action, Er
         .find(|candidate| Some(candidate.name_any()) == backup)
         .map(|backup| &backup.spec);
     let targets = protected::spec_targets(spec, backup_spec);
-    if let Some(denied) = protected::denied(&targets, &ctx.settings.denied_restore_namespaces()) {
+    if let Some(denied) = protected::denied(&targets, denied) {
         errors.push(denied);
     }
-    if !errors.is_empty() {
-        return reject(restore, ctx, RestoreStatus::default(), errors).await;
+    match backup {
+        Some(backup) if errors.is_empty() => Ok(ValidRestore { backup }),
+        _ => Err(errors),
     }
-    let started = now();
-    ctx.event(
-        restore,
-        false,
-        "Started",
-        format!(
-            "restoring from backup {}",
-            backup.clone().unwrap_or_default()
-        ),
-    )
-    .await;
-    ctx.apply_status(
-        restore,
-        &RestoreStatus {
-            phase: OperationPhase::InProgress,
-            backup_name: backup,
-            start_timestamp: Some(started),
-            ..RestoreStatus::default()
-        },
-    )
-    .await?;
-    Ok(Action::await_change())
 }
 
 /// Ends a Restore FailedValidation with `errors`, keeping what `status` already records.
@@ -149,6 +160,7 @@ pub(super) async fn reject(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::collections::BTreeMap;
 
     fn backup(name: &str, phase: OperationPhase, schedule: Option<&str>, finished: i64) -> Backup {
@@ -215,6 +227,75 @@ mod tests {
         ] {
             let err = choose_backup(name, schedule, &backups).unwrap_err();
             assert!(err.contains(error), "{err}");
+        }
+    }
+
+    fn spec(spec: serde_json::Value) -> RestoreSpec {
+        serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn a_restore_is_valid_or_refused_with_every_reason() {
+        let backups = [
+            backup("daily-1", OperationPhase::Completed, Some("daily"), 10),
+            backup("manual", OperationPhase::Failed, None, 5),
+        ];
+        let denied: BTreeSet<String> = ["kube-system".to_owned()].into();
+        assert_eq!(
+            validate(&spec(json!({"backupName": "daily-1"})), &backups, &denied),
+            Ok(ValidRestore {
+                backup: "daily-1".into()
+            })
+        );
+        assert_eq!(
+            validate(&spec(json!({"scheduleName": "daily"})), &backups, &denied),
+            Ok(ValidRestore {
+                backup: "daily-1".into()
+            })
+        );
+        let cases = [
+            (
+                json!({"backupName": "a", "scheduleName": "b"}),
+                vec!["not both"],
+            ),
+            (json!({}), vec!["give backupName or scheduleName"]),
+            (
+                json!({"backupName": "ghost"}),
+                vec!["backup ghost does not exist"],
+            ),
+            (
+                json!({"backupName": "manual"}),
+                vec!["backup manual is Failed"],
+            ),
+            (
+                json!({"backupName": "daily-1", "namespaceMapping": {"shop": "Shop_2"}}),
+                vec!["namespaceMapping shop: \"Shop_2\" is not a namespace name"],
+            ),
+            (
+                json!({"backupName": "daily-1", "labelSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}),
+                vec!["labelSelector is not valid"],
+            ),
+            (
+                json!({"backupName": "daily-1", "includedNamespaces": ["shop"], "namespaceMapping": {"shop": "kube-system"}}),
+                vec!["kube-system"],
+            ),
+            (
+                json!({"scheduleName": "weekly", "namespaceMapping": {"a": "B"}}),
+                vec![
+                    "schedule weekly has no Completed backup",
+                    "\"B\" is not a namespace name",
+                ],
+            ),
+        ];
+        for (given, expected) in cases {
+            let errors = validate(&spec(given.clone()), &backups, &denied).unwrap_err();
+            assert_eq!(errors.len(), expected.len(), "{given}: {errors:?}");
+            for (error, expected) in errors.iter().zip(expected) {
+                assert!(
+                    error.contains(expected),
+                    "{given}: {error:?} lacks {expected:?}"
+                );
+            }
         }
     }
 }
