@@ -67,28 +67,22 @@ fn to_time(time: DateTime<Utc>) -> Time {
 
 pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, Error> {
     let status = schedule.status.clone().unwrap_or_default();
-    let mut errors = Vec::new();
-    let cron = parse_cron(&schedule.spec.schedule)
-        .map_err(|err| errors.push(err))
-        .ok();
-    let mut template = Backup::new("template", schedule.spec.template.clone());
-    template.metadata.labels = None;
-    errors.extend(crate::backup::spec_errors(&template));
-    let (Some(cron), true) = (cron, errors.is_empty()) else {
-        if status.phase != SchedulePhase::FailedValidation || status.validation_errors != errors {
-            ctx.event(&*schedule, true, "FailedValidation", errors.join("; "))
-                .await;
-            ctx.apply_status(
-                &*schedule,
-                &ScheduleStatus {
+    let cron = match validate(&schedule) {
+        Ok(cron) => cron,
+        Err(errors) => {
+            if status.phase != SchedulePhase::FailedValidation || status.validation_errors != errors
+            {
+                ctx.event(&*schedule, true, "FailedValidation", errors.join("; "))
+                    .await;
+                let failed = ScheduleStatus {
                     phase: SchedulePhase::FailedValidation,
                     validation_errors: errors,
                     ..status
-                },
-            )
-            .await?;
+                };
+                ctx.apply_status(&*schedule, &failed).await?;
+            }
+            return Ok(Action::await_change());
         }
-        return Ok(Action::await_change());
     };
     let mut next_status = ScheduleStatus {
         phase: SchedulePhase::Enabled,
@@ -109,33 +103,7 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
     let now = Utc::now();
     let due = due(&cron, last, now);
     if let Some(fire) = due.fire {
-        let name = backup_name(&schedule.name_any(), fire);
-        let mut backup = Backup::new(&name, schedule.spec.template.clone());
-        backup.metadata.labels = Some(
-            [(
-                label::SCHEDULE_NAME.to_owned(),
-                names::label_value(&schedule.name_any()),
-            )]
-            .into(),
-        );
-        match ctx
-            .api::<Backup>()
-            .create(&PostParams::default(), &backup)
-            .await
-        {
-            Ok(_) => {
-                info!(schedule = %schedule.name_any(), backup = %name, "scheduled backup created");
-                ctx.event(
-                    &*schedule,
-                    false,
-                    "BackupCreated",
-                    format!("created backup {name}"),
-                )
-                .await;
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(err) => return Err(err.into()),
-        }
+        create_backup(&schedule, &ctx, fire).await?;
         next_status.last_backup = Some(to_time(fire));
     }
     if next_status != status {
@@ -145,6 +113,52 @@ pub async fn reconcile(schedule: Arc<Schedule>, ctx: Arc<Context>) -> Result<Act
         let wait = (next - now).to_std().unwrap_or_default();
         Action::requeue(wait.max(Duration::from_millis(200)))
     }))
+}
+
+/// The schedule's cron expression, once it and its backup template are valid; else every
+/// reason they are not.
+fn validate(schedule: &Schedule) -> Result<Cron, Vec<String>> {
+    let mut errors = Vec::new();
+    let cron = parse_cron(&schedule.spec.schedule)
+        .map_err(|err| errors.push(err))
+        .ok();
+    let template = Backup::new("template", schedule.spec.template.clone());
+    errors.extend(crate::backup::spec_errors(&template));
+    match cron {
+        Some(cron) if errors.is_empty() => Ok(cron),
+        _ => Err(errors),
+    }
+}
+
+/// Creates the backup the schedule makes at `fire`, unless it exists.
+async fn create_backup(
+    schedule: &Schedule,
+    ctx: &Context,
+    fire: DateTime<Utc>,
+) -> Result<(), Error> {
+    let name = backup_name(&schedule.name_any(), fire);
+    let mut backup = Backup::new(&name, schedule.spec.template.clone());
+    backup.metadata.labels = Some(
+        [(
+            label::SCHEDULE_NAME.to_owned(),
+            names::label_value(&schedule.name_any()),
+        )]
+        .into(),
+    );
+    match ctx
+        .api::<Backup>()
+        .create(&PostParams::default(), &backup)
+        .await
+    {
+        Ok(_) => {
+            info!(schedule = %schedule.name_any(), backup = %name, "scheduled backup created");
+            let note = format!("created backup {name}");
+            ctx.event(schedule, false, "BackupCreated", note).await;
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
 }
 
 #[cfg(test)]
