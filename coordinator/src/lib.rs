@@ -23,8 +23,7 @@ mod schedule;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_shared::admin::Readiness;
-use ferry_shared::runtime::{self, StartError};
+use ferry_shared::runtime::{Service, StartError};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -41,7 +40,7 @@ pub enum CoordinatorError {
     #[error(transparent)]
     Start(#[from] StartError),
     #[error("cannot make sure the repository password exists: {0}")]
-    Password(String),
+    Password(#[from] password::PasswordError),
     #[error("lost the leader Lease; exiting so that another replica leads")]
     LostLease,
 }
@@ -58,23 +57,12 @@ fn random_identity() -> String {
 pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     let client = Client::try_default().await.map_err(StartError::Connect)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;
-    let readiness = Readiness::default();
-    let shutdown = CancellationToken::new();
-    let admin = runtime::start_admin(
-        settings.metrics_address,
-        metrics.registry(),
-        readiness.clone(),
-        &shutdown,
-    )
-    .await?;
-    tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
-    let Some(lost) = lease(&client, &settings, &shutdown).await else {
+    let service = Service::start(settings.metrics_address, metrics.registry()).await?;
+    let Some(lost) = lease(&client, &settings, &service.shutdown).await else {
         return Ok(());
     };
 
-    password::ensure(&client, &settings.namespace)
-        .await
-        .map_err(CoordinatorError::Password)?;
+    password::ensure(&client, &settings.namespace).await?;
     let jobs = JobRunner {
         program: std::env::current_exe().map_err(StartError::Executable)?,
         memory_limit: settings.maintenance_memory_limit,
@@ -84,13 +72,13 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     let namespace = settings.namespace.clone();
     let ctx = Arc::new(Context::new(client.clone(), settings, metrics, jobs));
     let controllers = Controllers::new(&client, &namespace);
-    controllers.ready_when_synced(readiness);
+    controllers.ready_when_synced(service.readiness.clone());
     info!(%namespace, "coordinator started");
     let stop = CancellationToken::new();
     let running = tokio::spawn(controllers.run(ctx, stop.clone()));
 
     let lost_lease = tokio::select! {
-        () = shutdown.cancelled() => false,
+        () = service.shutdown.cancelled() => false,
         () = lost.cancelled() => true,
     };
     info!("stopping");
@@ -101,8 +89,7 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
     {
         error!("controllers did not stop in time");
     }
-    shutdown.cancel();
-    runtime::admin_stopped(admin).await;
+    service.stop().await;
     if lost_lease {
         return Err(CoordinatorError::LostLease);
     }

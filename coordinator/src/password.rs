@@ -15,13 +15,49 @@ use tracing::{info, warn};
 /// Random bytes in a generated password (hex-encoded, so twice as many characters).
 const PASSWORD_BYTES: usize = 32;
 
-pub async fn ensure(client: &Client, namespace: &str) -> Result<(), String> {
+/// Why the repository password cannot be made sure of.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("cannot read Secret {namespace}/{name}: {source}")]
+    Read {
+        namespace: String,
+        name: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot list BackupRepositories: {0}")]
+    ListRepositories(#[source] kube::Error),
+    #[error(
+        "Secret {namespace}/{name} is missing, but repositories exist that were made with the password it held; recreate it with that password (key {key}) and restart"
+    )]
+    Lost {
+        namespace: String,
+        name: &'static str,
+        key: &'static str,
+    },
+    #[error("cannot make a random password: {0}")]
+    Random(#[source] getrandom::Error),
+    #[error("cannot create Secret {namespace}/{name}: {source}")]
+    Create {
+        namespace: String,
+        name: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Makes sure the repository password's Secret exists, making it at first start.
+pub async fn ensure(client: &Client, namespace: &str) -> Result<(), PasswordError> {
     let api = Api::<Secret>::namespaced(client.clone(), namespace);
     let name = names::REPOSITORY_SECRET;
     if api
         .get_opt(name)
         .await
-        .map_err(|err| format!("cannot read Secret {namespace}/{name}: {err}"))?
+        .map_err(|source| PasswordError::Read {
+            namespace: namespace.to_owned(),
+            name,
+            source,
+        })?
         .is_some()
     {
         info!(secret = %name, "using the existing repository password");
@@ -32,15 +68,16 @@ pub async fn ensure(client: &Client, namespace: &str) -> Result<(), String> {
     let repositories = Api::<BackupRepository>::namespaced(client.clone(), namespace)
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(|err| format!("cannot list BackupRepositories: {err}"))?;
+        .map_err(PasswordError::ListRepositories)?;
     if !repositories.items.is_empty() {
-        return Err(format!(
-            "Secret {namespace}/{name} is missing, but repositories exist that were made with the password it held; recreate it with that password (key {}) and restart",
-            names::REPOSITORY_PASSWORD_KEY
-        ));
+        return Err(PasswordError::Lost {
+            namespace: namespace.to_owned(),
+            name,
+            key: names::REPOSITORY_PASSWORD_KEY,
+        });
     }
     let mut bytes = [0u8; PASSWORD_BYTES];
-    getrandom::fill(&mut bytes).map_err(|err| format!("cannot make a random password: {err}"))?;
+    getrandom::fill(&mut bytes).map_err(PasswordError::Random)?;
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -64,6 +101,10 @@ pub async fn ensure(client: &Client, namespace: &str) -> Result<(), String> {
         }
         // Another replica made it first.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(err) => Err(format!("cannot create Secret {namespace}/{name}: {err}")),
+        Err(source) => Err(PasswordError::Create {
+            namespace: namespace.to_owned(),
+            name,
+            source,
+        }),
     }
 }

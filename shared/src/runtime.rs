@@ -29,30 +29,48 @@ pub enum StartError {
     },
 }
 
-/// Serves `/metrics`, `/livez` and `/readyz` on `address` until `shutdown` is cancelled.
-pub async fn start_admin(
-    address: SocketAddr,
-    registry: prometheus::Registry,
-    readiness: Readiness,
-    shutdown: &CancellationToken,
-) -> Result<JoinHandle<std::io::Result<()>>, StartError> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| StartError::Admin { address, source })?;
-    Ok(tokio::spawn(admin::serve_on(
-        listener,
-        registry,
-        readiness,
-        shutdown.clone().cancelled_owned(),
-    )))
+/// What a long-running binary runs beside its controllers: the server of `/metrics`, `/livez`
+/// and `/readyz`, its readiness, and the token that SIGTERM or SIGINT cancels.
+pub struct Service {
+    pub readiness: Readiness,
+    /// Cancelled on the first SIGTERM or SIGINT; cancelling it also stops the admin server.
+    pub shutdown: CancellationToken,
+    admin: JoinHandle<std::io::Result<()>>,
 }
 
-/// Waits for the admin server to stop, logging how it failed if it did.
-pub async fn admin_stopped(server: JoinHandle<std::io::Result<()>>) {
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => error!(%err, "metrics server failed"),
-        Err(err) => error!(%err, "metrics server task failed"),
+impl Service {
+    /// Serves the admin endpoints on `address` and listens for SIGTERM and SIGINT.
+    pub async fn start(
+        address: SocketAddr,
+        registry: prometheus::Registry,
+    ) -> Result<Self, StartError> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Admin { address, source })?;
+        let readiness = Readiness::default();
+        let shutdown = CancellationToken::new();
+        let admin = tokio::spawn(admin::serve_on(
+            listener,
+            registry,
+            readiness.clone(),
+            shutdown.clone().cancelled_owned(),
+        ));
+        tokio::spawn(stop_on_signals(shutdown.clone()));
+        Ok(Self {
+            readiness,
+            shutdown,
+            admin,
+        })
+    }
+
+    /// Stops the admin server and waits for it, logging how it failed if it did.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        match self.admin.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => error!(%err, "metrics server failed"),
+            Err(err) => error!(%err, "metrics server task failed"),
+        }
     }
 }
 
@@ -77,7 +95,7 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
-pub async fn stop_on_signals(shutdown: CancellationToken) {
+async fn stop_on_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::terminate()),

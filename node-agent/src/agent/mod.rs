@@ -15,7 +15,7 @@ use std::time::Duration;
 use ferry_shared::admin::Readiness;
 use ferry_shared::crd::{PodVolumeBackup, PodVolumeRestore};
 use ferry_shared::names;
-use ferry_shared::runtime::{self, StartError};
+use ferry_shared::runtime::{self, Service, StartError};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -40,8 +40,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub async fn run(settings: RunArgs) -> Result<(), StartError> {
     let client = Client::try_default().await.map_err(StartError::Connect)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;
-    let readiness = Readiness::default();
-    let shutdown = CancellationToken::new();
+    let service = Service::start(settings.metrics_address, metrics.registry()).await?;
     let process = TransferProcess {
         program: std::env::current_exe().map_err(StartError::Executable)?,
         memory_limit: settings.transfer_memory_limit,
@@ -52,26 +51,17 @@ pub async fn run(settings: RunArgs) -> Result<(), StartError> {
         &settings,
         process,
         metrics.clone(),
-        shutdown.clone(),
+        service.shutdown.clone(),
     ));
 
-    let admin = runtime::start_admin(
-        settings.metrics_address,
-        metrics.registry(),
-        readiness.clone(),
-        &shutdown,
-    )
-    .await?;
-    tokio::spawn(runtime::stop_on_signals(shutdown.clone()));
-
     let controllers = Controllers::new(&client, &settings);
-    controllers.ready_when_synced(readiness);
+    controllers.ready_when_synced(service.readiness.clone());
     info!(node = %settings.node_name, namespace = %settings.namespace, "node agent started");
     // The watches stay up until the running transfers have recorded how they ended.
     let watches = CancellationToken::new();
     let controllers = tokio::spawn(controllers.run(ctx.clone(), watches.clone()));
 
-    shutdown.cancelled().await;
+    service.shutdown.cancelled().await;
     info!("stopping: recording running transfers for retry");
     if tokio::time::timeout(SHUTDOWN_GRACE, ctx.wait_for_transfers())
         .await
@@ -83,7 +73,7 @@ pub async fn run(settings: RunArgs) -> Result<(), StartError> {
     if let Err(err) = controllers.await {
         error!(%err, "a controller task failed");
     }
-    runtime::admin_stopped(admin).await;
+    service.stop().await;
     Ok(())
 }
 
