@@ -119,18 +119,27 @@ impl JobRunner {
     }
 }
 
+/// Why a repository job failed, on the child's side; its message goes to the coordinator.
+#[derive(Debug, thiserror::Error)]
+enum ChildFailure {
+    #[error("cannot set the memory limit: {0}")]
+    MemoryLimit(#[source] nix::Error),
+    #[error("cannot read the job: {0}")]
+    Job(#[source] serde_json::Error),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the check found errors: {}", .0.join("; "))]
+    Check(Vec<String>),
+}
+
 /// The child's side: reads the job from stdin, runs it and writes the reply to stdout.
 pub fn run_child(memory_limit: Option<u64>) -> ExitCode {
     if let Some(bytes) = memory_limit
         && let Err(err) = subprocess::limit_memory(bytes)
     {
-        return reply(
-            Err(format!("cannot set the memory limit: {err}")),
-            BTreeMap::new(),
-        );
+        return reply(Err(ChildFailure::MemoryLimit(err)), BTreeMap::new());
     }
-    let job = subprocess::read_job::<Job>(std::io::stdin().lock())
-        .map_err(|err| format!("cannot read the job: {err}"));
+    let job = subprocess::read_job::<Job>(std::io::stdin().lock()).map_err(ChildFailure::Job);
     let counters = ProgressCounters::new();
     let retries = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     {
@@ -150,12 +159,14 @@ pub fn run_child(memory_limit: Option<u64>) -> ExitCode {
     reply(result, retries)
 }
 
-fn reply(result: Result<String, String>, storage_retries: BTreeMap<String, u64>) -> ExitCode {
+fn reply(result: Result<String, ChildFailure>, storage_retries: BTreeMap<String, u64>) -> ExitCode {
     let failed = result.is_err();
     let reply = Reply {
         result: match result {
             Ok(summary) => JobResult::Done { summary },
-            Err(message) => JobResult::Failed { message },
+            Err(failure) => JobResult::Failed {
+                message: failure.to_string(),
+            },
         },
         storage_retries,
     };
@@ -167,7 +178,7 @@ fn reply(result: Result<String, String>, storage_retries: BTreeMap<String, u64>)
     }
 }
 
-fn execute(job: &Job, counters: Arc<ProgressCounters>) -> Result<String, String> {
+fn execute(job: &Job, counters: Arc<ProgressCounters>) -> Result<String, ChildFailure> {
     let mode = match job.operation {
         Operation::Open { create: true } => OpenMode::CreateIfMissing,
         _ => OpenMode::Existing,
@@ -182,58 +193,62 @@ fn execute(job: &Job, counters: Arc<ProgressCounters>) -> Result<String, String>
                 "there is no repository at {location}; nothing to forget"
             ));
         }
-        Err(err) => return Err(err.to_string()),
+        Err(err) => return Err(err.into()),
     };
     match &job.operation {
         Operation::Open { .. } => Ok(format!("repository {} opens", repository.location())),
-        Operation::Forget { snapshot_ids } => {
-            let present: BTreeSet<String> = repository
-                .snapshots(&Default::default())
-                .map_err(|err| err.to_string())?
-                .into_iter()
-                .map(|snapshot| snapshot.id)
-                .collect();
-            let wanted: Vec<String> = snapshot_ids
-                .iter()
-                .filter(|id| present.contains(*id))
-                .cloned()
-                .collect();
-            if !wanted.is_empty() {
-                repository.forget(&wanted).map_err(|err| err.to_string())?;
-            }
-            Ok(format!("forgot {} snapshot(s)", wanted.len()))
-        }
-        Operation::Maintain { live_backups } => {
-            let orphans: Vec<String> = repository
-                .snapshots(&Default::default())
-                .map_err(|err| err.to_string())?
-                .into_iter()
-                .filter(|snapshot| {
-                    snapshot
-                        .tags
-                        .get(tag::BACKUP)
-                        .is_some_and(|backup| !live_backups.contains(backup))
-                })
-                .map(|snapshot| snapshot.id)
-                .collect();
-            if !orphans.is_empty() {
-                repository.forget(&orphans).map_err(|err| err.to_string())?;
-            }
-            let pruned = repository.prune().map_err(|err| err.to_string())?;
-            let check = repository.check(false).map_err(|err| err.to_string())?;
-            if !check.errors.is_empty() {
-                return Err(format!(
-                    "the check found errors: {}",
-                    check.errors.join("; ")
-                ));
-            }
-            Ok(format!(
-                "forgot {} snapshot(s) of deleted backups; pruned {} pack(s) and repacked {} ({} bytes freed); check found no errors",
-                orphans.len(),
-                pruned.packs_removed,
-                pruned.packs_repacked,
-                pruned.bytes_removed
-            ))
-        }
+        Operation::Forget { snapshot_ids } => forget(&repository, snapshot_ids),
+        Operation::Maintain { live_backups } => maintain(&repository, live_backups),
     }
+}
+
+/// Forgets those of `snapshot_ids` the repository still holds.
+fn forget(repository: &Repository, snapshot_ids: &[String]) -> Result<String, ChildFailure> {
+    let present: BTreeSet<String> = repository
+        .snapshots(&Default::default())?
+        .into_iter()
+        .map(|snapshot| snapshot.id)
+        .collect();
+    let wanted: Vec<String> = snapshot_ids
+        .iter()
+        .filter(|id| present.contains(*id))
+        .cloned()
+        .collect();
+    if !wanted.is_empty() {
+        repository.forget(&wanted)?;
+    }
+    Ok(format!("forgot {} snapshot(s)", wanted.len()))
+}
+
+/// Forgets the snapshots of backups not in `live_backups`, prunes, and checks.
+fn maintain(
+    repository: &Repository,
+    live_backups: &BTreeSet<String>,
+) -> Result<String, ChildFailure> {
+    let orphans: Vec<String> = repository
+        .snapshots(&Default::default())?
+        .into_iter()
+        .filter(|snapshot| {
+            snapshot
+                .tags
+                .get(tag::BACKUP)
+                .is_some_and(|backup| !live_backups.contains(backup))
+        })
+        .map(|snapshot| snapshot.id)
+        .collect();
+    if !orphans.is_empty() {
+        repository.forget(&orphans)?;
+    }
+    let pruned = repository.prune()?;
+    let check = repository.check(false)?;
+    if !check.errors.is_empty() {
+        return Err(ChildFailure::Check(check.errors));
+    }
+    Ok(format!(
+        "forgot {} snapshot(s) of deleted backups; pruned {} pack(s) and repacked {} ({} bytes freed); check found no errors",
+        orphans.len(),
+        pruned.packs_removed,
+        pruned.packs_repacked,
+        pruned.bytes_removed
+    ))
 }
