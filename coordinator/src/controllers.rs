@@ -161,7 +161,7 @@ async fn drive<K, F, Fut>(
 }
 
 /// Runs `reconcile`, and forgets the object's earlier failures when it succeeds.
-pub async fn settled<K, F, Fut>(
+async fn settled<K, F, Fut>(
     object: Arc<K>,
     ctx: Arc<Context>,
     reconcile: F,
@@ -179,7 +179,7 @@ where
     result
 }
 
-pub fn error_policy<K: Resource<DynamicType = ()>>(
+fn error_policy<K: Resource<DynamicType = ()>>(
     object: Arc<K>,
     error: &Error,
     ctx: Arc<Context>,

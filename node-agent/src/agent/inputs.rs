@@ -8,24 +8,57 @@ use std::path::PathBuf;
 use ferry_shared::crd::PodReference;
 use ferry_shared::names;
 use ferry_shared::repository::RepositoryConfig;
-use ferry_shared::secret::repository_password;
-use ferry_shared::storage::{read_location, repository_location};
+use ferry_shared::secret::{SecretError, repository_password};
+use ferry_shared::storage::{LocationError, LookupError, read_location, repository_location};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::Api;
 
 use super::context::Context;
 use super::kinds::{Specifics, TransferKind};
-use crate::volume_path::{VolumeRequest, find_volume_path, volume_dir};
+use crate::volume_path::{VolumePathError, VolumeRequest, find_volume_path, volume_dir};
 
 /// Why the inputs cannot be had. Every case ends the transfer Failed with the message.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    Fatal(String),
+    #[error("pod {namespace}/{name} does not exist")]
+    PodGone { namespace: String, name: String },
+    #[error("cannot read {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    VolumePath(#[from] VolumePathError),
+    #[error(transparent)]
+    Location(#[from] LookupError),
+    #[error("storage location {location}: {source}")]
+    Repository {
+        location: String,
+        #[source]
+        source: LocationError,
+    },
+    #[error(
+        "the repository {named} does not belong to storage location {location}, whose repository for namespace {namespace} is {own}"
+    )]
+    ForeignRepository {
+        named: String,
+        location: String,
+        namespace: String,
+        own: String,
+    },
+    #[error(transparent)]
+    Password(#[from] SecretError),
+    #[error(
+        "the PodVolumeRestore has no controlling Restore owner, so there is no restore UID for its done-marker"
+    )]
+    NoRestoreOwner,
 }
 
-fn fatal(message: impl Into<String>) -> InputError {
-    InputError::Fatal(message.into())
+/// A failed read of `what` from the API.
+fn read_failed(what: String) -> impl FnOnce(kube::Error) -> InputError {
+    move |source| InputError::Read { what, source }
 }
 
 /// The resolved inputs of one transfer.
@@ -72,9 +105,7 @@ pub async fn resolve<K: TransferKind>(ctx: &Context, object: &K) -> Result<Input
             restore_uid,
         } => {
             inputs.snapshot = Some(snapshot);
-            inputs.restore_uid = Some(restore_uid.ok_or_else(|| {
-                fatal("the PodVolumeRestore has no controlling Restore owner, so there is no restore UID for its done-marker")
-            })?);
+            inputs.restore_uid = Some(restore_uid.ok_or(InputError::NoRestoreOwner)?);
         }
     }
     Ok(inputs)
@@ -82,17 +113,14 @@ pub async fn resolve<K: TransferKind>(ctx: &Context, object: &K) -> Result<Input
 
 async fn live_pod(ctx: &Context, reference: &PodReference) -> Result<Pod, InputError> {
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &reference.namespace);
-    match pods.get_opt(&reference.name).await {
-        Ok(Some(pod)) => Ok(pod),
-        Ok(None) => Err(fatal(format!(
-            "pod {}/{} does not exist",
-            reference.namespace, reference.name
-        ))),
-        Err(err) => Err(fatal(format!(
-            "cannot read pod {}/{}: {err}",
-            reference.namespace, reference.name
-        ))),
-    }
+    let what = format!("pod {}/{}", reference.namespace, reference.name);
+    pods.get_opt(&reference.name)
+        .await
+        .map_err(read_failed(what))?
+        .ok_or_else(|| InputError::PodGone {
+            namespace: reference.namespace.clone(),
+            name: reference.name.clone(),
+        })
 }
 
 async fn host_path<K: TransferKind>(
@@ -113,22 +141,19 @@ async fn host_path<K: TransferKind>(
     if let Some(claim_name) = claim_name {
         let claims =
             Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &reference.namespace);
-        claim = claims.get_opt(&claim_name).await.map_err(|err| {
-            fatal(format!(
-                "cannot read claim {}/{claim_name}: {err}",
-                reference.namespace
-            ))
-        })?;
+        let what = format!("claim {}/{claim_name}", reference.namespace);
+        claim = claims
+            .get_opt(&claim_name)
+            .await
+            .map_err(read_failed(what))?;
         let bound = claim
             .as_ref()
             .and_then(|claim| claim.spec.as_ref())
             .and_then(|spec| spec.volume_name.clone());
         if let Some(bound) = bound.filter(|name| !name.is_empty()) {
             let volumes = Api::<PersistentVolume>::all(ctx.client.clone());
-            volume = volumes
-                .get_opt(&bound)
-                .await
-                .map_err(|err| fatal(format!("cannot read persistent volume {bound}: {err}")))?;
+            let what = format!("persistent volume {bound}");
+            volume = volumes.get_opt(&bound).await.map_err(read_failed(what))?;
         }
     }
     let request = VolumeRequest {
@@ -136,9 +161,8 @@ async fn host_path<K: TransferKind>(
         pod_uid: &reference.uid,
         volume: object.volume(),
     };
-    let dir = volume_dir(request, pod, claim.as_ref(), volume.as_ref())
-        .map_err(|err| fatal(err.to_string()))?;
-    find_volume_path(&ctx.host_pods, &reference.uid, &dir).map_err(|err| fatal(err.to_string()))
+    let dir = volume_dir(request, pod, claim.as_ref(), volume.as_ref())?;
+    Ok(find_volume_path(&ctx.host_pods, &reference.uid, &dir)?)
 }
 
 async fn repository<K: TransferKind>(
@@ -146,28 +170,27 @@ async fn repository<K: TransferKind>(
     object: &K,
 ) -> Result<RepositoryConfig, InputError> {
     let location_name = object.storage_location();
-    let (location, credentials) = read_location(&ctx.client, &ctx.namespace, location_name)
-        .await
-        .map_err(|err| fatal(err.to_string()))?;
+    let (location, credentials) = read_location(&ctx.client, &ctx.namespace, location_name).await?;
     let resolved = repository_location(
         &location.spec,
         object.repository_namespace(),
         credentials.as_ref(),
     )
-    .map_err(|err| fatal(format!("storage location {location_name}: {err}")))?;
+    .map_err(|source| InputError::Repository {
+        location: location_name.to_owned(),
+        source,
+    })?;
     // The resource names its repository; it must be the one the location gives, or a crafted
     // resource could send the location's credentials, or the node's files, elsewhere.
     if resolved.restic_identifier() != object.repository() {
-        return Err(fatal(format!(
-            "the repository {} does not belong to storage location {location_name}, whose repository for namespace {} is {}",
-            object.repository(),
-            object.repository_namespace(),
-            resolved.restic_identifier()
-        )));
+        return Err(InputError::ForeignRepository {
+            named: object.repository().to_owned(),
+            location: location_name.to_owned(),
+            namespace: object.repository_namespace().to_owned(),
+            own: resolved.restic_identifier(),
+        });
     }
-    let password = repository_password(&ctx.client, &ctx.namespace)
-        .await
-        .map_err(|err| fatal(err.to_string()))?;
+    let password = repository_password(&ctx.client, &ctx.namespace).await?;
     Ok(RepositoryConfig {
         location: resolved,
         password,

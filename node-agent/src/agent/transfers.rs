@@ -411,11 +411,8 @@ async fn transfer<K: TransferKind>(
     token: &CancellationToken,
 ) -> Result<Outcome, Stop> {
     let name = object.name_any();
-    let inputs = inputs::resolve(ctx, object)
-        .await
-        .map_err(|err| match err {
-            InputError::Fatal(message) => Stop::Failed(message),
-        })?;
+    let inputs = (inputs::resolve(ctx, object).await)
+        .map_err(|err: InputError| Stop::Failed(err.to_string()))?;
     status.path = Some(inputs.path.display().to_string());
     if let Some(snapshot) = &inputs.snapshot {
         status.snapshot_id = Some(snapshot.clone());
