@@ -388,17 +388,38 @@ struct ReadRange {
     blobs: Vec<RangeBlob>,
 }
 
+/// A data blob's place in its pack, and where its bytes go: (file index, offset in the file).
+struct Located {
+    id: DataId,
+    offset: u32,
+    length: u32,
+    uncompressed: Option<NonZeroU32>,
+    targets: Vec<(usize, u64)>,
+}
+
+/// The read requests that fetch every blob of the tree's files: by pack, in pack order,
+/// neighbouring blobs read together.
 fn plan_reads(
     repo: &RusticRepository<IndexedFullStatus>,
     tree: &Walk,
 ) -> Result<Vec<ReadRange>, EngineError> {
-    struct Located {
-        id: DataId,
-        offset: u32,
-        length: u32,
-        uncompressed: Option<NonZeroU32>,
-        targets: Vec<(usize, u64)>,
+    let mut packs = locate_blobs(repo, tree)?;
+    let mut pack_ids: Vec<_> = packs.keys().copied().collect();
+    pack_ids.sort_unstable();
+    let mut ranges = Vec::new();
+    for pack in pack_ids {
+        let blobs = packs.remove(&pack).unwrap_or_default().into_values();
+        ranges.extend(pack_ranges(pack, blobs.collect()));
     }
+    Ok(ranges)
+}
+
+/// Every data blob of the tree's files, by pack, with the places it goes; a blob that several
+/// files or places hold is listed once.
+fn locate_blobs(
+    repo: &RusticRepository<IndexedFullStatus>,
+    tree: &Walk,
+) -> Result<HashMap<rustic_core::Id, HashMap<DataId, Located>>, EngineError> {
     let mut packs: HashMap<rustic_core::Id, HashMap<DataId, Located>> = HashMap::new();
     for (index, file) in tree.files.iter().enumerate() {
         let mut offset = 0u64;
@@ -430,49 +451,45 @@ fn plan_reads(
         // The blobs, not the recorded size, say how much a file holds.
         file.remaining.store(offset, Ordering::Relaxed);
     }
+    Ok(packs)
+}
 
+/// The read requests of one pack: its blobs in pack order, one range while the gap to the
+/// next blob and the range's length stay small.
+fn pack_ranges(pack: rustic_core::Id, mut blobs: Vec<Located>) -> Vec<ReadRange> {
+    blobs.sort_unstable_by_key(|blob| blob.offset);
     let mut ranges = Vec::new();
-    let mut pack_ids: Vec<_> = packs.keys().copied().collect();
-    pack_ids.sort_unstable();
-    for pack in pack_ids {
-        let mut blobs: Vec<Located> = packs
-            .remove(&pack)
-            .unwrap_or_default()
-            .into_values()
-            .collect();
-        blobs.sort_unstable_by_key(|blob| blob.offset);
-        let mut current: Option<ReadRange> = None;
-        for blob in blobs {
-            let end = blob.offset + blob.length;
-            let fits = current.as_ref().is_some_and(|range| {
-                let range_end = range.offset + range.length;
-                blob.offset >= range_end
-                    && blob.offset - range_end <= MAX_GAP
-                    && end - range.offset <= MAX_RANGE
+    let mut current: Option<ReadRange> = None;
+    for blob in blobs {
+        let end = blob.offset + blob.length;
+        let fits = current.as_ref().is_some_and(|range| {
+            let range_end = range.offset + range.length;
+            blob.offset >= range_end
+                && blob.offset - range_end <= MAX_GAP
+                && end - range.offset <= MAX_RANGE
+        });
+        if !fits {
+            ranges.extend(current.take());
+            current = Some(ReadRange {
+                pack,
+                offset: blob.offset,
+                length: 0,
+                blobs: Vec::new(),
             });
-            if !fits {
-                ranges.extend(current.take());
-                current = Some(ReadRange {
-                    pack,
-                    offset: blob.offset,
-                    length: 0,
-                    blobs: Vec::new(),
-                });
-            }
-            if let Some(range) = current.as_mut() {
-                range.blobs.push(RangeBlob {
-                    id: blob.id,
-                    start: (blob.offset - range.offset) as usize,
-                    length: blob.length as usize,
-                    uncompressed: blob.uncompressed,
-                    targets: blob.targets,
-                });
-                range.length = end - range.offset;
-            }
         }
-        ranges.extend(current);
+        if let Some(range) = current.as_mut() {
+            range.blobs.push(RangeBlob {
+                id: blob.id,
+                start: (blob.offset - range.offset) as usize,
+                length: blob.length as usize,
+                uncompressed: blob.uncompressed,
+                targets: blob.targets,
+            });
+            range.length = end - range.offset;
+        }
     }
-    Ok(ranges)
+    ranges.extend(current);
+    ranges
 }
 
 fn cipher(key: &rustic_core::repofile::MasterKey) -> Aes256CtrPoly1305Aes {
