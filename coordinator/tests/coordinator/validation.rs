@@ -4,12 +4,13 @@
 //! here are the checks that need the cluster or the object store.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use ferry_shared::crd::{
     Backup, BackupStorageLocation, Restore, Schedule, SchedulePhase, StorageLocationPhase,
 };
 use ferry_tests::fixtures;
-use ferry_tests::harness::VolumeKind;
+use ferry_tests::harness::{Cluster, VolumeKind};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
@@ -18,6 +19,17 @@ use crate::{NODE, assert_failed_validation, coordinator_program, shop_cluster};
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
     let (mut cluster, storage) = shop_cluster().await;
+    let shared = unusable_places(&mut cluster, &storage).await;
+    backups_fail_validation(&cluster, &storage).await;
+    restores_fail_validation(&cluster).await;
+    a_bad_schedule_fails_validation(&cluster).await;
+    unusable_locations_are_unavailable(&cluster, &shared).await;
+    assert!(cluster.coordinator().log().contains("coordinator started"));
+}
+
+/// Leftovers of an earlier backup, a directory that holds other things, and locations that
+/// are missing, ReadOnly or unreachable; then the coordinator. Returns the crowded directory.
+async fn unusable_places(cluster: &mut Cluster, storage: &Path) -> PathBuf {
     // What is left of an earlier backup named `taken`.
     let leftover = storage.join("backups/taken/taken-resources.tar.gz");
     fs::create_dir_all(leftover.parent().unwrap()).unwrap();
@@ -27,22 +39,28 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
     fs::create_dir_all(shared.join("photos")).unwrap();
     fs::write(shared.join("photos/cat.jpg"), b"meow").unwrap();
     fixtures::filesystem_location("crowded", &shared)
-        .create(&cluster)
+        .create(cluster)
         .await;
     cluster
         .create_pod("shop", "web", NODE, vec![("data", VolumeKind::EmptyDir)])
         .await;
     fixtures::filesystem_location("archive", &cluster.path("archive"))
         .read_only()
-        .create(&cluster)
+        .create(cluster)
         .await;
     cluster.create_s3_secret("keys", "a", "b").await;
     fixtures::s3_location("nowhere", "http://127.0.0.1:9", "b")
         .credential("keys")
-        .create(&cluster)
+        .create(cluster)
         .await;
     cluster.start_coordinator(coordinator_program(), &["--storage-retry-budget", "0s"]);
 
+    shared
+}
+
+/// Backups to locations that cannot take them fail validation and write nothing.
+async fn backups_fail_validation(cluster: &Cluster, storage: &Path) {
+    let leftover = storage.join("backups/taken/taken-resources.tar.gz");
     let backup_cases = [
         (
             fixtures::backup("to-missing").location("missing"),
@@ -58,9 +76,9 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
         ),
     ];
     for (backup, _) in &backup_cases {
-        backup.create(&cluster).await;
+        backup.create(cluster).await;
     }
-    fixtures::backup("taken").create(&cluster).await;
+    fixtures::backup("taken").create(cluster).await;
     let taken = cluster
         .wait_finished::<Backup>("taken")
         .await
@@ -85,7 +103,10 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
         assert!(cluster.pvbs_of(&name).await.is_empty());
         assert!(!storage.join("backups").join(&name).exists());
     }
+}
 
+/// Restores of backups that cannot be restored fail validation and create nothing.
+async fn restores_fail_validation(cluster: &Cluster) {
     let restore_cases = [
         (
             fixtures::restore("ghost").backup("ghost"),
@@ -97,7 +118,7 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
         ),
     ];
     for (restore, _) in &restore_cases {
-        restore.create(&cluster).await;
+        restore.create(cluster).await;
     }
     for (restore, expected) in restore_cases {
         let name = restore.name();
@@ -114,9 +135,12 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
             .len()
             == 1
     );
+}
 
+/// A schedule with a bad cron expression fails validation.
+async fn a_bad_schedule_fails_validation(cluster: &Cluster) {
     fixtures::schedule("sometimes", "every day at 3")
-        .create(&cluster)
+        .create(cluster)
         .await;
     let schedule = cluster
         .wait_for(
@@ -128,7 +152,10 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
         .await;
     let errors = schedule.status.unwrap().validation_errors.join("; ");
     assert!(errors.contains("give five"), "{errors}");
+}
 
+/// Unreachable and crowded locations are Unavailable with the cause, and refuse backups.
+async fn unusable_locations_are_unavailable(cluster: &Cluster, shared: &Path) {
     // The unreachable location is reported Unavailable with the cause.
     let nowhere = cluster
         .wait_for(
@@ -168,7 +195,7 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
         .await;
     fixtures::backup("to-crowded")
         .location("crowded")
-        .create(&cluster)
+        .create(cluster)
         .await;
     let refused = cluster.wait_finished::<Backup>("to-crowded").await;
     let status = refused.status.unwrap_or_default();
@@ -179,5 +206,4 @@ async fn bad_input_fails_validation_clearly_and_leaves_nothing_behind() {
         "not Ferry's layout",
     );
     assert!(shared.join("photos/cat.jpg").is_file() && !shared.join("backups").exists());
-    assert!(cluster.coordinator().log().contains("coordinator started"));
 }
