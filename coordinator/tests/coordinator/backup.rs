@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ferry_shared::crd::{Backup, OperationPhase};
+use ferry_shared::crd::{Backup, OperationPhase, PodVolumeBackup};
 use ferry_shared::names::{self, annotation, label};
 use ferry_tests::fixtures;
 use ferry_tests::harness::{Cluster, VolumeKind, assert_promtool_accepts};
@@ -83,11 +83,19 @@ async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
     let agent = agent_program();
     cluster.start_agent(&agent, NODE, &["--progress-interval", "200ms"]);
     cluster.start_coordinator(coordinator_program(), &[]);
+    let first = opt_out_takes_every_eligible_volume_once(&cluster).await;
+    let repository = the_layout_holds_manifests_records_and_snapshots(&cluster, &storage).await;
+    let picked = opt_in_takes_only_the_named_volumes(&cluster, &first).await;
+    unchanged_data_chains_to_the_newest_snapshots(&cluster, &repository, &first, &picked).await;
+    the_metrics_are_valid_prometheus_text(&mut cluster).await;
+}
 
+/// An opt-out backup takes every eligible volume, and the shared claim once; returns its
+/// PodVolumeBackups.
+async fn opt_out_takes_every_eligible_volume_once(cluster: &Cluster) -> Vec<PodVolumeBackup> {
     // Opt-out: every eligible volume, and the shared claim once.
-    let opt_out = |name| fixtures::backup(name).namespaces(["shop"]).all_volumes();
-    opt_out("all").create(&cluster).await;
-    let all = completed::<Backup>(&cluster, "all").await;
+    opt_out("all").create(cluster).await;
+    let all = completed::<Backup>(cluster, "all").await;
     let pvbs = cluster.pvbs_of("all").await;
     assert_eq!(volumes_of(&pvbs), ["a/cache", "a/data", "b/shared"]);
     let status = all.status.clone().unwrap();
@@ -112,7 +120,19 @@ async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
     assert!(claim_pvb.spec.tags.contains_key(names::tag::PVC_UID));
     assert_eq!(claim_pvb.annotations()[annotation::PVC_NAME], "data-a");
 
-    // The layout: manifests, the PodVolumeBackup list, the log, and the backup itself.
+    pvbs
+}
+
+fn opt_out(name: &str) -> fixtures::Fixture<Backup> {
+    fixtures::backup(name).namespaces(["shop"]).all_volumes()
+}
+
+/// The layout: manifests, the PodVolumeBackup list, the log, and the backup itself, and
+/// snapshots that restic lists; returns the repository's path.
+async fn the_layout_holds_manifests_records_and_snapshots(
+    cluster: &Cluster,
+    storage: &Path,
+) -> PathBuf {
     let dir = storage.join("backups/all");
     for file in [
         "ferry-backup.json",
@@ -152,15 +172,23 @@ async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
     let snapshots: Vec<serde_json::Value> = serde_json::from_slice(&snapshots.stdout).unwrap();
     assert_eq!(snapshots.len(), 3, "restic lists the three snapshots");
 
-    // Opt-in: only the annotated volumes; a name the pod lacks is skipped with its reason.
+    repository
+}
+
+/// An opt-in backup takes only the annotated volumes, with the earlier snapshot as parent;
+/// a name the pod lacks is skipped with its reason. Returns its PodVolumeBackups.
+async fn opt_in_takes_only_the_named_volumes(
+    cluster: &Cluster,
+    pvbs: &[PodVolumeBackup],
+) -> Vec<PodVolumeBackup> {
     let pods = Api::<Pod>::namespaced(cluster.client(), "shop");
     let a = pods.get("a").await.unwrap();
-    annotate(&cluster, &a, annotation::BACKUP_VOLUMES, "cache,nope").await;
+    annotate(cluster, &a, annotation::BACKUP_VOLUMES, "cache,nope").await;
     fixtures::backup("picked")
         .namespaces(["shop"])
-        .create(&cluster)
+        .create(cluster)
         .await;
-    let picked = completed::<Backup>(&cluster, "picked").await;
+    let picked = completed::<Backup>(cluster, "picked").await;
     assert_eq!(volumes_of(&cluster.pvbs_of("picked").await), ["a/cache"]);
     assert_eq!(
         picked.status.unwrap().warnings,
@@ -177,11 +205,20 @@ async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
         first_cache.status.as_ref().unwrap().snapshot_id
     );
 
-    // A second opt-out backup of unchanged data: each volume's parent is its newest earlier
-    // snapshot (for a's cache, the opt-in backup's), and the repository gains no data.
+    cluster.pvbs_of("picked").await
+}
+
+/// A second opt-out backup of unchanged data: each volume's parent is its newest earlier
+/// snapshot (for a's cache, the opt-in backup's), and the repository gains no data.
+async fn unchanged_data_chains_to_the_newest_snapshots(
+    cluster: &Cluster,
+    repository: &Path,
+    pvbs: &[PodVolumeBackup],
+    picked: &[PodVolumeBackup],
+) {
     let mut newest: BTreeMap<String, Option<String>> = pvbs
         .iter()
-        .chain(&cluster.pvbs_of("picked").await)
+        .chain(picked)
         .map(|pvb| {
             (
                 format!("{}/{}", pvb.spec.pod.name, pvb.spec.volume),
@@ -190,8 +227,8 @@ async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
         })
         .collect();
     let data_before = files_under(&repository.join("data"));
-    opt_out("again").create(&cluster).await;
-    completed::<Backup>(&cluster, "again").await;
+    opt_out("again").create(cluster).await;
+    completed::<Backup>(cluster, "again").await;
     for pvb in cluster.pvbs_of("again").await {
         let volume = format!("{}/{}", pvb.spec.pod.name, pvb.spec.volume);
         assert_eq!(
@@ -205,8 +242,10 @@ async fn backups_choose_volumes_write_the_layout_and_chain_snapshots() {
         data_before,
         "unchanged data adds no packs"
     );
+}
 
-    // The coordinator is ready and its metrics are valid Prometheus text.
+/// The coordinator is ready and its metrics are valid Prometheus text.
+async fn the_metrics_are_valid_prometheus_text(cluster: &mut Cluster) {
     let coordinator = cluster.coordinator();
     let metrics = coordinator
         .metrics_showing("ferry_backup_total{phase=\"Completed\"} 3")
