@@ -21,11 +21,10 @@ use ferry_tests::harness::{Cluster, VolumeKind, assert_promtool_accepts};
 use ferry_tests::proc::children;
 use ferry_tests::tree::{assert_same_tree, make_files, make_rich_tree};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Resource, ResourceExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::json;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferry-node-agent");
 const HELPER: &str = env!("CARGO_BIN_EXE_ferry-restore-helper");
@@ -169,119 +168,27 @@ async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
         "node-a",
         &["--progress-interval", "200ms"],
     );
-
     // The claim and its CSI volume, as a provisioner would have bound them.
-    let claims = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
-        cluster.client(),
-        WORKLOADS,
-    );
-    claims
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "data-app-0", "namespace": WORKLOADS},
-                "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pvc-0a1b",
-                         "resources": {"requests": {"storage": "1Gi"}}},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(cluster.client())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "pvc-0a1b"},
-                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                         "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-
+    cluster
+        .create_bound_claim(WORKLOADS, "data-app-0", "pvc-0a1b")
+        .await;
+    let data = VolumeKind::CsiClaim {
+        claim: "data-app-0".to_owned(),
+        volume: "pvc-0a1b".to_owned(),
+    };
     let (pod, dirs) = cluster
         .create_pod(
             WORKLOADS,
             "app-0",
             "node-a",
-            vec![
-                ("cache", VolumeKind::EmptyDir),
-                (
-                    "data",
-                    VolumeKind::CsiClaim {
-                        claim: "data-app-0".to_owned(),
-                        volume: "pvc-0a1b".to_owned(),
-                    },
-                ),
-            ],
+            vec![("cache", VolumeKind::EmptyDir), ("data", data)],
         )
         .await;
     make_rich_tree(&dirs[0], 1);
     make_files(&dirs[1], 40, 100_000, 2);
-
-    let mut snapshots = Vec::new();
-    for volume in ["cache", "data"] {
-        let pvb = create_backup(&cluster, &pod, volume, &repository).await;
-        let done = cluster
-            .wait_finished::<PodVolumeBackup>(&pvb.name_any())
-            .await;
-        let status = done.status.clone().unwrap();
-        assert_eq!(status.attempts, 1);
-        let progress = status.progress.clone().unwrap();
-        assert_eq!(progress.bytes_done, progress.total_bytes, "{status:?}");
-        assert!(status.path.unwrap().ends_with(if volume == "cache" {
-            "kubernetes.io~empty-dir/cache"
-        } else {
-            "kubernetes.io~csi/pvc-0a1b/mount"
-        }));
-        snapshots.push(snapshot_of(&done));
-    }
-
-    // Restore into a new pod on the same node, held by its restore-wait container.
-    let restore = fixtures::restore("restore-1")
-        .backup("nightly")
-        .create(&cluster)
-        .await;
-    let (new_pod, new_dirs) = cluster
-        .create_pod(
-            WORKLOADS,
-            "app-0-restored",
-            "node-a",
-            vec![
-                ("cache", VolumeKind::EmptyDir),
-                ("data", VolumeKind::EmptyDir),
-            ],
-        )
-        .await;
-    let mut pvrs = Vec::new();
-    for (volume, snapshot) in ["cache", "data"].iter().zip(&snapshots) {
-        pvrs.push(
-            create_restore_request(&cluster, &restore, &new_pod, volume, snapshot, &repository)
-                .await,
-        );
-    }
-    // Not yet: the restore-wait container is not running.
-    cluster
-        .set_pod_status(&new_pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
-        .await;
-    let restore_uid = restore.uid().unwrap();
-    for pvr in &pvrs {
-        let done = cluster
-            .wait_for(
-                &cluster.api::<PodVolumeRestore>(),
-                &pvr.name_any(),
-                "Completed",
-                |pvr| pvr.phase() == PodVolumePhase::Completed,
-            )
-            .await;
-        let status = done.status.unwrap();
-        assert_eq!(status.node.as_deref(), Some("node-a"));
-        // The marker is written before Completed: it is there when Completed is seen.
-        let volume = &new_dirs[if pvr.spec.volume == "cache" { 0 } else { 1 }];
-        assert!(volume.join(".velero").join(&restore_uid).exists());
-    }
-
+    let snapshots = both_volumes_are_backed_up(&cluster, &pod, &repository).await;
+    let (restore_uid, new_dirs) =
+        both_volumes_are_restored_into_a_new_pod(&cluster, &snapshots, &repository).await;
     let restores_dir = new_dirs[0].parent().unwrap();
     let helper = Command::new(HELPER)
         .arg(&restore_uid)
@@ -311,6 +218,86 @@ async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
         ),
         "{metrics}"
     );
+}
+
+/// Backs up the pod's cache (an emptyDir) and data (a CSI claim) and returns their snapshots.
+async fn both_volumes_are_backed_up(
+    cluster: &Cluster,
+    pod: &Pod,
+    repository: &Path,
+) -> Vec<String> {
+    let mut snapshots = Vec::new();
+    for volume in ["cache", "data"] {
+        let pvb = create_backup(cluster, pod, volume, repository).await;
+        let done = cluster
+            .wait_finished::<PodVolumeBackup>(&pvb.name_any())
+            .await;
+        let status = done.status.clone().unwrap();
+        assert_eq!(status.attempts, 1);
+        let progress = status.progress.clone().unwrap();
+        assert_eq!(progress.bytes_done, progress.total_bytes, "{status:?}");
+        assert!(status.path.unwrap().ends_with(if volume == "cache" {
+            "kubernetes.io~empty-dir/cache"
+        } else {
+            "kubernetes.io~csi/pvc-0a1b/mount"
+        }));
+        snapshots.push(snapshot_of(&done));
+    }
+
+    snapshots
+}
+
+/// Restores the snapshots into a new pod on the same node, held by its restore-wait
+/// container, and waits until both are Completed with their markers; returns the restore's
+/// UID and the new pod's volume directories.
+async fn both_volumes_are_restored_into_a_new_pod(
+    cluster: &Cluster,
+    snapshots: &[String],
+    repository: &Path,
+) -> (String, Vec<PathBuf>) {
+    let restore = fixtures::restore("restore-1")
+        .backup("nightly")
+        .create(cluster)
+        .await;
+    let (new_pod, new_dirs) = cluster
+        .create_pod(
+            WORKLOADS,
+            "app-0-restored",
+            "node-a",
+            vec![
+                ("cache", VolumeKind::EmptyDir),
+                ("data", VolumeKind::EmptyDir),
+            ],
+        )
+        .await;
+    let mut pvrs = Vec::new();
+    for (volume, snapshot) in ["cache", "data"].iter().zip(snapshots) {
+        pvrs.push(
+            create_restore_request(cluster, &restore, &new_pod, volume, snapshot, repository).await,
+        );
+    }
+    // Not yet: the restore-wait container is not running.
+    cluster
+        .set_pod_status(&new_pod, "Pending", Some(names::RESTORE_WAIT_CONTAINER))
+        .await;
+    let restore_uid = restore.uid().unwrap();
+    for pvr in &pvrs {
+        let done = cluster
+            .wait_for(
+                &cluster.api::<PodVolumeRestore>(),
+                &pvr.name_any(),
+                "Completed",
+                |pvr| pvr.phase() == PodVolumePhase::Completed,
+            )
+            .await;
+        let status = done.status.unwrap();
+        assert_eq!(status.node.as_deref(), Some("node-a"));
+        // The marker is written before Completed: it is there when Completed is seen.
+        let volume = &new_dirs[if pvr.spec.volume == "cache" { 0 } else { 1 }];
+        assert!(volume.join(".velero").join(&restore_uid).exists());
+    }
+
+    (restore_uid, new_dirs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
