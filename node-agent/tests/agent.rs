@@ -620,7 +620,27 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
     std::fs::create_dir_all(&outside).unwrap();
     create_s3_location(&cluster, "unreachable", "http://127.0.0.1:9").await;
 
-    let cases: Vec<(PodVolumeBackupSpec, &str)> = vec![
+    let cases = bad_specs(&good, &pod, &elsewhere, &outside);
+    for (spec, expected) in cases {
+        let pvb = create_raw_backup(&cluster, spec).await;
+        fails_with(&cluster, &pvb, expected).await;
+    }
+    bad_passwords_fail_and_the_right_one_serves(&cluster, &good).await;
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside"
+    );
+}
+
+/// Specs that differ from `good` in one bad way each, with what the failure must say.
+fn bad_specs(
+    good: &PodVolumeBackupSpec,
+    pod: &Pod,
+    elsewhere: &Pod,
+    outside: &Path,
+) -> Vec<(PodVolumeBackupSpec, &'static str)> {
+    vec![
         (
             PodVolumeBackupSpec {
                 volume: "../data".to_owned(),
@@ -639,7 +659,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
             PodVolumeBackupSpec {
                 pod: PodReference {
                     uid: "ffffffff-0000-4000-8000-000000000000".to_owned(),
-                    ..fixtures::pod_reference(&pod)
+                    ..fixtures::pod_reference(pod)
                 },
                 ..good.clone()
             },
@@ -647,7 +667,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
         ),
         (
             PodVolumeBackupSpec {
-                pod: fixtures::pod_reference(&elsewhere),
+                pod: fixtures::pod_reference(elsewhere),
                 ..good.clone()
             },
             "not on this node",
@@ -674,29 +694,24 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
             },
             "storage location nowhere does not exist",
         ),
-    ];
-    for (spec, expected) in cases {
-        let pvb = create_raw_backup(&cluster, spec).await;
-        fails_with(&cluster, &pvb, expected).await;
-    }
+    ]
+}
 
-    // A wrong password, then a missing Secret.
+/// A missing Secret, then a wrong password, fail the backup; the right one again serves.
+async fn bad_passwords_fail_and_the_right_one_serves(
+    cluster: &Cluster,
+    good: &PodVolumeBackupSpec,
+) {
     let secrets = cluster.api::<k8s_openapi::api::core::v1::Secret>();
     secrets
         .delete(names::REPOSITORY_SECRET, &DeleteParams::default())
         .await
         .unwrap();
-    let pvb = create_raw_backup(&cluster, good.clone()).await;
-    fails_with(&cluster, &pvb, "does not exist").await;
+    let pvb = create_raw_backup(cluster, good.clone()).await;
+    fails_with(cluster, &pvb, "does not exist").await;
     cluster.create_repository_password("wrong").await;
-    let pvb = create_raw_backup(&cluster, good.clone()).await;
-    fails_with(&cluster, &pvb, "wrong password").await;
-
-    assert_eq!(
-        std::fs::read_dir(&outside).unwrap().count(),
-        0,
-        "something was written outside"
-    );
+    let pvb = create_raw_backup(cluster, good.clone()).await;
+    fails_with(cluster, &pvb, "wrong password").await;
 
     // Still serving: with the right password again, a backup completes.
     secrets
@@ -704,7 +719,7 @@ async fn bad_requests_fail_with_a_clear_message_and_the_agent_keeps_serving() {
         .await
         .unwrap();
     cluster.create_repository_password(PASSWORD).await;
-    let pvb = create_raw_backup(&cluster, good.clone()).await;
+    let pvb = create_raw_backup(cluster, good.clone()).await;
     snapshot_of(
         &cluster
             .wait_finished::<PodVolumeBackup>(&pvb.name_any())
