@@ -63,10 +63,20 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
     let reference = tempfile::tempdir().unwrap();
     back_up_and_lose_the_cluster(&endpoint, &bucket, reference.path()).await;
 
-    // A new cluster with the same password and bucket finds the backup and its volumes.
+    let mut cluster = a_fresh_cluster_syncs_the_backup(&endpoint, &bucket).await;
+    restore_into_a_mapped_namespace(&cluster, reference.path()).await;
+    the_results_and_log_are_in_the_bucket(&endpoint, &bucket).await;
+    cluster
+        .coordinator()
+        .metrics_showing("ferry_restore_total{phase=\"Completed\"} 1")
+        .await;
+}
+
+/// A new cluster with the same password and bucket finds the backup and its volumes.
+async fn a_fresh_cluster_syncs_the_backup(endpoint: &str, bucket: &str) -> Cluster {
     let mut cluster = Cluster::start().await;
     cluster.create_repository_password(PASSWORD).await;
-    create_s3_location(&cluster, &endpoint, &bucket).await;
+    create_s3_location(&cluster, endpoint, bucket).await;
     cluster.add_node("node-b").await;
     cluster.start_agent(
         &agent_program(),
@@ -84,10 +94,16 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
                 && !pvb.labels().contains_key(label::NODE))
     );
 
+    cluster
+}
+
+/// Restores the synced backup into `shop-restored` and checks each volume against
+/// `reference`.
+async fn restore_into_a_mapped_namespace(cluster: &Cluster, reference: &Path) {
     fixtures::restore("after-the-fire")
         .backup("before-the-fire")
         .map_namespace("shop", "shop-restored")
-        .create(&cluster)
+        .create(cluster)
         .await;
     let pods = Api::<Pod>::namespaced(cluster.client(), "shop-restored");
     let restored = cluster
@@ -112,7 +128,7 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
     let (_, dirs) = cluster
         .run_restored_pod("shop-restored", "db-0", "node-b")
         .await;
-    let restore = completed::<Restore>(&cluster, "after-the-fire").await;
+    let restore = completed::<Restore>(cluster, "after-the-fire").await;
     assert_eq!(
         restore
             .status
@@ -129,12 +145,14 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
         let marker = dir.join(".velero").join(&restore_uid);
         assert!(marker.is_file(), "no done-marker in {}", dir.display());
         fs::remove_dir_all(dir.join(".velero")).unwrap();
-        assert_same_tree(&reference.path().join(volume), dir);
+        assert_same_tree(&reference.join(volume), dir);
     }
+}
 
-    // The restore's results and log are in the bucket, and the metrics count it.
+/// The restore's results and log are in the bucket.
+async fn the_results_and_log_are_in_the_bucket(endpoint: &str, bucket: &str) {
     let store = ObjectStore::open(
-        &bucket_location(&endpoint, &bucket),
+        &bucket_location(endpoint, bucket),
         Retrier::unobserved(std::time::Duration::ZERO),
     )
     .unwrap();
@@ -155,8 +173,4 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
         log.contains("restore after-the-fire ended Completed"),
         "{log}"
     );
-    cluster
-        .coordinator()
-        .metrics_showing("ferry_restore_total{phase=\"Completed\"} 1")
-        .await;
 }
