@@ -11,22 +11,30 @@ use ferry_tests::restic::{restic, succeed};
 
 use crate::{PASSWORD, job_runner};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn repository_jobs_run_apart_and_stop_at_their_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = |location| RepositoryConfig {
-        location,
-        password: PASSWORD.to_owned(),
-        cache_dir: None,
-        retry_budget: Duration::ZERO,
-    };
-    let local = |name: &str| RepositoryLocation::Local {
-        path: dir.path().join(name),
-    };
+/// A temporary directory for repositories, and a runner of jobs with a minute each.
+fn setup() -> (tempfile::TempDir, JobRunner) {
     let runner = job_runner(
         Duration::from_secs(60),
         CountedRetries(retries_metric().unwrap()),
     );
+    (tempfile::tempdir().unwrap(), runner)
+}
+
+fn config(location: RepositoryLocation) -> RepositoryConfig {
+    RepositoryConfig {
+        location,
+        password: PASSWORD.to_owned(),
+        cache_dir: None,
+        retry_budget: Duration::ZERO,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repository_jobs_run_apart_and_report_their_result() {
+    let (dir, runner) = setup();
+    let local = |name: &str| RepositoryLocation::Local {
+        path: dir.path().join(name),
+    };
     let opened = runner
         .run(&Job {
             repository: config(local("repo")),
@@ -60,7 +68,11 @@ async fn repository_jobs_run_apart_and_stop_at_their_limits() {
         matches!(&refused, JobError::Failed(message) if message.contains("gone")),
         "{refused}"
     );
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_job_past_its_time_is_stopped() {
+    let (_dir, runner) = setup();
     // An object store that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_store = RepositoryLocation::S3(S3Location {
@@ -85,7 +97,14 @@ async fn repository_jobs_run_apart_and_stop_at_their_limits() {
         stalled.to_string().contains("did not finish within 1s"),
         "{stalled}"
     );
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_job_over_its_memory_limit_is_stopped() {
+    let (dir, runner) = setup();
+    let local = |name: &str| RepositoryLocation::Local {
+        path: dir.path().join(name),
+    };
     // Creating a key takes 32 MiB for its key derivation; 8 MiB is not enough.
     let starved = JobRunner {
         memory_limit: Some(8 << 20),
