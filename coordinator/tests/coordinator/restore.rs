@@ -26,10 +26,10 @@ async fn restored_pods(cluster: &Cluster, namespace: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn restores_into_protected_namespaces_fail_validation_and_create_nothing() {
-    let (mut cluster, _) = shop_cluster().await;
-    // Pods without volumes to back up: the backups complete with their manifests alone.
+/// Backs up `shop` alone and everything, each with a pod without volumes to back up (the
+/// backups complete with their manifests alone), then deletes the source pod in kube-system,
+/// so that anything there afterwards was made by a restore.
+async fn backups_of_shop_and_kube_system(cluster: &mut Cluster) {
     for namespace in ["shop", "kube-system"] {
         cluster
             .create_pod(namespace, "web", NODE, vec![("data", VolumeKind::EmptyDir)])
@@ -40,10 +40,9 @@ async fn restores_into_protected_namespaces_fail_validation_and_create_nothing()
         fixtures::backup("shop-only").namespaces(["shop"]),
         fixtures::backup("everything"),
     ] {
-        backup.create(&cluster).await;
-        completed::<Backup>(&cluster, &backup.name()).await;
+        backup.create(cluster).await;
+        completed::<Backup>(cluster, &backup.name()).await;
     }
-    // The source pod is gone, so anything in kube-system afterwards was made by a restore.
     cluster
         .delete_pod(
             &Api::<Pod>::namespaced(cluster.client(), "kube-system")
@@ -52,7 +51,12 @@ async fn restores_into_protected_namespaces_fail_validation_and_create_nothing()
                 .unwrap(),
         )
         .await;
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_into_protected_namespaces_fail_validation_and_create_nothing() {
+    let (mut cluster, _) = shop_cluster().await;
+    backups_of_shop_and_kube_system(&mut cluster).await;
     let cases = [
         (
             fixtures::restore("mapped-to-kube-system")
