@@ -65,12 +65,23 @@ fn read_failed(what: String) -> impl FnOnce(kube::Error) -> InputError {
 pub struct Inputs {
     pub path: PathBuf,
     pub repository: RepositoryConfig,
-    pub tags: BTreeMap<String, String>,
-    pub label: String,
-    pub parent: Option<String>,
-    /// The snapshot to restore.
-    pub snapshot: Option<String>,
-    pub restore_uid: Option<String>,
+    pub work: Work,
+}
+
+/// What the transfer does, with what only its kind has.
+pub enum Work {
+    Backup {
+        tags: BTreeMap<String, String>,
+        /// The snapshot's label: `<namespace>/pvc/<claim UID>` for a claim, else
+        /// `<namespace>/<pod>/<volume>`.
+        label: String,
+        parent: Option<String>,
+    },
+    Restore {
+        snapshot: String,
+        /// The UID of the controlling Restore, which names the done-marker.
+        restore_uid: String,
+    },
 }
 
 pub async fn resolve<K: TransferKind>(ctx: &Context, object: &K) -> Result<Inputs, InputError> {
@@ -78,37 +89,36 @@ pub async fn resolve<K: TransferKind>(ctx: &Context, object: &K) -> Result<Input
     let pod = live_pod(ctx, reference).await?;
     let path = host_path(ctx, object, &pod).await?;
     let repository = repository(ctx, object).await?;
-    let mut inputs = Inputs {
-        path,
-        repository,
-        tags: BTreeMap::new(),
-        label: format!(
-            "{}/{}/{}",
-            reference.namespace,
-            reference.name,
-            object.volume()
-        ),
-        parent: None,
-        snapshot: None,
-        restore_uid: None,
-    };
-    match object.specifics() {
+    let work = match object.specifics() {
         Specifics::Backup { tags, parent } => {
-            if let Some(claim) = tags.get(names::tag::PVC_UID) {
-                inputs.label = format!("{}/pvc/{claim}", reference.namespace);
+            let label = match tags.get(names::tag::PVC_UID) {
+                Some(claim) => format!("{}/pvc/{claim}", reference.namespace),
+                None => format!(
+                    "{}/{}/{}",
+                    reference.namespace,
+                    reference.name,
+                    object.volume()
+                ),
+            };
+            Work::Backup {
+                tags,
+                label,
+                parent,
             }
-            inputs.tags = tags;
-            inputs.parent = parent;
         }
         Specifics::Restore {
             snapshot,
             restore_uid,
-        } => {
-            inputs.snapshot = Some(snapshot);
-            inputs.restore_uid = Some(restore_uid.ok_or(InputError::NoRestoreOwner)?);
-        }
-    }
-    Ok(inputs)
+        } => Work::Restore {
+            snapshot,
+            restore_uid: restore_uid.ok_or(InputError::NoRestoreOwner)?,
+        },
+    };
+    Ok(Inputs {
+        path,
+        repository,
+        work,
+    })
 }
 
 async fn live_pod(ctx: &Context, reference: &PodReference) -> Result<Pod, InputError> {

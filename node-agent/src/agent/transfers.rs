@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::context::Context;
-use super::inputs::{self, InputError, Inputs};
+use super::inputs::{self, InputError, Inputs, Work};
 use super::kinds::TransferKind;
 use super::metrics::{Finish, Operation};
 use crate::decision::{Decision, Observed, decide};
@@ -373,26 +373,33 @@ fn finish_completed(status: &mut TransferStatus, outcome: Outcome) {
 
 /// The transfer process's job for `object`, from its resolved inputs.
 fn job<K: TransferKind>(ctx: &Context, object: &K, inputs: Inputs) -> Job {
-    let operation = match K::OPERATION {
-        Operation::Backup => JobOperation::Backup {
+    let operation = match inputs.work {
+        Work::Backup {
+            tags,
+            label,
+            parent,
+        } => JobOperation::Backup {
             request: BackupRequest {
                 source: inputs.path,
-                tags: inputs.tags,
-                label: Some(inputs.label),
-                parent: inputs.parent,
+                tags,
+                label: Some(label),
+                parent,
             },
             create_repository: false,
         },
-        Operation::Restore => JobOperation::Restore {
+        Work::Restore {
+            snapshot,
+            restore_uid,
+        } => JobOperation::Restore {
             request: RestoreRequest {
-                snapshot: inputs.snapshot.unwrap_or_default(),
+                snapshot,
                 target: inputs.path,
                 // Every attempt of this PodVolumeRestore owns the same claim, so a retry after
                 // a crash finishes what the last attempt left.
                 owner: object.uid(),
                 resume: true,
             },
-            restore_uid: inputs.restore_uid,
+            restore_uid: Some(restore_uid),
         },
     };
     Job {
@@ -414,7 +421,7 @@ async fn transfer<K: TransferKind>(
     let inputs = (inputs::resolve(ctx, object).await)
         .map_err(|err: InputError| Stop::Failed(err.to_string()))?;
     status.path = Some(inputs.path.display().to_string());
-    if let Some(snapshot) = &inputs.snapshot {
+    if let Work::Restore { snapshot, .. } = &inputs.work {
         status.snapshot_id = Some(snapshot.clone());
     }
     let job = job::<K>(ctx, object, inputs);
