@@ -289,10 +289,15 @@ impl Cluster {
             .create(&PostParams::default(), &claim)
             .await
             .expect("create claim");
+        self.create_csi_volume(volume).await;
+    }
+
+    /// Creates a 1Gi CSI persistent volume, as a provisioner would.
+    async fn create_csi_volume(&self, name: &str) {
         let volume: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": volume},
+            "metadata": {"name": name},
             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                     "csi": {"driver": "csi.example.com", "volumeHandle": volume}},
+                     "csi": {"driver": "csi.example.com", "volumeHandle": name}},
         }))
         .expect("volume");
         Api::<PersistentVolume>::all(self.client())
@@ -312,9 +317,11 @@ impl Cluster {
         node: &str,
     ) -> (Pod, BTreeMap<String, PathBuf>) {
         let pods = Api::<Pod>::namespaced(self.client(), namespace);
-        let claims = Api::<PersistentVolumeClaim>::namespaced(self.client(), namespace);
         let pod = pods.get(name).await.expect("restored pod");
-        let uid = pod.uid().expect("pod uid");
+        let base = self
+            .host_pods(node)
+            .join(pod.uid().expect("pod uid"))
+            .join("volumes");
         let mut dirs = BTreeMap::new();
         let volumes = pod
             .spec
@@ -322,61 +329,19 @@ impl Cluster {
             .and_then(|spec| spec.volumes.clone())
             .unwrap_or_default();
         for volume in volumes {
-            let base = self.host_pods(node).join(&uid).join("volumes");
-            let dir = if let Some(source) = &volume.persistent_volume_claim {
-                let claim = claims
-                    .get(&source.claim_name)
-                    .await
-                    .expect("restored claim");
-                let bound = claim
-                    .spec
-                    .as_ref()
-                    .and_then(|spec| spec.volume_name.clone());
-                let pv = match bound {
-                    Some(pv) => pv,
-                    None => {
-                        let pv = format!("pvc-{}", claim.uid().expect("claim uid"));
-                        let created: PersistentVolume = serde_json::from_value(json!({
-                            "metadata": {"name": pv},
-                            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                                     "csi": {"driver": "csi.example.com", "volumeHandle": pv}},
-                        }))
-                        .expect("volume");
-                        Api::<PersistentVolume>::all(self.client())
-                            .create(&PostParams::default(), &created)
-                            .await
-                            .expect("provision volume");
-                        claims
-                            .patch(
-                                &source.claim_name,
-                                &PatchParams::default(),
-                                &Patch::Merge(json!({"spec": {"volumeName": pv}})),
-                            )
-                            .await
-                            .expect("bind claim");
-                        pv
-                    }
-                };
-                base.join("kubernetes.io~csi").join(pv).join("mount")
-            } else {
-                base.join("kubernetes.io~empty-dir").join(&volume.name)
+            let dir = match &volume.persistent_volume_claim {
+                Some(source) => {
+                    let pv = self
+                        .bind_restored_claim(namespace, &source.claim_name)
+                        .await;
+                    base.join("kubernetes.io~csi").join(pv).join("mount")
+                }
+                None => base.join("kubernetes.io~empty-dir").join(&volume.name),
             };
             fs::create_dir_all(&dir).expect("volume directory");
             dirs.insert(volume.name.clone(), dir);
         }
-        let binding = json!({
-            "apiVersion": "v1", "kind": "Binding",
-            "metadata": {"name": name, "namespace": namespace},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-        });
-        pods.create_subresource::<_, serde_json::Value>(
-            "binding",
-            name,
-            &PostParams::default(),
-            &binding,
-        )
-        .await
-        .expect("bind pod");
+        self.bind_pod(namespace, name, node).await;
         let pod = pods.get(name).await.expect("bound pod");
         let pod = self
             .set_pod_status(
@@ -386,6 +351,49 @@ impl Cluster {
             )
             .await;
         (pod, dirs)
+    }
+
+    /// The persistent volume of a claim that a restore created: the one it is bound to, or a
+    /// fresh CSI volume, provisioned and bound to it as a provisioner would.
+    async fn bind_restored_claim(&self, namespace: &str, claim_name: &str) -> String {
+        let claims = Api::<PersistentVolumeClaim>::namespaced(self.client(), namespace);
+        let claim = claims.get(claim_name).await.expect("restored claim");
+        if let Some(pv) = claim
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.volume_name.clone())
+        {
+            return pv;
+        }
+        let pv = format!("pvc-{}", claim.uid().expect("claim uid"));
+        self.create_csi_volume(&pv).await;
+        claims
+            .patch(
+                claim_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"volumeName": pv}})),
+            )
+            .await
+            .expect("bind claim");
+        pv
+    }
+
+    /// Binds a pod to `node` through its `binding` subresource, as the scheduler does.
+    async fn bind_pod(&self, namespace: &str, name: &str, node: &str) {
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        Api::<Pod>::namespaced(self.client(), namespace)
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+            .expect("bind pod");
     }
 
     /// The node agent last started on `node`.

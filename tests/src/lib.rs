@@ -1,9 +1,10 @@
 //! Support for Ferry's integration tests: scratch directories, test data and its comparison, the restic CLI, the
 //! test S3 server started by `scripts/test-services.sh` and a fault-injecting front for it,
-//! an in-process Kubernetes API server, a cluster harness around it, and builders for the
-//! objects that tests create.
+//! an in-process Kubernetes API server, a cluster harness around it, builders for the
+//! objects that tests create, and what the benchmark binaries share.
 
 pub mod apiserver;
+pub mod bench;
 pub mod fault;
 pub mod fixtures;
 pub mod harness;

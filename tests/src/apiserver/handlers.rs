@@ -34,6 +34,14 @@ const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 /// The default watch timeout when the client sets none (the real one is 30 to 60 minutes).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// The media types a PATCH may send.
+const PATCH_TYPES: [&str; 4] = [
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+    "application/strategic-merge-patch+json",
+];
+
 /// A request for objects, as its path names them.
 #[derive(Debug)]
 struct Target {
@@ -272,6 +280,20 @@ fn write<T>(app: &App, dry_run: bool, op: impl FnOnce(&mut StoreState) -> T) -> 
     result
 }
 
+/// A request for objects, resolved to the type it names: what each verb's step reads.
+struct ObjectRequest<'a> {
+    app: &'a App,
+    method: &'a Method,
+    target: Target,
+    headers: &'a HeaderMap,
+    params: &'a HashMap<String, String>,
+    body: &'a Bytes,
+    resource: Arc<ResourceType>,
+    ctx: Context,
+    /// `dryRun=All`: the write runs on a scratch copy of the state.
+    dry_run: bool,
+}
+
 async fn objects(
     app: &App,
     method: &Method,
@@ -280,6 +302,36 @@ async fn objects(
     params: &HashMap<String, String>,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
+    let resource = served_type(app, &target)?;
+    let ctx = Context {
+        resource: Arc::clone(&resource),
+        version: target.version.clone(),
+        namespace: target.namespace.clone(),
+        part: part(&target, &resource)?,
+        manager: manager(params, headers),
+        now: jiff::Timestamp::now(),
+    };
+    let request = ObjectRequest {
+        app,
+        method,
+        target,
+        headers,
+        params,
+        body,
+        resource,
+        ctx,
+        dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
+    };
+    if request.is_watch() {
+        request.watch().await
+    } else {
+        request.verb()
+    }
+}
+
+/// The type the path names, where the path fits its scope: a namespace only for a namespaced
+/// type, and a namespaced object only with its namespace.
+fn served_type(app: &App, target: &Target) -> Result<Arc<ResourceType>, ApiError> {
     let resource = app
         .store
         .lock()
@@ -292,149 +344,202 @@ async fn objects(
     if resource.namespaced && target.namespace.is_none() && target.name.is_some() {
         return Err(ApiError::path_not_found());
     }
-    let part = match target.subresource.as_deref() {
-        None => Part::Main,
-        Some("status") if resource.has_status(&target.version) => Part::Status,
-        Some("binding") if resource.builtin() == Some(Builtin::Pod) => Part::Main,
-        Some(_) => return Err(ApiError::path_not_found()),
-    };
-    let binding = target.subresource.as_deref() == Some("binding");
-    let ctx = Context {
-        resource: Arc::clone(&resource),
-        version: target.version.clone(),
-        namespace: target.namespace.clone(),
-        part,
-        manager: manager(params, headers),
-        now: jiff::Timestamp::now(),
-    };
-    let dry_run = params.get("dryRun").is_some_and(|v| v == "All");
-    let name = target.name.clone();
-    let not_allowed = || ApiError::method_not_allowed(method.as_str(), &resource.group_resource());
+    Ok(resource)
+}
 
-    if target.watch_prefix || (*method == Method::GET && name.is_none() && flag(params, "watch")) {
-        if *method != Method::GET || target.subresource.is_some() {
-            return Err(not_allowed());
-        }
-        let mut selection = selection(params, &resource, &target.version)?;
-        if let Some(name) = &name {
-            let served = resource
-                .version(&target.version)
-                .ok_or_else(ApiError::path_not_found)?;
-            let by_name = FieldSelector::parse(&format!("metadata.name={name}"), served)?;
-            selection.fields = by_name;
-        }
-        let timeout = match params.get("timeoutSeconds") {
-            Some(t) => Duration::from_secs(
-                t.parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
-            ),
-            None => DEFAULT_WATCH_TIMEOUT,
-        };
-        let request = WatchRequest {
-            selection,
-            resource_version: params.get("resourceVersion").cloned(),
-            resource_version_match: params.get("resourceVersionMatch").cloned(),
-            send_initial_events: params
-                .get("sendInitialEvents")
-                .map(|v| v == "true" || v == "1"),
-            bookmarks: flag(params, "allowWatchBookmarks"),
-            timeout,
-        };
-        return watch::watch(Arc::clone(&app.store), app.watch.clone(), ctx, request).await;
+/// The part of the object the path's subresource names: `status` where the type has one, the
+/// main resource for a pod's `binding` and for no subresource.
+fn part(target: &Target, resource: &ResourceType) -> Result<Part, ApiError> {
+    match target.subresource.as_deref() {
+        None => Ok(Part::Main),
+        Some("status") if resource.has_status(&target.version) => Ok(Part::Status),
+        Some("binding") if resource.builtin() == Some(Builtin::Pod) => Ok(Part::Main),
+        Some(_) => Err(ApiError::path_not_found()),
+    }
+}
+
+/// `timeoutSeconds`, or the default watch timeout.
+fn watch_timeout(params: &HashMap<String, String>) -> Result<Duration, ApiError> {
+    match params.get("timeoutSeconds") {
+        Some(t) => Ok(Duration::from_secs(t.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid timeoutSeconds: {t}"))
+        })?)),
+        None => Ok(DEFAULT_WATCH_TIMEOUT),
+    }
+}
+
+/// The patch format of a PATCH's content type; 415 for any other.
+fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchType::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type, &PATCH_TYPES))
+}
+
+/// The `fieldManager` of a patch, which an apply patch must name; `force` goes only with apply.
+fn apply_manager(
+    params: &HashMap<String, String>,
+    kind: PatchType,
+) -> Result<Option<String>, ApiError> {
+    let field_manager = params
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned();
+    if kind == PatchType::Apply && field_manager.is_none() {
+        return Err(patch_options_invalid(FieldError::required(
+            "fieldManager",
+            "is required for apply patch",
+        )));
+    }
+    if kind != PatchType::Apply && params.contains_key("force") {
+        return Err(patch_options_invalid(FieldError::forbidden(
+            "force",
+            "may not be specified for non-apply patch",
+        )));
+    }
+    Ok(field_manager)
+}
+
+impl ObjectRequest<'_> {
+    fn not_allowed(&self) -> ApiError {
+        ApiError::method_not_allowed(self.method.as_str(), &self.resource.group_resource())
     }
 
-    let response = match (method.clone(), name) {
-        (Method::GET, None) => {
-            let selection = selection(params, &resource, &target.version)?;
-            let limit = params.get("limit").and_then(|l| l.parse::<usize>().ok());
-            let state = app.store.lock();
-            let list = operations::list(
-                &state,
-                &ctx,
-                &selection,
-                limit,
-                params.get("continue").map(String::as_str),
-            )?;
-            json_response(StatusCode::OK, &list, &[])
+    fn selection(&self) -> Result<Selection, ApiError> {
+        selection(self.params, &self.resource, &self.target.version)
+    }
+
+    /// Runs a write as [`write`] does and answers with its outcome.
+    fn write(&self, op: impl FnOnce(&mut StoreState) -> Result<Reply, ApiError>) -> Response {
+        reply(write(self.app, self.dry_run, op))
+    }
+
+    /// A watch: under `/watch/`, or a GET of a collection with `watch=true`.
+    fn is_watch(&self) -> bool {
+        self.target.watch_prefix
+            || (*self.method == Method::GET
+                && self.target.name.is_none()
+                && flag(self.params, "watch"))
+    }
+
+    async fn watch(self) -> Result<Response, ApiError> {
+        if *self.method != Method::GET || self.target.subresource.is_some() {
+            return Err(self.not_allowed());
         }
-        (Method::GET, Some(name)) if !binding => {
-            let object = operations::get(&app.store.lock(), &ctx, &name)?;
-            json_response(StatusCode::OK, &object, &[])
+        let request = self.watch_request()?;
+        watch::watch(
+            Arc::clone(&self.app.store),
+            self.app.watch.clone(),
+            self.ctx,
+            request,
+        )
+        .await
+    }
+
+    /// The watch's options; a watch of one object selects it by name.
+    fn watch_request(&self) -> Result<WatchRequest, ApiError> {
+        let mut selection = self.selection()?;
+        if let Some(name) = &self.target.name {
+            let served = self
+                .resource
+                .version(&self.target.version)
+                .ok_or_else(ApiError::path_not_found)?;
+            selection.fields = FieldSelector::parse(&format!("metadata.name={name}"), served)?;
         }
-        (Method::POST, None) if resource.namespaced && target.namespace.is_none() => {
-            return Err(not_allowed());
-        }
-        (Method::POST, None) => {
-            let mut object = parse_body(headers, body)?;
-            operations::check_type_meta(&ctx, &mut object)?;
-            operations::resolve_namespace(&ctx, &mut object)?;
-            reply(write(app, dry_run, |state| {
-                operations::create(state, &ctx, object, Write::Update)
-            }))
-        }
-        (Method::POST, Some(name)) if binding => {
-            let object = parse_body(headers, body)?;
-            reply(write(app, dry_run, |state| {
-                operations::bind(state, &ctx, &name, &object)
-            }))
-        }
-        (Method::PUT, Some(name)) if !binding => {
-            let object = parse_body(headers, body)?;
-            reply(write(app, dry_run, |state| {
-                operations::replace(state, &ctx, &name, object)
-            }))
-        }
-        (Method::PATCH, Some(name)) if !binding => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let kind = PatchType::from_content_type(content_type).ok_or_else(|| {
-                ApiError::unsupported_media_type(
-                    content_type,
-                    &[
-                        "application/json-patch+json",
-                        "application/merge-patch+json",
-                        "application/apply-patch+yaml",
-                        "application/strategic-merge-patch+json",
-                    ],
-                )
-            })?;
-            let field_manager = params
-                .get("fieldManager")
-                .filter(|m| !m.is_empty())
-                .cloned();
-            if kind == PatchType::Apply && field_manager.is_none() {
-                return Err(patch_options_invalid(FieldError::required(
-                    "fieldManager",
-                    "is required for apply patch",
-                )));
+        Ok(WatchRequest {
+            selection,
+            resource_version: self.params.get("resourceVersion").cloned(),
+            resource_version_match: self.params.get("resourceVersionMatch").cloned(),
+            send_initial_events: self
+                .params
+                .get("sendInitialEvents")
+                .map(|v| v == "true" || v == "1"),
+            bookmarks: flag(self.params, "allowWatchBookmarks"),
+            timeout: watch_timeout(self.params)?,
+        })
+    }
+
+    /// Every verb but watch, by method and by whether the path names one object.
+    fn verb(&self) -> Result<Response, ApiError> {
+        let binding = self.target.subresource.as_deref() == Some("binding");
+        match (self.method.clone(), self.target.name.as_deref()) {
+            (Method::GET, None) => self.list(),
+            (Method::GET, Some(name)) if !binding => self.get(name),
+            (Method::POST, None) if self.resource.namespaced && self.target.namespace.is_none() => {
+                Err(self.not_allowed())
             }
-            if kind != PatchType::Apply && params.contains_key("force") {
-                return Err(patch_options_invalid(FieldError::forbidden(
-                    "force",
-                    "may not be specified for non-apply patch",
-                )));
+            (Method::POST, None) => self.create(),
+            (Method::POST, Some(name)) if binding => self.bind(name),
+            (Method::PUT, Some(name)) if !binding => self.replace(name),
+            (Method::PATCH, Some(name)) if !binding => self.patch(name),
+            (Method::DELETE, Some(name)) if self.ctx.part == Part::Main && !binding => {
+                self.delete(name)
             }
-            let patch = parse_body(headers, body)?;
-            reply(write(app, dry_run, |state| {
-                operations::patch(state, &ctx, &name, kind, patch, field_manager)
-            }))
+            (Method::DELETE, None) if self.resource.verbs().contains(&"deletecollection") => {
+                self.delete_collection()
+            }
+            _ => Err(self.not_allowed()),
         }
-        (Method::DELETE, Some(name)) if part == Part::Main && !binding => {
-            let options = delete_options(params, body)?;
-            reply(write(app, dry_run, |state| {
-                operations::delete(state, &ctx, &name, &options)
-            }))
-        }
-        (Method::DELETE, None) if resource.verbs().contains(&"deletecollection") => {
-            let selection = selection(params, &resource, &target.version)?;
-            let options = delete_options(params, body)?;
-            reply(write(app, dry_run, |state| {
-                operations::delete_collection(state, &ctx, &selection, &options)
-            }))
-        }
-        _ => return Err(not_allowed()),
-    };
-    Ok(response)
+    }
+
+    fn list(&self) -> Result<Response, ApiError> {
+        let selection = self.selection()?;
+        let limit = self
+            .params
+            .get("limit")
+            .and_then(|l| l.parse::<usize>().ok());
+        let state = self.app.store.lock();
+        let list = operations::list(
+            &state,
+            &self.ctx,
+            &selection,
+            limit,
+            self.params.get("continue").map(String::as_str),
+        )?;
+        Ok(json_response(StatusCode::OK, &list, &[]))
+    }
+
+    fn get(&self, name: &str) -> Result<Response, ApiError> {
+        let object = operations::get(&self.app.store.lock(), &self.ctx, name)?;
+        Ok(json_response(StatusCode::OK, &object, &[]))
+    }
+
+    fn create(&self) -> Result<Response, ApiError> {
+        let mut object = parse_body(self.headers, self.body)?;
+        operations::check_type_meta(&self.ctx, &mut object)?;
+        operations::resolve_namespace(&self.ctx, &mut object)?;
+        Ok(self.write(|state| operations::create(state, &self.ctx, object, Write::Update)))
+    }
+
+    fn bind(&self, name: &str) -> Result<Response, ApiError> {
+        let object = parse_body(self.headers, self.body)?;
+        Ok(self.write(|state| operations::bind(state, &self.ctx, name, &object)))
+    }
+
+    fn replace(&self, name: &str) -> Result<Response, ApiError> {
+        let object = parse_body(self.headers, self.body)?;
+        Ok(self.write(|state| operations::replace(state, &self.ctx, name, object)))
+    }
+
+    fn patch(&self, name: &str) -> Result<Response, ApiError> {
+        let kind = patch_type(self.headers)?;
+        let field_manager = apply_manager(self.params, kind)?;
+        let patch = parse_body(self.headers, self.body)?;
+        Ok(self
+            .write(|state| operations::patch(state, &self.ctx, name, kind, patch, field_manager)))
+    }
+
+    fn delete(&self, name: &str) -> Result<Response, ApiError> {
+        let options = delete_options(self.params, self.body)?;
+        Ok(self.write(|state| operations::delete(state, &self.ctx, name, &options)))
+    }
+
+    fn delete_collection(&self) -> Result<Response, ApiError> {
+        let selection = self.selection()?;
+        let options = delete_options(self.params, self.body)?;
+        Ok(self
+            .write(|state| operations::delete_collection(state, &self.ctx, &selection, &options)))
+    }
 }

@@ -66,6 +66,15 @@ impl Context {
     fn api_version(&self) -> String {
         self.resource.api_version(&self.version)
     }
+
+    /// A successful answer with the object as the request's version sees it.
+    fn reply(&self, code: StatusCode, object: &Value, warnings: Vec<String>) -> Reply {
+        Reply {
+            code,
+            body: output(&self.resource, &self.version, object),
+            warnings,
+        }
+    }
 }
 
 /// A successful answer: the status code, the body and any `Warning` headers.
@@ -376,8 +385,40 @@ pub fn create(
     strategy::apply_defaults(&ctx.resource, &mut object);
     strategy::prepare_for_create(&ctx.resource, &ctx.version, &mut object, &ctx.now_text());
     let warnings = apply_schema(ctx, &mut object);
+    stamp_identity(ctx, &mut object);
+    let generate = meta_str(&object, "generateName").to_owned();
+    let generated = requested_name.is_empty() && !generate.is_empty();
+    let first_name = if generated {
+        generated_name(&generate)
+    } else {
+        requested_name.clone()
+    };
+    set_name(&mut object, &first_name);
+    let errors = create_errors(ctx, &first_name, &object);
+    if !errors.is_empty() {
+        return Err(ctx.invalid(if generated { "" } else { &requested_name }, &errors));
+    }
+    let generate = generated.then_some(generate.as_str());
+    let name = free_name(state, ctx, &mut object, first_name, generate)?;
+    record_write(ctx, &mut object, write, |object| {
+        patch::field_set(&owned_content(object))
+    });
+    let stored = state.put(&ctx.resource.key(), ctx.key(&name), object);
+    after_create(state, ctx, &stored);
+    Ok(ctx.reply(StatusCode::CREATED, &stored, warnings))
+}
+
+fn set_name(object: &mut Value, name: &str) {
+    if let Some(m) = meta(object) {
+        m.insert("name".to_owned(), json!(name));
+    }
+}
+
+/// The metadata a new object gets from the server alone: no deletion or managed fields the
+/// client sent, a new uid and the creation time.
+fn stamp_identity(ctx: &Context, object: &mut Value) {
     let uid = uuid::Uuid::new_v4().to_string();
-    if let Some(meta) = meta(&mut object) {
+    if let Some(meta) = meta(object) {
         for field in [
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -389,64 +430,62 @@ pub fn create(
         meta.insert("uid".to_owned(), json!(uid));
         meta.insert("creationTimestamp".to_owned(), json!(ctx.now_text()));
     }
-    let generate = meta_str(&object, "generateName").to_owned();
-    let generated = requested_name.is_empty() && !generate.is_empty();
-    let first_name = if generated {
-        generated_name(&generate)
-    } else {
-        requested_name.clone()
-    };
-    if let Some(m) = meta(&mut object) {
-        m.insert("name".to_owned(), json!(first_name));
-    }
+}
 
-    let mut errors = validation::name_errors(&first_name, ctx.resource.name_is_dns_label());
-    errors.extend(schema_errors(ctx, &object));
+/// What validation finds wrong with an object to be created under `name`: the name, the
+/// schema of a custom resource, and the create rules of a pod or a CRD.
+fn create_errors(ctx: &Context, name: &str, object: &Value) -> Vec<FieldError> {
+    let mut errors = validation::name_errors(name, ctx.resource.name_is_dns_label());
+    errors.extend(schema_errors(ctx, object));
     match ctx.resource.builtin() {
-        Some(Builtin::Pod) => errors.extend(validation::pod_create_errors(&object)),
-        Some(Builtin::CustomResourceDefinition) => errors.extend(crd_errors(&object)),
+        Some(Builtin::Pod) => errors.extend(validation::pod_create_errors(object)),
+        Some(Builtin::CustomResourceDefinition) => errors.extend(crd_errors(object)),
         _ => {}
     }
-    if !errors.is_empty() {
-        return Err(ctx.invalid(if generated { "" } else { &requested_name }, &errors));
-    }
+    errors
+}
 
+/// The name a new object is stored under: `first` when it is free; when it is taken, a conflict
+/// for a name of the client's own, and a name drawn again from `generate` otherwise, up to
+/// [`NAME_GENERATION_ATTEMPTS`] names in all.
+fn free_name(
+    state: &State,
+    ctx: &Context,
+    object: &mut Value,
+    first: String,
+    generate: Option<&str>,
+) -> Result<String, ApiError> {
     let resource_key = ctx.resource.key();
-    let mut name = first_name;
+    let mut name = first;
     let mut attempts = 1;
     while state.get(&resource_key, &ctx.key(&name)).is_some() {
-        if !generated || attempts >= NAME_GENERATION_ATTEMPTS {
+        let Some(base) = generate.filter(|_| attempts < NAME_GENERATION_ATTEMPTS) else {
             return Err(ApiError::already_exists(&ctx.group_resource(), &name));
-        }
+        };
         attempts += 1;
-        name = generated_name(&generate);
-        if let Some(m) = meta(&mut object) {
-            m.insert("name".to_owned(), json!(name));
-        }
+        name = generated_name(base);
+        set_name(object, &name);
     }
+    Ok(name)
+}
 
+/// Records the write's `managedFields` entry: an Update by the request's manager of the fields
+/// `changed` finds in the object, or the Apply of exactly the applied configuration.
+fn record_write(
+    ctx: &Context,
+    object: &mut Value,
+    write: Write,
+    changed: impl FnOnce(&Value) -> Value,
+) {
     match write {
         Write::Update => {
-            let fields = patch::field_set(&owned_content(&object));
-            record_manager(ctx, &mut object, &ctx.manager, "Update", fields);
+            let fields = changed(object);
+            record_manager(ctx, object, &ctx.manager, "Update", fields);
         }
         Write::Apply { manager, applied } => {
-            record_manager(
-                ctx,
-                &mut object,
-                &manager,
-                "Apply",
-                applied_fields(&applied),
-            );
+            record_manager(ctx, object, &manager, "Apply", applied_fields(&applied));
         }
     }
-    let stored = state.put(&resource_key, ctx.key(&name), object);
-    after_create(state, ctx, &stored);
-    Ok(Reply {
-        code: StatusCode::CREATED,
-        body: output(&ctx.resource, &ctx.version, &stored),
-        warnings,
-    })
 }
 
 /// What other parts of a cluster do at once when an object appears: the apiextensions server
@@ -500,6 +539,41 @@ struct ContinueToken {
     name: String,
 }
 
+impl ContinueToken {
+    /// Reads a `continue` parameter, and checks that the list it continues can still be served.
+    fn resume(
+        state: &State,
+        resource_key: &(String, String),
+        text: &str,
+    ) -> Result<Self, ApiError> {
+        let token: Self = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+        if state.check_resumable(resource_key, token.rv).is_err() {
+            return Err(ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start \
+                 a new list without the continue parameter, or use the continue token in this response to \
+                 retrieve the remainder of the results. Continuing with the provided token results in an \
+                 inconsistent list - objects that were created, modified, or deleted between the time the \
+                 first chunk was returned and now may show up in the list.",
+            ));
+        }
+        Ok(token)
+    }
+
+    /// Whether the token's object comes before the object under `key`, in the order lists go in.
+    fn comes_before(&self, key: &ObjectKey) -> bool {
+        (key.namespace.as_str(), key.name.as_str()) > (self.namespace.as_str(), self.name.as_str())
+    }
+
+    fn encode(&self) -> Result<String, ApiError> {
+        let encoded = serde_json::to_vec(self).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(encoded))
+    }
+}
+
 /// A list, optionally paginated with `limit` and `continue`.
 pub fn list(
     state: &State,
@@ -509,53 +583,52 @@ pub fn list(
     continue_from: Option<&str>,
 ) -> Result<Value, ApiError> {
     let resource_key = ctx.resource.key();
-    let start = match continue_from {
-        None => None,
-        Some(token) => {
-            let token: ContinueToken = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(token)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
-            if state.check_resumable(&resource_key, token.rv).is_err() {
-                return Err(ApiError::expired(
-                    "The provided continue parameter is too old to display a consistent list result. You can start \
-                     a new list without the continue parameter, or use the continue token in this response to \
-                     retrieve the remainder of the results. Continuing with the provided token results in an \
-                     inconsistent list - objects that were created, modified, or deleted between the time the \
-                     first chunk was returned and now may show up in the list.",
-                ));
-            }
-            Some(token)
-        }
-    };
+    let start = continue_from
+        .map(|text| ContinueToken::resume(state, &resource_key, text))
+        .transpose()?;
     let list_rv = start.as_ref().map_or(state.revision(), |t| t.rv);
     let matching: Vec<(&ObjectKey, &Value)> = state
         .objects(&resource_key)
         .filter(|(k, _)| ctx.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
-        .filter(|(k, _)| {
-            start.as_ref().is_none_or(|t| {
-                (k.namespace.as_str(), k.name.as_str()) > (t.namespace.as_str(), t.name.as_str())
-            })
-        })
+        .filter(|(k, _)| start.as_ref().is_none_or(|t| t.comes_before(k)))
         .filter(|(_, o)| selection.matches(o))
         .collect();
     let take = limit
         .filter(|l| *l > 0)
         .unwrap_or(usize::MAX)
         .min(matching.len());
-    let builtin = ctx.resource.origin != Origin::Custom;
     let items: Vec<Value> = matching[..take]
         .iter()
-        .map(|(_, o)| {
-            let mut item = output(&ctx.resource, &ctx.version, o);
-            if builtin && let Some(map) = item.as_object_mut() {
-                map.remove("apiVersion");
-                map.remove("kind");
-            }
-            item
-        })
+        .map(|(_, o)| list_item(ctx, o))
         .collect();
+    Ok(json!({
+        "kind": ctx.resource.list_kind,
+        "apiVersion": ctx.api_version(),
+        "metadata": list_metadata(list_rv, &matching, take)?,
+        "items": items,
+    }))
+}
+
+/// An item of a list: built-in kinds leave out each item's `apiVersion` and `kind`, custom
+/// resources keep them.
+fn list_item(ctx: &Context, object: &Value) -> Value {
+    let mut item = output(&ctx.resource, &ctx.version, object);
+    if ctx.resource.origin != Origin::Custom
+        && let Some(map) = item.as_object_mut()
+    {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    item
+}
+
+/// A list's metadata: its resourceVersion and, when it shows only the first `take` of the
+/// `matching` objects, where it continues and how many are left.
+fn list_metadata(
+    list_rv: u64,
+    matching: &[(&ObjectKey, &Value)],
+    take: usize,
+) -> Result<Map<String, Value>, ApiError> {
     let mut metadata = Map::new();
     metadata.insert("resourceVersion".to_owned(), json!(list_rv.to_string()));
     if take < matching.len()
@@ -566,22 +639,13 @@ pub fn list(
             namespace: last.namespace.clone(),
             name: last.name.clone(),
         };
-        let encoded = serde_json::to_vec(&token).map_err(|e| ApiError::internal(e.to_string()))?;
-        metadata.insert(
-            "continue".to_owned(),
-            json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(encoded)),
-        );
+        metadata.insert("continue".to_owned(), json!(token.encode()?));
         metadata.insert(
             "remainingItemCount".to_owned(),
             json!(matching.len() - take),
         );
     }
-    Ok(json!({
-        "kind": ctx.resource.list_kind,
-        "apiVersion": ctx.api_version(),
-        "metadata": metadata,
-        "items": items,
-    }))
+    Ok(metadata)
 }
 
 /// PUT: replaces an object, or creates it where the strategy allows.
@@ -694,9 +758,7 @@ fn apply(
         )));
     }
     resolve_namespace(ctx, &mut applied)?;
-    if let Some(m) = meta(&mut applied) {
-        m.insert("name".to_owned(), json!(name));
-    }
+    set_name(&mut applied, name);
     let Some(old) = existing else {
         if ctx.part == Part::Status {
             return Err(ApiError::not_found(&ctx.group_resource(), name));
@@ -743,8 +805,53 @@ pub fn update(
     mut new: Value,
     write: Write,
 ) -> Result<Reply, ApiError> {
-    let old_rv = meta_str(&old, "resourceVersion").to_owned();
-    let new_rv = meta_str(&new, "resourceVersion").to_owned();
+    take_resource_version(ctx, name, &old, &mut new)?;
+    if ctx.part == Part::Main {
+        strategy::apply_defaults(&ctx.resource, &mut new);
+    }
+    strategy::prepare_for_update(&ctx.resource, &ctx.version, ctx.part, &old, &mut new);
+    let warnings = apply_schema(ctx, &mut new);
+    keep_system_metadata(&old, &mut new);
+    let errors = update_errors(ctx, &old, &new);
+    if !errors.is_empty() {
+        return Err(ctx.invalid(name, &errors));
+    }
+    if unchanged(ctx, &old, &new) {
+        return Ok(ctx.reply(StatusCode::OK, &old, warnings));
+    }
+    record_write(ctx, &mut new, write, |new| {
+        patch::changed_field_set(&owned_content(&old), &owned_content(new))
+    });
+    set_field(
+        &mut new,
+        "apiVersion",
+        old.get("apiVersion")
+            .cloned()
+            .unwrap_or_else(|| json!(ctx.api_version())),
+    );
+    if finalized(&old, &new) {
+        let last = remove(state, &ctx.resource, &ctx.key(name)).unwrap_or(old);
+        return Ok(ctx.reply(StatusCode::OK, &last, warnings));
+    }
+    let stored = state.put(&ctx.resource.key(), ctx.key(name), new);
+    if ctx.resource.builtin() == Some(Builtin::CustomResourceDefinition)
+        && let Ok(defined) = crd_resource_type(&stored)
+    {
+        state.registry.register(defined);
+    }
+    Ok(ctx.reply(StatusCode::OK, &stored, warnings))
+}
+
+/// The resourceVersion precondition of an update: a stale one is a conflict, and none (or `0`)
+/// is refused for kinds that need one. The stored resourceVersion then goes on the new object.
+fn take_resource_version(
+    ctx: &Context,
+    name: &str,
+    old: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
+    let old_rv = meta_str(old, "resourceVersion").to_owned();
+    let new_rv = meta_str(new, "resourceVersion");
     if new_rv.is_empty() || new_rv == "0" {
         if !ctx.resource.allow_unconditional_update() {
             let kind = GroupResource {
@@ -766,111 +873,80 @@ pub fn update(
     } else if new_rv != old_rv {
         return Err(ApiError::stale(&ctx.group_resource(), name));
     }
-    if let Some(m) = meta(&mut new) {
+    if let Some(m) = meta(new) {
         m.insert("resourceVersion".to_owned(), json!(old_rv));
     }
+    Ok(())
+}
 
-    if ctx.part == Part::Main {
-        strategy::apply_defaults(&ctx.resource, &mut new);
-    }
-    strategy::prepare_for_update(&ctx.resource, &ctx.version, ctx.part, &old, &mut new);
-    let warnings = apply_schema(ctx, &mut new);
-    if let Some(meta) = meta(&mut new) {
-        for field in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ] {
-            let keep = old.pointer(&format!("/metadata/{field}")).cloned();
-            let given = meta.get(field).is_some_and(|v| !v.is_null() && v != "");
-            match keep {
-                Some(v) if field != "uid" || !given => {
-                    meta.insert(field.to_owned(), v);
-                }
-                Some(_) => {}
-                None => {
-                    if field != "uid" {
-                        meta.remove(field);
-                    }
+/// The metadata only the server sets stays as stored: uid (unless the update names one, which
+/// validation then checks), creation and deletion; `managedFields` too when the update sends none.
+fn keep_system_metadata(old: &Value, new: &mut Value) {
+    let Some(meta) = meta(new) else {
+        return;
+    };
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        let keep = old.pointer(&format!("/metadata/{field}")).cloned();
+        let given = meta.get(field).is_some_and(|v| !v.is_null() && v != "");
+        match keep {
+            Some(v) if field != "uid" || !given => {
+                meta.insert(field.to_owned(), v);
+            }
+            Some(_) => {}
+            None => {
+                if field != "uid" {
+                    meta.remove(field);
                 }
             }
         }
-        if !meta.contains_key("managedFields")
-            && let Some(managed) = old.pointer("/metadata/managedFields")
-        {
-            meta.insert("managedFields".to_owned(), managed.clone());
-        }
     }
-    let mut errors = validation::metadata_update_errors(&old, &new);
-    errors.extend(schema_errors(ctx, &new));
+    if !meta.contains_key("managedFields")
+        && let Some(managed) = old.pointer("/metadata/managedFields")
+    {
+        meta.insert("managedFields".to_owned(), managed.clone());
+    }
+}
+
+/// What validation finds wrong with an update: changed identity metadata, the schema of a custom
+/// resource, and the update rules of a pod's spec or a CRD.
+fn update_errors(ctx: &Context, old: &Value, new: &Value) -> Vec<FieldError> {
+    let mut errors = validation::metadata_update_errors(old, new);
+    errors.extend(schema_errors(ctx, new));
     if ctx.part == Part::Main && ctx.resource.builtin() == Some(Builtin::Pod) {
-        errors.extend(validation::pod_update_errors(&old, &new));
+        errors.extend(validation::pod_update_errors(old, new));
     }
     if ctx.resource.builtin() == Some(Builtin::CustomResourceDefinition) {
-        errors.extend(crd_errors(&new));
+        errors.extend(crd_errors(new));
     }
-    if !errors.is_empty() {
-        return Err(ctx.invalid(name, &errors));
-    }
+    errors
+}
 
+/// Whether the updated object is the stored one but for its apiVersion: then nothing is written.
+fn unchanged(ctx: &Context, old: &Value, new: &Value) -> bool {
     let mut compared = new.clone();
-    let mut stored_form = output(&ctx.resource, &ctx.version, &old);
+    let mut stored_form = output(&ctx.resource, &ctx.version, old);
     for object in [&mut compared, &mut stored_form] {
         if let Some(map) = object.as_object_mut() {
             map.remove("apiVersion");
         }
     }
-    if compared == stored_form {
-        return Ok(Reply {
-            code: StatusCode::OK,
-            body: output(&ctx.resource, &ctx.version, &old),
-            warnings,
-        });
-    }
+    compared == stored_form
+}
 
-    match write {
-        Write::Update => {
-            let fields = patch::changed_field_set(&owned_content(&old), &owned_content(&new));
-            record_manager(ctx, &mut new, &ctx.manager, "Update", fields);
-        }
-        Write::Apply { manager, applied } => {
-            record_manager(ctx, &mut new, &manager, "Apply", applied_fields(&applied));
-        }
-    }
-    set_field(
-        &mut new,
-        "apiVersion",
-        old.get("apiVersion")
-            .cloned()
-            .unwrap_or_else(|| json!(ctx.api_version())),
-    );
-
-    let emptied = new.pointer("/metadata/deletionTimestamp").is_some()
-        && finalizers(&new) == 0
+/// Whether the update took the last finalizer off an object whose deletion is due, which then
+/// goes.
+fn finalized(old: &Value, new: &Value) -> bool {
+    new.pointer("/metadata/deletionTimestamp").is_some()
+        && finalizers(new) == 0
         && old
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)
-            == Some(0);
-    if emptied {
-        let last = remove(state, &ctx.resource, &ctx.key(name)).unwrap_or(old);
-        return Ok(Reply {
-            code: StatusCode::OK,
-            body: output(&ctx.resource, &ctx.version, &last),
-            warnings,
-        });
-    }
-    let stored = state.put(&ctx.resource.key(), ctx.key(name), new);
-    if ctx.resource.builtin() == Some(Builtin::CustomResourceDefinition)
-        && let Ok(defined) = crd_resource_type(&stored)
-    {
-        state.registry.register(defined);
-    }
-    Ok(Reply {
-        code: StatusCode::OK,
-        body: output(&ctx.resource, &ctx.version, &stored),
-        warnings,
-    })
+            == Some(0)
 }
 
 /// Removes an object from the store, then does what follows from that at once: the garbage
@@ -1054,24 +1130,10 @@ pub fn delete(
     let Some(object) = state.get(&ctx.resource.key(), &key) else {
         return Err(ApiError::not_found(&ctx.group_resource(), name));
     };
-    if let Some(uid) = &options.precondition_uid
-        && uid != meta_str(object, "uid")
-    {
-        let why = format!(
-            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-            meta_str(object, "uid")
-        );
-        return Err(ApiError::conflict(&ctx.group_resource(), name, &why));
-    }
-    if let Some(rv) = &options.precondition_resource_version
-        && rv != meta_str(object, "resourceVersion")
-    {
-        let why = format!(
-            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-            meta_str(object, "resourceVersion")
-        );
-        return Err(ApiError::conflict(&ctx.group_resource(), name, &why));
-    }
+    let uid = options.precondition_uid.as_deref();
+    check_precondition(ctx, name, object, "uid", "UID", uid)?;
+    let rv = options.precondition_resource_version.as_deref();
+    check_precondition(ctx, name, object, "resourceVersion", "ResourceVersion", rv)?;
     match delete_object(state, &ctx.resource, &key, options, ctx.now) {
         None => Err(ApiError::not_found(&ctx.group_resource(), name)),
         Some(Deletion::Pending(object)) => {
@@ -1092,6 +1154,28 @@ pub fn delete(
                 "uid": meta_str(&last, "uid"),
             },
         }))),
+    }
+}
+
+/// A delete's precondition on a metadata field, `label` in the conflict's message: the object's
+/// must be the one the precondition names, if it names one.
+fn check_precondition(
+    ctx: &Context,
+    name: &str,
+    object: &Value,
+    field: &str,
+    label: &str,
+    wanted: Option<&str>,
+) -> Result<(), ApiError> {
+    let actual = meta_str(object, field);
+    match wanted {
+        Some(wanted) if wanted != actual => {
+            let why = format!(
+                "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
+            );
+            Err(ApiError::conflict(&ctx.group_resource(), name, &why))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::errors::GroupResource;
+use super::validation::strings;
 
 /// The built-in kinds, each with its own strategy in the real registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +61,6 @@ impl FieldLabel {
             label: label.to_owned(),
             path: label.split('.').map(str::to_owned).collect(),
             absent: "",
-        }
-    }
-
-    fn boolean(label: &str) -> Self {
-        Self {
-            absent: "false",
-            ..Self::at(label)
         }
     }
 }
@@ -225,7 +219,10 @@ pub struct Registry {
 impl Registry {
     pub fn with_builtins() -> Self {
         Self {
-            types: builtin_types().into_iter().map(Arc::new).collect(),
+            types: BUILTINS
+                .iter()
+                .map(|row| Arc::new(row.resource_type()))
+                .collect(),
         }
     }
 
@@ -333,16 +330,6 @@ pub fn crd_resource_type(crd: &Value) -> Result<ResourceType, String> {
             .map(str::to_owned)
             .ok_or(format!("{field}: Required value"))
     };
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let group = text(spec, "group")?;
     let names = spec.get("names").ok_or("spec.names: Required value")?;
     let plural = text(names, "plural")?;
@@ -398,186 +385,227 @@ pub fn crd_resource_type(crd: &Value) -> Result<ResourceType, String> {
     })
 }
 
-fn builtin_types() -> Vec<ResourceType> {
-    struct Row {
-        builtin: Builtin,
-        group: &'static str,
-        plural: &'static str,
-        kind: &'static str,
-        namespaced: bool,
-        short_names: &'static [&'static str],
-        categories: &'static [&'static str],
-        field_labels: Vec<FieldLabel>,
+/// A field selector label of a built-in kind, as the table of built-in kinds writes it.
+struct BuiltinLabel {
+    label: &'static str,
+    /// The dotted path the label reads, which is the label itself but for `source`.
+    path: &'static str,
+    absent: &'static str,
+}
+
+impl BuiltinLabel {
+    const fn at(label: &'static str) -> Self {
+        Self {
+            label,
+            path: label,
+            absent: "",
+        }
     }
-    let rows = vec![
-        Row {
-            builtin: Builtin::Pod,
-            group: "",
-            plural: "pods",
-            kind: "Pod",
-            namespaced: true,
-            short_names: &["po"],
-            categories: &["all"],
-            field_labels: vec![
-                FieldLabel::at("spec.nodeName"),
-                FieldLabel::at("spec.restartPolicy"),
-                FieldLabel::at("spec.schedulerName"),
-                FieldLabel::at("spec.serviceAccountName"),
-                FieldLabel::boolean("spec.hostNetwork"),
-                FieldLabel::at("status.phase"),
-                FieldLabel::at("status.podIP"),
-                FieldLabel::at("status.nominatedNodeName"),
-            ],
-        },
-        Row {
-            builtin: Builtin::Namespace,
-            group: "",
-            plural: "namespaces",
-            kind: "Namespace",
-            namespaced: false,
-            short_names: &["ns"],
-            categories: &[],
-            field_labels: vec![FieldLabel::at("status.phase")],
-        },
-        Row {
-            builtin: Builtin::Node,
-            group: "",
-            plural: "nodes",
-            kind: "Node",
-            namespaced: false,
-            short_names: &["no"],
-            categories: &[],
-            field_labels: vec![FieldLabel::boolean("spec.unschedulable")],
-        },
-        Row {
-            builtin: Builtin::PersistentVolume,
-            group: "",
-            plural: "persistentvolumes",
-            kind: "PersistentVolume",
-            namespaced: false,
-            short_names: &["pv"],
-            categories: &[],
-            field_labels: Vec::new(),
-        },
-        Row {
-            builtin: Builtin::PersistentVolumeClaim,
-            group: "",
-            plural: "persistentvolumeclaims",
-            kind: "PersistentVolumeClaim",
-            namespaced: true,
-            short_names: &["pvc"],
-            categories: &[],
-            field_labels: Vec::new(),
-        },
-        Row {
-            builtin: Builtin::Secret,
-            group: "",
-            plural: "secrets",
-            kind: "Secret",
-            namespaced: true,
-            short_names: &[],
-            categories: &[],
-            field_labels: vec![FieldLabel::at("type")],
-        },
-        Row {
-            builtin: Builtin::ConfigMap,
-            group: "",
-            plural: "configmaps",
-            kind: "ConfigMap",
-            namespaced: true,
-            short_names: &["cm"],
-            categories: &[],
-            field_labels: Vec::new(),
-        },
-        Row {
-            builtin: Builtin::ServiceAccount,
-            group: "",
-            plural: "serviceaccounts",
-            kind: "ServiceAccount",
-            namespaced: true,
-            short_names: &["sa"],
-            categories: &[],
-            field_labels: Vec::new(),
-        },
-        Row {
-            builtin: Builtin::Event,
-            group: "",
-            plural: "events",
-            kind: "Event",
-            namespaced: true,
-            short_names: &["ev"],
-            categories: &[],
-            field_labels: [
-                "involvedObject.kind",
-                "involvedObject.namespace",
-                "involvedObject.name",
-                "involvedObject.uid",
-                "involvedObject.apiVersion",
-                "involvedObject.resourceVersion",
-                "involvedObject.fieldPath",
-                "reason",
-                "reportingComponent",
-                "type",
-            ]
-            .into_iter()
-            .map(FieldLabel::at)
-            .chain([FieldLabel {
-                path: vec!["source".into(), "component".into()],
-                ..FieldLabel::at("source")
-            }])
-            .collect(),
-        },
-        Row {
-            builtin: Builtin::EventsV1Event,
-            group: "events.k8s.io",
-            plural: "events",
-            kind: "Event",
-            namespaced: true,
-            short_names: &["ev"],
-            categories: &[],
-            field_labels: Vec::new(),
-        },
-        Row {
-            builtin: Builtin::Lease,
-            group: "coordination.k8s.io",
-            plural: "leases",
-            kind: "Lease",
-            namespaced: true,
-            short_names: &[],
-            categories: &[],
-            field_labels: Vec::new(),
-        },
-        Row {
-            builtin: Builtin::CustomResourceDefinition,
-            group: "apiextensions.k8s.io",
-            plural: "customresourcedefinitions",
-            kind: "CustomResourceDefinition",
-            namespaced: false,
-            short_names: &["crd", "crds"],
-            categories: &["api-extensions"],
-            field_labels: Vec::new(),
-        },
-    ];
-    rows.into_iter()
-        .map(|row| ResourceType {
-            group: row.group.to_owned(),
+
+    /// A boolean field, which compares as `false` when absent.
+    const fn boolean(label: &'static str) -> Self {
+        Self {
+            absent: "false",
+            ..Self::at(label)
+        }
+    }
+
+    fn field_label(&self) -> FieldLabel {
+        FieldLabel {
+            label: self.label.to_owned(),
+            path: self.path.split('.').map(str::to_owned).collect(),
+            absent: self.absent,
+        }
+    }
+}
+
+/// A built-in kind: what its type takes beyond what follows from the kind (singular, list kind
+/// and the one version `v1`).
+struct BuiltinRow {
+    builtin: Builtin,
+    group: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    field_labels: &'static [BuiltinLabel],
+}
+
+impl BuiltinRow {
+    fn resource_type(&self) -> ResourceType {
+        let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        ResourceType {
+            group: self.group.to_owned(),
             versions: vec![ServedVersion {
                 name: "v1".to_owned(),
                 schema: None,
                 status: false,
-                field_labels: row.field_labels,
+                field_labels: self
+                    .field_labels
+                    .iter()
+                    .map(BuiltinLabel::field_label)
+                    .collect(),
             }],
-            plural: row.plural.to_owned(),
-            singular: row.kind.to_lowercase(),
-            kind: row.kind.to_owned(),
-            list_kind: format!("{}List", row.kind),
-            namespaced: row.namespaced,
-            short_names: row.short_names.iter().map(|s| (*s).to_owned()).collect(),
-            categories: row.categories.iter().map(|s| (*s).to_owned()).collect(),
-            origin: Origin::Builtin(row.builtin),
-        })
-        .collect()
+            plural: self.plural.to_owned(),
+            singular: self.kind.to_lowercase(),
+            kind: self.kind.to_owned(),
+            list_kind: format!("{}List", self.kind),
+            namespaced: self.namespaced,
+            short_names: strings(self.short_names),
+            categories: strings(self.categories),
+            origin: Origin::Builtin(self.builtin),
+        }
+    }
 }
+
+/// The built-in kinds, in the order discovery lists them.
+const BUILTINS: [BuiltinRow; 12] = [
+    BuiltinRow {
+        builtin: Builtin::Pod,
+        group: "",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        categories: &["all"],
+        field_labels: &[
+            BuiltinLabel::at("spec.nodeName"),
+            BuiltinLabel::at("spec.restartPolicy"),
+            BuiltinLabel::at("spec.schedulerName"),
+            BuiltinLabel::at("spec.serviceAccountName"),
+            BuiltinLabel::boolean("spec.hostNetwork"),
+            BuiltinLabel::at("status.phase"),
+            BuiltinLabel::at("status.podIP"),
+            BuiltinLabel::at("status.nominatedNodeName"),
+        ],
+    },
+    BuiltinRow {
+        builtin: Builtin::Namespace,
+        group: "",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        categories: &[],
+        field_labels: &[BuiltinLabel::at("status.phase")],
+    },
+    BuiltinRow {
+        builtin: Builtin::Node,
+        group: "",
+        plural: "nodes",
+        kind: "Node",
+        namespaced: false,
+        short_names: &["no"],
+        categories: &[],
+        field_labels: &[BuiltinLabel::boolean("spec.unschedulable")],
+    },
+    BuiltinRow {
+        builtin: Builtin::PersistentVolume,
+        group: "",
+        plural: "persistentvolumes",
+        kind: "PersistentVolume",
+        namespaced: false,
+        short_names: &["pv"],
+        categories: &[],
+        field_labels: &[],
+    },
+    BuiltinRow {
+        builtin: Builtin::PersistentVolumeClaim,
+        group: "",
+        plural: "persistentvolumeclaims",
+        kind: "PersistentVolumeClaim",
+        namespaced: true,
+        short_names: &["pvc"],
+        categories: &[],
+        field_labels: &[],
+    },
+    BuiltinRow {
+        builtin: Builtin::Secret,
+        group: "",
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        field_labels: &[BuiltinLabel::at("type")],
+    },
+    BuiltinRow {
+        builtin: Builtin::ConfigMap,
+        group: "",
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+        short_names: &["cm"],
+        categories: &[],
+        field_labels: &[],
+    },
+    BuiltinRow {
+        builtin: Builtin::ServiceAccount,
+        group: "",
+        plural: "serviceaccounts",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short_names: &["sa"],
+        categories: &[],
+        field_labels: &[],
+    },
+    BuiltinRow {
+        builtin: Builtin::Event,
+        group: "",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        field_labels: &[
+            BuiltinLabel::at("involvedObject.kind"),
+            BuiltinLabel::at("involvedObject.namespace"),
+            BuiltinLabel::at("involvedObject.name"),
+            BuiltinLabel::at("involvedObject.uid"),
+            BuiltinLabel::at("involvedObject.apiVersion"),
+            BuiltinLabel::at("involvedObject.resourceVersion"),
+            BuiltinLabel::at("involvedObject.fieldPath"),
+            BuiltinLabel::at("reason"),
+            BuiltinLabel::at("reportingComponent"),
+            BuiltinLabel::at("type"),
+            BuiltinLabel {
+                path: "source.component",
+                ..BuiltinLabel::at("source")
+            },
+        ],
+    },
+    BuiltinRow {
+        builtin: Builtin::EventsV1Event,
+        group: "events.k8s.io",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: &[],
+        field_labels: &[],
+    },
+    BuiltinRow {
+        builtin: Builtin::Lease,
+        group: "coordination.k8s.io",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        field_labels: &[],
+    },
+    BuiltinRow {
+        builtin: Builtin::CustomResourceDefinition,
+        group: "apiextensions.k8s.io",
+        plural: "customresourcedefinitions",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        categories: &["api-extensions"],
+        field_labels: &[],
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,20 @@ pub fn render(value: &Value) -> String {
     }
 }
 
+/// The strings of a JSON array, its other items left out; none for a missing or non-array value.
+pub fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `ValidateObjectMeta`'s name checks: present, and a DNS subdomain (or label for namespaces).
 pub fn name_errors(name: &str, dns_label: bool) -> Vec<FieldError> {
     if name.is_empty() {
@@ -44,37 +58,21 @@ pub fn name_errors(name: &str, dns_label: bool) -> Vec<FieldError> {
             "name or generateName is required",
         )];
     }
-    let quoted = render(&Value::String(name.to_owned()));
-    if dns_label {
-        if name.len() > 63 {
-            return vec![FieldError::invalid(
-                "metadata.name",
-                quoted,
-                "must be no more than 63 characters",
-            )];
-        }
-        if !is_dns_label(name) {
-            return vec![FieldError::invalid(
-                "metadata.name",
-                quoted,
-                DNS_LABEL_MESSAGE,
-            )];
-        }
+    let (max_len, valid, message): (usize, fn(&str) -> bool, &str) = if dns_label {
+        (63, is_dns_label, DNS_LABEL_MESSAGE)
     } else {
-        if name.len() > 253 {
-            return vec![FieldError::invalid(
-                "metadata.name",
-                quoted,
-                "must be no more than 253 characters",
-            )];
-        }
-        if !is_dns_subdomain(name) {
-            return vec![FieldError::invalid(
-                "metadata.name",
-                quoted,
-                DNS_SUBDOMAIN_MESSAGE,
-            )];
-        }
+        (253, is_dns_subdomain, DNS_SUBDOMAIN_MESSAGE)
+    };
+    let quoted = render(&Value::String(name.to_owned()));
+    if name.len() > max_len {
+        return vec![FieldError::invalid(
+            "metadata.name",
+            quoted,
+            format!("must be no more than {max_len} characters"),
+        )];
+    }
+    if !valid(name) {
+        return vec![FieldError::invalid("metadata.name", quoted, message)];
     }
     Vec::new()
 }
@@ -378,17 +376,7 @@ pub fn metadata_update_errors(old: &Value, new: &Value) -> Vec<FieldError> {
         }
     }
     if old.pointer("/metadata/deletionTimestamp").is_some() {
-        let finalizers = |v: &Value| -> Vec<String> {
-            v.pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let finalizers = |v: &Value| strings(v.pointer("/metadata/finalizers"));
         let before = finalizers(old);
         let added: Vec<String> = finalizers(new)
             .into_iter()

@@ -123,25 +123,33 @@ pub async fn watch(
     ctx: Context,
     request: WatchRequest,
 ) -> Result<Response, ApiError> {
+    let start = start(&request)?;
+    let mut changes = store.subscribe();
+    if let Start::After(wanted) = start {
+        wait_for_revision(&store, &mut changes, wanted).await?;
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (initial, cursor, epoch) = initial_events(&store, &ctx, &request.selection, start);
     let send_initial = request.send_initial_events == Some(true);
-    if request.resource_version_match.is_some() && request.send_initial_events.is_none() {
-        return Err(list_options_invalid(&[FieldError::forbidden(
-            "resourceVersionMatch",
-            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
-        )]));
-    }
-    if send_initial && request.resource_version_match.as_deref() != Some("NotOlderThan") {
-        return Err(list_options_invalid(&[FieldError {
-            field: "resourceVersionMatch".to_owned(),
-            problem: super::errors::FieldProblem::NotSupported {
-                value: format!(
-                    "\"{}\"",
-                    request.resource_version_match.clone().unwrap_or_default()
-                ),
-                supported: vec!["\"NotOlderThan\"".to_owned()],
-            },
-        }]));
-    }
+    let stream = Stream {
+        store,
+        settings,
+        ctx,
+        request,
+        changes,
+        cursor,
+        epoch,
+        tx,
+    };
+    tokio::spawn(stream.run(initial, send_initial));
+    Ok(streamed(rx))
+}
+
+/// Where the request starts its watch, once its `resourceVersionMatch` and `sendInitialEvents`
+/// are checked: the current state when initial events are asked for, whatever its
+/// resourceVersion.
+fn start(request: &WatchRequest) -> Result<Start, ApiError> {
+    check_initial_events(request)?;
     let start = match request.resource_version.as_deref() {
         None | Some("" | "0") => Start::CurrentState,
         Some(text) => match text.parse::<u64>() {
@@ -155,77 +163,109 @@ pub async fn watch(
             }
         },
     };
-    let start = if send_initial {
-        Start::CurrentState
+    if request.send_initial_events == Some(true) {
+        Ok(Start::CurrentState)
     } else {
-        start
-    };
-    let mut changes = store.subscribe();
-    if let Start::After(wanted) = start {
-        let deadline = Instant::now() + FRESHNESS_WAIT;
-        while store.lock().revision() < wanted {
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
-                return Err(ApiError::too_large_resource_version(
-                    wanted,
-                    store.lock().revision(),
-                ));
-            }
+        Ok(start)
+    }
+}
+
+/// `resourceVersionMatch` goes only with `sendInitialEvents`, and initial events only with
+/// `NotOlderThan`.
+fn check_initial_events(request: &WatchRequest) -> Result<(), ApiError> {
+    if request.resource_version_match.is_some() && request.send_initial_events.is_none() {
+        return Err(list_options_invalid(&[FieldError::forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        )]));
+    }
+    if request.send_initial_events == Some(true)
+        && request.resource_version_match.as_deref() != Some("NotOlderThan")
+    {
+        return Err(list_options_invalid(&[FieldError {
+            field: "resourceVersionMatch".to_owned(),
+            problem: super::errors::FieldProblem::NotSupported {
+                value: format!(
+                    "\"{}\"",
+                    request.resource_version_match.clone().unwrap_or_default()
+                ),
+                supported: vec!["\"NotOlderThan\"".to_owned()],
+            },
+        }]));
+    }
+    Ok(())
+}
+
+/// Waits, as the watch cache does, for the store to reach a resourceVersion the client has
+/// seen; 504 once [`FRESHNESS_WAIT`] is over.
+async fn wait_for_revision(
+    store: &Store,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    wanted: u64,
+) -> Result<(), ApiError> {
+    let deadline = Instant::now() + FRESHNESS_WAIT;
+    while store.lock().revision() < wanted {
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            return Err(ApiError::too_large_resource_version(
+                wanted,
+                store.lock().revision(),
+            ));
         }
     }
+    Ok(())
+}
 
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let (initial, cursor, epoch) = {
-        let state = store.lock();
-        let resource_key = ctx.resource.key();
-        match start {
-            Start::CurrentState => {
-                let added: Vec<Bytes> = state
-                    .objects(&resource_key)
-                    .filter(|(k, _)| ctx.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
-                    .filter(|(_, o)| request.selection.matches(o))
-                    .map(|(_, o)| line("ADDED", output(&ctx.resource, &ctx.version, o)))
-                    .collect();
-                (Ok(added), state.revision(), state.epoch())
-            }
-            Start::After(revision) => match state.check_resumable(&resource_key, revision) {
-                Ok(()) => (Ok(Vec::new()), revision, state.epoch()),
-                Err(too_old) => (
-                    Err(ApiError::expired(format!(
-                        "too old resource version: {revision} ({})",
-                        too_old.oldest
-                    ))),
-                    revision,
-                    state.epoch(),
-                ),
-            },
+/// What a watch sends first from `start`, and where it goes on from: ADDED events for the
+/// selected objects of the current state, nothing after a resourceVersion still in the history,
+/// or 410 Gone for one that is not. Also the store's epoch it started in.
+fn initial_events(
+    store: &Store,
+    ctx: &Context,
+    selection: &Selection,
+    start: Start,
+) -> (Result<Vec<Bytes>, ApiError>, u64, u64) {
+    let state = store.lock();
+    let resource_key = ctx.resource.key();
+    match start {
+        Start::CurrentState => {
+            let added: Vec<Bytes> = state
+                .objects(&resource_key)
+                .filter(|(k, _)| ctx.namespace.as_ref().is_none_or(|ns| *ns == k.namespace))
+                .filter(|(_, o)| selection.matches(o))
+                .map(|(_, o)| line("ADDED", output(&ctx.resource, &ctx.version, o)))
+                .collect();
+            (Ok(added), state.revision(), state.epoch())
         }
-    };
-    let stream = Stream {
-        store,
-        settings,
-        ctx,
-        request,
-        changes,
-        cursor,
-        epoch,
-        tx,
-    };
-    tokio::spawn(stream.run(initial, send_initial));
+        Start::After(revision) => match state.check_resumable(&resource_key, revision) {
+            Ok(()) => (Ok(Vec::new()), revision, state.epoch()),
+            Err(too_old) => (
+                Err(ApiError::expired(format!(
+                    "too old resource version: {revision} ({})",
+                    too_old.oldest
+                ))),
+                revision,
+                state.epoch(),
+            ),
+        },
+    }
+}
 
+/// The 200 answer whose body is the lines sent on `rx`, until the stream drops its sender.
+fn streamed(rx: mpsc::Receiver<Bytes>) -> Response {
     let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
             .map(|bytes| (Ok::<_, Infallible>(bytes), rx))
     }));
-    Ok((
+    (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// One open watch.

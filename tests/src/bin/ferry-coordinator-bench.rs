@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ferry_shared::crd::PodVolumeBackup;
+use ferry_tests::bench::{self, NODE, WORKLOADS, mib};
 use ferry_tests::fixtures;
-use ferry_tests::harness::{Cluster, VolumeKind};
+use ferry_tests::harness::VolumeKind;
 use ferry_tests::proc::{peak_kib, rss_kib};
 use kube::api::ListParams;
-
-const WORKLOADS: &str = "bench";
 
 #[derive(Debug, Parser)]
 #[command(about = "Measures ferry-coordinator on the test cluster")]
@@ -34,10 +33,7 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
-    let mut cluster = Cluster::start().await;
-    cluster.create_namespace(WORKLOADS).await;
-    cluster.add_node("node-a").await;
-    cluster.create_default_storage("coordinator-bench").await;
+    let (mut cluster, _) = bench::cluster("coordinator-bench").await;
     let names: Vec<String> = (0..args.volumes).map(|i| format!("v{i}")).collect();
     for i in 0..args.pods {
         let volumes = names
@@ -45,7 +41,7 @@ async fn main() {
             .map(|name| (name.as_str(), VolumeKind::EmptyDir))
             .collect();
         cluster
-            .create_pod(WORKLOADS, &format!("app-{i}"), "node-a", volumes)
+            .create_pod(WORKLOADS, &format!("app-{i}"), NODE, volumes)
             .await;
     }
     let pid = cluster.start_coordinator(&args.coordinator, &[]).pid();
@@ -81,11 +77,8 @@ async fn main() {
         "coordinator, {} pods x {} volumes:",
         args.pods, args.volumes
     );
-    println!("  RSS idle             {:.1} MiB", idle as f64 / 1024.0);
-    println!(
-        "  peak RSS             {:.1} MiB",
-        peak_kib(pid) as f64 / 1024.0
-    );
+    println!("  RSS idle             {:.1} MiB", mib(idle));
+    println!("  peak RSS             {:.1} MiB", mib(peak_kib(pid)));
     println!(
         "  {expected} PodVolumeBackups created in {:.2} s ({:.0} per second)",
         elapsed.as_secs_f64(),
