@@ -10,6 +10,7 @@
 //! <prefix>/restic/<namespace>/                       one restic-format repository per namespace
 //! ```
 
+use std::future::Future;
 use std::io::{Read, Write};
 
 use opendal::{ErrorKind, Operator};
@@ -102,18 +103,34 @@ impl ObjectStore {
         Ok(Self { operator, retrier })
     }
 
+    /// Runs one request under the retrier. `Ok(None)` when the store answers that there is
+    /// nothing there; a failure names what the request was for (`action` on `key`).
+    async fn request<T, F, Fut>(
+        &self,
+        action: &'static str,
+        key: &str,
+        request: F,
+    ) -> Result<Option<T>, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = opendal::Result<T>>,
+    {
+        match self.retrier.run(action, request).await {
+            Ok(value) => Ok(Some(value)),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(request_error(action, key, &err)),
+        }
+    }
+
     /// The names at the top level of the location, without trailing slashes.
     pub async fn top_level(&self) -> Result<Vec<String>, StoreError> {
         let operator = &self.operator;
         let entries = self
-            .retrier
-            .run("list", || async move { operator.list("/").await })
-            .await;
-        let entries = match entries {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(request_error("list", "the top level", &err)),
-        };
+            .request("list", "the top level", || async move {
+                operator.list("/").await
+            })
+            .await?
+            .unwrap_or_default();
         Ok(entries
             .iter()
             .map(|entry| entry.path().trim_matches('/').to_owned())
@@ -125,16 +142,11 @@ impl ObjectStore {
     pub async fn backups(&self) -> Result<Vec<String>, StoreError> {
         let operator = &self.operator;
         let entries = self
-            .retrier
-            .run("list", || async move {
+            .request("list", "backups/", || async move {
                 operator.list_with("backups/").recursive(true).await
             })
-            .await;
-        let entries = match entries {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(request_error("list", "backups/", &err)),
-        };
+            .await?
+            .unwrap_or_default();
         let mut names: Vec<String> = entries
             .iter()
             .filter_map(|entry| {
@@ -153,16 +165,12 @@ impl ObjectStore {
         let (operator, dir) = (&self.operator, key::backup_dir(name));
         let listed = dir.as_str();
         let entries = self
-            .retrier
-            .run("list", || async move {
+            .request("list", &dir, || async move {
                 operator.list_with(listed).limit(1).await
             })
-            .await;
-        match entries {
-            Ok(entries) => Ok(entries.iter().any(|entry| entry.path() != dir)),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(false),
-            Err(err) => Err(request_error("list", &dir, &err)),
-        }
+            .await?
+            .unwrap_or_default();
+        Ok(entries.iter().any(|entry| entry.path() != dir))
     }
 
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -180,31 +188,20 @@ impl ObjectStore {
     /// The object's bytes, or None when there is no such object.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let operator = &self.operator;
-        match self
-            .retrier
-            .run("read", || async move { operator.read(key).await })
-            .await
-        {
-            Ok(buffer) => Ok(Some(buffer.to_vec())),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(request_error("read", key, &err)),
-        }
+        let read = self
+            .request("read", key, || async move { operator.read(key).await })
+            .await?;
+        Ok(read.map(|buffer| buffer.to_vec()))
     }
 
     /// Removes everything under the directory `dir` (a key ending in `/`).
     pub async fn delete_dir(&self, dir: &str) -> Result<(), StoreError> {
         let operator = &self.operator;
-        let deleted = self
-            .retrier
-            .run("delete", || async move {
-                operator.delete_with(dir).recursive(true).await
-            })
-            .await;
-        match deleted {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(request_error("delete", dir, &err)),
-        }
+        self.request("delete", dir, || async move {
+            operator.delete_with(dir).recursive(true).await
+        })
+        .await
+        .map(drop)
     }
 }
 
