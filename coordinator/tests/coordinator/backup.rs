@@ -274,42 +274,7 @@ async fn failed_and_timed_out_volumes_make_a_backup_partially_failed() {
         .volume_timeout("1h")
         .create(&cluster)
         .await;
-    let started = cluster
-        .wait_for(
-            &cluster.api::<Backup>(),
-            "mixed",
-            "to create its transfers",
-            |b: &Backup| {
-                b.status
-                    .as_ref()
-                    .and_then(|s| s.pod_volume_backups.as_ref())
-                    .is_some_and(|c| c.total == 3)
-            },
-        )
-        .await;
-    assert_eq!(started.phase(), OperationPhase::InProgress);
-    let pvbs = cluster.pvbs_of("mixed").await;
-    let two_hours_ago =
-        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(2);
-    set_pvb_status(
-        &cluster,
-        &pvbs[0],
-        json!({"phase": "Failed", "message": "disk read error"}),
-    )
-    .await;
-    set_pvb_status(
-        &cluster,
-        &pvbs[1],
-        json!({"phase": "InProgress", "startTimestamp": two_hours_ago.to_string()}),
-    )
-    .await;
-    set_pvb_status(
-        &cluster,
-        &pvbs[2],
-        json!({"phase": "Completed", "snapshotID": "0123abcd"}),
-    )
-    .await;
-
+    one_transfer_fails_one_runs_too_long_and_one_completes(&cluster).await;
     let backup = cluster.wait_finished::<Backup>("mixed").await;
     assert_eq!(
         backup.phase(),
@@ -345,4 +310,44 @@ async fn failed_and_timed_out_volumes_make_a_backup_partially_failed() {
         serde_json::from_slice(&fs::read(storage.join("backups/mixed/ferry-backup.json")).unwrap())
             .unwrap();
     assert_eq!(stored.phase(), OperationPhase::PartiallyFailed);
+}
+
+/// Once the backup "mixed" has its three transfers, writes their status as a node agent would:
+/// the first Failed, the second InProgress for two hours, the third Completed.
+async fn one_transfer_fails_one_runs_too_long_and_one_completes(cluster: &Cluster) {
+    let started = cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            "mixed",
+            "to create its transfers",
+            |b: &Backup| {
+                b.status
+                    .as_ref()
+                    .and_then(|s| s.pod_volume_backups.as_ref())
+                    .is_some_and(|c| c.total == 3)
+            },
+        )
+        .await;
+    assert_eq!(started.phase(), OperationPhase::InProgress);
+    let pvbs = cluster.pvbs_of("mixed").await;
+    let two_hours_ago =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(2);
+    set_pvb_status(
+        cluster,
+        &pvbs[0],
+        json!({"phase": "Failed", "message": "disk read error"}),
+    )
+    .await;
+    set_pvb_status(
+        cluster,
+        &pvbs[1],
+        json!({"phase": "InProgress", "startTimestamp": two_hours_ago.to_string()}),
+    )
+    .await;
+    set_pvb_status(
+        cluster,
+        &pvbs[2],
+        json!({"phase": "Completed", "snapshotID": "0123abcd"}),
+    )
+    .await;
 }
