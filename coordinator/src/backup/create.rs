@@ -22,10 +22,10 @@ use crate::plan::{self, BackupTarget, VolumeChoice, choose_volumes, volume_key};
 use crate::repository;
 
 /// PodVolumeBackups created at once.
-pub(super) const CREATE_CONCURRENCY: usize = 16;
+const CREATE_CONCURRENCY: usize = 16;
 
 /// The pods a Backup selects.
-pub(super) async fn selected_pods(backup: &Backup, ctx: &Context) -> Result<Vec<Pod>, Error> {
+async fn selected_pods(backup: &Backup, ctx: &Context) -> Result<Vec<Pod>, Error> {
     let spec = &backup.spec;
     let mut params = ListParams::default();
     if let Some(selector) = &spec.label_selector {
@@ -59,10 +59,7 @@ pub(super) async fn selected_pods(backup: &Backup, ctx: &Context) -> Result<Vec<
 }
 
 /// The claims the pods mount.
-pub(super) async fn claims_of(
-    ctx: &Context,
-    pods: &[Pod],
-) -> Result<Vec<PersistentVolumeClaim>, Error> {
+async fn claims_of(ctx: &Context, pods: &[Pod]) -> Result<Vec<PersistentVolumeClaim>, Error> {
     let wanted: BTreeSet<(String, String)> = pods
         .iter()
         .flat_map(|pod| {
@@ -91,9 +88,7 @@ pub(super) async fn claims_of(
 }
 
 /// A manifest as it goes into the resources tarball: without managed fields.
-pub(super) fn manifest<K: serde::Serialize + Resource>(
-    object: &K,
-) -> Result<Vec<u8>, StorageError> {
+fn manifest<K: serde::Serialize + Resource>(object: &K) -> Result<Vec<u8>, StorageError> {
     let mut value = serde_json::to_value(object).map_err(StorageError::json("a manifest"))?;
     if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         metadata.remove("managedFields");

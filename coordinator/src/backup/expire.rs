@@ -148,7 +148,7 @@ pub async fn owned_pod_volume_backups(
         .collect())
 }
 
-pub(super) async fn forget_and_remove(
+async fn forget_and_remove(
     backup: &Backup,
     ctx: &Context,
     location: &ResolvedLocation,

@@ -56,7 +56,7 @@ pub(super) async fn fail(
     Ok(Action::await_change())
 }
 
-pub(super) fn record_end(backup: &Backup, ctx: &Context, status: &BackupStatus) {
+fn record_end(backup: &Backup, ctx: &Context, status: &BackupStatus) {
     let seconds = |time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
         time.as_ref()
             .map(|t| t.0.as_millisecond() as f64 / 1000.0)
@@ -150,7 +150,7 @@ async fn tally_transfers(
 }
 
 /// The backup's log: what was chosen and skipped, and how each volume went.
-pub(super) fn backup_log(backup: &Backup, pvbs: &[PodVolumeBackup]) -> String {
+fn backup_log(backup: &Backup, pvbs: &[PodVolumeBackup]) -> String {
     let status = backup.status.clone().unwrap_or_default();
     let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
         t.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
@@ -192,7 +192,7 @@ pub(super) fn backup_log(backup: &Backup, pvbs: &[PodVolumeBackup]) -> String {
 }
 
 /// Writes the PodVolumeBackup list, the log and, last, the Backup itself.
-pub(super) async fn write_backup(
+async fn write_backup(
     backup: &Backup,
     pvbs: &[PodVolumeBackup],
     location: &ResolvedLocation,
@@ -216,7 +216,7 @@ pub(super) async fn write_backup(
 }
 
 /// The Backup as the location keeps it: name, labels, spec and status.
-pub(super) fn stored_backup(backup: &Backup) -> serde_json::Value {
+fn stored_backup(backup: &Backup) -> serde_json::Value {
     json!({
         "apiVersion": Backup::api_version(&()),
         "kind": Backup::kind(&()),

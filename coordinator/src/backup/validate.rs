@@ -168,7 +168,7 @@ async fn failed_validation(
 
 /// Whether the backup `name` may be written to the location: it answers, holds Ferry's layout
 /// and no backup of that name.
-pub(super) async fn writable(
+async fn writable(
     location: &ResolvedLocation,
     name: &str,
     retrier: &Retrier,

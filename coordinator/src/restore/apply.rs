@@ -35,7 +35,7 @@ use ferry_shared::storage::LookupError;
 
 /// What the restore did with each object, as uploaded to the location.
 #[derive(Debug, Default, Serialize)]
-pub(super) struct Results {
+struct Results {
     created: Vec<String>,
     updated: Vec<String>,
     existing: Vec<String>,
@@ -53,13 +53,13 @@ pub(super) fn selected(
         && selector.is_none_or(|selector| selector.matches(labels))
 }
 
-pub(super) fn target_namespace(restore: &Restore, namespace: &str) -> String {
+fn target_namespace(restore: &Restore, namespace: &str) -> String {
     protected::mapped(&restore.spec.namespace_mapping, namespace)
 }
 
 /// Creates `object`, or deals with the one of the same name as the policy says. Returns
 /// whether this restore created it.
-pub(super) async fn create_or_keep<K>(
+async fn create_or_keep<K>(
     api: &Api<K>,
     object: &K,
     policy: ExistingResourcePolicy,
@@ -161,7 +161,7 @@ pub(super) async fn create_objects(
 }
 
 /// What a restore's objects are made from: the backup, its location, and its manifests.
-pub(super) struct Source {
+struct Source {
     backup: Backup,
     location: ResolvedLocation,
     location_name: String,
@@ -170,7 +170,7 @@ pub(super) struct Source {
 
 /// Why the backup a restore reads cannot be read; the restore fails with it.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum SourceError {
+enum SourceError {
     #[error("backup {0} no longer exists")]
     Gone(String),
     #[error(transparent)]
@@ -190,7 +190,7 @@ pub(super) enum SourceError {
 }
 
 /// Reads the backup's manifests from its location; `Ok(Err(_))` when the restore cannot go on.
-pub(super) async fn read_source(
+async fn read_source(
     ctx: &Context,
     backup_name: &str,
 ) -> Result<Result<Source, SourceError>, Error> {
@@ -226,7 +226,7 @@ pub(super) async fn read_source(
 }
 
 /// The claims and pods of the manifests that a restore selects.
-pub(super) struct Chosen<'m> {
+struct Chosen<'m> {
     claims: Vec<&'m PersistentVolumeClaim>,
     pods: Vec<&'m Pod>,
 }
@@ -281,7 +281,7 @@ impl<'m> Chosen<'m> {
 }
 
 /// One restore's creation of its claims and pods, with what it found along the way.
-pub(super) struct Creating<'a> {
+struct Creating<'a> {
     restore: &'a Restore,
     ctx: &'a Context,
     identity: RestoreIdentity<'a>,
@@ -404,7 +404,7 @@ impl<'a> Creating<'a> {
 }
 
 /// Creates the PodVolumeRestores that an earlier pass of this restore did not.
-pub(super) async fn create_missing(
+async fn create_missing(
     ctx: &Context,
     identity: &RestoreIdentity<'_>,
     pvrs: &[PodVolumeRestore],
@@ -428,7 +428,7 @@ pub(super) async fn create_missing(
 
 /// Records what was created: the results in the location, an Event, and the status that moves
 /// the restore on to watching its volumes.
-pub(super) async fn objects_created(
+async fn objects_created(
     creating: Creating<'_>,
     status: RestoreStatus,
     location: &ResolvedLocation,
@@ -471,7 +471,7 @@ pub(super) async fn objects_created(
     Ok(Action::await_change())
 }
 
-pub(super) fn pod_volume_restore(
+fn pod_volume_restore(
     identity: &RestoreIdentity<'_>,
     owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     spec: PodVolumeRestoreSpec,
@@ -492,7 +492,7 @@ pub(super) fn pod_volume_restore(
 }
 
 /// The snapshot of each backed-up volume, by (namespace, pod name, volume).
-pub(super) async fn snapshots_of(
+async fn snapshots_of(
     ctx: &Context,
     backup: &Backup,
 ) -> Result<BTreeMap<(String, String, String), String>, Error> {
@@ -510,7 +510,7 @@ pub(super) async fn snapshots_of(
         .collect())
 }
 
-pub(super) async fn ensure_namespace(ctx: &Context, name: &str) -> Result<(), Error> {
+async fn ensure_namespace(ctx: &Context, name: &str) -> Result<(), Error> {
     let api = Api::<Namespace>::all(ctx.client.clone());
     if api.get_opt(name).await?.is_some() {
         return Ok(());
@@ -529,7 +529,7 @@ pub(super) async fn ensure_namespace(ctx: &Context, name: &str) -> Result<(), Er
     }
 }
 
-pub(super) async fn upload_results(
+async fn upload_results(
     ctx: &Context,
     location: &ResolvedLocation,
     identity: &RestoreIdentity<'_>,

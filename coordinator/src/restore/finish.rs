@@ -119,7 +119,7 @@ async fn label_for_nodes(
     Ok(())
 }
 
-pub(super) async fn upload_log(
+async fn upload_log(
     restore: &Restore,
     ctx: &Context,
     status: &RestoreStatus,

@@ -62,7 +62,7 @@ pub struct Helper<'a> {
 
 /// Metadata for a recreated object: its name, labels and annotations, in the target namespace,
 /// labelled with the restore; everything the cluster assigned is dropped.
-pub(super) fn restored_metadata(
+fn restored_metadata(
     metadata: &ObjectMeta,
     namespace: &str,
     restore: &RestoreIdentity<'_>,
@@ -83,7 +83,7 @@ pub(super) fn restored_metadata(
 }
 
 /// Annotations the control plane puts on a claim while binding it.
-pub(super) const BINDING_ANNOTATIONS: [&str; 5] = [
+const BINDING_ANNOTATIONS: [&str; 5] = [
     "pv.kubernetes.io/bind-completed",
     "pv.kubernetes.io/bound-by-controller",
     "volume.kubernetes.io/selected-node",
@@ -169,11 +169,7 @@ pub fn restored_pod(
     }
 }
 
-pub(super) fn restore_wait_container(
-    restore_uid: &str,
-    volumes: &[String],
-    helper: &Helper<'_>,
-) -> Container {
+fn restore_wait_container(restore_uid: &str, volumes: &[String], helper: &Helper<'_>) -> Container {
     let quantities = |cpu: &str, memory: &str| {
         BTreeMap::from([
             ("cpu".to_owned(), Quantity(cpu.to_owned())),

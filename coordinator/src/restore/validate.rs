@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::protected;
 
 /// The backup a Restore names, or the newest Completed backup of its schedule.
-pub(super) fn choose_backup(
+fn choose_backup(
     spec_backup: Option<&str>,
     schedule: Option<&str>,
     backups: &[Backup],
