@@ -17,6 +17,7 @@ mod password;
 mod plan;
 mod protected;
 mod repository;
+mod resources;
 mod restore;
 mod schedule;
 

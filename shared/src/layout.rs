@@ -3,7 +3,8 @@
 //! ```text
 //! <prefix>/backups/<b>/ferry-backup.json              written last: a backup exists once it does
 //! <prefix>/backups/<b>/<b>-podvolumebackups.json.gz
-//! <prefix>/backups/<b>/<b>-resources.tar.gz          resources/<resource>/namespaces/<ns>/<name>.json
+//! <prefix>/backups/<b>/<b>-resources.tar.gz          resources/<resource>.<group>/namespaces/<ns>/<name>.json
+//!                                                    resources/<resource>.<group>/cluster/<name>.json
 //! <prefix>/backups/<b>/<b>-logs.gz
 //! <prefix>/restores/<r>/restore-<r>-logs.gz
 //! <prefix>/restores/<r>/restore-<r>-results.gz
@@ -51,7 +52,7 @@ pub mod key {
     pub fn pod_volume_backups(backup: &str) -> String {
         format!("backups/{backup}/{backup}-podvolumebackups.json.gz")
     }
-    /// The Pod and PVC manifests of a backup, as a gzipped tarball.
+    /// The objects of a backup, as a gzipped tarball laid out as [`super::ItemPath`] says.
     pub fn resources(backup: &str) -> String {
         format!("backups/{backup}/{backup}-resources.tar.gz")
     }
@@ -67,12 +68,66 @@ pub mod key {
     pub fn restore_results(restore: &str) -> String {
         format!("restores/{restore}/restore-{restore}-results.gz")
     }
-    /// The path of a manifest inside the resources tarball.
-    pub fn manifest(resource: &str, namespace: &str, name: &str) -> String {
-        format!("resources/{resource}/namespaces/{namespace}/{name}.json")
+    pub(super) const METADATA_FILE: &str = "ferry-backup.json";
+}
+
+/// Where an object sits in a backup's resources tarball:
+/// `resources/<resource>.<group>/namespaces/<namespace>/<name>.json` for a namespaced object,
+/// `resources/<resource>.<group>/cluster/<name>.json` for a cluster-scoped one, and the bare
+/// `<resource>` for the core group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ItemPath {
+    pub group: String,
+    /// The resource's plural name.
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ItemPath {
+    /// `<resource>.<group>`, or `<resource>` for the core group.
+    pub fn group_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
     }
 
-    pub(super) const METADATA_FILE: &str = "ferry-backup.json";
+    pub fn to_path(&self) -> String {
+        let resource = self.group_resource();
+        match &self.namespace {
+            Some(namespace) => format!(
+                "resources/{resource}/namespaces/{namespace}/{}.json",
+                self.name
+            ),
+            None => format!("resources/{resource}/cluster/{}.json", self.name),
+        }
+    }
+
+    /// The item a tarball path names; `None` for anything else in the tarball.
+    pub fn parse(path: &str) -> Option<Self> {
+        let rest = path.strip_prefix("resources/")?;
+        let (resource, rest) = rest.split_once('/')?;
+        let (namespace, file) = match rest.split_once('/')? {
+            ("namespaces", rest) => {
+                let (namespace, file) = rest.split_once('/')?;
+                (Some(namespace.to_owned()), file)
+            }
+            ("cluster", file) => (None, file),
+            _ => return None,
+        };
+        let name = file
+            .strip_suffix(".json")
+            .filter(|n| !n.is_empty() && !n.contains('/'))?;
+        let (resource, group) = resource.split_once('.').unwrap_or((resource, ""));
+        Some(Self {
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+            namespace,
+            name: name.to_owned(),
+        })
+    }
 }
 
 /// A failed request to the location.
@@ -276,14 +331,60 @@ mod tests {
     }
 
     #[test]
+    fn item_paths_keep_the_resource_group_scope_and_name() {
+        let item = |group: &str, resource: &str, namespace: Option<&str>, name: &str| ItemPath {
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        };
+        let cases = [
+            (
+                item("", "pods", Some("shop"), "web-0"),
+                "resources/pods/namespaces/shop/web-0.json",
+            ),
+            (
+                item("apps", "deployments", Some("shop"), "web"),
+                "resources/deployments.apps/namespaces/shop/web.json",
+            ),
+            (
+                item(
+                    "rbac.authorization.k8s.io",
+                    "clusterroles",
+                    None,
+                    "system:view",
+                ),
+                "resources/clusterroles.rbac.authorization.k8s.io/cluster/system:view.json",
+            ),
+            (
+                item("", "namespaces", None, "shop"),
+                "resources/namespaces/cluster/shop.json",
+            ),
+        ];
+        for (item, path) in cases {
+            assert_eq!(item.to_path(), path);
+            assert_eq!(ItemPath::parse(path), Some(item), "{path}");
+        }
+        for stranger in [
+            "metadata/version",
+            "resources/pods/namespaces/shop/web-0.yaml",
+            "resources/pods/elsewhere/web-0.json",
+            "resources/pods/namespaces/shop/.json",
+            "resources/pods/namespaces/shop/a/b.json",
+        ] {
+            assert_eq!(ItemPath::parse(stranger), None, "{stranger}");
+        }
+    }
+
+    #[test]
     fn tarballs_and_gzip_round_trip() {
         let files = vec![
             (
-                key::manifest("pods", "shop", "web-0"),
+                "resources/pods/namespaces/shop/web-0.json".to_owned(),
                 b"{\"a\":1}".to_vec(),
             ),
             (
-                key::manifest("persistentvolumeclaims", "shop", "data"),
+                "resources/persistentvolumeclaims/namespaces/shop/data.json".to_owned(),
                 Vec::new(),
             ),
         ];

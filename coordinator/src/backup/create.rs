@@ -1,110 +1,42 @@
-//! Creating a backup's work: the pods and claims it selects, their manifests written to the
-//! location first, then one PodVolumeBackup per chosen volume.
+//! Creating a backup's work: the objects it selects, written to the location first, then one
+//! PodVolumeBackup per chosen volume.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use ferry_shared::crd::{Backup, BackupStatus, PodVolumeBackup, RepositoryPhase, TransferCounts};
+use ferry_shared::crd::{
+    Backup, BackupProgress, BackupStatus, PodVolumeBackup, RepositoryPhase, TransferCounts,
+};
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::label;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, PostParams};
-use kube::core::Selector;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
+use super::collect::{Collected, collect};
 use super::finish::{fail, watch};
 use crate::context::{Context, Locked, ResolvedLocation};
 use crate::error::{Error, StorageError};
-use crate::plan::{self, BackupTarget, VolumeChoice, choose_volumes, volume_key};
+use crate::plan::{self, BackupTarget, VolumeChoice, choose_volumes, union, volume_key};
 use crate::repository;
 
 /// PodVolumeBackups created at once.
 const CREATE_CONCURRENCY: usize = 16;
 
-/// The pods a Backup selects.
-async fn selected_pods(backup: &Backup, ctx: &Context) -> Result<Vec<Pod>, Error> {
-    let spec = &backup.spec;
-    let mut params = ListParams::default();
-    if let Some(selector) = &spec.label_selector {
-        let selector = Selector::try_from(selector.clone())?;
-        params = params.labels(&selector.to_string());
-    }
-    let everything =
-        spec.included_namespaces.is_empty() || spec.included_namespaces.iter().any(|ns| ns == "*");
-    let mut pods = Vec::new();
-    if everything {
-        pods = Api::<Pod>::all(ctx.client.clone())
-            .list(&params)
-            .await?
-            .items;
-    } else {
-        for namespace in &spec.included_namespaces {
-            pods.extend(
-                Api::<Pod>::namespaced(ctx.client.clone(), namespace)
-                    .list(&params)
-                    .await?
-                    .items,
-            );
-        }
-    }
-    pods.retain(|pod| {
-        !spec
-            .excluded_namespaces
-            .contains(&pod.namespace().unwrap_or_default())
-    });
-    Ok(pods)
-}
-
-/// The claims the pods mount.
-async fn claims_of(ctx: &Context, pods: &[Pod]) -> Result<Vec<PersistentVolumeClaim>, Error> {
-    let wanted: BTreeSet<(String, String)> = pods
-        .iter()
-        .flat_map(|pod| {
-            let namespace = pod.namespace().unwrap_or_default();
-            pod.spec
-                .iter()
-                .flat_map(|spec| spec.volumes.iter().flatten())
-                .filter_map(|volume| volume.persistent_volume_claim.as_ref())
-                .map(move |source| (namespace.clone(), source.claim_name.clone()))
-        })
-        .collect();
-    let namespaces: BTreeSet<&String> = wanted.iter().map(|(namespace, _)| namespace).collect();
-    let mut claims = Vec::new();
-    for namespace in namespaces {
-        let listed = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
-            .list(&ListParams::default())
-            .await?;
-        claims.extend(
-            listed
-                .items
-                .into_iter()
-                .filter(|claim| wanted.contains(&(namespace.clone(), claim.name_any()))),
-        );
-    }
-    Ok(claims)
-}
-
-/// A manifest as it goes into the resources tarball: without managed fields.
-fn manifest<K: serde::Serialize + Resource>(object: &K) -> Result<Vec<u8>, StorageError> {
-    let mut value = serde_json::to_value(object).map_err(StorageError::json("a manifest"))?;
-    if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        metadata.remove("managedFields");
-    }
-    serde_json::to_vec_pretty(&value).map_err(StorageError::json("a manifest"))
-}
-
-/// Chooses the volumes, writes the manifests, then creates the PodVolumeBackups.
+/// Collects the objects, chooses the volumes, writes the objects, then creates the
+/// PodVolumeBackups.
 pub(super) async fn plan_and_create(
     backup: &Backup,
     ctx: &Context,
     location: &ResolvedLocation,
     status: BackupStatus,
 ) -> Result<Action, Error> {
-    let pods = selected_pods(backup, ctx).await?;
-    let claims = claims_of(ctx, &pods).await?;
+    let collected = collect(backup, ctx).await?;
+    let pods: Vec<Pod> = collected.typed("pods");
+    let claims: Vec<PersistentVolumeClaim> = collected.typed("persistentvolumeclaims");
     let volumes = Api::<PersistentVolume>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?
@@ -137,13 +69,14 @@ pub(super) async fn plan_and_create(
         }
         Locked::Failed(message) => return fail(backup, ctx, status, message).await,
     };
-    // The manifests go to the location before any data: a backup without them is useless.
-    if let Err(err) = write_manifests(backup, ctx, location, &pods, &claims).await {
-        let message = format!("cannot write the manifests: {err}");
+    // The objects go to the location before any data: a backup without them is useless.
+    if let Err(err) = write_items(backup, ctx, location, &collected).await {
+        let message = format!("cannot write the backup's objects: {err}");
         return fail(backup, ctx, status, message).await;
     }
     let created = create_pod_volume_backups(backup, ctx, location, &choice, &repositories).await?;
     drop(guards);
+    let status = collected_status(status, collected);
     volumes_chosen(backup, ctx, location, status, &choice, created).await
 }
 
@@ -187,34 +120,45 @@ async fn repositories_ready(
     Ok(Ok(()))
 }
 
-/// Writes the manifests of the selected pods and their claims to the location, as one tarball.
-async fn write_manifests(
+/// Writes the backup's objects to the location, as one tarball.
+async fn write_items(
     backup: &Backup,
     ctx: &Context,
     location: &ResolvedLocation,
-    pods: &[Pod],
-    claims: &[PersistentVolumeClaim],
+    collected: &Collected,
 ) -> Result<(), StorageError> {
-    let mut files = Vec::new();
-    for pod in pods {
-        let namespace = pod.namespace().unwrap_or_default();
-        files.push((
-            key::manifest("pods", &namespace, &pod.name_any()),
-            manifest(pod)?,
-        ));
-    }
-    for claim in claims {
-        let namespace = claim.namespace().unwrap_or_default();
-        files.push((
-            key::manifest("persistentvolumeclaims", &namespace, &claim.name_any()),
-            manifest(claim)?,
-        ));
-    }
-    let tarball = layout::tar_gz(&files)?;
+    let tarball = layout::tar_gz(&collected.files()?)?;
     let store = location.store(&ctx.store_retrier)?;
     Ok(store
         .put(&key::resources(&backup.name_any()), tarball)
         .await?)
+}
+
+/// The status once the objects are written: how many, what could not be read, and the types
+/// lost, which make the backup PartiallyFailed.
+fn collected_status(status: BackupStatus, collected: Collected) -> BackupStatus {
+    let items = collected.items.len() as u64;
+    let mut errors = status.errors;
+    if !collected.lost.is_empty() {
+        errors = union(
+            errors,
+            [format!(
+                "the backup lacks the objects of {} type(s) that could not be listed: {}",
+                collected.lost.len(),
+                collected.lost.join(", ")
+            )],
+        );
+    }
+    BackupStatus {
+        progress: Some(BackupProgress {
+            total_items: items,
+            items_backed_up: items,
+            ..BackupProgress::default()
+        }),
+        warnings: union(status.warnings, collected.warnings),
+        errors,
+        ..status
+    }
 }
 
 /// Creates the PodVolumeBackups of the chosen volumes that an earlier pass did not; returns
@@ -288,7 +232,10 @@ async fn volumes_chosen(
             total,
             ..TransferCounts::default()
         }),
-        warnings: choice.skipped.iter().map(ToString::to_string).collect(),
+        warnings: union(
+            status.warnings.clone(),
+            choice.skipped.iter().map(ToString::to_string),
+        ),
         ..status
     };
     ctx.apply_status(backup, &status).await?;

@@ -1,7 +1,7 @@
 //! Following a backup's PodVolumeBackups to its end: the sum of their progress, the stored
 //! record of the backup in the location, and the end it reaches.
 
-use ferry_shared::crd::{Backup, BackupStatus, OperationPhase, PodVolumeBackup};
+use ferry_shared::crd::{Backup, BackupProgress, BackupStatus, OperationPhase, PodVolumeBackup};
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::label;
 use ferry_shared::time::now;
@@ -87,7 +87,10 @@ pub(super) async fn watch(
     } = tally_transfers(backup, ctx, &status).await?;
     let mut next = BackupStatus {
         pod_volume_backups: Some(sum.counts.clone()),
-        progress: Some(sum.progress.clone()),
+        progress: Some(BackupProgress {
+            volumes: sum.progress.clone(),
+            ..status.progress.clone().unwrap_or_default()
+        }),
         warnings: union(status.warnings.clone(), sum.warnings.clone()),
         timed_out_volumes: timed_out,
         ..status.clone()
@@ -98,9 +101,12 @@ pub(super) async fn watch(
         }
         return Ok(next_deadline.map_or_else(Action::await_change, Action::requeue));
     }
-    next.phase = sum.final_phase();
     next.completion_timestamp = Some(now());
     next.errors = union(next.errors, sum.errors.clone());
+    next.phase = match sum.final_phase() {
+        OperationPhase::Completed if !next.errors.is_empty() => OperationPhase::PartiallyFailed,
+        phase => phase,
+    };
     let mut finished = backup.clone();
     finished.status = Some(next.clone());
     if let Err(err) = write_backup(&finished, &kept, location, ctx).await {

@@ -1,8 +1,9 @@
-//! The Backup controller: validate → choose volumes → ensure repositories → write the
-//! manifests → create PodVolumeBackups → aggregate their status → write the backup to the
-//! storage location, `ferry-backup.json` last. Expired or deleted Backups go through a
+//! The Backup controller: validate → collect the objects (discovery, filters) → choose volumes
+//! → ensure repositories → write the objects → create PodVolumeBackups → aggregate their
+//! status → write the backup to the storage location, `ferry-backup.json` last. Expired or deleted Backups go through a
 //! finalizer that forgets their snapshots and removes their objects from the location.
 
+mod collect;
 mod create;
 mod expire;
 mod finish;

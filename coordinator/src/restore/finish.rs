@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use ferry_shared::crd::{Backup, OperationPhase, PodVolumeRestore, Restore, RestoreStatus};
+use ferry_shared::crd::{
+    Backup, OperationPhase, PodVolumeRestore, Restore, RestoreProgress, RestoreStatus,
+};
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::label;
 use ferry_shared::time::now;
@@ -58,7 +60,10 @@ pub(super) async fn watch(
     .await?;
     let mut next = RestoreStatus {
         pod_volume_restores: Some(sum.counts.clone()),
-        progress: Some(sum.progress.clone()),
+        progress: Some(RestoreProgress {
+            volumes: sum.progress.clone(),
+            ..status.progress.clone().unwrap_or_default()
+        }),
         warnings: union(status.warnings.clone(), sum.warnings.clone()),
         timed_out_volumes: timed_out,
         ..status.clone()
@@ -73,9 +78,12 @@ pub(super) async fn watch(
             next_deadline.map_or(safety_net, |due| due.min(safety_net)),
         ));
     }
-    next.phase = sum.final_phase();
     next.completion_timestamp = Some(now());
     next.errors.extend(sum.errors.clone());
+    next.phase = match sum.final_phase() {
+        OperationPhase::Completed if !next.errors.is_empty() => OperationPhase::PartiallyFailed,
+        phase => phase,
+    };
     upload_log(restore, ctx, &next, &pvrs).await;
     info!(name = %restore.name_any(), phase = ?next.phase, "restore finished");
     let note = format!(

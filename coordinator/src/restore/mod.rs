@@ -1,11 +1,16 @@
-//! The Restore controller: validate → read the backup's manifests from the location →
-//! recreate PVCs (binding stripped) and Pods (restore-wait init container first) → one
-//! PodVolumeRestore per volume with a snapshot, labelled for its node once the pod is bound →
-//! aggregate → write the results and log to the location.
+//! The Restore controller: validate → read the backup's objects from the location → plan what
+//! to restore, in a safe order (pure) → create the objects stage by stage, each made by the
+//! per-kind rules (pods with the restore-wait init container first) → one PodVolumeRestore per
+//! volume with a snapshot, labelled for its node once the pod is bound → aggregate → write the
+//! results and log to the location.
 
 mod apply;
 mod finish;
-mod manifests;
+mod objects;
+mod plan;
+mod pod;
+mod rules;
+mod run;
 mod validate;
 
 use std::sync::Arc;

@@ -100,7 +100,7 @@ async fn opt_out_takes_every_eligible_volume_once(cluster: &Cluster) -> Vec<PodV
     assert_eq!(volumes_of(&pvbs), ["a/cache", "a/data", "b/shared"]);
     let status = all.status.clone().unwrap();
     assert_eq!(status.pod_volume_backups.as_ref().unwrap().completed, 3);
-    assert!(status.progress.as_ref().unwrap().bytes_done > 0);
+    assert!(status.progress.as_ref().unwrap().volumes.bytes_done > 0);
     assert_eq!(
         all.spec.storage_location.as_deref(),
         Some("default"),

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{OperationPhase, Progress, TransferCounts};
+use super::common::{BackupProgress, OperationPhase, TransferCounts};
 
 /// Which pods to back up, and where to.
 #[allow(
@@ -49,13 +49,26 @@ use super::common::{OperationPhase, Progress, TransferCounts};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
-    /// Namespaces whose pods are backed up. Empty means all namespaces.
+    /// Namespaces whose objects and pod volumes are backed up. Empty or `*` means all
+    /// namespaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub included_namespaces: Vec<String>,
     /// Namespaces left out, even if included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_namespaces: Vec<String>,
-    /// Only pods with matching labels are backed up. Empty means every pod.
+    /// Resource types to back up, by plural, singular, kind or short name, optionally with
+    /// their group (`deployments`, `deployments.apps`, `cm`); `*` or empty means every type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_resources: Vec<String>,
+    /// Resource types left out, even if included, named as in includedResources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_resources: Vec<String>,
+    /// Cluster-scoped objects: `true` backs up all of them, `false` none. Unset backs up all of
+    /// them when every namespace is backed up, and otherwise only those the namespaced objects
+    /// need: their Namespaces and the PersistentVolumes bound to their claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_cluster_resources: Option<bool>,
+    /// Only objects and pods with matching labels are backed up. Empty means every one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
     /// Back up every volume of a pod except those that cannot or need not be (opt-out), instead
@@ -99,9 +112,9 @@ pub struct BackupStatus {
     /// Counts of the PodVolumeBackups of this backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_volume_backups: Option<TransferCounts>,
-    /// Progress summed over the PodVolumeBackups of this backup.
+    /// Objects written, and progress summed over the PodVolumeBackups of this backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
+    pub progress: Option<BackupProgress>,
     /// Things that did not stop the backup but that the user should know, such as skipped
     /// volumes and unreadable files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -38,6 +38,36 @@ pub struct Progress {
     pub bytes_per_second: u64,
 }
 
+/// A Backup's progress: the sum over its PodVolumeBackups, and the objects written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupProgress {
+    /// Bytes and files of the pod volumes.
+    #[serde(flatten)]
+    pub volumes: Progress,
+    /// Objects the backup selected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub total_items: u64,
+    /// Objects written to the backup's resources.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub items_backed_up: u64,
+}
+
+/// A Restore's progress: the sum over its PodVolumeRestores, and the objects restored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreProgress {
+    /// Bytes and files of the pod volumes.
+    #[serde(flatten)]
+    pub volumes: Progress,
+    /// Objects of the backup the restore selected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub total_items: u64,
+    /// Objects dealt with so far: created, updated, or found existing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub items_restored: u64,
+}
+
 /// How many pod-volume transfers a Backup or Restore has, and how they ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -12,7 +12,10 @@ mod storage_location;
 mod transfer;
 
 pub use backup::*;
-pub use common::{OperationPhase, PodReference, PodVolumePhase, Progress, TransferCounts};
+pub use common::{
+    BackupProgress, OperationPhase, PodReference, PodVolumePhase, Progress, RestoreProgress,
+    TransferCounts,
+};
 pub use pod_volume_backup::*;
 pub use pod_volume_restore::*;
 pub use repository::*;

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{OperationPhase, Progress, TransferCounts};
+use super::common::{OperationPhase, RestoreProgress, TransferCounts};
 
 /// What to restore, and from which backup.
 ///
@@ -55,18 +55,38 @@ pub struct RestoreSpec {
     /// Schedule whose newest Completed backup to restore from, when backupName is empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_name: Option<String>,
-    /// Namespaces of the backup to restore. Empty means all of them.
+    /// Namespaces of the backup to restore. Empty or `*` means all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub included_namespaces: Vec<String>,
+    /// Namespaces of the backup left out, even if included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_namespaces: Vec<String>,
+    /// Resource types to restore, by plural, singular, kind or short name, optionally with
+    /// their group (`deployments`, `deployments.apps`); `*` or empty means every type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_resources: Vec<String>,
+    /// Resource types left out, even if included, named as in includedResources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_resources: Vec<String>,
+    /// Cluster-scoped objects of the backup: `true` restores all of them, `false` none. Unset
+    /// restores all of them when every namespace is restored, and otherwise only those the
+    /// restored namespaced objects need (their Namespaces, PersistentVolumes and the
+    /// CustomResourceDefinitions of their kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_cluster_resources: Option<bool>,
+    /// Keep the node ports of restored Services; otherwise the cluster assigns new ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_node_ports: Option<bool>,
     /// Restore the objects of a backed-up namespace (the key) into another namespace (the value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_mapping: BTreeMap<String, String>,
     /// Only objects with matching labels are restored. Empty means every object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
-    /// What to do with an object that already exists in the cluster: `none` (keep it, and record
-    /// a warning) or `update` (give it back its backed-up labels and annotations; its spec and
-    /// data stay, with a warning). Either way no data is restored into an existing pod.
+    /// What to do with an object that already exists in the cluster and differs from the
+    /// backed-up one: `none` (keep it, and record a warning) or `update` (patch it to the
+    /// backed-up version where the API server allows, and warn where it refuses). Either way no
+    /// data is restored into an existing pod.
     #[serde(default)]
     pub existing_resource_policy: ExistingResourcePolicy,
 }
@@ -78,7 +98,7 @@ pub enum ExistingResourcePolicy {
     /// Keep the existing object, and record a warning.
     #[default]
     None,
-    /// Give the existing object back its backed-up labels and annotations.
+    /// Patch the existing object to its backed-up version.
     Update,
 }
 
@@ -105,9 +125,9 @@ pub struct RestoreStatus {
     /// Counts of the PodVolumeRestores of this restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_volume_restores: Option<TransferCounts>,
-    /// Progress summed over the PodVolumeRestores of this restore.
+    /// Objects restored, and progress summed over the PodVolumeRestores of this restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
+    pub progress: Option<RestoreProgress>,
     /// Things that did not stop the restore but that the user should know, such as objects
     /// that already existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

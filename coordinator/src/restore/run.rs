@@ -1,0 +1,372 @@
+//! One pass over a restore's plan: its stages in order, the objects of a stage created
+//! together, the namespaces made ready before the first namespaced object, custom resource
+//! definitions awaited until Established, and the end recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use ferry_shared::crd::{
+    PodReference, PodVolumeRestore, Restore, RestoreProgress, RestoreStatus, TransferCounts,
+};
+use ferry_shared::layout::{self, key};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::apply::{Source, ensure_namespace, owner_of, pod_volume_restore, transfer_spec};
+use super::finish::watch;
+use super::objects::{End, ItemEnd, Results, create_or_keep};
+use super::plan::{BackedUp, RestorePlan, Stage};
+use super::pod::{Helper, not_restored, restored_spec};
+use super::rules::{Outcome, RestoreIdentity, Rules};
+use crate::context::{Context, ResolvedLocation};
+use crate::error::{Error, StorageError};
+
+/// The snapshot of each backed-up volume, by (namespace, pod name, volume).
+pub type Snapshots = BTreeMap<(String, String, String), String>;
+
+/// Objects of one stage created at once.
+const CONCURRENCY: usize = 16;
+
+/// How often a long restore writes its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a restored CustomResourceDefinition may take to be Established.
+const ESTABLISH_WAIT: Duration = Duration::from_secs(60);
+
+const CRDS: &str = "customresourcedefinitions.apiextensions.k8s.io";
+
+/// Status lines kept in the Restore's status; the results in the location have them all.
+const STATUS_LINES: usize = 50;
+
+pub(super) struct Run<'a> {
+    restore: &'a Restore,
+    ctx: &'a Context,
+    source: &'a Source,
+    snapshots: &'a Snapshots,
+    rules: Rules<'a>,
+    total: u64,
+    /// The namespaces restored into, made ready before the first namespaced object.
+    targets: BTreeSet<String>,
+    namespaces_ready: bool,
+    status: RestoreStatus,
+    reported: Instant,
+    pub results: Results,
+    /// What concerns the whole restore rather than one object.
+    pub warnings: Vec<String>,
+    pub pvrs: Vec<PodVolumeRestore>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(
+        restore: &'a Restore,
+        ctx: &'a Context,
+        source: &'a Source,
+        plan: &'a RestorePlan<'a>,
+        snapshots: &'a Snapshots,
+        targets: BTreeSet<String>,
+        status: RestoreStatus,
+    ) -> Self {
+        let identity = RestoreIdentity {
+            name: restore.meta().name.as_deref().unwrap_or_default(),
+            uid: restore.meta().uid.as_deref().unwrap_or_default(),
+            backup: source.backup.meta().name.as_deref().unwrap_or_default(),
+        };
+        let mut results = Results::default();
+        results.skipped.extend(plan.skipped.iter().cloned());
+        Self {
+            rules: Rules {
+                identity,
+                namespace_mapping: &restore.spec.namespace_mapping,
+                preserve_node_ports: restore.spec.preserve_node_ports.unwrap_or(false),
+                restored_volumes: &plan.restored_volumes,
+            },
+            restore,
+            ctx,
+            source,
+            snapshots,
+            total: plan.len() as u64,
+            targets,
+            namespaces_ready: false,
+            status,
+            reported: Instant::now(),
+            results,
+            warnings: Vec::new(),
+            pvrs: Vec::new(),
+        }
+    }
+
+    pub fn identity(&self) -> RestoreIdentity<'a> {
+        self.rules.identity
+    }
+
+    /// Creates the objects of one stage, then waits for what the next stages need.
+    pub async fn stage(&mut self, stage: &Stage<'_>) -> Result<(), Error> {
+        if stage.resource != CRDS && stage.resource != "namespaces" {
+            self.ensure_namespaces().await?;
+        }
+        let this = &*self;
+        // Owned items: a closure over borrowed ones trips the compiler's proof that the
+        // reconcile future is Send.
+        let items: Vec<BackedUp> = stage.items.iter().map(|item| (*item).clone()).collect();
+        let ends: Vec<(ItemEnd, Vec<PodVolumeRestore>)> = futures::stream::iter(items)
+            .map(|item| this.restore_item(item))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut definitions = Vec::new();
+        for (end, pvrs) in ends {
+            if stage.resource == CRDS && !matches!(end.end, End::Failed(_) | End::Skipped(_)) {
+                definitions.push(end.what.rsplit('/').next().unwrap_or_default().to_owned());
+            }
+            self.results.record(&end);
+            self.pvrs.extend(pvrs);
+        }
+        self.await_established(&definitions).await?;
+        self.report_progress().await
+    }
+
+    /// Creates every namespace restored into that does not exist yet.
+    pub async fn ensure_namespaces(&mut self) -> Result<(), Error> {
+        if !self.namespaces_ready {
+            for namespace in &self.targets {
+                ensure_namespace(self.ctx, namespace).await?;
+            }
+            self.namespaces_ready = true;
+        }
+        Ok(())
+    }
+
+    /// Restores one object; a created pod comes with the PodVolumeRestores of its volumes.
+    async fn restore_item(
+        &self,
+        item: BackedUp,
+    ) -> Result<(ItemEnd, Vec<PodVolumeRestore>), Error> {
+        let item = &item;
+        let namespace = (item.path.namespace.as_deref()).map(|ns| self.rules.namespace(ns));
+        let what = match &namespace {
+            Some(ns) => format!("{}/{ns}/{}", item.path.group_resource(), item.path.name),
+            None => format!("{}/{}", item.path.group_resource(), item.path.name),
+        };
+        let finish = |end| ItemEnd {
+            what: what.clone(),
+            namespace: namespace.clone(),
+            end,
+        };
+        let mut restored = match self.rules.restored(&item.path, &item.object) {
+            Outcome::Restore(restored) => restored,
+            Outcome::Skip(reason) => {
+                return Ok((finish(End::Skipped(reason.to_owned())), Vec::new()));
+            }
+        };
+        let pod = item.path.group_resource() == "pods";
+        let mut volumes = Vec::new();
+        if pod {
+            match self.pod(item, &mut restored) {
+                Ok(with_snapshots) => volumes = with_snapshots,
+                Err(end) => return Ok((finish(end), Vec::new())),
+            }
+        }
+        let policy = self.restore.spec.existing_resource_policy;
+        let end = create_or_keep(&self.ctx.client, item, restored, policy).await?;
+        let pvrs = match &end {
+            End::Created(created) if pod => self.transfers(item, created, &volumes)?,
+            _ => Vec::new(),
+        };
+        Ok((finish(end), pvrs))
+    }
+
+    /// Makes `restored` a pod that waits for its volumes; returns those volumes with their
+    /// snapshots, or why the pod is not restored.
+    fn pod(&self, item: &BackedUp, restored: &mut Value) -> Result<Vec<(String, String)>, End> {
+        let parse = |value: &Value| serde_json::from_value::<Pod>(value.clone());
+        let (backed_up, mut pod) = match (parse(&item.object), parse(restored)) {
+            (Ok(backed_up), Ok(pod)) => (backed_up, pod),
+            (Err(err), _) | (_, Err(err)) => {
+                return Err(End::Failed(format!("not a valid pod: {err}")));
+            }
+        };
+        if let Some(reason) = not_restored(&backed_up) {
+            return Err(End::Skipped(reason.to_owned()));
+        }
+        let namespace = item.path.namespace.clone().unwrap_or_default();
+        let volumes: Vec<(String, String)> = (backed_up.spec.iter())
+            .flat_map(|spec| spec.volumes.iter().flatten())
+            .filter_map(|volume| {
+                let key = (
+                    namespace.clone(),
+                    item.path.name.clone(),
+                    volume.name.clone(),
+                );
+                Some((volume.name.clone(), self.snapshots.get(&key)?.clone()))
+            })
+            .collect();
+        let helper = Helper {
+            image: &self.ctx.settings.restore_helper_image,
+            command: &self.ctx.settings.restore_helper_command,
+        };
+        let names: Vec<String> = volumes.iter().map(|(volume, _)| volume.clone()).collect();
+        if let Some(spec) = &mut pod.spec {
+            restored_spec(spec, self.rules.identity.uid, &names, &helper);
+        }
+        *restored = serde_json::to_value(&pod)
+            .map_err(|err| End::Failed(format!("not a valid pod: {err}")))?;
+        Ok(volumes)
+    }
+
+    /// The PodVolumeRestores of a pod this restore created.
+    fn transfers(
+        &self,
+        item: &BackedUp,
+        created: &kube::api::DynamicObject,
+        volumes: &[(String, String)],
+    ) -> Result<Vec<PodVolumeRestore>, Error> {
+        if volumes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let source_namespace = item.path.namespace.clone().unwrap_or_default();
+        let repository = (self.source.location.repository(&source_namespace))
+            .map_err(Error::Storage)?
+            .restic_identifier();
+        let owner = owner_of(self.restore)?;
+        let pod = PodReference {
+            namespace: created.namespace().unwrap_or_default(),
+            name: created.name_any(),
+            uid: created.uid().unwrap_or_default(),
+        };
+        Ok(volumes
+            .iter()
+            .map(|(volume, snapshot)| {
+                let spec = transfer_spec(
+                    self.source,
+                    &pod,
+                    &source_namespace,
+                    (volume, snapshot),
+                    repository.clone(),
+                );
+                pod_volume_restore(self.restore, &owner, spec)
+            })
+            .collect())
+    }
+
+    /// Waits until each named CustomResourceDefinition is Established, so its objects can be
+    /// created; one that is not in time is a warning.
+    async fn await_established(&mut self, names: &[String]) -> Result<(), Error> {
+        let api = Api::<CustomResourceDefinition>::all(self.ctx.client.clone());
+        for name in names {
+            let deadline = Instant::now() + ESTABLISH_WAIT;
+            while !established(api.get_opt(name).await?.as_ref()) {
+                if Instant::now() > deadline {
+                    self.warnings.push(format!(
+                        "CustomResourceDefinition {name} was not Established within {}s; its objects may fail",
+                        ESTABLISH_WAIT.as_secs()
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The progress so far, written at most every [`PROGRESS_EVERY`].
+    async fn report_progress(&mut self) -> Result<(), Error> {
+        if self.reported.elapsed() < PROGRESS_EVERY {
+            return Ok(());
+        }
+        self.reported = Instant::now();
+        let status = RestoreStatus {
+            progress: Some(self.progress()),
+            ..self.status.clone()
+        };
+        self.ctx.apply_status(self.restore, &status).await?;
+        Ok(())
+    }
+
+    fn progress(&self) -> RestoreProgress {
+        RestoreProgress {
+            total_items: self.total,
+            items_restored: self.results.done(),
+            ..RestoreProgress::default()
+        }
+    }
+
+    /// Records what was created: the results in the location, an Event, and the status that
+    /// moves the restore on to watching its volumes.
+    pub async fn finish(self, location: &ResolvedLocation) -> Result<Action, Error> {
+        if !location.read_only() {
+            self.upload_results(location).await;
+        }
+        let total = u32::try_from(self.pvrs.len()).unwrap_or(u32::MAX);
+        let created = self.results.created.len();
+        let name = self.rules.identity.name;
+        info!(%name, total, created, "restore objects created");
+        let note = format!("{created} object(s) created, {total} volume(s) to restore");
+        self.ctx
+            .event(self.restore, false, "ObjectsCreated", note)
+            .await;
+        let warnings = self.warnings.iter().chain(self.results.warnings.all());
+        let status = RestoreStatus {
+            pod_volume_restores: Some(TransferCounts {
+                total,
+                ..TransferCounts::default()
+            }),
+            progress: Some(self.progress()),
+            warnings: capped(warnings),
+            errors: capped(self.results.errors.all()),
+            ..self.status
+        };
+        self.ctx.apply_status(self.restore, &status).await?;
+        if total == 0 {
+            return watch(self.restore, self.ctx, status).await;
+        }
+        Ok(Action::await_change())
+    }
+
+    async fn upload_results(&self, location: &ResolvedLocation) {
+        let name = self.rules.identity.name;
+        let upload = async {
+            let store = location.store(&self.ctx.store_retrier)?;
+            let body = serde_json::to_vec_pretty(&self.results)
+                .map_err(StorageError::json("the results"))?;
+            Ok::<_, StorageError>(
+                store
+                    .put(&key::restore_results(name), layout::gzip(&body))
+                    .await?,
+            )
+        };
+        if let Err(err) = upload.await {
+            warn!(%name, %err, "cannot write the restore results");
+        }
+    }
+}
+
+fn established(crd: Option<&CustomResourceDefinition>) -> bool {
+    (crd.and_then(|crd| crd.status.as_ref()))
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|conditions| {
+            (conditions.iter()).any(|c| c.type_ == "Established" && c.status == "True")
+        })
+}
+
+/// The first [`STATUS_LINES`] lines, and how many more the restore results hold.
+fn capped<'s>(lines: impl Iterator<Item = &'s String>) -> Vec<String> {
+    let lines: Vec<&String> = lines.collect();
+    let mut kept: Vec<String> = lines
+        .iter()
+        .take(STATUS_LINES)
+        .map(|l| (*l).clone())
+        .collect();
+    if lines.len() > STATUS_LINES {
+        kept.push(format!(
+            "… and {} more in the restore results",
+            lines.len() - STATUS_LINES
+        ));
+    }
+    kept
+}
