@@ -82,11 +82,17 @@ pub fn denied(targets: &[(String, String)], denylist: &BTreeSet<String>) -> Opti
     if hits.is_empty() {
         return None;
     }
+    let (noun, it, they_are) = if hits.len() == 1 {
+        ("namespace", "it", "it is")
+    } else {
+        ("namespaces", "them", "they are")
+    };
+    let listed = hits.into_iter().collect::<Vec<_>>().join(", ");
     Some(format!(
-        "restores may not write to namespace {}: it is on the coordinator's \
-         --restore-namespace-denylist (FERRY_RESTORE_NAMESPACE_DENYLIST); leave it out with \
-         includedNamespaces, map it elsewhere with namespaceMapping, or take it off that list",
-        hits.into_iter().collect::<Vec<_>>().join(", ")
+        "restores may not write to {noun} {listed}: {they_are} on the coordinator's \
+         --restore-namespace-denylist (FERRY_RESTORE_NAMESPACE_DENYLIST); leave {it} out with \
+         includedNamespaces or excludedNamespaces, map {it} elsewhere with namespaceMapping, \
+         or take {it} off that list"
     ))
 }
 
@@ -188,7 +194,7 @@ mod tests {
             (
                 pairs(&[("shop", "ferry"), ("web", "kube-public")]),
                 Some(
-                    "namespace ferry (namespaceMapping from shop), kube-public (namespaceMapping from web): it is",
+                    "namespaces ferry (namespaceMapping from shop), kube-public (namespaceMapping from web): they are",
                 ),
             ),
         ];

@@ -190,19 +190,33 @@ async fn existing(
     }
     match policy {
         ExistingResourcePolicy::None => Ok(End::Kept),
-        ExistingResourcePolicy::Update => {
-            let patch = Patch::Merge(update_patch(restored));
-            match api
-                .patch(&object.name_any(), &PatchParams::default(), &patch)
-                .await
-            {
-                Ok(_) => Ok(End::Updated),
-                Err(kube::Error::Api(status)) if !transient(&status) => {
-                    Ok(End::NotUpdated(status.message))
-                }
-                Err(err) => Err(err.into()),
-            }
-        }
+        ExistingResourcePolicy::Update => update(api, &object.name_any(), restored).await,
+    }
+}
+
+/// Patches the existing object to the backed-up version; where the API server refuses, gives
+/// it at least the backed-up labels and annotations, and the restore's own.
+async fn update(api: &Api<DynamicObject>, name: &str, restored: &Value) -> Result<End, Error> {
+    let params = PatchParams::default();
+    let refused = match api
+        .patch(name, &params, &Patch::Merge(update_patch(restored)))
+        .await
+    {
+        Ok(_) => return Ok(End::Updated),
+        Err(kube::Error::Api(status)) if !transient(&status) => status.message,
+        Err(err) => return Err(err.into()),
+    };
+    let metadata = restored.get("metadata").cloned().unwrap_or_default();
+    let labels = json!({"metadata": {
+        "labels": metadata.get("labels"),
+        "annotations": metadata.get("annotations"),
+    }});
+    match api.patch(name, &params, &Patch::Merge(labels)).await {
+        Ok(_) => Ok(End::NotUpdated(format!(
+            "{refused}; its labels and annotations were updated"
+        ))),
+        Err(kube::Error::Api(status)) if !transient(&status) => Ok(End::NotUpdated(refused)),
+        Err(err) => Err(err.into()),
     }
 }
 

@@ -127,8 +127,9 @@ fn opt_out(name: &str) -> fixtures::Fixture<Backup> {
     fixtures::backup(name).namespaces(["shop"]).all_volumes()
 }
 
-/// The layout: manifests, the PodVolumeBackup list, the log, and the backup itself, and
-/// snapshots that restic lists; returns the repository's path.
+/// The layout: the objects (the namespace's, and its Namespace and the volumes its claims are
+/// bound to), the PodVolumeBackup list, the log, and the backup itself, and snapshots that
+/// restic lists; returns the repository's path.
 async fn the_layout_holds_manifests_records_and_snapshots(
     cluster: &Cluster,
     storage: &Path,
@@ -154,11 +155,15 @@ async fn the_layout_holds_manifests_records_and_snapshots(
     assert_eq!(
         paths,
         [
+            "resources/namespaces/cluster/shop.json",
             "resources/persistentvolumeclaims/namespaces/shop/data-a.json",
             "resources/persistentvolumeclaims/namespaces/shop/shared.json",
+            "resources/persistentvolumes/cluster/pv-data-a.json",
+            "resources/persistentvolumes/cluster/pv-shared.json",
             "resources/pods/namespaces/shop/a.json",
             "resources/pods/namespaces/shop/b.json",
             "resources/pods/namespaces/shop/c.json",
+            "resources/serviceaccounts/namespaces/shop/default.json",
         ]
     );
     let stored: Backup =

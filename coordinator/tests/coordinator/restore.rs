@@ -76,10 +76,11 @@ async fn restores_into_protected_namespaces_fail_validation_and_create_nothing()
                 .namespaces(["kube-system"]),
             "namespace kube-system:",
         ),
-        // Neither the Restore nor the Backup names namespaces: found in the manifests.
+        // Neither the Restore nor the Backup names namespaces: found in the backup's objects,
+        // which hold every namespace.
         (
             fixtures::restore("whole-backup").backup("everything"),
-            "namespace kube-system:",
+            "namespaces ferry, kube-node-lease, kube-public, kube-system: they are",
         ),
     ];
     for (restore, _) in &cases {
@@ -162,7 +163,9 @@ async fn a_restore_leaves_existing_objects_alone_unless_told_to_update_them() {
     .await;
     completed::<Backup>(&cluster, "b1").await;
 
-    // The pod and claim still exist: the default policy keeps them and restores no data.
+    // The pod and claim still exist: the default policy keeps them and restores no data. The
+    // claim holds all the restore would set (it comes back unbound, for its data is in a
+    // pod-volume backup), so only the pod, which would gain the restore-wait container, differs.
     fixtures::restore("keep")
         .backup("b1")
         .create(&cluster)
@@ -171,10 +174,7 @@ async fn a_restore_leaves_existing_objects_alone_unless_told_to_update_them() {
     let warnings = kept.status.unwrap().warnings;
     assert_eq!(
         warnings,
-        [
-            "persistentvolumeclaims/shop/data already exists; left alone",
-            "pods/shop/web already exists; left alone"
-        ]
+        ["pods/shop/web already exists and differs from the backup; left alone"]
     );
     let pod = Api::<Pod>::namespaced(cluster.client(), "shop")
         .get("web")
@@ -182,7 +182,8 @@ async fn a_restore_leaves_existing_objects_alone_unless_told_to_update_them() {
         .unwrap();
     assert!(!pod.labels().contains_key(label::RESTORE_NAME));
 
-    // `update` brings back the backed-up labels and annotations, and marks the objects.
+    // `update` patches what the API server allows: a pod's spec is not, so it gets the
+    // backed-up labels and annotations and the restore's own, with a warning.
     fixtures::restore("refresh")
         .backup("b1")
         .update_existing()
