@@ -6,6 +6,7 @@
 //! fixtures::restore("after").backup("nightly").map_namespace("shop", "shop-2").create(&cluster).await;
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ferry_shared::crd::{
@@ -14,6 +15,7 @@ use ferry_shared::crd::{
     StorageProvider,
 };
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -107,6 +109,46 @@ impl<K: BackupTemplate> Fixture<K> {
         self.0.backup_spec().volume_timeout = Some(timeout.to_owned());
         self
     }
+
+    /// `excludedNamespaces`.
+    pub fn exclude_namespaces<'a>(mut self, namespaces: impl IntoIterator<Item = &'a str>) -> Self {
+        self.0.backup_spec().excluded_namespaces = strings(namespaces);
+        self
+    }
+
+    /// `includedResources` and `excludedResources`.
+    pub fn resources<'a>(
+        mut self,
+        included: impl IntoIterator<Item = &'a str>,
+        excluded: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.0.backup_spec().included_resources = strings(included);
+        self.0.backup_spec().excluded_resources = strings(excluded);
+        self
+    }
+
+    /// `includeClusterResources`.
+    pub fn cluster_resources(mut self, include: bool) -> Self {
+        self.0.backup_spec().include_cluster_resources = Some(include);
+        self
+    }
+
+    /// A `labelSelector` that matches `key=value`.
+    pub fn selector(mut self, key: &str, value: &str) -> Self {
+        self.0.backup_spec().label_selector = Some(match_labels(key, value));
+        self
+    }
+}
+
+fn strings<'a>(list: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    list.into_iter().map(Into::into).collect()
+}
+
+fn match_labels(key: &str, value: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+        ..LabelSelector::default()
+    }
 }
 
 /// A Restore that names no backup yet: it fails validation until given one.
@@ -145,6 +187,41 @@ impl Fixture<Restore> {
     /// `existingResourcePolicy: update`.
     pub fn update_existing(mut self) -> Self {
         self.0.spec.existing_resource_policy = ExistingResourcePolicy::Update;
+        self
+    }
+
+    /// `excludedNamespaces`.
+    pub fn exclude_namespaces<'a>(mut self, namespaces: impl IntoIterator<Item = &'a str>) -> Self {
+        self.0.spec.excluded_namespaces = strings(namespaces);
+        self
+    }
+
+    /// `includedResources` and `excludedResources`.
+    pub fn resources<'a>(
+        mut self,
+        included: impl IntoIterator<Item = &'a str>,
+        excluded: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.0.spec.included_resources = strings(included);
+        self.0.spec.excluded_resources = strings(excluded);
+        self
+    }
+
+    /// `includeClusterResources`.
+    pub fn cluster_resources(mut self, include: bool) -> Self {
+        self.0.spec.include_cluster_resources = Some(include);
+        self
+    }
+
+    /// `preserveNodePorts: true`.
+    pub fn preserve_node_ports(mut self) -> Self {
+        self.0.spec.preserve_node_ports = Some(true);
+        self
+    }
+
+    /// A `labelSelector` that matches `key=value`.
+    pub fn selector(mut self, key: &str, value: &str) -> Self {
+        self.0.spec.label_selector = Some(match_labels(key, value));
         self
     }
 }

@@ -204,8 +204,8 @@ async fn list_selected(
 }
 
 /// Adds what the collected objects need and the filters did not take: the claims their pods
-/// mount and, when the scope is Related, their Namespaces and the volumes bound to their
-/// claims. Only a type excluded by name keeps them out.
+/// mount and, when the scope is Related, their Namespaces, the volumes bound to their claims
+/// and the definitions of their custom resources. Only a type excluded by name keeps them out.
 async fn add_needed(
     client: &Client,
     selection: &Selection,
@@ -272,6 +272,15 @@ async fn add_needed(
             volume,
         )
         .await?;
+    }
+    // The definitions of the custom resources: `<plural>.<group>` names a CRD.
+    let kinds: BTreeSet<String> = (collected.items.iter())
+        .filter(|(path, _)| !path.group.is_empty() && path.namespace.is_some())
+        .map(|(path, _)| path.group_resource())
+        .collect();
+    for kind in &kinds {
+        let definitions = ("apiextensions.k8s.io", "customresourcedefinitions");
+        add_one(client, selection, collected, definitions, None, kind).await?;
     }
     Ok(())
 }

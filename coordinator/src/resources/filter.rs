@@ -134,7 +134,7 @@ pub enum ClusterScope {
     /// Every one the resource filter selects.
     All,
     /// Only those the namespaced objects need: their Namespaces, the PersistentVolumes bound
-    /// to their claims and, on restore, the CustomResourceDefinitions of their kinds.
+    /// to their claims and the CustomResourceDefinitions of their kinds.
     Related,
     /// None.
     Nothing,

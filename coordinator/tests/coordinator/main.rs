@@ -1,6 +1,6 @@
 //! `ferry-coordinator run`, with `ferry-node-agent run` where data moves, against the
 //! Kubernetes test server, the harness playing the kubelet. One test binary, a module a topic:
-//! what backups choose and write, restores, syncing a bucket into a fresh cluster, expiry,
+//! what backups choose and write, restores, whole namespaces, syncing a bucket into a fresh cluster, expiry,
 //! schedules, validation of bad input, leader election, the repository password, repository
 //! jobs, and outages of the object store. What several topics use is here.
 
@@ -8,6 +8,7 @@ mod backup;
 mod expiry;
 mod jobs;
 mod leader;
+mod namespace;
 mod outage;
 mod password;
 mod restore;

@@ -65,7 +65,8 @@ pub struct BackupSpec {
     pub excluded_resources: Vec<String>,
     /// Cluster-scoped objects: `true` backs up all of them, `false` none. Unset backs up all of
     /// them when every namespace is backed up, and otherwise only those the namespaced objects
-    /// need: their Namespaces and the PersistentVolumes bound to their claims.
+    /// need: their Namespaces, the PersistentVolumes bound to their claims and the
+    /// CustomResourceDefinitions of their kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_cluster_resources: Option<bool>,
     /// Only objects and pods with matching labels are backed up. Empty means every one.
