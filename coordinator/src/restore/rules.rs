@@ -325,10 +325,23 @@ mod tests {
         );
     }
 
+    /// (path, backed-up object, pointer, value after restore; None when removed)
+    type Case = (ItemPath, Value, &'static str, Option<Value>);
+
+    fn check(cases: Vec<Case>) {
+        for (at, object, pointer, expected) in cases {
+            let value = restored(&at, object.clone());
+            assert_eq!(
+                value.pointer(pointer).cloned(),
+                expected,
+                "{at:?} {object} → {value}"
+            );
+        }
+    }
+
     #[test]
-    fn kinds_lose_what_would_clash_with_the_cluster() {
-        // (path, backed-up object, pointer, value after restore; None when removed)
-        let cases: Vec<(ItemPath, Value, &str, Option<Value>)> = vec![
+    fn services_claims_and_volumes_lose_what_would_clash_with_the_cluster() {
+        check(vec![
             (
                 path("", "services", Some("shop"), "web"),
                 json!({"spec": {"clusterIP": "10.96.0.9", "clusterIPs": ["10.96.0.9"], "ports": [{"port": 80, "nodePort": 30080}]}}),
@@ -371,6 +384,12 @@ mod tests {
                 "/spec/claimRef",
                 Some(json!({"namespace": "shop2", "name": "kept"})),
             ),
+        ]);
+    }
+
+    #[test]
+    fn jobs_accounts_tokens_and_bindings_lose_what_the_cluster_made() {
+        check(vec![
             (
                 path("batch", "jobs", Some("shop"), "migrate"),
                 json!({"spec": {"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u"}},
@@ -422,15 +441,7 @@ mod tests {
                 "/metadata/name",
                 Some(json!("shop2")),
             ),
-        ];
-        for (at, object, pointer, expected) in cases {
-            let value = restored(&at, object.clone());
-            assert_eq!(
-                value.pointer(pointer).cloned(),
-                expected,
-                "{at:?} {object} → {value}"
-            );
-        }
+        ]);
     }
 
     #[test]
