@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# End to end on a real cluster: installs deploy/base, backs up a StatefulSet's volume with a
-# Backup, deletes the namespace, restores it with a Restore, and compares the data. The
-# coordinator does the rest: it creates the repository password and the repository, the
-# PodVolumeBackup, the restored claim and pod with its restore-wait init container first, and
-# the PodVolumeRestore.
+# End to end on a real cluster: installs deploy/base, backs up a namespace (a StatefulSet with
+# data in its volume, a Service, a ConfigMap) with a Backup, deletes the namespace, restores it
+# with a Restore, and checks that the objects are back, that the StatefulSet adopted its
+# restored pod, and that the data is identical. The coordinator does the rest: it creates the
+# repository password and the repository, the PodVolumeBackup, every object of the namespace
+# (the claim unbound, the pod with its restore-wait init container first), and the
+# PodVolumeRestore.
 #
 #   KUBECONFIG=~/.kube/config FERRY_IMAGE=ferry:dev scripts/e2e.sh
 #
@@ -101,9 +103,15 @@ k -n ferry rollout status deployment/ferry-coordinator --timeout=$timeout
 k -n ferry wait --for=jsonpath='{.status.phase}'=Available \
   backupstoragelocations.ferry.dev/default --timeout=$timeout
 
-step "a StatefulSet with data in namespace $ns, its volume opted in"
+step "a StatefulSet with data in namespace $ns, its volume opted in, a Service and a ConfigMap"
 k create namespace "$ns"
+k -n "$ns" create configmap settings --from-literal=mode=fast
 k apply -f - <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: $ns}
+spec: {clusterIP: None, selector: {app: app}, ports: [{port: 80}]}
+---
 apiVersion: apps/v1
 kind: StatefulSet
 metadata: {name: app, namespace: $ns}
@@ -137,7 +145,6 @@ kind: Backup
 metadata: {name: $name, namespace: ferry}
 spec:
   includedNamespaces: [$ns]
-  labelSelector: {matchLabels: {app: app}}
   defaultVolumesToFsBackup: false
   storageLocation: default
 EOF
@@ -170,6 +177,14 @@ if [[ "$first_init" != restore-wait ]]; then
   exit 1
 fi
 k -n "$ns" wait --for=condition=Ready pod/app-0 --timeout=$timeout
+mode=$(k -n "$ns" get configmap settings -o jsonpath='{.data.mode}')
+if [[ "$mode" != fast ]]; then
+  echo "FAILED: the ConfigMap came back with mode=${mode:-nothing}"
+  exit 1
+fi
+k -n "$ns" get service/app statefulset/app >/dev/null
+k -n "$ns" wait --for=jsonpath='{.metadata.ownerReferences[0].kind}'=StatefulSet pod/app-0 \
+  --timeout=$timeout
 
 step "comparing"
 after=$(k -n "$ns" exec app-0 -- sh -c 'cd /data && find . -type f | sort | xargs md5sum')
@@ -179,4 +194,4 @@ if [[ "$before" != "$after" ]]; then
   exit 1
 fi
 k -n "$ns" exec app-0 -- test ! -e /data/.velero
-echo "passed: the restored volume is identical, and the marker is gone"
+echo "passed: the namespace is back, its StatefulSet owns the restored pod, the restored volume is identical, and the marker is gone"

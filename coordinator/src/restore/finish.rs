@@ -149,7 +149,11 @@ async fn upload_log(
     if location.read_only() {
         return;
     }
-    let mut lines = vec![format!("restore {name} from backup {}", backup.name_any())];
+    let items = status.progress.as_ref().map_or(0, |p| p.items_restored);
+    let mut lines = vec![
+        format!("restore {name} from backup {}", backup.name_any()),
+        format!("{items} object(s) restored; the results list each"),
+    ];
     lines.extend(status.warnings.iter().map(|w| format!("warning: {w}")));
     for pvr in pvrs {
         let pvr_status = pvr.status.clone().unwrap_or_default();

@@ -149,9 +149,14 @@ impl<'a> Run<'a> {
     ) -> Result<(ItemEnd, Vec<PodVolumeRestore>), Error> {
         let item = &item;
         let namespace = (item.path.namespace.as_deref()).map(|ns| self.rules.namespace(ns));
+        let resource = item.path.group_resource();
         let what = match &namespace {
-            Some(ns) => format!("{}/{ns}/{}", item.path.group_resource(), item.path.name),
-            None => format!("{}/{}", item.path.group_resource(), item.path.name),
+            Some(ns) => format!("{resource}/{ns}/{}", item.path.name),
+            // A Namespace object follows the mapping too.
+            None if resource == "namespaces" => {
+                format!("{resource}/{}", self.rules.namespace(&item.path.name))
+            }
+            None => format!("{resource}/{}", item.path.name),
         };
         let finish = |end| ItemEnd {
             what: what.clone(),
