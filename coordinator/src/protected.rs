@@ -33,7 +33,7 @@ pub fn denylist(flag: Option<&str>, install_namespace: &str) -> BTreeSet<String>
 /// The namespaces a Restore will write to as far as its spec and its Backup's spec tell, each
 /// with the backed-up namespace it comes from. When neither names its namespaces (both take
 /// every namespace), only the targets of `namespaceMapping` are known before the backup's
-/// manifests are read; the controller checks the rest then.
+/// objects are read; the controller checks the rest then. Excluded namespaces are left out.
 pub fn spec_targets(restore: &RestoreSpec, backup: Option<&BackupSpec>) -> Vec<(String, String)> {
     let named = |namespaces: &[String]| {
         (!namespaces.is_empty() && !namespaces.iter().any(|ns| ns == "*"))
@@ -41,7 +41,10 @@ pub fn spec_targets(restore: &RestoreSpec, backup: Option<&BackupSpec>) -> Vec<(
     };
     let sources = named(&restore.included_namespaces)
         .or_else(|| backup.and_then(|backup| named(&backup.included_namespaces)));
-    match sources {
+    let excluded: BTreeSet<&String> = (restore.excluded_namespaces.iter())
+        .chain(backup.iter().flat_map(|backup| &backup.excluded_namespaces))
+        .collect();
+    let targets: Vec<(String, String)> = match sources {
         Some(sources) => sources
             .into_iter()
             .map(|source| {
@@ -54,7 +57,10 @@ pub fn spec_targets(restore: &RestoreSpec, backup: Option<&BackupSpec>) -> Vec<(
             .iter()
             .map(|(source, target)| (source.clone(), target.clone()))
             .collect(),
-    }
+    };
+    (targets.into_iter())
+        .filter(|(source, _)| !excluded.contains(source))
+        .collect()
 }
 
 /// Where the objects of `source` go.
@@ -175,6 +181,14 @@ mod tests {
                 pairs(&[("shop", "kube-public")]),
             ),
             (restore(&[], &[]), Some(&everything), pairs(&[])),
+            (
+                RestoreSpec {
+                    excluded_namespaces: strings(&["kube-system"]),
+                    ..restore(&["*"], &[])
+                },
+                Some(&shop),
+                pairs(&[("shop", "shop")]),
+            ),
             (restore(&[], &[]), None, pairs(&[])),
         ];
         for (restore, backup, expected) in cases {

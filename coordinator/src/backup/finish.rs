@@ -168,7 +168,9 @@ fn backup_log(backup: &Backup, pvbs: &[PodVolumeBackup]) -> String {
         backup.spec.storage_location.as_deref().unwrap_or_default()
     )];
     let items = status.progress.as_ref().map_or(0, |p| p.items_backed_up);
-    lines.push(format!("{items} object(s) written to the backup's resources"));
+    lines.push(format!(
+        "{items} object(s) written to the backup's resources"
+    ));
     lines.extend(status.warnings.iter().map(|w| format!("warning: {w}")));
     for pvb in pvbs {
         let pvb_status = pvb.status.clone().unwrap_or_default();
