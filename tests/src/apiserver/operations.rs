@@ -968,12 +968,15 @@ fn update_errors(ctx: &Context, old: &Value, new: &Value) -> Vec<FieldError> {
         Some(Builtin::CustomResourceDefinition) => errors.extend(crd_errors(new)),
         Some(Builtin::Service) => errors.extend(services::update_errors(old, new)),
         Some(Builtin::RoleBinding) => errors.extend(validation::role_ref_update_errors(old, new)),
-        Some(Builtin::Workload | Builtin::Job) => {
-            errors.extend(workloads::selector_update_errors(old, new));
-        }
         _ => {}
     }
     errors.extend(controller_errors(ctx, new));
+    if matches!(
+        ctx.resource.builtin(),
+        Some(Builtin::Workload | Builtin::Job)
+    ) {
+        errors.extend(workloads::selector_update_errors(old, new));
+    }
     errors
 }
 

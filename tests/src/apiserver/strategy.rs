@@ -321,6 +321,28 @@ fn generation_content(resource: &ResourceType, version: &str, object: &Value) ->
     content
 }
 
+/// `PrepareForUpdate` of the main resource: the status (where it is a subresource) and a
+/// namespace's finalizers stay as stored, and a Service drops what its old type alone needed.
+fn prepare_main_update(resource: &ResourceType, has_status: bool, old: &Value, new: &mut Value) {
+    if has_status && let Some(map) = new.as_object_mut() {
+        match old.get("status") {
+            Some(status) => map.insert("status".to_owned(), status.clone()),
+            None => map.remove("status"),
+        };
+    }
+    match resource.builtin() {
+        Some(Builtin::Namespace) => {
+            if let Some(finalizers) = old.pointer("/spec/finalizers").cloned()
+                && let Some(spec) = object_at(new, "spec")
+            {
+                spec.insert("finalizers".to_owned(), finalizers);
+            }
+        }
+        Some(Builtin::Service) => services::drop_type_dependent_fields(old, new),
+        _ => {}
+    }
+}
+
 /// `PrepareForUpdate` of the main resource or of `/status`, and the generation bump.
 pub fn prepare_for_update(
     resource: &ResourceType,
@@ -331,23 +353,7 @@ pub fn prepare_for_update(
 ) {
     let has_status = resource.has_status(version);
     match part {
-        Part::Main => {
-            if has_status && let Some(map) = new.as_object_mut() {
-                match old.get("status") {
-                    Some(status) => map.insert("status".to_owned(), status.clone()),
-                    None => map.remove("status"),
-                };
-            }
-            if resource.builtin() == Some(Builtin::Namespace)
-                && let Some(finalizers) = old.pointer("/spec/finalizers").cloned()
-                && let Some(spec) = object_at(new, "spec")
-            {
-                spec.insert("finalizers".to_owned(), finalizers);
-            }
-            if resource.builtin() == Some(Builtin::Service) {
-                services::drop_type_dependent_fields(old, new);
-            }
-        }
+        Part::Main => prepare_main_update(resource, has_status, old, new),
         Part::Status if resource.is_custom() => {
             let status = new.get("status").cloned();
             let managed = new.pointer("/metadata/managedFields").cloned();
