@@ -7,16 +7,31 @@ use std::time::Duration;
 
 use axum::http::Request;
 use ferry_tests::apiserver::TestApiServer;
+use ferry_tests::harness::Cluster;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, LimitRange, Namespace, Pod, ResourceQuota, Secret, Service,
+    ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
     WatchEvent, WatchParams,
 };
 use kube::core::Status;
 use kube::runtime::watcher;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds");
@@ -1445,4 +1460,828 @@ async fn binding_assigns_a_node_and_leases_are_created_by_put() {
         .await
         .unwrap();
     assert_eq!(created.spec.unwrap().holder_identity.as_deref(), Some("a"));
+}
+
+/// Creates `object`, the JSON of a `K`, in namespace `ns` through the typed client.
+async fn create_in<K>(server: &TestApiServer, ns: &str, object: Value) -> Result<K, kube::Error>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Serialize,
+{
+    let object: K = serde_json::from_value(object).unwrap();
+    Api::<K>::namespaced(server.client(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+}
+
+/// A pod template whose pods carry `labels` and restart as `restart` says.
+fn pod_template(labels: Value, restart: &str) -> Value {
+    json!({
+        "metadata": {"labels": labels},
+        "spec": {"restartPolicy": restart, "containers": [{"name": "app", "image": "busybox:1.36"}]}
+    })
+}
+
+/// A workload of `kind` (Deployment, StatefulSet, ReplicaSet, DaemonSet) selecting `app=<name>`.
+fn workload(kind: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": pod_template(json!({"app": name}), "Always"),
+        }
+    })
+}
+
+fn service(name: &str, spec: Value) -> Service {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+/// api-concepts "Discovery API": the core kinds of a namespace besides pods, with their short
+/// names, categories and status subresources, in name order.
+#[tokio::test]
+async fn discovery_lists_the_core_kinds_of_a_namespace() {
+    let server = server().await;
+    let core = server.client().list_core_api_resources("v1").await.unwrap();
+    for (name, short) in [
+        ("services", "svc"),
+        ("endpoints", "ep"),
+        ("limitranges", "limits"),
+        ("resourcequotas", "quota"),
+        ("configmaps", "cm"),
+        ("serviceaccounts", "sa"),
+    ] {
+        let resource = find(&core, name);
+        assert!(resource.namespaced, "{name}");
+        assert_eq!(resource.short_names, Some(vec![short.to_owned()]), "{name}");
+        assert!(
+            resource.verbs.contains(&"deletecollection".to_owned()),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        find(&core, "services").categories,
+        Some(vec!["all".to_owned()])
+    );
+    for sub in ["services/status", "resourcequotas/status"] {
+        assert_eq!(find(&core, sub).verbs, ["get", "patch", "update"]);
+    }
+    assert!(core.resources.iter().all(|r| r.name != "endpoints/status"));
+    let names: Vec<&str> = core.resources.iter().map(|r| r.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
+}
+
+/// Kinds as discovery must list them: group version, plural, kind, short name (`-` for none),
+/// scope, and whether a status subresource is listed.
+const GROUP_KINDS: &[&str] = &[
+    "apps/v1 deployments Deployment deploy namespaced status",
+    "apps/v1 statefulsets StatefulSet sts namespaced status",
+    "apps/v1 replicasets ReplicaSet rs namespaced status",
+    "apps/v1 daemonsets DaemonSet ds namespaced status",
+    "batch/v1 jobs Job - namespaced status",
+    "batch/v1 cronjobs CronJob cj namespaced status",
+    "networking.k8s.io/v1 ingresses Ingress ing namespaced status",
+    "networking.k8s.io/v1 networkpolicies NetworkPolicy netpol namespaced -",
+    "policy/v1 poddisruptionbudgets PodDisruptionBudget pdb namespaced status",
+    "autoscaling/v2 horizontalpodautoscalers HorizontalPodAutoscaler hpa namespaced status",
+    "rbac.authorization.k8s.io/v1 roles Role - namespaced -",
+    "rbac.authorization.k8s.io/v1 rolebindings RoleBinding - namespaced -",
+    "rbac.authorization.k8s.io/v1 clusterroles ClusterRole - cluster -",
+    "rbac.authorization.k8s.io/v1 clusterrolebindings ClusterRoleBinding - cluster -",
+    "storage.k8s.io/v1 storageclasses StorageClass sc cluster -",
+];
+
+/// api-concepts "Discovery API": the workload, RBAC, networking, policy, autoscaling and
+/// storage groups list their kinds with the real scope, short names, categories and status
+/// subresources, and `kube::Discovery` resolves every one of them.
+#[tokio::test]
+async fn discovery_lists_the_groups_of_a_namespace() {
+    let server = server().await;
+    let client = server.client();
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    for row in GROUP_KINDS {
+        let [group_version, plural, kind, short, scope, status] =
+            row.split_whitespace().collect::<Vec<_>>()[..]
+        else {
+            panic!("{row}");
+        };
+        let list = client
+            .list_api_group_resources(group_version)
+            .await
+            .unwrap();
+        let resource = find(&list, plural);
+        assert_eq!(resource.kind, kind);
+        assert_eq!(resource.namespaced, scope == "namespaced", "{plural}");
+        let short_names = (short != "-").then(|| vec![short.to_owned()]);
+        assert_eq!(resource.short_names, short_names, "{plural}");
+        let status_name = format!("{plural}/status");
+        let listed = list.resources.iter().any(|r| r.name == status_name);
+        assert_eq!(listed, status == "status", "{plural}");
+        let group = group_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let found = discovery.groups().any(|g| {
+            g.name() == group
+                && g.recommended_resources()
+                    .iter()
+                    .any(|(r, _)| r.kind == kind)
+        });
+        assert!(found, "{kind}");
+    }
+    let apps = client.list_api_group_resources("apps/v1").await.unwrap();
+    let all = Some(vec!["all".to_owned()]);
+    assert_eq!(find(&apps, "deployments").categories, all);
+}
+
+/// The cluster IP of a Service as an address.
+fn cluster_ip(service: &Service) -> std::net::Ipv4Addr {
+    service
+        .spec
+        .as_ref()
+        .unwrap()
+        .cluster_ip
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Service defaulting (`SetDefaults_Service`) and allocation: a ClusterIP Service gets an IP of
+/// 10.96.0.0/12 and the single-stack IPv4 family; a NodePort one a node port per port; a
+/// headless one no IP.
+#[tokio::test]
+async fn services_are_defaulted_and_allocated() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let services: Api<Service> = Api::namespaced(server.client(), "app");
+    let web = services
+        .create(
+            &PostParams::default(),
+            &service("web", json!({"ports": [{"port": 80}]})),
+        )
+        .await
+        .unwrap();
+    let spec = web.spec.clone().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.session_affinity.as_deref(), Some("None"));
+    assert_eq!(spec.internal_traffic_policy.as_deref(), Some("Cluster"));
+    assert_eq!(spec.ip_family_policy.as_deref(), Some("SingleStack"));
+    assert_eq!(spec.ip_families, Some(vec!["IPv4".to_owned()]));
+    let port = &spec.ports.unwrap()[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(port.target_port, Some(IntOrString::Int(80)));
+    let ip = cluster_ip(&web);
+    let [first, second, ..] = ip.octets();
+    assert!(
+        first == 10 && (96..112).contains(&second),
+        "{ip} in 10.96.0.0/12"
+    );
+    assert_eq!(spec.cluster_ips, Some(vec![ip.to_string()]));
+    assert!(web.metadata.generation.is_none());
+
+    let node_port = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "edge",
+                json!({"type": "NodePort", "ports": [{"port": 443}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let spec = node_port.spec.unwrap();
+    assert_eq!(spec.external_traffic_policy.as_deref(), Some("Cluster"));
+    let allocated = spec.ports.unwrap()[0].node_port.unwrap();
+    assert!((30000..=32767).contains(&allocated), "{allocated}");
+
+    let headless = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "db",
+                json!({"clusterIP": "None", "selector": {"app": "db"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        headless.spec.unwrap().cluster_ips,
+        Some(vec!["None".to_owned()])
+    );
+}
+
+/// The Service allocators: a cluster IP or node port in use is a 422 Invalid with the
+/// allocator's reason, and deleting a Service, or its namespace, frees them again.
+#[tokio::test]
+async fn service_addresses_are_exclusive_until_released() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    server.create_namespace("other").await.unwrap();
+    let services: Api<Service> = Api::namespaced(server.client(), "app");
+    let dns = service(
+        "dns",
+        json!({"clusterIP": "10.96.0.10", "ports": [{"port": 53}]}),
+    );
+    let edge = service(
+        "edge",
+        json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
+    services.create(&PostParams::default(), &dns).await.unwrap();
+    services
+        .create(&PostParams::default(), &edge)
+        .await
+        .unwrap();
+
+    let elsewhere: Api<Service> = Api::namespaced(server.client(), "other");
+    let ip_taken = api_status(elsewhere.create(&PostParams::default(), &dns).await);
+    assert_eq!((ip_taken.code, ip_taken.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        ip_taken.message,
+        "Service \"dns\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.96.0.10\"}: \
+         failed to allocate IP 10.96.0.10: provided IP is already allocated"
+    );
+    let port_taken = api_status(elsewhere.create(&PostParams::default(), &edge).await);
+    assert_eq!(
+        port_taken.message,
+        "Service \"edge\" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+    );
+    let cause = &port_taken.details.unwrap().causes[0];
+    assert_eq!(
+        (cause.field.as_str(), cause.reason.as_str()),
+        ("spec.ports[0].nodePort", "FieldValueInvalid")
+    );
+
+    services
+        .delete("dns", &DeleteParams::default())
+        .await
+        .unwrap();
+    elsewhere
+        .create(&PostParams::default(), &dns)
+        .await
+        .unwrap();
+    Api::<Namespace>::all(server.client())
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let moved = elsewhere
+        .create(&PostParams::default(), &edge)
+        .await
+        .unwrap();
+    assert_eq!(moved.spec.unwrap().ports.unwrap()[0].node_port, Some(30080));
+}
+
+/// The Service registry's update (`patchAllocatedValues`): a manifest without the allocated IP
+/// and node ports keeps them, a new cluster IP is refused, a deleted Service takes its
+/// Endpoints with it.
+#[tokio::test]
+async fn service_updates_keep_what_was_allocated() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let services: Api<Service> = Api::namespaced(server.client(), "app");
+    let manifest = service(
+        "web",
+        json!({"type": "NodePort", "ports": [{"name": "http", "port": 80}]}),
+    );
+    let created = services
+        .create(&PostParams::default(), &manifest)
+        .await
+        .unwrap();
+    let mut again = manifest.clone();
+    again.metadata.resource_version = created.metadata.resource_version.clone();
+    let replaced = services
+        .replace("web", &PostParams::default(), &again)
+        .await
+        .unwrap();
+    assert_eq!(cluster_ip(&replaced), cluster_ip(&created));
+    let node_port = |s: &Service| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port;
+    assert_eq!(node_port(&replaced), node_port(&created));
+
+    let patch = json!({"spec": {"clusterIP": "10.96.0.20"}});
+    let moved = api_status(
+        services
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await,
+    );
+    assert_eq!(
+        moved.message,
+        "Service \"web\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.20\"}: may not change once set"
+    );
+
+    let endpoints: Api<Endpoints> = Api::namespaced(server.client(), "app");
+    let subsets = json!({"metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]});
+    let created = endpoints
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(subsets).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        created.subsets.unwrap()[0].ports.as_ref().unwrap()[0]
+            .protocol
+            .as_deref(),
+        Some("TCP")
+    );
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_status(endpoints.get("web").await).code, 404);
+}
+
+fn job(name: &str, extra: Value) -> Value {
+    let mut job = json!({"metadata": {"name": name}, "spec": {"template": pod_template(json!({"app": "x"}), "Never")}});
+    if let (Some(spec), Some(extra)) = (job["spec"].as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    job
+}
+
+/// The Job registry: without `manualSelector` the selector is generated from the Job's uid and
+/// its pod template labelled with it; a selector of the Job's own is refused, unless manual.
+#[tokio::test]
+async fn jobs_generate_their_selector() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let created: Job = create_in(&server, "app", job("backup", json!({})))
+        .await
+        .unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let spec = created.spec.clone().unwrap();
+    let selector = spec.selector.unwrap().match_labels.unwrap();
+    assert_eq!(
+        selector,
+        [("batch.kubernetes.io/controller-uid".to_owned(), uid.clone())].into()
+    );
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    for (key, value) in [
+        ("batch.kubernetes.io/controller-uid", uid.as_str()),
+        ("controller-uid", uid.as_str()),
+        ("batch.kubernetes.io/job-name", "backup"),
+        ("job-name", "backup"),
+        ("app", "x"),
+    ] {
+        assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    assert_eq!(
+        (
+            spec.parallelism,
+            spec.completions,
+            spec.backoff_limit,
+            spec.suspend
+        ),
+        (Some(1), Some(1), Some(6), Some(false))
+    );
+    assert_eq!(spec.completion_mode.as_deref(), Some("NonIndexed"));
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let own = job("own", json!({"selector": {"matchLabels": {"app": "x"}}}));
+    let refused = api_status(create_in::<Job>(&server, "app", own).await);
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    let prefix = "Job.batch \"own\" is invalid: spec.selector: Invalid value: \
+                  &LabelSelector{MatchLabels:map[string]string{app: x,batch.kubernetes.io/controller-uid: ";
+    assert!(refused.message.starts_with(prefix), "{}", refused.message);
+    assert!(refused.message.ends_with(
+        ",},MatchExpressions:[]LabelSelectorRequirement{},}: `selector` not auto-generated"
+    ));
+
+    let manual = job(
+        "manual",
+        json!({"manualSelector": true, "selector": {"matchLabels": {"app": "x"}}}),
+    );
+    let kept: Job = create_in(&server, "app", manual).await.unwrap();
+    assert_eq!(
+        kept.spec.unwrap().selector.unwrap().match_labels.unwrap(),
+        [("app".to_owned(), "x".to_owned())].into()
+    );
+    let mut always = job("always", json!({}));
+    always["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+    let policy = api_status(create_in::<Job>(&server, "app", always).await);
+    assert_eq!(
+        policy.message,
+        "Job.batch \"always\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Always\": \
+         supported values: \"OnFailure\", \"Never\""
+    );
+}
+
+/// apps validation: a workload's selector is required and must select its pod template, with
+/// the real messages.
+#[tokio::test]
+async fn workloads_need_a_selector_that_selects_their_template() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    // k8s-openapi's DeploymentSpec always has a selector, so this one goes as a dynamic object.
+    let mut bare = workload("Deployment", "web");
+    bare["spec"].as_object_mut().unwrap().remove("selector");
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(
+        server.client(),
+        "app",
+        &ApiResource::erase::<Deployment>(&()),
+    );
+    let bare: DynamicObject = serde_json::from_value(bare).unwrap();
+    let missing = api_status(dynamic.create(&PostParams::default(), &bare).await);
+    assert_eq!((missing.code, missing.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        missing.message,
+        "Deployment.apps \"web\" is invalid: [spec.selector: Required value, spec.template.metadata.labels: \
+         Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`]"
+    );
+    let mut other = workload("StatefulSet", "db");
+    other["spec"]["selector"] = json!({"matchLabels": {"app": "cache"}});
+    let mismatch = api_status(create_in::<StatefulSet>(&server, "app", other).await);
+    assert_eq!(
+        mismatch.message,
+        "StatefulSet.apps \"db\" is invalid: spec.template.metadata.labels: Invalid value: \
+         map[string]string{\"app\":\"db\"}: `selector` does not match template `labels`"
+    );
+    let mut empty = workload("DaemonSet", "agent");
+    empty["spec"]["selector"] = json!({});
+    let refused = api_status(create_in::<DaemonSet>(&server, "app", empty).await);
+    assert_eq!(
+        refused.message,
+        "DaemonSet.apps \"agent\" is invalid: spec.selector: Invalid value: &LabelSelector{MatchLabels:\
+         map[string]string{},MatchExpressions:[]LabelSelectorRequirement{},}: empty selector is invalid for daemonset"
+    );
+    let mut never = workload("ReplicaSet", "rs");
+    never["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+    let policy = api_status(create_in::<ReplicaSet>(&server, "app", never).await);
+    assert_eq!(
+        policy.message,
+        "ReplicaSet.apps \"rs\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Never\": \
+         supported values: \"Always\""
+    );
+
+    let web: Deployment = create_in(&server, "app", workload("Deployment", "web"))
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(server.client(), "app");
+    let patch = json!({"spec": {"selector": {"matchLabels": {"app": "web", "tier": "x"}}}});
+    let immutable = api_status(
+        deployments
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await,
+    );
+    assert_eq!(
+        immutable.message,
+        "Deployment.apps \"web\" is invalid: [spec.template.metadata.labels: Invalid value: \
+         map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`, spec.selector: \
+         Invalid value: &LabelSelector{MatchLabels:map[string]string{app: web,tier: x,},MatchExpressions:\
+         []LabelSelectorRequirement{},}: field is immutable]"
+    );
+    assert_eq!(web.metadata.generation, Some(1));
+}
+
+/// The apps defaults (`SetDefaults_Deployment`, `_StatefulSet`, `_DaemonSet`, `_ReplicaSet`),
+/// and the pod defaults of their templates.
+#[tokio::test]
+async fn workloads_are_defaulted() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let web: Deployment = create_in(&server, "app", workload("Deployment", "web"))
+        .await
+        .unwrap();
+    let spec = web.spec.unwrap();
+    assert_eq!(
+        (spec.replicas, spec.revision_history_limit),
+        (Some(1), Some(10))
+    );
+    assert_eq!(spec.progress_deadline_seconds, Some(600));
+    let strategy = spec.strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.unwrap();
+    assert_eq!(rolling.max_surge, Some(IntOrString::String("25%".into())));
+    let template = spec.template.spec.unwrap();
+    assert_eq!(template.dns_policy.as_deref(), Some("ClusterFirst"));
+
+    let db: StatefulSet = create_in(&server, "app", workload("StatefulSet", "db"))
+        .await
+        .unwrap();
+    let spec = db.spec.unwrap();
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("OrderedReady"));
+    let update = spec.update_strategy.unwrap();
+    assert_eq!(update.rolling_update.unwrap().partition, Some(0));
+    assert_eq!(db.status.unwrap().replicas, 0);
+    let agent: DaemonSet = create_in(&server, "app", workload("DaemonSet", "agent"))
+        .await
+        .unwrap();
+    let update = agent.spec.unwrap().update_strategy.unwrap();
+    let rolling = update.rolling_update.unwrap();
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
+    let rs: ReplicaSet = create_in(&server, "app", workload("ReplicaSet", "rs"))
+        .await
+        .unwrap();
+    assert_eq!(rs.spec.unwrap().replicas, Some(1));
+}
+
+/// `metadata.generation` of a workload: 1 on create, bumped by a change of the spec, not by
+/// one of its metadata or its status.
+#[tokio::test]
+async fn a_workload_counts_the_generations_of_its_spec() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    create_in::<Deployment>(&server, "app", workload("Deployment", "web"))
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(server.client(), "app");
+    let params = PatchParams::default();
+    let label = json!({"metadata": {"labels": {"team": "a"}}});
+    let labelled = deployments
+        .patch("web", &params, &Patch::Merge(&label))
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.generation, Some(1));
+    let status = json!({"status": {"replicas": 1}});
+    let counted = deployments
+        .patch_status("web", &params, &Patch::Merge(&status))
+        .await
+        .unwrap();
+    assert_eq!(counted.metadata.generation, Some(1));
+    assert_eq!(counted.status.unwrap().replicas, Some(1));
+    let scale = json!({"spec": {"replicas": 3}});
+    let scaled = deployments
+        .patch("web", &params, &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    assert_eq!(scaled.metadata.generation, Some(2));
+    assert_eq!(scaled.status.unwrap().replicas, Some(1));
+}
+
+/// The defaults and initial status of the other kinds of a namespace, and of storage classes:
+/// CronJob, HorizontalPodAutoscaler, PodDisruptionBudget, Ingress, NetworkPolicy.
+#[tokio::test]
+async fn the_other_kinds_are_defaulted() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let template = pod_template(json!({}), "OnFailure");
+    let cron = json!({"metadata": {"name": "nightly"}, "spec": {"schedule": "0 1 * * *",
+                      "jobTemplate": {"spec": {"template": template}}}});
+    let nightly: CronJob = create_in(&server, "app", cron).await.unwrap();
+    let spec = nightly.spec.unwrap();
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Allow"));
+    let limits = (
+        spec.successful_jobs_history_limit,
+        spec.failed_jobs_history_limit,
+    );
+    assert_eq!(limits, (Some(3), Some(1)));
+
+    let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"});
+    let hpa =
+        json!({"metadata": {"name": "web"}, "spec": {"scaleTargetRef": target, "maxReplicas": 3}});
+    let hpa: HorizontalPodAutoscaler = create_in(&server, "app", hpa).await.unwrap();
+    let spec = hpa.spec.unwrap();
+    assert_eq!(spec.min_replicas, Some(1));
+    let metric = &spec.metrics.unwrap()[0];
+    let target = &metric.resource.as_ref().unwrap().target;
+    assert_eq!(target.average_utilization, Some(80));
+
+    let selector = json!({"matchLabels": {"app": "web"}});
+    let pdb =
+        json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": selector}});
+    let pdb: PodDisruptionBudget = create_in(&server, "app", pdb).await.unwrap();
+    assert_eq!(pdb.metadata.generation, Some(1));
+    assert_eq!(pdb.status.unwrap().disruptions_allowed, 0);
+    let deny = json!({"metadata": {"name": "deny"}, "spec": {"podSelector": {}}});
+    let deny: NetworkPolicy = create_in(&server, "app", deny).await.unwrap();
+    let types = deny.spec.unwrap().policy_types;
+    assert_eq!(types, Some(vec!["Ingress".to_owned()]));
+
+    let classes: Api<StorageClass> = Api::all(server.client());
+    let class = json!({"metadata": {"name": "fast"}, "provisioner": "csi.example.com"});
+    let class = serde_json::from_value(class).unwrap();
+    let fast = classes
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    assert_eq!(fast.reclaim_policy.as_deref(), Some("Delete"));
+    assert_eq!(fast.volume_binding_mode.as_deref(), Some("Immediate"));
+}
+
+fn role_ref(kind: &str, name: &str) -> Value {
+    json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name})
+}
+
+/// RBAC validation: a RoleBinding's or ClusterRoleBinding's `roleRef` cannot change; RBAC names
+/// may hold colons.
+#[tokio::test]
+async fn role_bindings_keep_their_role_ref() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    let rule = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]);
+    create_in::<Role>(
+        &server,
+        "app",
+        json!({"metadata": {"name": "reader"}, "rules": rule}),
+    )
+    .await
+    .unwrap();
+    let subjects = json!([{"kind": "User", "name": "jane"}]);
+    let binding = json!({"metadata": {"name": "readers"}, "roleRef": role_ref("Role", "reader"), "subjects": subjects});
+    let created: RoleBinding = create_in(&server, "app", binding).await.unwrap();
+    let subject = &created.subjects.clone().unwrap()[0];
+    assert_eq!(
+        subject.api_group.as_deref(),
+        Some("rbac.authorization.k8s.io")
+    );
+
+    let bindings: Api<RoleBinding> = Api::namespaced(server.client(), "app");
+    let mut changed = created.clone();
+    changed.role_ref = serde_json::from_value(role_ref("Role", "writer")).unwrap();
+    let refused = api_status(
+        bindings
+            .replace("readers", &PostParams::default(), &changed)
+            .await,
+    );
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        refused.message,
+        "RoleBinding.rbac.authorization.k8s.io \"readers\" is invalid: roleRef: Invalid value: \
+         rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"Role\", Name:\"writer\"}: cannot change roleRef"
+    );
+    let mut relabelled = created;
+    relabelled.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
+    bindings
+        .replace("readers", &PostParams::default(), &relabelled)
+        .await
+        .unwrap();
+
+    let roles: Api<ClusterRole> = Api::all(server.client());
+    let role: ClusterRole =
+        serde_json::from_value(json!({"metadata": {"name": "system:ferry:reader"}, "rules": rule}))
+            .unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(server.client());
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "ferry:readers"}, "roleRef": role_ref("ClusterRole", "system:ferry:reader")
+    }))
+    .unwrap();
+    cluster_bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let patch = json!({"roleRef": role_ref("ClusterRole", "view")});
+    let refused = api_status(
+        cluster_bindings
+            .patch(
+                "ferry:readers",
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await,
+    );
+    assert!(refused.message.starts_with(
+        "ClusterRoleBinding.rbac.authorization.k8s.io \"ferry:readers\" is invalid: roleRef"
+    ));
+}
+
+/// An object of the kind `K` with its type, named `name` unless `body` names it.
+fn of<K: kube::Resource<DynamicType = ()>>(name: &str, mut body: Value) -> (ApiResource, Value) {
+    if body.pointer("/metadata/name").is_none() {
+        body["metadata"] = json!({"name": name});
+    }
+    (ApiResource::erase::<K>(&()), body)
+}
+
+/// One object of each namespaced kind a namespace's backup holds, with its type.
+fn namespace_content() -> Vec<(ApiResource, Value)> {
+    let node_port =
+        json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30090}]}});
+    let selector = json!({"matchLabels": {"app": "web"}});
+    let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"});
+    let backend = json!({"service": {"name": "edge", "port": {"number": 80}}});
+    let job_template = json!({"spec": {"template": pod_template(json!({}), "Never")}});
+    let robot = json!({"kind": "ServiceAccount", "name": "robot", "namespace": "app"});
+    let binding = json!({"roleRef": role_ref("Role", "reader"), "subjects": [robot]});
+    vec![
+        of::<Service>("edge", node_port),
+        of::<Endpoints>("edge", json!({"subsets": []})),
+        of::<ConfigMap>("settings", json!({"data": {"k": "v"}})),
+        of::<Secret>("token", json!({"stringData": {"k": "v"}})),
+        of::<ServiceAccount>("robot", json!({})),
+        of::<LimitRange>("limits", json!({"spec": {"limits": []}})),
+        of::<ResourceQuota>("quota", json!({"spec": {}})),
+        of::<Deployment>("web", workload("Deployment", "web")),
+        of::<StatefulSet>("db", workload("StatefulSet", "db")),
+        of::<ReplicaSet>("rs", workload("ReplicaSet", "rs")),
+        of::<DaemonSet>("agent", workload("DaemonSet", "agent")),
+        of::<Job>("once", job("once", json!({}))),
+        of::<CronJob>(
+            "nightly",
+            json!({"spec": {"schedule": "0 1 * * *", "jobTemplate": job_template}}),
+        ),
+        of::<HorizontalPodAutoscaler>(
+            "web",
+            json!({"spec": {"scaleTargetRef": target, "maxReplicas": 3}}),
+        ),
+        of::<PodDisruptionBudget>(
+            "web",
+            json!({"spec": {"minAvailable": 1, "selector": selector}}),
+        ),
+        of::<Ingress>("web", json!({"spec": {"defaultBackend": backend}})),
+        of::<NetworkPolicy>("deny", json!({"spec": {"podSelector": {}}})),
+        of::<Role>("reader", json!({"rules": []})),
+        of::<RoleBinding>("readers", binding),
+    ]
+}
+
+/// The namespace lifecycle over every namespaced kind: deleting a namespace deletes all its
+/// objects, whatever their kind, and what its Services held is free again.
+#[tokio::test]
+async fn namespace_deletion_removes_every_kind() {
+    let server = server().await;
+    server.create_namespace("app").await.unwrap();
+    for (resource, mut object) in namespace_content() {
+        object["apiVersion"] = json!(resource.api_version);
+        object["kind"] = json!(resource.kind);
+        let api: Api<DynamicObject> = Api::namespaced_with(server.client(), "app", &resource);
+        let object: DynamicObject = serde_json::from_value(object).unwrap();
+        api.create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", resource.kind));
+    }
+    Api::<Namespace>::all(server.client())
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    for (resource, _) in namespace_content() {
+        let api: Api<DynamicObject> = Api::all_with(server.client(), &resource);
+        let items = api.list(&ListParams::default()).await.unwrap().items;
+        let left: Vec<_> = items
+            .iter()
+            .filter(|o| o.metadata.namespace.as_deref() == Some("app"))
+            .collect();
+        assert!(left.is_empty(), "{}: {left:?}", resource.kind);
+    }
+    server.create_namespace("next").await.unwrap();
+    let (services, edge) = namespace_content().swap_remove(0);
+    let edge: DynamicObject = serde_json::from_value(edge).unwrap();
+    Api::<DynamicObject>::namespaced_with(server.client(), "next", &services)
+        .create(&PostParams::default(), &edge)
+        .await
+        .unwrap();
+}
+
+/// The RBAC authorizer's answer to a request it denies: 403 Forbidden, naming the user, verb,
+/// resource, group and scope, with the object's name when the request has one.
+#[tokio::test]
+async fn forbidden_requests_get_the_authorizers_answer() {
+    let cluster = Cluster::start().await;
+    cluster.create_namespace("app").await;
+    cluster.forbid("list", "apps", "deployments");
+    cluster.forbid("get", "", "secrets");
+    let everywhere = api_status(
+        Api::<Deployment>::all(cluster.client())
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_eq!(
+        (everywhere.code, everywhere.reason.as_str()),
+        (403, "Forbidden")
+    );
+    assert_eq!(
+        everywhere.message,
+        "deployments.apps is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" cannot list \
+         resource \"deployments\" in API group \"apps\" at the cluster scope"
+    );
+    let details = everywhere.details.unwrap();
+    assert_eq!(
+        (
+            details.group.as_str(),
+            details.kind.as_str(),
+            details.name.as_str()
+        ),
+        ("apps", "deployments", "")
+    );
+    let in_app: Api<Deployment> = Api::namespaced(cluster.client(), "app");
+    let namespaced = api_status(in_app.list(&ListParams::default()).await);
+    assert!(
+        namespaced
+            .message
+            .ends_with("in API group \"apps\" in the namespace \"app\""),
+        "{}",
+        namespaced.message
+    );
+    let web: Deployment = serde_json::from_value(workload("Deployment", "web")).unwrap();
+    in_app.create(&PostParams::default(), &web).await.unwrap();
+
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), "app");
+    let named = api_status(secrets.get("token").await);
+    assert_eq!(
+        named.message,
+        "secrets \"token\" is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" cannot get \
+         resource \"secrets\" in API group \"\" in the namespace \"app\""
+    );
+    assert_eq!(named.details.unwrap().name, "token");
+    assert!(
+        secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

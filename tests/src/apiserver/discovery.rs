@@ -84,8 +84,8 @@ fn resource_entries(resource: &ResourceType, version: &str) -> Vec<Value> {
     entries
 }
 
-/// The APIResourceList of `group/version` (the core group is `""`), or `None` when nothing is
-/// served there.
+/// The APIResourceList of `group/version` (the core group is `""`), in name order as the real
+/// one lists it, or `None` when nothing is served there.
 pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<Value> {
     let types: Vec<_> = registry
         .types()
@@ -95,10 +95,11 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
     if types.is_empty() {
         return None;
     }
-    let resources: Vec<Value> = types
+    let mut resources: Vec<Value> = types
         .iter()
         .flat_map(|t| resource_entries(t, version))
         .collect();
+    resources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let group_version = if group.is_empty() {
         version.to_owned()
     } else {

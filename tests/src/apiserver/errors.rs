@@ -260,12 +260,23 @@ impl ApiError {
     }
 
     pub fn forbidden(resource: &GroupResource, name: &str, why: &str) -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("{resource} \"{name}\" is forbidden: {why}"),
-        )
-        .with_details(Self::resource_details(resource, name))
+        Self::forbidden_request(resource, Some(name), why)
+    }
+
+    /// `errors.NewForbidden`: `<resource> is forbidden: <why>`, or `<resource> "<name>" is
+    /// forbidden: <why>` when the request is about one object.
+    pub fn forbidden_request(resource: &GroupResource, name: Option<&str>, why: &str) -> Self {
+        let (message, details) = match name {
+            Some(name) => (
+                format!("{resource} \"{name}\" is forbidden: {why}"),
+                Self::resource_details(resource, name),
+            ),
+            None => (
+                format!("{resource} is forbidden: {why}"),
+                json!({"group": resource.group, "kind": resource.resource}),
+            ),
+        };
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message).with_details(details)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

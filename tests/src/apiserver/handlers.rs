@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::authz::{self, Attributes};
 use super::discovery;
 use super::errors::{ApiError, FieldError};
 use super::operations::{self, Context, DeleteOptions, PatchType, Reply, Write};
@@ -302,6 +303,8 @@ async fn objects(
     params: &HashMap<String, String>,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
+    let attributes = request_attributes(method, &target, params);
+    authz::authorize(&app.store.lock().forbidden, &attributes)?;
     let resource = served_type(app, &target)?;
     let ctx = Context {
         resource: Arc::clone(&resource),
@@ -326,6 +329,64 @@ async fn objects(
         request.watch().await
     } else {
         request.verb()
+    }
+}
+
+/// A watch: under `/watch/`, or a GET of a collection with `watch=true`.
+fn is_watch(method: &Method, target: &Target, params: &HashMap<String, String>) -> bool {
+    target.watch_prefix
+        || (*method == Method::GET && target.name.is_none() && flag(params, "watch"))
+}
+
+/// The name a list or watch asks for with a `metadata.name` field selector of one value.
+fn selected_name(params: &HashMap<String, String>) -> Option<String> {
+    params
+        .get("fieldSelector")?
+        .split(',')
+        .find_map(|term| {
+            let value = term.trim().strip_prefix("metadata.name")?;
+            value.strip_prefix("==").or_else(|| value.strip_prefix('='))
+        })
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+}
+
+/// What the authorizer is asked: the verb from the method (`list`, `watch` and
+/// `deletecollection` for collections), and the namespace, which for a namespace is the
+/// namespace itself.
+fn request_attributes(
+    method: &Method,
+    target: &Target,
+    params: &HashMap<String, String>,
+) -> Attributes {
+    let one = target.name.is_some();
+    let verb = match *method {
+        _ if is_watch(method, target, params) => "watch",
+        Method::GET | Method::HEAD if one => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if one => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "",
+    };
+    let is_namespace = target.group.is_empty() && target.plural == "namespaces";
+    let namespace = match &target.namespace {
+        None if is_namespace => target.name.clone(),
+        other => other.clone(),
+    };
+    let name = match (&target.name, verb) {
+        (None, "list" | "watch") => selected_name(params),
+        (name, _) => name.clone(),
+    };
+    Attributes {
+        verb,
+        group: target.group.clone(),
+        resource: target.plural.clone(),
+        subresource: target.subresource.clone(),
+        namespace,
+        name,
     }
 }
 
@@ -416,12 +477,8 @@ impl ObjectRequest<'_> {
         reply(write(self.app, self.dry_run, op))
     }
 
-    /// A watch: under `/watch/`, or a GET of a collection with `watch=true`.
     fn is_watch(&self) -> bool {
-        self.target.watch_prefix
-            || (*self.method == Method::GET
-                && self.target.name.is_none()
-                && flag(self.params, "watch"))
+        is_watch(self.method, &self.target, self.params)
     }
 
     async fn watch(self) -> Result<Response, ApiError> {

@@ -6,6 +6,16 @@
 //! subresource, finalizers, watches with bookmarks and 410 Gone, label and field selectors, and
 //! the structural-schema checks of the CustomResourceDefinitions it is given.
 //!
+//! Besides custom resources it serves the built-in kinds a namespace holds (pods, services,
+//! endpoints, config maps, secrets, service accounts, claims, limit ranges, quotas; the apps and
+//! batch workloads; RBAC; ingresses and network policies; disruption budgets; autoscalers) and
+//! the cluster-scoped ones Ferry reads (namespaces, nodes, volumes, storage classes, cluster
+//! roles and their bindings, CRDs), each with its real registry's defaults and rules: a
+//! Service's cluster IP and node ports are allocated and released, a Job generates its
+//! selector, a workload's selector must select its template, a binding keeps its `roleRef`.
+//! A test can deny a verb on a resource ([`TestApiServer::forbid`]); the request then gets the
+//! RBAC authorizer's 403.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = ferry_tests::apiserver::TestApiServer::start("deploy/crds").await?;
@@ -14,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+mod authz;
+mod builtins;
 mod discovery;
 mod errors;
 mod handlers;
@@ -21,10 +33,12 @@ mod operations;
 mod patch;
 mod resources;
 mod selectors;
+mod services;
 mod store;
 mod strategy;
 mod validation;
 mod watch;
+mod workloads;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,9 +49,10 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::authz::Rule;
 use self::handlers::App;
 use self::operations::{Context, Write};
-use self::resources::{Builtin, Registry};
+use self::resources::Registry;
 use self::store::{State, Store};
 use self::strategy::Part;
 use self::watch::WatchSettings;
@@ -187,13 +202,14 @@ impl TestApiServerBuilder {
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             seed(
                 &mut state,
-                Builtin::Namespace,
+                ("", "namespaces"),
                 json!({"metadata": {"name": name}}),
                 now,
             )?;
         }
         for crd in self.crds {
-            seed(&mut state, Builtin::CustomResourceDefinition, crd, now)?;
+            let crds = ("apiextensions.k8s.io", "customresourcedefinitions");
+            seed(&mut state, crds, crd, now)?;
         }
         let store = Arc::new(Store::new(state));
 
@@ -245,10 +261,11 @@ impl TestApiServerBuilder {
     }
 }
 
-/// Creates an object straight in the state, as the server's own bootstrap does.
+/// Creates an object of the type under `(group, plural)` straight in the state, as the server's
+/// own bootstrap does.
 fn seed(
     state: &mut State,
-    builtin: Builtin,
+    (group, plural): (&str, &str),
     mut object: Value,
     now: jiff::Timestamp,
 ) -> Result<(), TestServerError> {
@@ -263,7 +280,7 @@ fn seed(
     };
     let resource = state
         .registry
-        .find_builtin(builtin)
+        .by_key(group, plural)
         .ok_or_else(|| rejected("unknown kind".to_owned()))?;
     let ctx = Context {
         resource: Arc::clone(&resource),
@@ -355,6 +372,18 @@ impl TestApiServer {
     pub fn compact(&self) {
         self.store.lock().compact();
         self.store.notify();
+    }
+
+    /// Denies `verb` (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`, or `*`) on `resource` (a plural, `plural/subresource`, or `*`) of
+    /// `group` (`""` for the core group, or `*`), from now on, as an RBAC authorizer without a
+    /// rule for it does: such a request gets 403 Forbidden.
+    pub fn forbid(&self, verb: &str, group: &str, resource: &str) {
+        self.store.lock().forbidden.push(Rule {
+            verb: verb.to_owned(),
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+        });
     }
 
     /// The current resourceVersion of the whole store.

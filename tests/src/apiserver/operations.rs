@@ -11,11 +11,12 @@ use serde_json::{Map, Value, json};
 
 use super::errors::{ApiError, FieldError, GroupResource};
 use super::patch;
-use super::resources::{Builtin, Origin, ResourceType, crd_resource_type};
+use super::resources::{Builtin, ResourceType, crd_resource_type};
 use super::selectors::Selection;
+use super::services::{self, AllocationError};
 use super::store::{ObjectKey, State};
 use super::strategy::{self, Part};
-use super::validation;
+use super::{validation, workloads};
 
 /// The characters `generateName` suffixes are drawn from (`utilrand.String`): no vowels, so no
 /// words.
@@ -65,6 +66,13 @@ impl Context {
 
     fn api_version(&self) -> String {
         self.resource.api_version(&self.version)
+    }
+
+    fn allocation_failed(&self, name: &str, error: AllocationError) -> ApiError {
+        match error {
+            AllocationError::Invalid(errors) => self.invalid(name, &errors),
+            AllocationError::Internal(message) => ApiError::internal(message),
+        }
     }
 
     /// A successful answer with the object as the request's version sees it.
@@ -394,9 +402,15 @@ pub fn create(
         requested_name.clone()
     };
     set_name(&mut object, &first_name);
+    let shown_name = if generated { "" } else { &requested_name };
+    if ctx.resource.builtin() == Some(Builtin::Service) {
+        services::begin_create(state, &mut object)
+            .map_err(|e| ctx.allocation_failed(shown_name, e))?;
+    }
+    strategy::complete_for_validation(&ctx.resource, &mut object);
     let errors = create_errors(ctx, &first_name, &object);
     if !errors.is_empty() {
-        return Err(ctx.invalid(if generated { "" } else { &requested_name }, &errors));
+        return Err(ctx.invalid(shown_name, &errors));
     }
     let generate = generated.then_some(generate.as_str());
     let name = free_name(state, ctx, &mut object, first_name, generate)?;
@@ -433,15 +447,37 @@ fn stamp_identity(ctx: &Context, object: &mut Value) {
 }
 
 /// What validation finds wrong with an object to be created under `name`: the name, the
-/// schema of a custom resource, and the create rules of a pod or a CRD.
+/// schema of a custom resource, and the create rules of the kind.
 fn create_errors(ctx: &Context, name: &str, object: &Value) -> Vec<FieldError> {
-    let mut errors = validation::name_errors(name, ctx.resource.name_is_dns_label());
+    let mut errors = validation::name_errors(name, ctx.resource.name_rule());
     errors.extend(schema_errors(ctx, object));
     match ctx.resource.builtin() {
-        Some(Builtin::Pod) => errors.extend(validation::pod_create_errors(object)),
+        Some(Builtin::Pod) => {
+            errors.extend(validation::pod_spec_errors(object.get("spec"), "spec"))
+        }
         Some(Builtin::CustomResourceDefinition) => errors.extend(crd_errors(object)),
+        Some(Builtin::Service) => errors.extend(services::spec_errors(object)),
+        Some(Builtin::Job) => errors.extend(workloads::generated_selector_errors(object)),
         _ => {}
     }
+    errors.extend(controller_errors(ctx, object));
+    errors
+}
+
+/// The spec checks of a pod controller, on create and update alike: its selector, then its
+/// pod template.
+fn controller_errors(ctx: &Context, object: &Value) -> Vec<FieldError> {
+    let Some(strategy) = ctx.resource.strategy().filter(|s| s.pod_template.is_some()) else {
+        return Vec::new();
+    };
+    let mut errors = match strategy.rules {
+        Some(Builtin::Workload) => {
+            workloads::selector_errors(object, workloads::empty_selector_word(&ctx.resource.kind))
+        }
+        Some(Builtin::Job) => workloads::selector_errors(object, None),
+        _ => Vec::new(),
+    };
+    errors.extend(workloads::template_errors(strategy, object));
     errors
 }
 
@@ -500,7 +536,7 @@ fn after_create(state: &mut State, ctx: &Context, stored: &Value) {
         }
         Some(Builtin::Namespace) => {
             let namespace = meta_str(stored, "name").to_owned();
-            if let Some(accounts) = state.registry.find_builtin(Builtin::ServiceAccount) {
+            if let Some(accounts) = state.registry.by_key("", "serviceaccounts") {
                 let sa = json!({
                     "apiVersion": "v1",
                     "kind": "ServiceAccount",
@@ -613,7 +649,7 @@ pub fn list(
 /// resources keep them.
 fn list_item(ctx: &Context, object: &Value) -> Value {
     let mut item = output(&ctx.resource, &ctx.version, object);
-    if ctx.resource.origin != Origin::Custom
+    if !ctx.resource.is_custom()
         && let Some(map) = item.as_object_mut()
     {
         map.remove("apiVersion");
@@ -808,6 +844,10 @@ pub fn update(
     take_resource_version(ctx, name, &old, &mut new)?;
     if ctx.part == Part::Main {
         strategy::apply_defaults(&ctx.resource, &mut new);
+        if ctx.resource.builtin() == Some(Builtin::Service) {
+            services::begin_update(state, &ctx.key(name), &old, &mut new)
+                .map_err(|e| ctx.allocation_failed(name, e))?;
+        }
     }
     strategy::prepare_for_update(&ctx.resource, &ctx.version, ctx.part, &old, &mut new);
     let warnings = apply_schema(ctx, &mut new);
@@ -913,15 +953,29 @@ fn keep_system_metadata(old: &Value, new: &mut Value) {
 }
 
 /// What validation finds wrong with an update: changed identity metadata, the schema of a custom
-/// resource, and the update rules of a pod's spec or a CRD.
+/// resource, and the update rules of the kind.
 fn update_errors(ctx: &Context, old: &Value, new: &Value) -> Vec<FieldError> {
     let mut errors = validation::metadata_update_errors(old, new);
     errors.extend(schema_errors(ctx, new));
-    if ctx.part == Part::Main && ctx.resource.builtin() == Some(Builtin::Pod) {
-        errors.extend(validation::pod_update_errors(old, new));
+    if ctx.part == Part::Status {
+        if ctx.resource.builtin() == Some(Builtin::CustomResourceDefinition) {
+            errors.extend(crd_errors(new));
+        }
+        return errors;
     }
-    if ctx.resource.builtin() == Some(Builtin::CustomResourceDefinition) {
-        errors.extend(crd_errors(new));
+    match ctx.resource.builtin() {
+        Some(Builtin::Pod) => errors.extend(validation::pod_update_errors(old, new)),
+        Some(Builtin::CustomResourceDefinition) => errors.extend(crd_errors(new)),
+        Some(Builtin::Service) => errors.extend(services::update_errors(old, new)),
+        Some(Builtin::RoleBinding) => errors.extend(validation::role_ref_update_errors(old, new)),
+        _ => {}
+    }
+    errors.extend(controller_errors(ctx, new));
+    if matches!(
+        ctx.resource.builtin(),
+        Some(Builtin::Workload | Builtin::Job)
+    ) {
+        errors.extend(workloads::selector_update_errors(old, new));
     }
     errors
 }
@@ -951,7 +1005,8 @@ fn finalized(old: &Value, new: &Value) -> bool {
 
 /// Removes an object from the store, then does what follows from that at once: the garbage
 /// collector deletes dependents whose owners are all gone, a terminating namespace that is now
-/// empty goes, and a deleted CRD takes its type and objects with it.
+/// empty goes, a deleted CRD takes its type and objects with it, and a deleted Service its
+/// Endpoints (its IP and node ports are free once it is gone).
 fn remove(state: &mut State, resource: &ResourceType, key: &ObjectKey) -> Option<Value> {
     let last = state.remove(&resource.key(), key)?;
     if resource.builtin() == Some(Builtin::CustomResourceDefinition)
@@ -959,6 +1014,9 @@ fn remove(state: &mut State, resource: &ResourceType, key: &ObjectKey) -> Option
     {
         state.remove_all(&defined.key());
         state.registry.unregister(&defined.group, &defined.plural);
+    }
+    if resource.builtin() == Some(Builtin::Service) {
+        state.remove(&(String::new(), "endpoints".to_owned()), key);
     }
     let uid = meta_str(&last, "uid").to_owned();
     collect_garbage(state, &uid);

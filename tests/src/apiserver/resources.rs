@@ -1,35 +1,133 @@
-//! The resource types the server serves: the built-in kinds Ferry touches and every
-//! CustomResourceDefinition it is given, with the per-kind rules of their registry strategies.
+//! The resource types the server serves: the built-in kinds (listed, with what their registry
+//! strategies do that is data, in [`super::builtins`]) and every CustomResourceDefinition it is
+//! given.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::builtins::BUILTINS;
 use super::errors::GroupResource;
 use super::validation::strings;
 
-/// The built-in kinds, each with its own strategy in the real registry.
+/// The built-in kinds whose registry strategy has rules of its own, beyond the data of their
+/// row in [`BUILTINS`]. Every other built-in kind is served by the generic rules and its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Builtin {
     Pod,
     Namespace,
-    Node,
-    PersistentVolume,
-    PersistentVolumeClaim,
     Secret,
-    ConfigMap,
-    ServiceAccount,
-    Event,
-    EventsV1Event,
-    Lease,
+    Service,
+    /// Deployments, StatefulSets, ReplicaSets and DaemonSets: a required selector that selects
+    /// the pod template, and is immutable.
+    Workload,
+    /// A selector generated from the Job's uid unless `manualSelector` is set.
+    Job,
+    /// RoleBinding and ClusterRoleBinding: subjects' API group defaults, and an immutable
+    /// `roleRef`.
+    RoleBinding,
     CustomResourceDefinition,
 }
 
-/// Where a resource type comes from.
+/// When a [`FieldDefault`] applies. Paths are dotted, from the object's root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// The field holds this value, given as JSON text.
+    Equals(&'static str, &'static str),
+    /// The field is unset, null or an empty list.
+    Absent(&'static str),
+    /// The field is set to something other than null or an empty list.
+    Present(&'static str),
+}
+
+/// A default of a `SetDefaults_*` function: the value an unset field gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldDefault {
+    /// The dotted path of the field; a step `name[]` goes into every item of the list `name`.
+    /// Missing objects on the way are created, missing lists are not.
+    pub path: &'static str,
+    /// The value, as JSON text.
+    pub value: &'static str,
+    pub when: When,
+}
+
+impl FieldDefault {
+    pub const fn always(path: &'static str, value: &'static str) -> Self {
+        Self {
+            path,
+            value,
+            when: When::Always,
+        }
+    }
+
+    pub const fn when(path: &'static str, value: &'static str, when: When) -> Self {
+        Self { path, value, when }
+    }
+}
+
+/// Which names `ValidateObjectMeta` accepts for a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// A DNS subdomain, as most kinds.
+    Subdomain,
+    /// A DNS label (RFC 1123), as namespaces.
+    Label,
+    /// A DNS-1035 label (starting with a letter), as services.
+    Dns1035Label,
+    /// Any path segment (`ValidatePathSegmentName`), as the RBAC kinds, whose names hold colons.
+    PathSegment,
+}
+
+/// What a built-in kind's registry strategy does that is data rather than code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strategy {
+    /// The kind's own rules in code, if it has any.
+    pub rules: Option<Builtin>,
+    /// A `status` subresource, written apart from the rest.
+    pub status: bool,
+    /// `metadata.generation`, set on create and bumped on a change of the spec.
+    pub generation: bool,
+    /// `ReturnDeletedObject`: a delete answers with the object rather than a Status.
+    pub returns_deleted_object: bool,
+    /// `AllowCreateOnUpdate`: a PUT of a missing object creates it.
+    pub create_on_update: bool,
+    /// `!AllowUnconditionalUpdate`: an update must carry a resourceVersion.
+    pub requires_resource_version: bool,
+    pub names: NameRule,
+    /// Applied to every write, in order, as decoding does.
+    pub defaults: &'static [FieldDefault],
+    /// The status `PrepareForCreate` resets a new object's to (JSON text); `None` keeps the
+    /// status given.
+    pub initial_status: Option<&'static str>,
+    /// The JSON pointer of the pod template whose spec gets the pod defaults and checks.
+    pub pod_template: Option<&'static str>,
+    /// The restart policies the pod template may have.
+    pub restart_policies: &'static [&'static str],
+}
+
+impl Strategy {
+    /// The generic registry's behaviour: no subresources, no generation, no defaults.
+    pub const GENERIC: Self = Self {
+        rules: None,
+        status: false,
+        generation: false,
+        returns_deleted_object: false,
+        create_on_update: false,
+        requires_resource_version: false,
+        names: NameRule::Subdomain,
+        defaults: &[],
+        initial_status: None,
+        pod_template: None,
+        restart_policies: &[],
+    };
+}
+
+/// Where a resource type comes from.
+#[derive(Debug, Clone, Copy)]
 pub enum Origin {
-    Builtin(Builtin),
+    Builtin(&'static Strategy),
     Custom,
 }
 
@@ -115,69 +213,59 @@ impl ResourceType {
     }
 
     pub fn builtin(&self) -> Option<Builtin> {
+        self.strategy().and_then(|s| s.rules)
+    }
+
+    /// The strategy of a built-in kind.
+    pub fn strategy(&self) -> Option<&'static Strategy> {
         match self.origin {
-            Origin::Builtin(b) => Some(b),
+            Origin::Builtin(strategy) => Some(strategy),
             Origin::Custom => None,
         }
+    }
+
+    pub fn is_custom(&self) -> bool {
+        matches!(self.origin, Origin::Custom)
     }
 
     /// Whether the kind has a `status` subresource, so status and spec are written apart.
     pub fn has_status(&self, version: &str) -> bool {
         match self.origin {
             Origin::Custom => self.version(version).is_some_and(|v| v.status),
-            Origin::Builtin(b) => matches!(
-                b,
-                Builtin::Pod
-                    | Builtin::Namespace
-                    | Builtin::Node
-                    | Builtin::PersistentVolume
-                    | Builtin::PersistentVolumeClaim
-                    | Builtin::CustomResourceDefinition
-            ),
+            Origin::Builtin(strategy) => strategy.status,
         }
     }
 
     /// Kinds whose strategy sets `metadata.generation` and bumps it on spec changes.
     pub fn has_generation(&self) -> bool {
-        matches!(
-            self.origin,
-            Origin::Custom | Origin::Builtin(Builtin::Pod | Builtin::CustomResourceDefinition)
-        )
+        self.strategy().is_none_or(|s| s.generation)
     }
 
     /// `AllowUnconditionalUpdate`: false for custom resources and CRDs, which must carry a
     /// resourceVersion on update.
     pub fn allow_unconditional_update(&self) -> bool {
-        !matches!(
-            self.origin,
-            Origin::Custom | Origin::Builtin(Builtin::CustomResourceDefinition)
-        )
+        self.strategy()
+            .is_some_and(|s| !s.requires_resource_version)
     }
 
     /// `AllowCreateOnUpdate`: a PUT of a missing object creates it.
     pub fn allow_create_on_update(&self) -> bool {
-        matches!(
-            self.origin,
-            Origin::Builtin(Builtin::Event | Builtin::EventsV1Event | Builtin::Lease)
-        )
+        self.strategy().is_some_and(|s| s.create_on_update)
     }
 
     /// `ReturnDeletedObject`: a delete answers with the object rather than a success Status.
     pub fn returns_deleted_object(&self) -> bool {
-        matches!(
-            self.origin,
-            Origin::Builtin(Builtin::Pod | Builtin::ServiceAccount)
-        )
+        self.strategy().is_some_and(|s| s.returns_deleted_object)
     }
 
     /// Strategic merge patch needs the Go struct tags of a built-in type.
     pub fn supports_strategic_merge(&self) -> bool {
-        matches!(self.origin, Origin::Builtin(_))
+        !self.is_custom()
     }
 
-    /// Namespaces must be DNS labels; every other kind here a DNS subdomain.
-    pub fn name_is_dns_label(&self) -> bool {
-        self.origin == Origin::Builtin(Builtin::Namespace)
+    /// The names the kind accepts: a DNS subdomain for custom resources.
+    pub fn name_rule(&self) -> NameRule {
+        self.strategy().map_or(NameRule::Subdomain, |s| s.names)
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
@@ -191,7 +279,7 @@ impl ResourceType {
             "update",
             "watch",
         ];
-        if self.origin == Origin::Builtin(Builtin::Namespace) {
+        if self.builtin() == Some(Builtin::Namespace) {
             verbs.retain(|v| *v != "deletecollection");
         }
         verbs
@@ -203,7 +291,7 @@ impl ResourceType {
         if self.has_status(version) {
             subresources.push(("status", self.kind.clone(), vec!["get", "patch", "update"]));
         }
-        if self.origin == Origin::Builtin(Builtin::Pod) {
+        if self.builtin() == Some(Builtin::Pod) {
             subresources.push(("binding", "Binding".to_owned(), vec!["create"]));
         }
         subresources
@@ -221,7 +309,7 @@ impl Registry {
         Self {
             types: BUILTINS
                 .iter()
-                .map(|row| Arc::new(row.resource_type()))
+                .map(|kind| Arc::new(kind.resource_type()))
                 .collect(),
         }
     }
@@ -243,13 +331,6 @@ impl Registry {
         self.types
             .iter()
             .find(|t| t.group == group && t.plural == plural)
-            .cloned()
-    }
-
-    pub fn find_builtin(&self, builtin: Builtin) -> Option<Arc<ResourceType>> {
-        self.types
-            .iter()
-            .find(|t| t.origin == Origin::Builtin(builtin))
             .cloned()
     }
 
@@ -288,7 +369,7 @@ impl Registry {
 
     pub fn unregister(&mut self, group: &str, plural: &str) {
         self.types
-            .retain(|t| !(t.origin == Origin::Custom && t.group == group && t.plural == plural));
+            .retain(|t| !(t.is_custom() && t.group == group && t.plural == plural));
     }
 }
 
@@ -384,228 +465,6 @@ pub fn crd_resource_type(crd: &Value) -> Result<ResourceType, String> {
         origin: Origin::Custom,
     })
 }
-
-/// A field selector label of a built-in kind, as the table of built-in kinds writes it.
-struct BuiltinLabel {
-    label: &'static str,
-    /// The dotted path the label reads, which is the label itself but for `source`.
-    path: &'static str,
-    absent: &'static str,
-}
-
-impl BuiltinLabel {
-    const fn at(label: &'static str) -> Self {
-        Self {
-            label,
-            path: label,
-            absent: "",
-        }
-    }
-
-    /// A boolean field, which compares as `false` when absent.
-    const fn boolean(label: &'static str) -> Self {
-        Self {
-            absent: "false",
-            ..Self::at(label)
-        }
-    }
-
-    fn field_label(&self) -> FieldLabel {
-        FieldLabel {
-            label: self.label.to_owned(),
-            path: self.path.split('.').map(str::to_owned).collect(),
-            absent: self.absent,
-        }
-    }
-}
-
-/// A built-in kind: what its type takes beyond what follows from the kind (singular, list kind
-/// and the one version `v1`).
-struct BuiltinRow {
-    builtin: Builtin,
-    group: &'static str,
-    plural: &'static str,
-    kind: &'static str,
-    namespaced: bool,
-    short_names: &'static [&'static str],
-    categories: &'static [&'static str],
-    field_labels: &'static [BuiltinLabel],
-}
-
-impl BuiltinRow {
-    fn resource_type(&self) -> ResourceType {
-        let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
-        ResourceType {
-            group: self.group.to_owned(),
-            versions: vec![ServedVersion {
-                name: "v1".to_owned(),
-                schema: None,
-                status: false,
-                field_labels: self
-                    .field_labels
-                    .iter()
-                    .map(BuiltinLabel::field_label)
-                    .collect(),
-            }],
-            plural: self.plural.to_owned(),
-            singular: self.kind.to_lowercase(),
-            kind: self.kind.to_owned(),
-            list_kind: format!("{}List", self.kind),
-            namespaced: self.namespaced,
-            short_names: strings(self.short_names),
-            categories: strings(self.categories),
-            origin: Origin::Builtin(self.builtin),
-        }
-    }
-}
-
-/// The built-in kinds, in the order discovery lists them.
-const BUILTINS: [BuiltinRow; 12] = [
-    BuiltinRow {
-        builtin: Builtin::Pod,
-        group: "",
-        plural: "pods",
-        kind: "Pod",
-        namespaced: true,
-        short_names: &["po"],
-        categories: &["all"],
-        field_labels: &[
-            BuiltinLabel::at("spec.nodeName"),
-            BuiltinLabel::at("spec.restartPolicy"),
-            BuiltinLabel::at("spec.schedulerName"),
-            BuiltinLabel::at("spec.serviceAccountName"),
-            BuiltinLabel::boolean("spec.hostNetwork"),
-            BuiltinLabel::at("status.phase"),
-            BuiltinLabel::at("status.podIP"),
-            BuiltinLabel::at("status.nominatedNodeName"),
-        ],
-    },
-    BuiltinRow {
-        builtin: Builtin::Namespace,
-        group: "",
-        plural: "namespaces",
-        kind: "Namespace",
-        namespaced: false,
-        short_names: &["ns"],
-        categories: &[],
-        field_labels: &[BuiltinLabel::at("status.phase")],
-    },
-    BuiltinRow {
-        builtin: Builtin::Node,
-        group: "",
-        plural: "nodes",
-        kind: "Node",
-        namespaced: false,
-        short_names: &["no"],
-        categories: &[],
-        field_labels: &[BuiltinLabel::boolean("spec.unschedulable")],
-    },
-    BuiltinRow {
-        builtin: Builtin::PersistentVolume,
-        group: "",
-        plural: "persistentvolumes",
-        kind: "PersistentVolume",
-        namespaced: false,
-        short_names: &["pv"],
-        categories: &[],
-        field_labels: &[],
-    },
-    BuiltinRow {
-        builtin: Builtin::PersistentVolumeClaim,
-        group: "",
-        plural: "persistentvolumeclaims",
-        kind: "PersistentVolumeClaim",
-        namespaced: true,
-        short_names: &["pvc"],
-        categories: &[],
-        field_labels: &[],
-    },
-    BuiltinRow {
-        builtin: Builtin::Secret,
-        group: "",
-        plural: "secrets",
-        kind: "Secret",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        field_labels: &[BuiltinLabel::at("type")],
-    },
-    BuiltinRow {
-        builtin: Builtin::ConfigMap,
-        group: "",
-        plural: "configmaps",
-        kind: "ConfigMap",
-        namespaced: true,
-        short_names: &["cm"],
-        categories: &[],
-        field_labels: &[],
-    },
-    BuiltinRow {
-        builtin: Builtin::ServiceAccount,
-        group: "",
-        plural: "serviceaccounts",
-        kind: "ServiceAccount",
-        namespaced: true,
-        short_names: &["sa"],
-        categories: &[],
-        field_labels: &[],
-    },
-    BuiltinRow {
-        builtin: Builtin::Event,
-        group: "",
-        plural: "events",
-        kind: "Event",
-        namespaced: true,
-        short_names: &["ev"],
-        categories: &[],
-        field_labels: &[
-            BuiltinLabel::at("involvedObject.kind"),
-            BuiltinLabel::at("involvedObject.namespace"),
-            BuiltinLabel::at("involvedObject.name"),
-            BuiltinLabel::at("involvedObject.uid"),
-            BuiltinLabel::at("involvedObject.apiVersion"),
-            BuiltinLabel::at("involvedObject.resourceVersion"),
-            BuiltinLabel::at("involvedObject.fieldPath"),
-            BuiltinLabel::at("reason"),
-            BuiltinLabel::at("reportingComponent"),
-            BuiltinLabel::at("type"),
-            BuiltinLabel {
-                path: "source.component",
-                ..BuiltinLabel::at("source")
-            },
-        ],
-    },
-    BuiltinRow {
-        builtin: Builtin::EventsV1Event,
-        group: "events.k8s.io",
-        plural: "events",
-        kind: "Event",
-        namespaced: true,
-        short_names: &["ev"],
-        categories: &[],
-        field_labels: &[],
-    },
-    BuiltinRow {
-        builtin: Builtin::Lease,
-        group: "coordination.k8s.io",
-        plural: "leases",
-        kind: "Lease",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        field_labels: &[],
-    },
-    BuiltinRow {
-        builtin: Builtin::CustomResourceDefinition,
-        group: "apiextensions.k8s.io",
-        plural: "customresourcedefinitions",
-        kind: "CustomResourceDefinition",
-        namespaced: false,
-        short_names: &["crd", "crds"],
-        categories: &["api-extensions"],
-        field_labels: &[],
-    },
-];
 
 #[cfg(test)]
 mod tests {

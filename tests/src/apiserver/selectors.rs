@@ -48,6 +48,38 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels` and `matchExpressions`) as
+    /// `LabelSelectorAsSelector` reads it; `None` for one it cannot read.
+    pub fn from_object(selector: &Value) -> Option<Self> {
+        let mut requirements = Vec::new();
+        if let Some(labels) = selector.get("matchLabels").filter(|v| !v.is_null()) {
+            for (key, value) in labels.as_object()? {
+                requirements.push(Requirement {
+                    key: key.clone(),
+                    operator: Operator::Equals,
+                    values: vec![value.as_str()?.to_owned()],
+                });
+            }
+        }
+        if let Some(expressions) = selector.get("matchExpressions").filter(|v| !v.is_null()) {
+            for expression in expressions.as_array()? {
+                let operator = match expression.get("operator").and_then(Value::as_str)? {
+                    "In" => Operator::In,
+                    "NotIn" => Operator::NotIn,
+                    "Exists" => Operator::Exists,
+                    "DoesNotExist" => Operator::DoesNotExist,
+                    _ => return None,
+                };
+                requirements.push(Requirement {
+                    key: expression.get("key").and_then(Value::as_str)?.to_owned(),
+                    operator,
+                    values: super::validation::strings(expression.get("values")),
+                });
+            }
+        }
+        Some(Self { requirements })
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| {
             let value = labels.get(&r.key);
@@ -399,6 +431,26 @@ mod tests {
                 "{selector} on {have:?}"
             );
         }
+    }
+
+    #[test]
+    fn label_selector_objects_match_as_label_selector_as_selector_reads_them() {
+        let selector = json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]},
+                                 {"key": "env", "operator": "Exists"}]
+        });
+        let parsed = LabelSelector::from_object(&selector).unwrap();
+        assert!(parsed.matches(&labels(&[("app", "web"), ("env", "")])));
+        assert!(!parsed.matches(&labels(&[("app", "web"), ("env", ""), ("tier", "db")])));
+        assert!(!parsed.matches(&labels(&[("app", "web")])));
+        assert!(
+            LabelSelector::from_object(&json!({}))
+                .unwrap()
+                .matches(&labels(&[]))
+        );
+        let odd = json!({"matchExpressions": [{"key": "a", "operator": "Gt"}]});
+        assert!(LabelSelector::from_object(&odd).is_none());
     }
 
     #[test]

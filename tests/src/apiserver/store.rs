@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::authz::Rule;
 use super::resources::Registry;
 
 /// A resource type's storage key: its group and plural, whatever version a request names.
@@ -59,6 +60,8 @@ pub struct State {
     epoch: u64,
     history_limit: usize,
     pub registry: Registry,
+    /// What the authorizer denies.
+    pub forbidden: Vec<Rule>,
     objects: HashMap<ResourceKey, BTreeMap<ObjectKey, Value>>,
     history: HashMap<ResourceKey, History>,
 }
@@ -79,6 +82,7 @@ impl State {
             epoch: 0,
             history_limit: history_limit.max(1),
             registry,
+            forbidden: Vec::new(),
             objects: HashMap::new(),
             history: HashMap::new(),
         }

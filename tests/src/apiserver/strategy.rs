@@ -5,7 +5,8 @@
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use super::resources::{Builtin, Origin, ResourceType};
+use super::resources::{Builtin, FieldDefault, ResourceType, When};
+use super::{services, workloads};
 
 /// Which endpoint a write came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,8 +15,11 @@ pub enum Part {
     Status,
 }
 
-pub fn object_at<'a>(object: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
-    let map = object.as_object_mut()?;
+/// The object under `key` of a map, made an empty object when missing or not an object.
+pub fn child_map<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+) -> Option<&'a mut Map<String, Value>> {
     let entry = map.entry(key.to_owned()).or_insert_with(|| json!({}));
     if !entry.is_object() {
         *entry = json!({});
@@ -23,71 +27,169 @@ pub fn object_at<'a>(object: &'a mut Value, key: &str) -> Option<&'a mut Map<Str
     entry.as_object_mut()
 }
 
+/// The object under `key` of an object, made an empty object when missing or not an object;
+/// `None` only for a non-object.
+pub fn object_at<'a>(object: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    child_map(object.as_object_mut()?, key)
+}
+
 fn default_field(map: &mut Map<String, Value>, key: &str, value: Value) {
     map.entry(key.to_owned()).or_insert(value);
 }
 
-/// The defaults the built-in types' `SetDefaults_*` functions give, for the fields Ferry and the
-/// test harness read; applied to every write, as decoding does.
+fn pointer(dotted: &str) -> String {
+    format!("/{}", dotted.replace('.', "/"))
+}
+
+/// Unset, null, or an empty list: what Go's defaulting reads as not given.
+fn is_absent(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(_) => false,
+    }
+}
+
+fn holds(object: &Value, when: When) -> bool {
+    match when {
+        When::Always => true,
+        When::Equals(path, text) => {
+            serde_json::from_str::<Value>(text).ok().as_ref() == object.pointer(&pointer(path))
+        }
+        When::Absent(path) => is_absent(object.pointer(&pointer(path))),
+        When::Present(path) => !is_absent(object.pointer(&pointer(path))),
+    }
+}
+
+/// Sets the field at `steps` under `map` where it is unset: missing objects on the way are
+/// created, and a `name[]` step goes into every item of the list `name`.
+fn set_default(map: &mut Map<String, Value>, steps: &[&str], default: &Value) {
+    let Some((step, rest)) = steps.split_first() else {
+        return;
+    };
+    if let Some(list) = step.strip_suffix("[]") {
+        if let Some(Value::Array(items)) = map.get_mut(list) {
+            for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                set_default(item, rest, default);
+            }
+        }
+        return;
+    }
+    let entry = map.entry((*step).to_owned()).or_insert(Value::Null);
+    if rest.is_empty() {
+        if entry.is_null() {
+            *entry = default.clone();
+        }
+        return;
+    }
+    if entry.is_null() {
+        *entry = json!({});
+    }
+    if let Some(child) = entry.as_object_mut() {
+        set_default(child, rest, default);
+    }
+}
+
+fn apply_field_default(object: &mut Value, field: &FieldDefault) {
+    if !holds(object, field.when) {
+        return;
+    }
+    if let (Ok(default), Some(map)) = (
+        serde_json::from_str::<Value>(field.value),
+        object.as_object_mut(),
+    ) {
+        let steps: Vec<&str> = field.path.split('.').collect();
+        set_default(map, &steps, &default);
+    }
+}
+
+/// `SetDefaults_PodSpec` and `SetDefaults_Container`, for the fields Ferry and the test harness
+/// read: a pod's spec and every pod template's.
+fn pod_spec_defaults(spec: &mut Map<String, Value>) {
+    default_field(spec, "restartPolicy", json!("Always"));
+    default_field(spec, "dnsPolicy", json!("ClusterFirst"));
+    default_field(spec, "schedulerName", json!("default-scheduler"));
+    default_field(spec, "terminationGracePeriodSeconds", json!(30));
+    default_field(spec, "securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(containers)) = spec.get_mut(list) {
+            for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+                let image = container.get("image").and_then(Value::as_str).unwrap_or("");
+                let latest = !image.rsplit('/').next().unwrap_or("").contains(':')
+                    || image.ends_with(":latest");
+                let pull = if latest { "Always" } else { "IfNotPresent" };
+                default_field(container, "imagePullPolicy", json!(pull));
+                default_field(
+                    container,
+                    "terminationMessagePath",
+                    json!("/dev/termination-log"),
+                );
+                default_field(container, "terminationMessagePolicy", json!("File"));
+                default_field(container, "resources", json!({}));
+            }
+        }
+    }
+}
+
+/// `stringData` is written into `data`, base64-encoded.
+fn secret_defaults(secret: &mut Value) {
+    let Some(map) = secret.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(string_data)) = map.remove("stringData")
+        && let Some(data) = child_map(map, "data")
+    {
+        for (k, v) in string_data {
+            let text = v.as_str().unwrap_or_default();
+            data.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
+    }
+}
+
+/// `SetDefaults_Subject`: users and groups are RBAC's own.
+fn subject_defaults(binding: &mut Value) {
+    if let Some(Value::Array(subjects)) = binding.get_mut("subjects") {
+        for subject in subjects.iter_mut().filter_map(Value::as_object_mut) {
+            let kind = subject.get("kind").and_then(Value::as_str).unwrap_or("");
+            let unset = subject
+                .get("apiGroup")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty);
+            if unset && matches!(kind, "User" | "Group") {
+                subject.insert("apiGroup".to_owned(), json!("rbac.authorization.k8s.io"));
+            }
+        }
+    }
+}
+
+/// The defaults of the built-in types' `SetDefaults_*` functions: the kind's data first, then
+/// its rules in code. Applied to every write, as decoding does.
 pub fn apply_defaults(resource: &ResourceType, object: &mut Value) {
-    match resource.builtin() {
+    let Some(strategy) = resource.strategy() else {
+        return;
+    };
+    for field in strategy.defaults {
+        apply_field_default(object, field);
+    }
+    if let Some(template) = strategy.pod_template
+        && let Some(spec) = object
+            .pointer_mut(template)
+            .and_then(|t| object_at(t, "spec"))
+    {
+        pod_spec_defaults(spec);
+    }
+    match strategy.rules {
         Some(Builtin::Pod) => {
-            let Some(spec) = object_at(object, "spec") else {
-                return;
-            };
-            default_field(spec, "restartPolicy", json!("Always"));
-            default_field(spec, "dnsPolicy", json!("ClusterFirst"));
-            default_field(spec, "schedulerName", json!("default-scheduler"));
-            default_field(spec, "terminationGracePeriodSeconds", json!(30));
-            default_field(spec, "securityContext", json!({}));
-            for list in ["containers", "initContainers"] {
-                if let Some(Value::Array(containers)) = spec.get_mut(list) {
-                    for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-                        let image = container.get("image").and_then(Value::as_str).unwrap_or("");
-                        let latest = !image.rsplit('/').next().unwrap_or("").contains(':')
-                            || image.ends_with(":latest");
-                        let pull = if latest { "Always" } else { "IfNotPresent" };
-                        default_field(container, "imagePullPolicy", json!(pull));
-                        default_field(
-                            container,
-                            "terminationMessagePath",
-                            json!("/dev/termination-log"),
-                        );
-                        default_field(container, "terminationMessagePolicy", json!("File"));
-                        default_field(container, "resources", json!({}));
-                    }
-                }
-            }
-        }
-        Some(Builtin::PersistentVolumeClaim) => {
             if let Some(spec) = object_at(object, "spec") {
-                default_field(spec, "volumeMode", json!("Filesystem"));
+                pod_spec_defaults(spec);
             }
         }
-        Some(Builtin::PersistentVolume) => {
-            if let Some(spec) = object_at(object, "spec") {
-                default_field(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
-                default_field(spec, "volumeMode", json!("Filesystem"));
-            }
-        }
-        Some(Builtin::Secret) => {
-            let Some(map) = object.as_object_mut() else {
-                return;
-            };
-            default_field(map, "type", json!("Opaque"));
-            if let Some(Value::Object(string_data)) = map.remove("stringData") {
-                let data = map.entry("data").or_insert_with(|| json!({}));
-                if let Some(data) = data.as_object_mut() {
-                    for (k, v) in string_data {
-                        let text = v.as_str().unwrap_or_default();
-                        data.insert(
-                            k,
-                            json!(base64::engine::general_purpose::STANDARD.encode(text)),
-                        );
-                    }
-                }
-            }
-        }
+        Some(Builtin::Secret) => secret_defaults(object),
+        Some(Builtin::Service) => services::apply_defaults(object),
+        Some(Builtin::RoleBinding) => subject_defaults(object),
         Some(Builtin::Namespace) => {
             let name = object
                 .pointer("/metadata/name")
@@ -141,7 +243,7 @@ fn pod_qos(pod: &Value) -> &'static str {
 
 /// `PrepareForCreate`: what a create may not set, and what the server sets itself.
 pub fn prepare_for_create(resource: &ResourceType, version: &str, object: &mut Value, now: &str) {
-    if resource.origin == Origin::Custom
+    if resource.is_custom()
         && resource.has_status(version)
         && let Some(map) = object.as_object_mut()
     {
@@ -152,22 +254,31 @@ pub fn prepare_for_create(resource: &ResourceType, version: &str, object: &mut V
     {
         meta.insert("generation".to_owned(), json!(1));
     }
+    let initial = resource
+        .strategy()
+        .and_then(|s| s.initial_status)
+        .and_then(|text| serde_json::from_str::<Value>(text).ok());
     let status = match resource.builtin() {
         Some(Builtin::Pod) => Some(json!({"phase": "Pending", "qosClass": pod_qos(object)})),
         Some(Builtin::Namespace) => {
             if let Some(spec) = object_at(object, "spec") {
                 spec.insert("finalizers".to_owned(), json!(["kubernetes"]));
             }
-            Some(json!({"phase": "Active"}))
-        }
-        Some(Builtin::PersistentVolumeClaim | Builtin::PersistentVolume) => {
-            Some(json!({"phase": "Pending"}))
+            initial
         }
         Some(Builtin::CustomResourceDefinition) => Some(crd_status(object, now)),
-        _ => None,
+        _ => initial,
     };
     if let (Some(status), Some(map)) = (status, object.as_object_mut()) {
         map.insert("status".to_owned(), status);
+    }
+}
+
+/// What the strategy's `Validate` fills in before it checks a new object, once its name and
+/// uid are known: a Job's generated selector.
+pub fn complete_for_validation(resource: &ResourceType, object: &mut Value) {
+    if resource.builtin() == Some(Builtin::Job) {
+        workloads::generate_job_selector(object);
     }
 }
 
@@ -210,6 +321,28 @@ fn generation_content(resource: &ResourceType, version: &str, object: &Value) ->
     content
 }
 
+/// `PrepareForUpdate` of the main resource: the status (where it is a subresource) and a
+/// namespace's finalizers stay as stored, and a Service drops what its old type alone needed.
+fn prepare_main_update(resource: &ResourceType, has_status: bool, old: &Value, new: &mut Value) {
+    if has_status && let Some(map) = new.as_object_mut() {
+        match old.get("status") {
+            Some(status) => map.insert("status".to_owned(), status.clone()),
+            None => map.remove("status"),
+        };
+    }
+    match resource.builtin() {
+        Some(Builtin::Namespace) => {
+            if let Some(finalizers) = old.pointer("/spec/finalizers").cloned()
+                && let Some(spec) = object_at(new, "spec")
+            {
+                spec.insert("finalizers".to_owned(), finalizers);
+            }
+        }
+        Some(Builtin::Service) => services::drop_type_dependent_fields(old, new),
+        _ => {}
+    }
+}
+
 /// `PrepareForUpdate` of the main resource or of `/status`, and the generation bump.
 pub fn prepare_for_update(
     resource: &ResourceType,
@@ -220,21 +353,8 @@ pub fn prepare_for_update(
 ) {
     let has_status = resource.has_status(version);
     match part {
-        Part::Main => {
-            if has_status && let Some(map) = new.as_object_mut() {
-                match old.get("status") {
-                    Some(status) => map.insert("status".to_owned(), status.clone()),
-                    None => map.remove("status"),
-                };
-            }
-            if resource.builtin() == Some(Builtin::Namespace)
-                && let Some(finalizers) = old.pointer("/spec/finalizers").cloned()
-                && let Some(spec) = object_at(new, "spec")
-            {
-                spec.insert("finalizers".to_owned(), finalizers);
-            }
-        }
-        Part::Status if resource.origin == Origin::Custom => {
+        Part::Main => prepare_main_update(resource, has_status, old, new),
+        Part::Status if resource.is_custom() => {
             let status = new.get("status").cloned();
             let managed = new.pointer("/metadata/managedFields").cloned();
             *new = old.clone();
@@ -326,12 +446,107 @@ mod tests {
     use super::*;
     use crate::apiserver::resources::Registry;
 
-    fn pods() -> ResourceType {
+    fn builtin(group: &str, version: &str, plural: &str) -> ResourceType {
         Registry::with_builtins()
-            .find("", "v1", "pods")
+            .find(group, version, plural)
             .unwrap()
             .as_ref()
             .clone()
+    }
+
+    fn pods() -> ResourceType {
+        builtin("", "v1", "pods")
+    }
+
+    fn deployment() -> Value {
+        json!({"metadata": {"name": "web"}, "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}})
+    }
+
+    #[test]
+    fn workloads_get_their_defaults_and_their_templates_the_pod_ones() {
+        let deployments = builtin("apps", "v1", "deployments");
+        let mut web = deployment();
+        apply_defaults(&deployments, &mut web);
+        let spec = &web["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(spec["revisionHistoryLimit"], 10);
+        assert_eq!(spec["progressDeadlineSeconds"], 600);
+        assert_eq!(
+            spec["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Always");
+        assert_eq!(pod["containers"][0]["imagePullPolicy"], "IfNotPresent");
+
+        let mut recreate = deployment();
+        recreate["spec"]["strategy"] = json!({"type": "Recreate"});
+        apply_defaults(&deployments, &mut recreate);
+        assert_eq!(recreate["spec"]["strategy"], json!({"type": "Recreate"}));
+    }
+
+    #[test]
+    fn list_steps_default_every_item_and_conditions_pick_the_value() {
+        let policies = builtin("networking.k8s.io", "v1", "networkpolicies");
+        let mut egress = json!({"spec": {"egress": [{"ports": [{"port": 53}, {"port": 80, "protocol": "UDP"}]}]}});
+        apply_defaults(&policies, &mut egress);
+        assert_eq!(egress["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+        assert_eq!(egress["spec"]["egress"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(egress["spec"]["egress"][0]["ports"][1]["protocol"], "UDP");
+        let mut ingress = json!({"spec": {"podSelector": {}}});
+        apply_defaults(&policies, &mut ingress);
+        assert_eq!(ingress["spec"]["policyTypes"], json!(["Ingress"]));
+
+        let jobs = builtin("batch", "v1", "jobs");
+        let mut parallel = json!({"spec": {"parallelism": 3}});
+        apply_defaults(&jobs, &mut parallel);
+        assert!(parallel["spec"].get("completions").is_none());
+        let mut single = json!({"spec": {}});
+        apply_defaults(&jobs, &mut single);
+        assert_eq!(
+            single["spec"],
+            json!({"completions": 1, "parallelism": 1, "backoffLimit": 6, "completionMode": "NonIndexed",
+                   "suspend": false, "podReplacementPolicy": "TerminatingOrFailed"})
+        );
+    }
+
+    #[test]
+    fn a_workload_starts_at_generation_one_and_moves_with_its_spec_only() {
+        let deployments = builtin("apps", "v1", "deployments");
+        let mut web = deployment();
+        prepare_for_create(&deployments, "v1", &mut web, "now");
+        assert_eq!(web["metadata"]["generation"], 1);
+        assert_eq!(web["status"], json!({}));
+        let mut labelled = web.clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        prepare_for_update(&deployments, "v1", Part::Main, &web, &mut labelled);
+        assert_eq!(labelled["metadata"]["generation"], 1);
+        let mut scaled = web.clone();
+        scaled["spec"]["replicas"] = json!(3);
+        prepare_for_update(&deployments, "v1", Part::Main, &web, &mut scaled);
+        assert_eq!(scaled["metadata"]["generation"], 2);
+
+        let services = builtin("", "v1", "services");
+        let mut svc = json!({"metadata": {"name": "web"}, "spec": {}, "status": {"x": 1}});
+        prepare_for_create(&services, "v1", &mut svc, "now");
+        assert!(svc["metadata"].get("generation").is_none());
+        assert_eq!(svc["status"], json!({"loadBalancer": {}}));
+    }
+
+    #[test]
+    fn user_and_group_subjects_belong_to_rbac() {
+        let bindings = builtin("rbac.authorization.k8s.io", "v1", "rolebindings");
+        let mut binding = json!({"subjects": [{"kind": "User", "name": "a"},
+                                              {"kind": "ServiceAccount", "name": "b", "namespace": "c"}]});
+        apply_defaults(&bindings, &mut binding);
+        assert_eq!(
+            binding["subjects"][0]["apiGroup"],
+            "rbac.authorization.k8s.io"
+        );
+        assert!(binding["subjects"][1].get("apiGroup").is_none());
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! What the server checks and rewrites before it stores an object: object names, the structural
 //! schema of a custom resource (pruning, defaulting, `required`, `enum`, `type`), and the few
-//! built-in rules Ferry runs into.
+//! built-in rules Ferry runs into. Values in messages are rendered as the Go server prints them.
 
 use serde_json::{Map, Value};
 
 use super::errors::{FieldError, FieldProblem};
+use super::resources::NameRule;
 
 const DNS_SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric \
     characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex \
     used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+const DNS_1035_LABEL_MESSAGE: &str = "a DNS-1035 label must consist of lower case alphanumeric \
+    characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. \
+    'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
 const DNS_LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters \
     or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used \
@@ -36,6 +41,87 @@ pub fn render(value: &Value) -> String {
     }
 }
 
+/// A JSON string's text, quoted as Go's `%q` and `%#v` quote it.
+fn quote(text: &str) -> String {
+    render(&Value::String(text.to_owned()))
+}
+
+/// A `map[string]string` (labels) as `%#v` shows it: keys sorted, `(nil)` when unset.
+pub fn render_string_map(value: Option<&Value>) -> String {
+    let Some(map) = value.and_then(Value::as_object) else {
+        return "map[string]string(nil)".to_owned();
+    };
+    let mut pairs: Vec<(&String, &str)> = map
+        .iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or("")))
+        .collect();
+    pairs.sort_unstable();
+    let entries: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}:{}", quote(k), quote(v)))
+        .collect();
+    format!("map[string]string{{{}}}", entries.join(", "))
+}
+
+/// A `[]string` as `%#v` shows it.
+pub fn render_strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
+/// A `*metav1.LabelSelector` as a field error shows it, through the `String()` its generated
+/// protobuf code gives it.
+pub fn render_label_selector(selector: &Value) -> String {
+    let mut labels: Vec<(&String, &str)> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.sort_unstable();
+    let labels: String = labels.iter().map(|(k, v)| format!("{k}: {v},")).collect();
+    let expressions: String = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let text = |field: &str| e.get(field).and_then(Value::as_str).unwrap_or("");
+            format!(
+                "LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},",
+                text("key"),
+                text("operator"),
+                strings(e.get("values")).join(" ")
+            )
+        })
+        .collect();
+    format!(
+        "&LabelSelector{{MatchLabels:map[string]string{{{labels}}},\
+         MatchExpressions:[]LabelSelectorRequirement{{{expressions}}},}}"
+    )
+}
+
+/// An RBAC `roleRef` as `%#v` shows the internal `rbac.RoleRef`.
+pub fn render_role_ref(role_ref: Option<&Value>) -> String {
+    let text = |field: &str| {
+        quote(
+            role_ref
+                .and_then(|r| r.get(field))
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        )
+    };
+    format!(
+        "rbac.RoleRef{{APIGroup:{}, Kind:{}, Name:{}}}",
+        text("apiGroup"),
+        text("kind"),
+        text("name")
+    )
+}
+
 /// The strings of a JSON array, its other items left out; none for a missing or non-array value.
 pub fn strings(value: Option<&Value>) -> Vec<String> {
     value
@@ -50,20 +136,42 @@ pub fn strings(value: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `ValidateObjectMeta`'s name checks: present, and a DNS subdomain (or label for namespaces).
-pub fn name_errors(name: &str, dns_label: bool) -> Vec<FieldError> {
+/// `ValidatePathSegmentName`: anything but `.`, `..`, and names with `/` or `%`.
+fn path_segment_errors(name: &str) -> Vec<String> {
+    if name == "." || name == ".." {
+        return vec![format!("may not be '{name}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|c| name.contains(**c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect()
+}
+
+fn is_dns_1035_label(s: &str) -> bool {
+    is_dns_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// `ValidateObjectMeta`'s name checks: present, and of the form the kind's rule asks for.
+pub fn name_errors(name: &str, rule: NameRule) -> Vec<FieldError> {
     if name.is_empty() {
         return vec![FieldError::required(
             "metadata.name",
             "name or generateName is required",
         )];
     }
-    let (max_len, valid, message): (usize, fn(&str) -> bool, &str) = if dns_label {
-        (63, is_dns_label, DNS_LABEL_MESSAGE)
-    } else {
-        (253, is_dns_subdomain, DNS_SUBDOMAIN_MESSAGE)
+    let quoted = quote(name);
+    let (max_len, valid, message): (usize, fn(&str) -> bool, &str) = match rule {
+        NameRule::PathSegment => {
+            return path_segment_errors(name)
+                .into_iter()
+                .map(|why| FieldError::invalid("metadata.name", quoted.clone(), why))
+                .collect();
+        }
+        NameRule::Label => (63, is_dns_label, DNS_LABEL_MESSAGE),
+        NameRule::Dns1035Label => (63, is_dns_1035_label, DNS_1035_LABEL_MESSAGE),
+        NameRule::Subdomain => (253, is_dns_subdomain, DNS_SUBDOMAIN_MESSAGE),
     };
-    let quoted = render(&Value::String(name.to_owned()));
     if name.len() > max_len {
         return vec![FieldError::invalid(
             "metadata.name",
@@ -296,14 +404,18 @@ fn check(value: &Value, schema: &Value, path: &str, errors: &mut Vec<FieldError>
     }
 }
 
-/// `ValidatePodCreate`, reduced to what a pod cannot do without: containers with a name and an
-/// image.
-pub fn pod_create_errors(pod: &Value) -> Vec<FieldError> {
+/// `ValidatePodSpec`, reduced to what a pod cannot do without: containers with a name and an
+/// image. `path` is where the spec is (`spec` for a pod, `spec.template.spec` for a template).
+pub fn pod_spec_errors(spec: Option<&Value>, path: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let containers = pod.pointer("/spec/containers").and_then(Value::as_array);
-    match containers {
-        None => errors.push(FieldError::required("spec.containers", "")),
-        Some(list) if list.is_empty() => errors.push(FieldError::required("spec.containers", "")),
+    match spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+    {
+        None => errors.push(FieldError::required(format!("{path}.containers"), "")),
+        Some(list) if list.is_empty() => {
+            errors.push(FieldError::required(format!("{path}.containers"), ""));
+        }
         Some(list) => {
             for (i, c) in list.iter().enumerate() {
                 for field in ["name", "image"] {
@@ -312,7 +424,7 @@ pub fn pod_create_errors(pod: &Value) -> Vec<FieldError> {
                         .is_none_or(str::is_empty)
                     {
                         errors.push(FieldError::required(
-                            format!("spec.containers[{i}].{field}"),
+                            format!("{path}.containers[{i}].{field}"),
                             "",
                         ));
                     }
@@ -321,6 +433,19 @@ pub fn pod_create_errors(pod: &Value) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+/// `ValidateRoleBindingUpdate` and `ValidateClusterRoleBindingUpdate`: the role a binding grants
+/// cannot change.
+pub fn role_ref_update_errors(old: &Value, new: &Value) -> Vec<FieldError> {
+    if old.get("roleRef") == new.get("roleRef") {
+        return Vec::new();
+    }
+    vec![FieldError::invalid(
+        "roleRef",
+        render_role_ref(new.get("roleRef")),
+        "cannot change roleRef",
+    )]
 }
 
 /// `ValidatePodUpdate`: a pod's spec is immutable except for container images,
@@ -426,13 +551,68 @@ mod tests {
     }
 
     #[test]
-    fn names_are_dns_subdomains_or_labels() {
-        assert!(name_errors("a.b-c", false).is_empty());
-        assert!(!name_errors("a.b-c", true).is_empty());
-        assert!(!name_errors("Upper", false).is_empty());
+    fn names_follow_their_kind_rule() {
+        assert!(name_errors("a.b-c", NameRule::Subdomain).is_empty());
+        assert!(!name_errors("a.b-c", NameRule::Label).is_empty());
+        assert!(!name_errors("Upper", NameRule::Subdomain).is_empty());
+        assert!(name_errors("system:controller:x", NameRule::PathSegment).is_empty());
         assert_eq!(
-            name_errors("", false)[0].to_string(),
+            name_errors("", NameRule::Subdomain)[0].to_string(),
             "metadata.name: Required value: name or generateName is required"
+        );
+        assert_eq!(
+            name_errors("1web", NameRule::Dns1035Label)[0].to_string(),
+            format!("metadata.name: Invalid value: \"1web\": {DNS_1035_LABEL_MESSAGE}")
+        );
+        let odd: Vec<String> = name_errors("a/b%c", NameRule::PathSegment)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            odd,
+            [
+                "metadata.name: Invalid value: \"a/b%c\": may not contain '/'",
+                "metadata.name: Invalid value: \"a/b%c\": may not contain '%'",
+            ]
+        );
+    }
+
+    #[test]
+    fn values_render_as_the_go_server_prints_them() {
+        let labels = json!({"tier": "web", "app": "shop"});
+        assert_eq!(
+            render_string_map(Some(&labels)),
+            "map[string]string{\"app\":\"shop\", \"tier\":\"web\"}"
+        );
+        assert_eq!(render_string_map(None), "map[string]string(nil)");
+        assert_eq!(
+            render_strings(&["10.96.0.10".to_owned()]),
+            "[]string{\"10.96.0.10\"}"
+        );
+        let selector = json!({"matchLabels": {"b": "2", "a": "1"},
+                              "matchExpressions": [{"key": "k", "operator": "In", "values": ["x", "y"]}]});
+        assert_eq!(
+            render_label_selector(&selector),
+            "&LabelSelector{MatchLabels:map[string]string{a: 1,b: 2,},MatchExpressions:\
+             []LabelSelectorRequirement{LabelSelectorRequirement{Key:k,Operator:In,Values:[x y],},},}"
+        );
+        let role_ref =
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"});
+        assert_eq!(
+            render_role_ref(Some(&role_ref)),
+            "rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"Role\", Name:\"r\"}"
+        );
+    }
+
+    #[test]
+    fn a_binding_keeps_its_role_ref() {
+        let old = json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "a"}});
+        let new = json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "b"}});
+        assert!(role_ref_update_errors(&old, &old).is_empty());
+        assert_eq!(
+            role_ref_update_errors(&old, &new)[0].to_string(),
+            "roleRef: Invalid value: rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"Role\", \
+             Name:\"b\"}: cannot change roleRef"
         );
     }
 
