@@ -168,10 +168,11 @@ pub fn plan<'a>(
         .filter(|item| item.path.namespace.is_some() && selects(selection, item))
         .collect();
     let mut plan = RestorePlan::default();
-    let cluster = cluster_items(items, selection, &chosen);
+    let claims = claims_by_volume(items);
+    let cluster = cluster_items(items, selection, &chosen, &claims);
     let mut all = chosen;
     for item in cluster {
-        match volume_left_out(item, claims_with_data) {
+        match volume_left_out(item, claims.get(&item.path.name), claims_with_data) {
             Some(reason) => plan
                 .skipped
                 .push(format!("persistentvolumes/{}: {reason}", item.path.name)),
@@ -211,6 +212,37 @@ fn selects(selection: &Selection, item: &BackedUp) -> bool {
         && (selection.selector.as_ref()).is_none_or(|selector| selector.matches(&item.labels()))
 }
 
+/// The claim (namespace, name) of each backed-up volume, by the volume's name: as the claim's
+/// `volumeName` says, else as the volume's `claimRef` does.
+fn claims_by_volume(items: &[BackedUp]) -> BTreeMap<String, (String, String)> {
+    let mut claims = BTreeMap::new();
+    for item in items {
+        let (volume, claim) = match item.path.group_resource().as_str() {
+            "persistentvolumeclaims" => {
+                let Some(volume) = item.text("/spec/volumeName") else {
+                    continue;
+                };
+                let namespace = item.path.namespace.clone().unwrap_or_default();
+                (volume.to_owned(), (namespace, item.path.name.clone()))
+            }
+            "persistentvolumes" => {
+                let claim =
+                    (item.text("/spec/claimRef/namespace")).zip(item.text("/spec/claimRef/name"));
+                let Some((namespace, name)) = claim else {
+                    continue;
+                };
+                (
+                    item.path.name.clone(),
+                    (namespace.to_owned(), name.to_owned()),
+                )
+            }
+            _ => continue,
+        };
+        claims.entry(volume).or_insert(claim);
+    }
+    claims
+}
+
 /// The cluster-scoped objects the scope takes: all that are selected, or those the chosen
 /// namespaced objects need (their Namespaces, the volumes of their claims, the definitions of
 /// their kinds), unless their type is excluded by name.
@@ -218,6 +250,7 @@ fn cluster_items<'a>(
     items: &'a [BackedUp],
     selection: &Selection,
     chosen: &[&BackedUp],
+    claims_by_volume: &BTreeMap<String, (String, String)>,
 ) -> Vec<&'a BackedUp> {
     let cluster = (items.iter())
         .filter(|item| item.path.namespace.is_none())
@@ -230,9 +263,9 @@ fn cluster_items<'a>(
                 .iter()
                 .filter_map(|item| item.path.namespace.as_deref())
                 .collect();
-            let claims: BTreeSet<(&str, &str)> = (chosen.iter())
+            let claims: BTreeSet<(String, String)> = (chosen.iter())
                 .filter(|item| item.path.group_resource() == "persistentvolumeclaims")
-                .filter_map(|item| Some((item.path.namespace.as_deref()?, item.path.name.as_str())))
+                .filter_map(|item| Some((item.path.namespace.clone()?, item.path.name.clone())))
                 .collect();
             let kinds: BTreeSet<(&str, &str)> = (chosen.iter())
                 .map(|item| (item.path.group.as_str(), item.path.resource.as_str()))
@@ -241,9 +274,8 @@ fn cluster_items<'a>(
                 .filter(|item| !selection.resources.excludes(&item.path.group_resource()))
                 .filter(|item| match item.path.group_resource().as_str() {
                     "namespaces" => namespaces.contains(item.path.name.as_str()),
-                    "persistentvolumes" => (item.text("/spec/claimRef/namespace"))
-                        .zip(item.text("/spec/claimRef/name"))
-                        .is_some_and(|claim| claims.contains(&claim)),
+                    "persistentvolumes" => (claims_by_volume.get(&item.path.name))
+                        .is_some_and(|claim| claims.contains(claim)),
                     "customresourcedefinitions.apiextensions.k8s.io" => (item.text("/spec/group"))
                         .zip(item.text("/spec/names/plural"))
                         .is_some_and(|kind| kinds.contains(&kind)),
@@ -257,15 +289,13 @@ fn cluster_items<'a>(
 /// Why a backed-up PersistentVolume is not restored, if it is not.
 fn volume_left_out(
     item: &BackedUp,
+    claim: Option<&(String, String)>,
     claims_with_data: &BTreeSet<(String, String)>,
 ) -> Option<&'static str> {
     if item.path.group_resource() != "persistentvolumes" {
         return None;
     }
-    let claim = (item.text("/spec/claimRef/namespace"))
-        .zip(item.text("/spec/claimRef/name"))
-        .map(|(ns, name)| (ns.to_owned(), name.to_owned()));
-    if claim.is_some_and(|claim| claims_with_data.contains(&claim)) {
+    if claim.is_some_and(|claim| claims_with_data.contains(claim)) {
         return Some("its claim's data comes from a pod volume backup, into a new volume");
     }
     if item.text("/spec/persistentVolumeReclaimPolicy") == Some("Delete") {
@@ -324,7 +354,7 @@ mod tests {
                 "persistentvolumeclaims",
                 Some("shop"),
                 "data",
-                labelled("db"),
+                json!({"metadata": {"labels": {"app": "db"}}, "spec": {"volumeName": "pv-data"}}),
             ),
             item(
                 "",
@@ -342,7 +372,7 @@ mod tests {
                 "persistentvolumes",
                 None,
                 "pv-data",
-                json!({"spec": {"claimRef": {"namespace": "shop", "name": "data"}, "persistentVolumeReclaimPolicy": "Retain"}}),
+                json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
             ),
             item(
                 "",

@@ -90,7 +90,7 @@ impl<'a> Run<'a> {
             ctx,
             source,
             snapshots,
-            total: plan.len() as u64,
+            total: (plan.len() + plan.skipped.len()) as u64,
             targets,
             namespaces_ready: false,
             status,
