@@ -114,9 +114,9 @@ impl Cluster {
         self.dir.path().join("nodes").join(node).join("pods")
     }
 
-    /// Denies `verb` on `resource` of `group` from now on, as RBAC does to the coordinator's
-    /// service account without a rule for it: such requests get 403 Forbidden (see
-    /// [`TestApiServer::forbid`]).
+    /// Denies `verb` on `resource` of `group` from now on, to every client, as RBAC does to the
+    /// coordinator's service account without a rule for it: such requests get 403 Forbidden
+    /// (see [`TestApiServer::forbid`]).
     pub fn forbid(&self, verb: &str, group: &str, resource: &str) {
         self.server.forbid(verb, group, resource);
     }

@@ -600,3 +600,77 @@ impl ObjectRequest<'_> {
             .write(|state| operations::delete_collection(state, &self.ctx, &selection, &options)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &str) -> Target {
+        match route(path) {
+            Some(Route::Objects(target)) => target,
+            _ => panic!("{path} names no objects"),
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn verb(method: Method, path: &str, query: &[(&str, &str)]) -> &'static str {
+        request_attributes(&method, &target(path), &params(query)).verb
+    }
+
+    #[test]
+    fn the_verb_follows_the_method_and_whether_one_object_is_named() {
+        assert_eq!(verb(Method::GET, "/apis/apps/v1/deployments", &[]), "list");
+        assert_eq!(verb(Method::GET, "/api/v1/namespaces/a/pods/p", &[]), "get");
+        let watch = [("watch", "true")];
+        assert_eq!(verb(Method::GET, "/api/v1/pods", &watch), "watch");
+        assert_eq!(
+            verb(Method::GET, "/api/v1/watch/namespaces/a/pods", &[]),
+            "watch"
+        );
+        assert_eq!(
+            verb(Method::POST, "/api/v1/namespaces/a/pods", &[]),
+            "create"
+        );
+        assert_eq!(
+            verb(Method::PUT, "/api/v1/namespaces/a/pods/p", &[]),
+            "update"
+        );
+        assert_eq!(
+            verb(Method::PATCH, "/api/v1/namespaces/a/pods/p", &[]),
+            "patch"
+        );
+        assert_eq!(
+            verb(Method::DELETE, "/api/v1/namespaces/a/pods/p", &[]),
+            "delete"
+        );
+        let all = "/api/v1/namespaces/a/pods";
+        assert_eq!(verb(Method::DELETE, all, &[]), "deletecollection");
+    }
+
+    #[test]
+    fn a_namespace_is_its_own_namespace_and_a_name_selector_names_the_object() {
+        let get = request_attributes(
+            &Method::GET,
+            &target("/api/v1/namespaces/app"),
+            &params(&[]),
+        );
+        assert_eq!(get.namespace.as_deref(), Some("app"));
+        assert_eq!(get.name.as_deref(), Some("app"));
+        let selected = params(&[("fieldSelector", "metadata.name=token")]);
+        let list = request_attributes(
+            &Method::GET,
+            &target("/api/v1/namespaces/a/secrets"),
+            &selected,
+        );
+        assert_eq!((list.verb, list.name.as_deref()), ("list", Some("token")));
+        let status = target("/api/v1/namespaces/a/pods/p/status");
+        let update = request_attributes(&Method::PUT, &status, &params(&[]));
+        assert_eq!(update.subresource.as_deref(), Some("status"));
+    }
+}

@@ -377,7 +377,8 @@ impl TestApiServer {
     /// Denies `verb` (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
     /// `deletecollection`, or `*`) on `resource` (a plural, `plural/subresource`, or `*`) of
     /// `group` (`""` for the core group, or `*`), from now on, as an RBAC authorizer without a
-    /// rule for it does: such a request gets 403 Forbidden.
+    /// rule for it does: such a request gets 403 Forbidden. Every client counts as the
+    /// coordinator's service account, the test's own included.
     pub fn forbid(&self, verb: &str, group: &str, resource: &str) {
         self.store.lock().forbidden.push(Rule {
             verb: verb.to_owned(),
