@@ -11,8 +11,8 @@ use std::path::Path;
 
 use ferry_shared::crd::{
     AccessMode, Backup, BackupSpec, BackupStorageLocation, ExistingResourcePolicy, PodReference,
-    PodVolumeBackupSpec, Restore, RestoreSpec, S3Config, Schedule, ScheduleSpec, SecretKeyRef,
-    StorageProvider,
+    PodVolumeBackupSpec, ResourceSelection, Restore, RestoreSpec, S3Config, Schedule, ScheduleSpec,
+    SecretKeyRef, StorageProvider,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -116,26 +116,47 @@ impl<K: BackupTemplate> Fixture<K> {
         self
     }
 
+    /// A `labelSelector` that matches `key=value`.
+    pub fn selector(mut self, key: &str, value: &str) -> Self {
+        self.0.backup_spec().label_selector = Some(match_labels(key, value));
+        self
+    }
+}
+
+/// A kind that takes resource types and cluster-scoped objects: a Backup, the template of a
+/// Schedule, a Restore.
+pub trait SelectsResources {
+    fn resource_selection(&mut self) -> &mut ResourceSelection;
+}
+
+impl<K: BackupTemplate> SelectsResources for K {
+    fn resource_selection(&mut self) -> &mut ResourceSelection {
+        &mut self.backup_spec().resources
+    }
+}
+
+impl SelectsResources for Restore {
+    fn resource_selection(&mut self) -> &mut ResourceSelection {
+        &mut self.spec.resources
+    }
+}
+
+impl<K: SelectsResources> Fixture<K> {
     /// `includedResources` and `excludedResources`.
     pub fn resources<'a>(
         mut self,
         included: impl IntoIterator<Item = &'a str>,
         excluded: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        self.0.backup_spec().included_resources = strings(included);
-        self.0.backup_spec().excluded_resources = strings(excluded);
+        let selection = self.0.resource_selection();
+        selection.included_resources = strings(included);
+        selection.excluded_resources = strings(excluded);
         self
     }
 
     /// `includeClusterResources`.
     pub fn cluster_resources(mut self, include: bool) -> Self {
-        self.0.backup_spec().include_cluster_resources = Some(include);
-        self
-    }
-
-    /// A `labelSelector` that matches `key=value`.
-    pub fn selector(mut self, key: &str, value: &str) -> Self {
-        self.0.backup_spec().label_selector = Some(match_labels(key, value));
+        self.0.resource_selection().include_cluster_resources = Some(include);
         self
     }
 }
@@ -193,23 +214,6 @@ impl Fixture<Restore> {
     /// `excludedNamespaces`.
     pub fn exclude_namespaces<'a>(mut self, namespaces: impl IntoIterator<Item = &'a str>) -> Self {
         self.0.spec.excluded_namespaces = strings(namespaces);
-        self
-    }
-
-    /// `includedResources` and `excludedResources`.
-    pub fn resources<'a>(
-        mut self,
-        included: impl IntoIterator<Item = &'a str>,
-        excluded: impl IntoIterator<Item = &'a str>,
-    ) -> Self {
-        self.0.spec.included_resources = strings(included);
-        self.0.spec.excluded_resources = strings(excluded);
-        self
-    }
-
-    /// `includeClusterResources`.
-    pub fn cluster_resources(mut self, include: bool) -> Self {
-        self.0.spec.include_cluster_resources = Some(include);
         self
     }
 

@@ -596,6 +596,19 @@ impl Cluster {
         })
         .await
     }
+
+    /// Waits until the Backup or Restore `name` has finished, and asserts that it Completed,
+    /// showing the object and every process's log if not.
+    pub async fn wait_completed<K: Finishes<Phase = OperationPhase>>(&self, name: &str) -> K {
+        let object = self.wait_finished::<K>(name).await;
+        assert_eq!(
+            object.current_phase(),
+            OperationPhase::Completed,
+            "{object:#?}\n{}",
+            self.logs()
+        );
+        object
+    }
 }
 
 /// A kind the harness creates and reads in the install namespace.

@@ -131,11 +131,7 @@ impl Selection {
 pub(super) async fn collect(backup: &Backup, ctx: &Context) -> Result<Collected, Error> {
     let discovered = discover(&ctx.client).await?;
     let spec = &backup.spec;
-    let (filter, mut warnings) = ResourceFilter::resolve(
-        &spec.included_resources,
-        &spec.excluded_resources,
-        &discovered.types,
-    );
+    let (filter, mut warnings) = ResourceFilter::resolve(&spec.resources, &discovered.types);
     warnings.extend(discovered.warnings);
     let namespaces = NamespaceFilter::new(&spec.included_namespaces, &spec.excluded_namespaces);
     let labels = match &spec.label_selector {
@@ -143,7 +139,7 @@ pub(super) async fn collect(backup: &Backup, ctx: &Context) -> Result<Collected,
         None => String::new(),
     };
     let selection = Selection {
-        scope: ClusterScope::of(spec.include_cluster_resources, &namespaces),
+        scope: ClusterScope::of(spec.resources.include_cluster_resources, &namespaces),
         types: discovered.types,
         filter,
         namespaces,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use ferry_shared::crd::ResourceSelection;
 use ferry_shared::names;
 
 use super::ServedType;
@@ -32,11 +33,8 @@ pub struct ResourceFilter {
 impl ResourceFilter {
     /// Resolves the names against `types`: a plural, singular, kind or short name, alone or
     /// followed by `.<group>`, or `*`. A name that matches no type is a warning and is ignored.
-    pub fn resolve(
-        included: &[String],
-        excluded: &[String],
-        types: &[ServedType],
-    ) -> (Self, Vec<String>) {
+    pub fn resolve(selection: &ResourceSelection, types: &[ServedType]) -> (Self, Vec<String>) {
+        let (included, excluded) = (&selection.included_resources, &selection.excluded_resources);
         let mut warnings = Vec::new();
         let mut matching = |field: &str, names: &[String]| -> BTreeSet<String> {
             let mut found = BTreeSet::new();
@@ -183,6 +181,14 @@ mod tests {
         list.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    fn naming(included: &[&str], excluded: &[&str]) -> ResourceSelection {
+        ResourceSelection {
+            included_resources: strings(included),
+            excluded_resources: strings(excluded),
+            include_cluster_resources: None,
+        }
+    }
+
     const ALL: [&str; 5] = [
         "configmaps",
         "secrets",
@@ -226,8 +232,7 @@ mod tests {
             (&["ev"], &[], &["events", "events.events.k8s.io"], 0),
         ];
         for (included, excluded, selected, warnings) in cases {
-            let (filter, found) =
-                ResourceFilter::resolve(&strings(included), &strings(excluded), &types());
+            let (filter, found) = ResourceFilter::resolve(&naming(included, excluded), &types());
             let chosen: Vec<&str> = ALL.into_iter().filter(|t| filter.selects(t)).collect();
             assert_eq!(chosen, selected, "{included:?} {excluded:?}");
             assert_eq!(
@@ -236,7 +241,7 @@ mod tests {
                 "{included:?} {excluded:?}: {found:?}"
             );
         }
-        let (_, found) = ResourceFilter::resolve(&strings(&["gadgets"]), &[], &types());
+        let (_, found) = ResourceFilter::resolve(&naming(&["gadgets"], &[]), &types());
         assert_eq!(
             found,
             [

@@ -167,8 +167,7 @@ async fn selection(
         }
     }
     let spec = &restore.spec;
-    let (resources, mut warnings) =
-        ResourceFilter::resolve(&spec.included_resources, &spec.excluded_resources, &types);
+    let (resources, mut warnings) = ResourceFilter::resolve(&spec.resources, &types);
     warnings.extend(discovered.warnings);
     let namespaces = NamespaceFilter::new(&spec.included_namespaces, &spec.excluded_namespaces);
     let selector = match &spec.label_selector {
@@ -176,7 +175,7 @@ async fn selection(
         None => None,
     };
     let selection = Selection {
-        scope: ClusterScope::of(spec.include_cluster_resources, &namespaces),
+        scope: ClusterScope::of(spec.resources.include_cluster_resources, &namespaces),
         namespaces,
         resources,
         selector,

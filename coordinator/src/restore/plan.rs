@@ -312,6 +312,7 @@ mod tests {
 
     use super::*;
     use crate::resources::ServedType;
+    use ferry_shared::crd::ResourceSelection;
 
     fn item(
         group: &str,
@@ -443,7 +444,11 @@ mod tests {
     ) -> Selection {
         let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let namespaces = NamespaceFilter::new(&strings(namespaces), &strings(excluded));
-        let (resources, _) = ResourceFilter::resolve(&strings(resources), &[], &types());
+        let naming = ResourceSelection {
+            included_resources: strings(resources),
+            ..ResourceSelection::default()
+        };
+        let (resources, _) = ResourceFilter::resolve(&naming, &types());
         Selection {
             scope: ClusterScope::of(include_cluster, &namespaces),
             namespaces,

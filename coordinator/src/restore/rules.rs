@@ -115,7 +115,7 @@ impl Rules<'_> {
 
     /// A Service gets a new cluster IP unless headless, and new node ports unless kept.
     fn service(&self, service: &mut Value) {
-        let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
+        let Some(spec) = map_at(service, "/spec") else {
             return;
         };
         if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
@@ -126,13 +126,7 @@ impl Rules<'_> {
             return;
         }
         spec.remove("healthCheckNodePort");
-        for port in spec
-            .get_mut("ports")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_object_mut)
-        {
+        for port in maps_in(service, "/spec/ports") {
             port.remove("nodePort");
         }
     }
@@ -143,23 +137,17 @@ impl Rules<'_> {
         if volume.is_some_and(|volume| self.restored_volumes.contains(volume)) {
             return;
         }
-        if let Some(spec) = claim.get_mut("spec").and_then(Value::as_object_mut) {
+        if let Some(spec) = map_at(claim, "/spec") {
             spec.remove("volumeName");
         }
-        if let Some(annotations) = claim
-            .pointer_mut("/metadata/annotations")
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(annotations) = map_at(claim, "/metadata/annotations") {
             annotations.retain(|key, _| !BINDING_ANNOTATIONS.contains(&key.as_str()));
         }
     }
 
     /// A restored volume is reserved for its claim in the claim's new namespace.
     fn volume(&self, volume: &mut Value) {
-        let Some(claim_ref) = volume
-            .pointer_mut("/spec/claimRef")
-            .and_then(Value::as_object_mut)
-        else {
+        let Some(claim_ref) = map_at(volume, "/spec/claimRef") else {
             return;
         };
         for key in ["uid", "resourceVersion"] {
@@ -173,13 +161,7 @@ impl Rules<'_> {
 
     /// Binding subjects that name a namespace follow the mapping.
     fn subjects(&self, binding: &mut Value) {
-        for subject in binding
-            .get_mut("subjects")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_object_mut)
-        {
+        for subject in maps_in(binding, "/subjects") {
             if let Some(namespace) = subject.get("namespace").and_then(Value::as_str) {
                 let mapped = self.namespace(namespace);
                 subject.insert("namespace".to_owned(), json!(mapped));
@@ -211,13 +193,10 @@ fn job(job: &mut Value) {
     if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
         return;
     }
-    if let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) {
+    if let Some(spec) = map_at(job, "/spec") {
         spec.remove("selector");
     }
-    if let Some(labels) = job
-        .pointer_mut("/spec/template/metadata/labels")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(labels) = map_at(job, "/spec/template/metadata/labels") {
         labels.retain(|key, _| !JOB_GENERATED_LABELS.contains(&key.as_str()));
     }
 }
@@ -247,12 +226,25 @@ fn token_secret(secret: &mut Value) {
     if let Some(map) = secret.as_object_mut() {
         map.remove("data");
     }
-    if let Some(annotations) = secret
-        .pointer_mut("/metadata/annotations")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(annotations) = map_at(secret, "/metadata/annotations") {
         annotations.remove("kubernetes.io/service-account.uid");
     }
+}
+
+/// The object at `pointer`, if there is one.
+fn map_at<'v>(value: &'v mut Value, pointer: &str) -> Option<&'v mut Map<String, Value>> {
+    value.pointer_mut(pointer).and_then(Value::as_object_mut)
+}
+
+/// The objects in the list at `pointer`.
+fn maps_in<'v>(
+    value: &'v mut Value,
+    pointer: &str,
+) -> impl Iterator<Item = &'v mut Map<String, Value>> {
+    (value.pointer_mut(pointer).and_then(Value::as_array_mut))
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
 }
 
 fn set(object: &mut Value, pointer: &str, value: Value) {

@@ -63,14 +63,7 @@ async fn shop_cluster() -> (Cluster, PathBuf) {
 
 /// Waits until the Backup or Restore `name` has finished, and asserts that it Completed.
 async fn completed<K: Finishes<Phase = OperationPhase>>(cluster: &Cluster, name: &str) -> K {
-    let object = cluster.wait_finished::<K>(name).await;
-    assert_eq!(
-        object.current_phase(),
-        OperationPhase::Completed,
-        "{object:#?}\n{}",
-        cluster.logs()
-    );
-    object
+    cluster.wait_completed(name).await
 }
 
 /// Waits until the backup `name` has been synced from its storage location as Completed.

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{BackupProgress, OperationPhase, TransferCounts};
+use super::common::{BackupProgress, OperationPhase, ResourceSelection, TransferCounts};
 
 /// Which pods to back up, and where to.
 #[allow(
@@ -56,19 +56,9 @@ pub struct BackupSpec {
     /// Namespaces left out, even if included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_namespaces: Vec<String>,
-    /// Resource types to back up, by plural, singular, kind or short name, optionally with
-    /// their group (`deployments`, `deployments.apps`, `cm`); `*` or empty means every type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub included_resources: Vec<String>,
-    /// Resource types left out, even if included, named as in includedResources.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub excluded_resources: Vec<String>,
-    /// Cluster-scoped objects: `true` backs up all of them, `false` none. Unset backs up all of
-    /// them when every namespace is backed up, and otherwise only those the namespaced objects
-    /// need: their Namespaces, the PersistentVolumes bound to their claims and the
-    /// CustomResourceDefinitions of their kinds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include_cluster_resources: Option<bool>,
+    /// Resource types and cluster-scoped objects.
+    #[serde(flatten)]
+    pub resources: ResourceSelection,
     /// Only objects and pods with matching labels are backed up. Empty means every one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,

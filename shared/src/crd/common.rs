@@ -38,6 +38,25 @@ pub struct Progress {
     pub bytes_per_second: u64,
 }
 
+/// Which resource types, and which cluster-scoped objects, a Backup or Restore takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceSelection {
+    /// Resource types to take, by plural, singular, kind or short name, optionally with their
+    /// group (`deployments`, `deployments.apps`, `cm`); `*` or empty means every type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_resources: Vec<String>,
+    /// Resource types left out, even if included, named as in includedResources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_resources: Vec<String>,
+    /// Cluster-scoped objects: `true` takes all of them, `false` none. Unset takes all of them
+    /// when every namespace is taken, and otherwise only those the namespaced objects need:
+    /// their Namespaces, the PersistentVolumes bound to their claims and the
+    /// CustomResourceDefinitions of their kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_cluster_resources: Option<bool>,
+}
+
 /// A Backup's progress: the sum over its PodVolumeBackups, and the objects written.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -13,8 +13,8 @@ mod transfer;
 
 pub use backup::*;
 pub use common::{
-    BackupProgress, OperationPhase, PodReference, PodVolumePhase, Progress, RestoreProgress,
-    TransferCounts,
+    BackupProgress, OperationPhase, PodReference, PodVolumePhase, Progress, ResourceSelection,
+    RestoreProgress, TransferCounts,
 };
 pub use pod_volume_backup::*;
 pub use pod_volume_restore::*;

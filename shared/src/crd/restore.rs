@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{OperationPhase, RestoreProgress, TransferCounts};
+use super::common::{OperationPhase, ResourceSelection, RestoreProgress, TransferCounts};
 
 /// What to restore, and from which backup.
 ///
@@ -61,19 +61,9 @@ pub struct RestoreSpec {
     /// Namespaces of the backup left out, even if included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_namespaces: Vec<String>,
-    /// Resource types to restore, by plural, singular, kind or short name, optionally with
-    /// their group (`deployments`, `deployments.apps`); `*` or empty means every type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub included_resources: Vec<String>,
-    /// Resource types left out, even if included, named as in includedResources.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub excluded_resources: Vec<String>,
-    /// Cluster-scoped objects of the backup: `true` restores all of them, `false` none. Unset
-    /// restores all of them when every namespace is restored, and otherwise only those the
-    /// restored namespaced objects need (their Namespaces, PersistentVolumes and the
-    /// CustomResourceDefinitions of their kinds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include_cluster_resources: Option<bool>,
+    /// Resource types and cluster-scoped objects.
+    #[serde(flatten)]
+    pub resources: ResourceSelection,
     /// Keep the node ports of restored Services; otherwise the cluster assigns new ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preserve_node_ports: Option<bool>,

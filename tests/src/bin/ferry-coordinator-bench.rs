@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ferry_shared::crd::{Backup, OperationPhase, PodVolumeBackup, Restore};
+use ferry_shared::crd::{Backup, PodVolumeBackup, Restore};
 use ferry_tests::bench::{self, NODE, WORKLOADS, mib};
 use ferry_tests::fixtures;
-use ferry_tests::harness::{Cluster, Finishes, VolumeKind};
+use ferry_tests::harness::{Cluster, VolumeKind};
 use ferry_tests::proc::{peak_kib, rss_kib};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
@@ -167,23 +167,6 @@ fn object(i: usize) -> (ApiResource, Value) {
     (resource, object)
 }
 
-/// Waits until the Backup or Restore `name` has finished, and returns how long it took from
-/// `started`.
-async fn finished<K: Finishes<Phase = OperationPhase>>(
-    cluster: &Cluster,
-    name: &str,
-    started: Instant,
-) -> Duration {
-    let object = cluster.wait_finished::<K>(name).await;
-    assert_eq!(
-        object.current_phase(),
-        OperationPhase::Completed,
-        "{object:#?}\n{}",
-        cluster.logs()
-    );
-    started.elapsed()
-}
-
 /// A namespace of many objects backed up whole, then restored into another namespace.
 async fn whole_namespace(args: &Args) {
     let (mut cluster, _) = bench::cluster("coordinator-bench").await;
@@ -194,7 +177,9 @@ async fn whole_namespace(args: &Args) {
         .namespaces([WORKLOADS])
         .create(&cluster)
         .await;
-    let backed_up = finished::<Backup>(&cluster, "namespace", started).await;
+    let backup = cluster.wait_completed::<Backup>("namespace").await;
+    let backed_up = started.elapsed();
+    let written = (backup.status.and_then(|s| s.progress)).map_or(0, |p| p.items_backed_up);
     let backup_peak = peak_kib(pid);
     let started = Instant::now();
     fixtures::restore("namespace-copy")
@@ -202,28 +187,24 @@ async fn whole_namespace(args: &Args) {
         .map_namespace(WORKLOADS, "bench-copy")
         .create(&cluster)
         .await;
-    let restored = finished::<Restore>(&cluster, "namespace-copy", started).await;
-    let restore = cluster
-        .api::<Restore>()
-        .get("namespace-copy")
-        .await
-        .expect("the restore");
+    let restore = cluster.wait_completed::<Restore>("namespace-copy").await;
+    let restored = started.elapsed();
     let items = restore
         .status
         .and_then(|s| s.progress)
         .map_or(0, |p| p.items_restored);
-    let per_second = |time: Duration| items as f64 / time.as_secs_f64();
+    let per_second = |items: u64, time: Duration| items as f64 / time.as_secs_f64();
     println!("coordinator, a namespace of {} objects:", args.objects);
     println!(
-        "  backup   {:.2} s ({:.0} items per second), peak RSS {:.1} MiB",
+        "  backup   {:.2} s ({:.0} items per second, {written} items), peak RSS {:.1} MiB",
         backed_up.as_secs_f64(),
-        per_second(backed_up),
+        per_second(written, backed_up),
         mib(backup_peak)
     );
     println!(
         "  restore  {:.2} s ({:.0} items per second, {items} items), peak RSS {:.1} MiB",
         restored.as_secs_f64(),
-        per_second(restored),
+        per_second(items, restored),
         mib(peak_kib(pid))
     );
 }
