@@ -284,7 +284,7 @@ pub fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// A gzipped tarball of the given files.
-pub fn tar_gz(files: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
+pub fn tar_gz<'a>(files: impl IntoIterator<Item = (String, &'a [u8])>) -> std::io::Result<Vec<u8>> {
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut builder = tar::Builder::new(encoder);
     for (path, bytes) in files {
@@ -292,7 +292,7 @@ pub fn tar_gz(files: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
         header.set_size(bytes.len() as u64);
         header.set_mode(0o644);
         header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut header, path, bytes.as_slice())?;
+        builder.append_data(&mut header, path, bytes)?;
     }
     builder.into_inner()?.finish()
 }
@@ -388,7 +388,12 @@ mod tests {
                 Vec::new(),
             ),
         ];
-        assert_eq!(untar_gz(&tar_gz(&files).unwrap()).unwrap(), files);
+        let tarball = tar_gz(
+            files
+                .iter()
+                .map(|(path, bytes)| (path.clone(), bytes.as_slice())),
+        );
+        assert_eq!(untar_gz(&tarball.unwrap()).unwrap(), files);
         assert_eq!(gunzip(&gzip(b"hello")).unwrap(), b"hello");
         assert!(gunzip(b"not gzip").is_err());
     }

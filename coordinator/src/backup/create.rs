@@ -127,7 +127,8 @@ async fn write_items(
     location: &ResolvedLocation,
     collected: &Collected,
 ) -> Result<(), StorageError> {
-    let tarball = layout::tar_gz(&collected.files()?)?;
+    let files = (collected.items.iter()).map(|(path, json)| (path.to_path(), json.as_slice()));
+    let tarball = layout::tar_gz(files)?;
     let store = location.store(&ctx.store_retrier)?;
     Ok(store
         .put(&key::resources(&backup.name_any()), tarball)

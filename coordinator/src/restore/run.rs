@@ -111,14 +111,14 @@ impl<'a> Run<'a> {
             self.ensure_namespaces().await?;
         }
         let this = &*self;
-        // Owned items: a closure over borrowed ones trips the compiler's proof that the
+        // By index: a closure that takes a borrowed item trips the compiler's proof that the
         // reconcile future is Send.
-        let items: Vec<BackedUp> = stage.items.iter().map(|item| (*item).clone()).collect();
-        let ends: Vec<(ItemEnd, Vec<PodVolumeRestore>)> = futures::stream::iter(items)
-            .map(|item| this.restore_item(item))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
+        let ends: Vec<(ItemEnd, Vec<PodVolumeRestore>)> =
+            futures::stream::iter(0..stage.items.len())
+                .map(|at| this.restore_item(stage.items[at]))
+                .buffer_unordered(CONCURRENCY)
+                .try_collect()
+                .await?;
         let mut definitions = Vec::new();
         for (end, pvrs) in ends {
             if stage.resource == CRDS && !matches!(end.end, End::Failed(_) | End::Skipped(_)) {
@@ -145,9 +145,8 @@ impl<'a> Run<'a> {
     /// Restores one object; a created pod comes with the PodVolumeRestores of its volumes.
     async fn restore_item(
         &self,
-        item: BackedUp,
+        item: &BackedUp,
     ) -> Result<(ItemEnd, Vec<PodVolumeRestore>), Error> {
-        let item = &item;
         let namespace = (item.path.namespace.as_deref()).map(|ns| self.rules.namespace(ns));
         let resource = item.path.group_resource();
         let what = match &namespace {

@@ -153,28 +153,32 @@ struct Taken {
 }
 
 impl Taken {
-    /// Everything the stored Services hold, but the one under `except`.
+    /// Everything the stored Services hold, but the one under `except`. It runs on every
+    /// create and update of a Service, so it reads the fields in place, without copies.
     fn read(state: &State, except: Option<&ObjectKey>) -> Self {
         let mut taken = Self::default();
         let services = (String::new(), "services".to_owned());
         for (key, service) in state.objects(&services) {
-            if Some(key) == except {
+            let Some(spec) = service.get("spec").filter(|_| Some(key) != except) else {
                 continue;
-            }
+            };
+            let listed = |field: &str| {
+                spec.get(field)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            };
             taken.ips.extend(
-                cluster_ips(service)
-                    .iter()
-                    .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
+                listed("clusterIPs")
+                    .filter_map(|ip| ip.as_str()?.parse::<Ipv4Addr>().ok())
                     .map(|ip| i64::from(u32::from(ip))),
             );
-            taken.ports.extend(node_ports(service));
-            let health = number(
-                service.get("spec").unwrap_or(&Value::Null),
-                "healthCheckNodePort",
+            taken.ports.extend(
+                listed("ports")
+                    .filter_map(|port| port.get("nodePort")?.as_i64())
+                    .chain(spec.get("healthCheckNodePort").and_then(Value::as_i64))
+                    .filter(|port| *port != 0),
             );
-            if health != 0 {
-                taken.ports.insert(health);
-            }
         }
         taken
     }
