@@ -185,8 +185,8 @@ async fn selection(
 
 /// A type as the backup's objects tell it.
 fn backed_up_type(item: &BackedUp) -> Option<ServedType> {
-    let api_version = item.object.get("apiVersion")?.as_str()?;
-    let kind = item.object.get("kind")?.as_str()?.to_owned();
+    let api_version = item.text("/apiVersion")?;
+    let kind = item.text("/kind")?.to_owned();
     Some(ServedType {
         group: item.path.group.clone(),
         version: api_version

@@ -18,7 +18,7 @@ use crate::error::Error;
 #[derive(Debug)]
 pub enum End {
     /// Created by this restore, now or on an earlier pass.
-    Created(Box<DynamicObject>),
+    Created(Made),
     /// One of the same name was there, with the same content.
     Same,
     /// One of the same name and other content was there and is kept.
@@ -31,6 +31,24 @@ pub enum End {
     Failed(String),
     /// The restore leaves it out.
     Skipped(String),
+}
+
+/// What names an object this restore created.
+#[derive(Debug)]
+pub struct Made {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Made {
+    fn of(object: &DynamicObject) -> Self {
+        Self {
+            namespace: object.namespace(),
+            name: object.name_any(),
+            uid: object.uid().unwrap_or_default(),
+        }
+    }
 }
 
 /// One object's end, with what names it in the results.
@@ -115,8 +133,8 @@ impl Results {
 
 /// The API of a backed-up object's type, at the version it was backed up in.
 fn api_of(client: &Client, item: &BackedUp, namespace: Option<&str>) -> Option<Api<DynamicObject>> {
-    let api_version = item.object.get("apiVersion")?.as_str()?;
-    let kind = item.object.get("kind")?.as_str()?;
+    let api_version = item.text("/apiVersion")?;
+    let kind = item.text("/kind")?;
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let resource = ApiResource {
         group: group.to_owned(),
@@ -158,7 +176,7 @@ pub async fn create_or_keep(
         Err(err) => return Ok(End::Failed(format!("not a valid object: {err}"))),
     };
     match api.create(&PostParams::default(), &object).await {
-        Ok(created) => Ok(End::Created(Box::new(created))),
+        Ok(created) => Ok(End::Created(Made::of(&created))),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             existing(&api, &object, &restored, policy).await
         }
@@ -182,7 +200,7 @@ async fn existing(
     };
     let ours = object.labels().get(label::RESTORE_UID);
     if ours.is_some() && existing.labels().get(label::RESTORE_UID) == ours {
-        return Ok(End::Created(Box::new(existing)));
+        return Ok(End::Created(Made::of(&existing)));
     }
     let current = serde_json::to_value(&existing).unwrap_or_default();
     if same_content(restored, &current) {

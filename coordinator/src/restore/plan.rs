@@ -26,28 +26,65 @@ const PRIORITIES: [&str; 11] = [
     "replicasets.apps",
 ];
 
-/// One object of the backup's resources tarball.
+/// The fields of an object that the plan reads; the rest waits in its JSON until the object
+/// is restored, for parsed objects take several times the memory of their JSON.
+const SUMMARY: [&str; 10] = [
+    "/apiVersion",
+    "/kind",
+    "/metadata/labels",
+    "/spec/volumeName",
+    "/spec/claimRef/namespace",
+    "/spec/claimRef/name",
+    "/spec/persistentVolumeReclaimPolicy",
+    "/spec/group",
+    "/spec/names/plural",
+    "/spec/volumes",
+];
+
+/// One object of the backup's resources tarball: its JSON, and the fields the plan reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackedUp {
     pub path: ItemPath,
-    pub object: Value,
+    summary: Value,
+    json: Vec<u8>,
 }
 
 impl BackedUp {
+    pub fn from_json(path: ItemPath, json: Vec<u8>) -> Result<Self, serde_json::Error> {
+        let object: Value = serde_json::from_slice(&json)?;
+        let mut summary = Value::Object(serde_json::Map::new());
+        for pointer in SUMMARY {
+            if let Some(value) = object.pointer(pointer) {
+                put(&mut summary, pointer, value.clone());
+            }
+        }
+        Ok(Self {
+            path,
+            summary,
+            json,
+        })
+    }
+
+    /// The whole object, parsed again.
+    pub fn object(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_slice(&self.json)
+    }
+
     fn labels(&self) -> BTreeMap<String, String> {
-        (self.object.pointer("/metadata/labels"))
+        (self.summary.pointer("/metadata/labels"))
             .and_then(|labels| serde_json::from_value(labels.clone()).ok())
             .unwrap_or_default()
     }
 
-    fn text(&self, pointer: &str) -> Option<&str> {
-        self.object.pointer(pointer).and_then(Value::as_str)
+    /// A text field among those the plan reads (see [`SUMMARY`]).
+    pub fn text(&self, pointer: &str) -> Option<&str> {
+        self.summary.pointer(pointer).and_then(Value::as_str)
     }
 
     /// The claims a backed-up pod mounts, by volume name.
     pub fn claims(&self) -> impl Iterator<Item = (&str, &str)> {
         (self
-            .object
+            .summary
             .pointer("/spec/volumes")
             .and_then(Value::as_array))
         .into_iter()
@@ -59,6 +96,24 @@ impl BackedUp {
                 .as_str()?;
             Some((name, claim))
         })
+    }
+}
+
+/// Sets the field at `pointer`, making the objects on the way.
+fn put(root: &mut Value, pointer: &str, value: Value) {
+    let mut at = root;
+    let mut keys = pointer.trim_start_matches('/').split('/').peekable();
+    while let Some(key) = keys.next() {
+        let Some(map) = at.as_object_mut() else {
+            return;
+        };
+        if keys.peek().is_none() {
+            map.insert(key.to_owned(), value);
+            return;
+        }
+        at = map
+            .entry(key.to_owned())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
     }
 }
 
@@ -76,9 +131,7 @@ pub fn read_items(files: Vec<(String, Vec<u8>)>) -> Result<Vec<BackedUp>, Manife
     (files.into_iter())
         .filter_map(|(name, bytes)| Some((ItemPath::parse(&name)?, name, bytes)))
         .map(|(path, name, bytes)| {
-            let object = serde_json::from_slice(&bytes)
-                .map_err(|source| ManifestError { path: name, source })?;
-            Ok(BackedUp { path, object })
+            BackedUp::from_json(path, bytes).map_err(|source| ManifestError { path: name, source })
         })
         .collect()
 }
@@ -321,15 +374,13 @@ mod tests {
         name: &str,
         object: Value,
     ) -> BackedUp {
-        BackedUp {
-            path: ItemPath {
-                group: group.to_owned(),
-                resource: resource.to_owned(),
-                namespace: namespace.map(str::to_owned),
-                name: name.to_owned(),
-            },
-            object,
-        }
+        let path = ItemPath {
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        };
+        BackedUp::from_json(path, serde_json::to_vec(&object).unwrap()).unwrap()
     }
 
     fn labelled(app: &str) -> Value {

@@ -12,15 +12,15 @@ use ferry_shared::layout::{self, key};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 use serde_json::Value;
 use tracing::{info, warn};
 
 use super::apply::{Source, ensure_namespace, owner_of, pod_volume_restore, transfer_spec};
 use super::finish::watch;
-use super::objects::{End, ItemEnd, Results, create_or_keep};
+use super::objects::{End, ItemEnd, Made, Results, create_or_keep};
 use super::plan::{BackedUp, RestorePlan, Stage};
 use super::pod::{Helper, not_restored, restored_spec};
 use super::rules::{Outcome, RestoreIdentity, Rules};
@@ -162,7 +162,14 @@ impl<'a> Run<'a> {
             namespace: namespace.clone(),
             end,
         };
-        let mut restored = match self.rules.restored(&item.path, &item.object) {
+        let object = match item.object() {
+            Ok(object) => object,
+            Err(err) => {
+                let end = End::Failed(format!("not a valid object: {err}"));
+                return Ok((finish(end), Vec::new()));
+            }
+        };
+        let mut restored = match self.rules.restored(&item.path, &object) {
             Outcome::Restore(restored) => restored,
             Outcome::Skip(reason) => {
                 return Ok((finish(End::Skipped(reason.to_owned())), Vec::new()));
@@ -171,7 +178,7 @@ impl<'a> Run<'a> {
         let pod = item.path.group_resource() == "pods";
         let mut volumes = Vec::new();
         if pod {
-            match self.pod(item, &mut restored) {
+            match self.pod(item, &object, &mut restored) {
                 Ok(with_snapshots) => volumes = with_snapshots,
                 Err(end) => return Ok((finish(end), Vec::new())),
             }
@@ -187,9 +194,14 @@ impl<'a> Run<'a> {
 
     /// Makes `restored` a pod that waits for its volumes; returns those volumes with their
     /// snapshots, or why the pod is not restored.
-    fn pod(&self, item: &BackedUp, restored: &mut Value) -> Result<Vec<(String, String)>, End> {
+    fn pod(
+        &self,
+        item: &BackedUp,
+        object: &Value,
+        restored: &mut Value,
+    ) -> Result<Vec<(String, String)>, End> {
         let parse = |value: &Value| serde_json::from_value::<Pod>(value.clone());
-        let (backed_up, mut pod) = match (parse(&item.object), parse(restored)) {
+        let (backed_up, mut pod) = match (parse(object), parse(restored)) {
             (Ok(backed_up), Ok(pod)) => (backed_up, pod),
             (Err(err), _) | (_, Err(err)) => {
                 return Err(End::Failed(format!("not a valid pod: {err}")));
@@ -227,7 +239,7 @@ impl<'a> Run<'a> {
     fn transfers(
         &self,
         item: &BackedUp,
-        created: &kube::api::DynamicObject,
+        created: &Made,
         volumes: &[(String, String)],
     ) -> Result<Vec<PodVolumeRestore>, Error> {
         if volumes.is_empty() {
@@ -239,9 +251,9 @@ impl<'a> Run<'a> {
             .restic_identifier();
         let owner = owner_of(self.restore)?;
         let pod = PodReference {
-            namespace: created.namespace().unwrap_or_default(),
-            name: created.name_any(),
-            uid: created.uid().unwrap_or_default(),
+            namespace: created.namespace.clone().unwrap_or_default(),
+            name: created.name.clone(),
+            uid: created.uid.clone(),
         };
         Ok(volumes
             .iter()

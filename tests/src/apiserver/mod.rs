@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod allocations;
 mod authz;
 mod builtins;
 mod discovery;

@@ -3,9 +3,10 @@
 //! 30000-32767, on create (`beginCreate`) and on update (`beginUpdate`: `patchAllocatedValues`,
 //! `normalizeClusterIPs`, `allocateUpdate`).
 //!
-//! What is allocated is read from the stored Services, so a Service's IP and ports are free again
-//! once it is removed (by a delete, a delete-collection or its namespace's deletion), as the
-//! registry's `afterDelete` releases them; a dry run allocates in its scratch copy only.
+//! What is allocated is what the stored Services hold (the store keeps that in step, see
+//! `allocations.rs`), so a Service's IP and ports are free again once it is removed (by a
+//! delete, a delete-collection or its namespace's deletion), as the registry's `afterDelete`
+//! releases them; a dry run allocates in its scratch copy only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -153,32 +154,20 @@ struct Taken {
 }
 
 impl Taken {
-    /// Everything the stored Services hold, but the one under `except`. It runs on every
-    /// create and update of a Service, so it reads the fields in place, without copies.
+    /// Everything the stored Services hold, but the one under `except`.
     fn read(state: &State, except: Option<&ObjectKey>) -> Self {
-        let mut taken = Self::default();
-        let services = (String::new(), "services".to_owned());
-        for (key, service) in state.objects(&services) {
-            let Some(spec) = service.get("spec").filter(|_| Some(key) != except) else {
-                continue;
-            };
-            let listed = |field: &str| {
-                spec.get(field)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-            };
-            taken.ips.extend(
-                listed("clusterIPs")
-                    .filter_map(|ip| ip.as_str()?.parse::<Ipv4Addr>().ok())
-                    .map(|ip| i64::from(u32::from(ip))),
-            );
-            taken.ports.extend(
-                listed("ports")
-                    .filter_map(|port| port.get("nodePort")?.as_i64())
-                    .chain(spec.get("healthCheckNodePort").and_then(Value::as_i64))
-                    .filter(|port| *port != 0),
-            );
+        let allocations = state.allocations();
+        let mut taken = Self {
+            ips: allocations.ips.clone(),
+            ports: allocations.ports.clone(),
+        };
+        if let Some(held) = except.and_then(|key| allocations.held(&key.namespace, &key.name)) {
+            for ip in &held.ips {
+                taken.ips.remove(ip);
+            }
+            for port in &held.ports {
+                taken.ports.remove(port);
+            }
         }
         taken
     }

@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::allocations::Allocations;
 use super::authz::Rule;
 use super::resources::Registry;
 
@@ -64,6 +65,8 @@ pub struct State {
     pub forbidden: Vec<Rule>,
     objects: HashMap<ResourceKey, BTreeMap<ObjectKey, Value>>,
     history: HashMap<ResourceKey, History>,
+    /// What the stored Services hold, kept in step by `put` and `remove`.
+    allocations: Allocations,
 }
 
 fn set_resource_version(object: &mut Value, revision: u64) {
@@ -85,6 +88,7 @@ impl State {
             forbidden: Vec::new(),
             objects: HashMap::new(),
             history: HashMap::new(),
+            allocations: Allocations::default(),
         }
     }
 
@@ -112,6 +116,18 @@ impl State {
             .flat_map(|(r, objects)| objects.iter().map(move |(k, v)| (r, k, v)))
     }
 
+    /// The cluster IPs and node ports the stored Services hold.
+    pub fn allocations(&self) -> &Allocations {
+        &self.allocations
+    }
+
+    /// Keeps the Services' allocations in step with a write under `key`.
+    fn allocate(&mut self, resource: &ResourceKey, key: &ObjectKey, object: Option<&Value>) {
+        if resource.0.is_empty() && resource.1 == "services" {
+            self.allocations.update(&key.namespace, &key.name, object);
+        }
+    }
+
     fn record(&mut self, resource: &ResourceKey, event: StoredEvent) {
         let limit = self.history_limit;
         let history = self.history.entry(resource.clone()).or_default();
@@ -132,6 +148,7 @@ impl State {
             .entry(resource.clone())
             .or_default()
             .insert(key.clone(), object.clone());
+        self.allocate(resource, &key, Some(&object));
         let kind = if previous.is_some() {
             EventType::Modified
         } else {
@@ -151,6 +168,7 @@ impl State {
     /// Removes an object under the next revision and returns its last stored state.
     pub fn remove(&mut self, resource: &ResourceKey, key: &ObjectKey) -> Option<Value> {
         let last = self.objects.get_mut(resource)?.remove(key)?;
+        self.allocate(resource, key, None);
         self.revision += 1;
         let mut tombstone = last.clone();
         set_resource_version(&mut tombstone, self.revision);
