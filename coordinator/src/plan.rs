@@ -412,9 +412,10 @@ impl Aggregate {
         self.running == 0
     }
 
-    /// The final phase once finished: PartiallyFailed when anything failed.
-    pub fn final_phase(&self) -> OperationPhase {
-        if self.counts.failed > 0 || !self.errors.is_empty() {
+    /// The final phase once finished: PartiallyFailed when a transfer failed or the Backup or
+    /// Restore recorded `errors` of its own (objects it could not read or create).
+    pub fn final_phase(&self, errors: &[String]) -> OperationPhase {
+        if self.counts.failed > 0 || !self.errors.is_empty() || !errors.is_empty() {
             OperationPhase::PartiallyFailed
         } else {
             OperationPhase::Completed
@@ -801,7 +802,7 @@ mod tests {
                 failed: 1
             }
         );
-        assert_eq!(done.final_phase(), OperationPhase::PartiallyFailed);
+        assert_eq!(done.final_phase(&[]), OperationPhase::PartiallyFailed);
         assert!(
             done.errors[0].ends_with("failed: disk full"),
             "{:?}",
@@ -826,6 +827,8 @@ mod tests {
         );
         assert_eq!(timed_out.errors, ["shop/web/data timed out"]);
         let all_good = aggregate(1, &[view(PodVolumePhase::Completed, 100, None)], &[]);
-        assert_eq!(all_good.final_phase(), OperationPhase::Completed);
+        assert_eq!(all_good.final_phase(&[]), OperationPhase::Completed);
+        let lost = ["the backup lacks the objects of 1 type(s)".to_owned()];
+        assert_eq!(all_good.final_phase(&lost), OperationPhase::PartiallyFailed);
     }
 }

@@ -103,10 +103,7 @@ pub(super) async fn watch(
     }
     next.completion_timestamp = Some(now());
     next.errors = union(next.errors, sum.errors.clone());
-    next.phase = match sum.final_phase() {
-        OperationPhase::Completed if !next.errors.is_empty() => OperationPhase::PartiallyFailed,
-        phase => phase,
-    };
+    next.phase = sum.final_phase(&next.errors);
     let mut finished = backup.clone();
     finished.status = Some(next.clone());
     if let Err(err) = write_backup(&finished, &kept, location, ctx).await {

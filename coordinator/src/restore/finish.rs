@@ -80,10 +80,7 @@ pub(super) async fn watch(
     }
     next.completion_timestamp = Some(now());
     next.errors.extend(sum.errors.clone());
-    next.phase = match sum.final_phase() {
-        OperationPhase::Completed if !next.errors.is_empty() => OperationPhase::PartiallyFailed,
-        phase => phase,
-    };
+    next.phase = sum.final_phase(&next.errors);
     upload_log(restore, ctx, &next, &pvrs).await;
     info!(name = %restore.name_any(), phase = ?next.phase, "restore finished");
     let note = format!(
