@@ -71,6 +71,16 @@ pub mod key {
     pub(super) const METADATA_FILE: &str = "ferry-backup.json";
 }
 
+/// How a type is named in the tarball and in resource filters: `<resource>.<group>`, or
+/// `<resource>` for the core group.
+pub fn group_resource(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
 /// Where an object sits in a backup's resources tarball:
 /// `resources/<resource>.<group>/namespaces/<namespace>/<name>.json` for a namespaced object,
 /// `resources/<resource>.<group>/cluster/<name>.json` for a cluster-scoped one, and the bare
@@ -87,11 +97,7 @@ pub struct ItemPath {
 impl ItemPath {
     /// `<resource>.<group>`, or `<resource>` for the core group.
     pub fn group_resource(&self) -> String {
-        if self.group.is_empty() {
-            self.resource.clone()
-        } else {
-            format!("{}.{}", self.resource, self.group)
-        }
+        group_resource(&self.group, &self.resource)
     }
 
     pub fn to_path(&self) -> String {

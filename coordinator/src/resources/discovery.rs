@@ -1,5 +1,6 @@
 //! Discovery: every resource type the API server serves, at its group's preferred version.
 
+use ferry_shared::layout;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource;
 use kube::Client;
 use kube::core::{ApiResource, GroupVersionKind};
@@ -39,11 +40,7 @@ impl ServedType {
 
     /// `<plural>.<group>`, or `<plural>` for the core group, as the tarball names the type.
     pub fn group_resource(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        layout::group_resource(&self.group, &self.plural)
     }
 
     pub fn api_resource(&self) -> ApiResource {
