@@ -178,12 +178,15 @@ async fn list_selected(
             Err(err) => return Err(err.into()),
         }
     }
-    objects.retain(|object| {
-        !served.namespaced
-            || selection
-                .namespaces
-                .selects(&object.namespace().unwrap_or_default())
-    });
+    // A Namespace object goes with its namespace's objects, whatever the cluster scope.
+    let namespace_of = |object: &DynamicObject| match served.group_resource().as_str() {
+        "namespaces" => Some(object.name_any()),
+        _ => served
+            .namespaced
+            .then(|| object.namespace().unwrap_or_default()),
+    };
+    objects
+        .retain(|object| namespace_of(object).is_none_or(|ns| selection.namespaces.selects(&ns)));
     collected.add(served, objects)
 }
 
