@@ -877,9 +877,9 @@ async fn pods_on_a_node_are_deleted_gracefully() {
 /// api-concepts "Label selectors" and "Field selectors": equality and set-based label
 /// requirements, `metadata.*` everywhere plus `spec.nodeName` and `status.phase` on pods, and
 /// 400 for any other field.
-#[tokio::test]
-async fn selectors_filter_lists() {
-    let server = server().await;
+/// Pods `a` (app=web, tier=front, on node-a), `b` (app=web, on node-b, Running) and `c`
+/// (app=db, unscheduled) in namespace `app`.
+async fn three_labelled_pods(server: &TestApiServer) -> Api<Pod> {
     server.create_namespace("app").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(server.client(), "app");
     pods.create(
@@ -908,6 +908,13 @@ async fn selectors_filter_lists() {
     .await
     .unwrap();
 
+    pods
+}
+
+#[tokio::test]
+async fn selectors_filter_lists() {
+    let server = server().await;
+    let pods = three_labelled_pods(&server).await;
     let names = |list: kube::api::ObjectList<Pod>| {
         list.items
             .into_iter()
@@ -1193,6 +1200,23 @@ async fn watch_from_a_compacted_resource_version_is_gone() {
     }
 }
 
+/// The next event of a watch that is not a bookmark.
+async fn next_change(
+    stream: &mut futures::stream::BoxStream<'_, kube::Result<WatchEvent<Pod>>>,
+) -> WatchEvent<Pod> {
+    loop {
+        match tokio::time::timeout(GUARD, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            WatchEvent::Bookmark(_) => {}
+            event => return event,
+        }
+    }
+}
+
 /// api-concepts "Efficient detection of changes" with selectors: an object relabelled into a
 /// watch's selector arrives as ADDED, and out of it as DELETED with its last matching state; field
 /// selectors filter watches too.
@@ -1249,22 +1273,11 @@ async fn relabelling_across_a_selector_adds_and_deletes() {
     .await
     .unwrap();
 
-    let next = async |s: &mut futures::stream::BoxStream<'_, kube::Result<WatchEvent<Pod>>>| loop {
-        match tokio::time::timeout(GUARD, s.try_next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-        {
-            WatchEvent::Bookmark(_) => {}
-            event => return event,
-        }
-    };
-    match next(&mut web).await {
+    match next_change(&mut web).await {
         WatchEvent::Added(p) => assert_eq!(p.metadata.name.as_deref(), Some("p")),
         other => panic!("unexpected {other:?}"),
     }
-    match next(&mut web).await {
+    match next_change(&mut web).await {
         WatchEvent::Deleted(p) => {
             assert_eq!(
                 p.metadata.labels.unwrap()["app"],
@@ -1279,7 +1292,7 @@ async fn relabelling_across_a_selector_adds_and_deletes() {
         other => panic!("unexpected {other:?}"),
     }
     for _ in 0..2 {
-        match next(&mut on_a).await {
+        match next_change(&mut on_a).await {
             WatchEvent::Modified(p) => assert_eq!(p.metadata.name.as_deref(), Some("p")),
             other => panic!("unexpected {other:?}"),
         }
