@@ -1,13 +1,14 @@
 //! Whole namespaces: every object of a namespace backed up through discovery and restored, in a
 //! safe order, into a mapped namespace with its volumes' data; the filters of Backups and
-//! Restores; disaster recovery of a custom resource with its definition; and bad input.
+//! Restores; disaster recovery of a custom resource with its definition; bad input; and a
+//! backup from before, of Pods and PVCs only, restored.
 
 use std::fmt::Debug;
 use std::fs;
 use std::path::Path;
 
-use ferry_shared::crd::{Backup, OperationPhase, Restore};
-use ferry_shared::layout::{ItemPath, untar_gz};
+use ferry_shared::crd::{Backup, OperationPhase, PodVolumeRestore, Restore};
+use ferry_shared::layout::{ItemPath, tar_gz, untar_gz};
 use ferry_shared::names::{self, label};
 use ferry_tests::harness::{Cluster, VolumeKind};
 use ferry_tests::tree::{assert_same_tree, make_rich_tree};
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 
 use crate::{
     NODE, PASSWORD, agent_program, completed, coordinator_program, create_s3_location,
-    shop_cluster, synced,
+    set_pvb_status, shop_cluster, synced,
 };
 
 /// Creates a namespaced object from its JSON in `namespace`.
@@ -748,4 +749,91 @@ async fn existing_objects_are_kept_or_updated(cluster: &Cluster) {
     let refreshed = configmaps.get("settings").await.unwrap();
     assert_eq!(refreshed.data.as_ref().unwrap()["mode"], "fast");
     assert_eq!(refreshed.labels()[label::RESTORE_NAME], "refresh");
+}
+
+/// Rewrites the resources tarball of `backup` as Ferry wrote it before backups kept every
+/// object: the namespace's Pods and PVCs only, as pretty JSON of the typed objects.
+async fn keep_only_pods_and_claims(cluster: &Cluster, storage: &Path, backup: &str) {
+    let pod: Pod = get_in(cluster, "shop", "web").await;
+    let claim: PersistentVolumeClaim = get_in(cluster, "shop", "data").await;
+    let files = [
+        (
+            "resources/pods/namespaces/shop/web.json".to_owned(),
+            serde_json::to_vec_pretty(&pod).unwrap(),
+        ),
+        (
+            "resources/persistentvolumeclaims/namespaces/shop/data.json".to_owned(),
+            serde_json::to_vec_pretty(&claim).unwrap(),
+        ),
+    ];
+    let tarball = tar_gz(
+        files
+            .iter()
+            .map(|(path, json)| (path.clone(), json.as_slice())),
+    );
+    let at = storage.join(format!("backups/{backup}/{backup}-resources.tar.gz"));
+    fs::write(at, tarball.unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_of_pods_and_claims_only_still_restores() {
+    let (mut cluster, storage) = shop_cluster().await;
+    cluster.create_bound_claim("shop", "data", "pv-data").await;
+    let claim = VolumeKind::CsiClaim {
+        claim: "data".into(),
+        volume: "pv-data".into(),
+    };
+    cluster
+        .create_pod("shop", "web", NODE, vec![("data", claim)])
+        .await;
+    cluster.start_coordinator(coordinator_program(), &[]);
+    fixtures::backup("old")
+        .namespaces(["shop"])
+        .all_volumes()
+        .create(&cluster)
+        .await;
+    let made = |b: &Backup| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.pod_volume_backups.is_some())
+    };
+    cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            "old",
+            "to create its transfer",
+            made,
+        )
+        .await;
+    let pvb = cluster.pvbs_of("old").await.remove(0);
+    let done = json!({"phase": "Completed", "snapshotID": "0123abcd"});
+    set_pvb_status(&cluster, &pvb, done).await;
+    completed::<Backup>(&cluster, "old").await;
+    keep_only_pods_and_claims(&cluster, &storage, "old").await;
+    lose_namespace(&cluster, "shop").await;
+
+    fixtures::restore("from-old")
+        .backup("old")
+        .create(&cluster)
+        .await;
+    let pods = Api::<Pod>::namespaced(cluster.client(), "shop");
+    let waiting = cluster
+        .wait_for(&pods, "web", "created by the restore", |_: &Pod| true)
+        .await;
+    let first = &waiting.spec.unwrap().init_containers.unwrap()[0];
+    assert_eq!(first.name, names::RESTORE_WAIT_CONTAINER);
+    let claim: PersistentVolumeClaim = get_in(&cluster, "shop", "data").await;
+    assert_eq!(claim.spec.unwrap().volume_name, None);
+    let pvrs = cluster.api::<PodVolumeRestore>();
+    let transfer = |list: &[PodVolumeRestore]| list.iter().any(|pvr| pvr.spec.pod.name == "web");
+    for _ in 0..100 {
+        if transfer(&pvrs.list(&Default::default()).await.unwrap().items) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no PodVolumeRestore for the restored pod\n{}",
+        cluster.logs()
+    );
 }
