@@ -23,7 +23,7 @@ use ferry_coordinator::jobs::JobRunner;
 use ferry_shared::crd::{Backup, OperationPhase, PodVolumeBackup};
 use ferry_shared::repository::{RepositoryLocation, S3Location};
 use ferry_shared::retry::CountedRetries;
-use ferry_tests::harness::{Cluster, Finishes};
+use ferry_tests::harness::{Cluster, Finishes, VolumeKind};
 use ferry_tests::{fixtures, s3};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
@@ -64,6 +64,43 @@ async fn shop_cluster() -> (Cluster, PathBuf) {
 /// Waits until the Backup or Restore `name` has finished, and asserts that it Completed.
 async fn completed<K: Finishes<Phase = OperationPhase>>(cluster: &Cluster, name: &str) -> K {
     cluster.wait_completed(name).await
+}
+
+/// The pod `shop/web` with its volume `data` on a bound claim, and the coordinator started;
+/// then a Backup `backup` of `shop`, whose one PodVolumeBackup the test plays to Completed with
+/// a snapshot, as a node agent would.
+async fn backed_up_web_pod(cluster: &mut Cluster, backup: &str) {
+    cluster.create_bound_claim("shop", "data", "pv-data").await;
+    let claim = VolumeKind::CsiClaim {
+        claim: "data".into(),
+        volume: "pv-data".into(),
+    };
+    cluster
+        .create_pod("shop", "web", NODE, vec![("data", claim)])
+        .await;
+    cluster.start_coordinator(coordinator_program(), &[]);
+    fixtures::backup(backup)
+        .namespaces(["shop"])
+        .all_volumes()
+        .create(cluster)
+        .await;
+    let made = |b: &Backup| {
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.pod_volume_backups.is_some())
+    };
+    cluster
+        .wait_for(
+            &cluster.api::<Backup>(),
+            backup,
+            "to create its transfer",
+            made,
+        )
+        .await;
+    let pvb = cluster.pvbs_of(backup).await.remove(0);
+    let done = json!({"phase": "Completed", "snapshotID": "0123abcd"});
+    set_pvb_status(cluster, &pvb, done).await;
+    completed::<Backup>(cluster, backup).await;
 }
 
 /// Waits until the backup `name` has been synced from its storage location as Completed.

@@ -29,8 +29,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    NODE, PASSWORD, agent_program, completed, coordinator_program, create_s3_location,
-    set_pvb_status, shop_cluster, synced,
+    NODE, PASSWORD, agent_program, backed_up_web_pod, completed, coordinator_program,
+    create_s3_location, shop_cluster, synced,
 };
 
 /// Creates a namespaced object from its JSON in `namespace`.
@@ -778,37 +778,7 @@ async fn keep_only_pods_and_claims(cluster: &Cluster, storage: &Path, backup: &s
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_of_pods_and_claims_only_still_restores() {
     let (mut cluster, storage) = shop_cluster().await;
-    cluster.create_bound_claim("shop", "data", "pv-data").await;
-    let claim = VolumeKind::CsiClaim {
-        claim: "data".into(),
-        volume: "pv-data".into(),
-    };
-    cluster
-        .create_pod("shop", "web", NODE, vec![("data", claim)])
-        .await;
-    cluster.start_coordinator(coordinator_program(), &[]);
-    fixtures::backup("old")
-        .namespaces(["shop"])
-        .all_volumes()
-        .create(&cluster)
-        .await;
-    let made = |b: &Backup| {
-        b.status
-            .as_ref()
-            .is_some_and(|s| s.pod_volume_backups.is_some())
-    };
-    cluster
-        .wait_for(
-            &cluster.api::<Backup>(),
-            "old",
-            "to create its transfer",
-            made,
-        )
-        .await;
-    let pvb = cluster.pvbs_of("old").await.remove(0);
-    let done = json!({"phase": "Completed", "snapshotID": "0123abcd"});
-    set_pvb_status(&cluster, &pvb, done).await;
-    completed::<Backup>(&cluster, "old").await;
+    backed_up_web_pod(&mut cluster, "old").await;
     keep_only_pods_and_claims(&cluster, &storage, "old").await;
     lose_namespace(&cluster, "shop").await;
 

@@ -8,10 +8,9 @@ use ferry_tests::harness::{Cluster, INSTALL_NAMESPACE, VolumeKind};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use serde_json::json;
 
 use crate::{
-    NODE, assert_failed_validation, completed, coordinator_program, set_pvb_status, shop_cluster,
+    NODE, assert_failed_validation, backed_up_web_pod, completed, coordinator_program, shop_cluster,
 };
 
 /// The pods of `namespace` that a restore made.
@@ -127,41 +126,7 @@ async fn restores_into_protected_namespaces_fail_validation_and_create_nothing()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_leaves_existing_objects_alone_unless_told_to_update_them() {
     let (mut cluster, _) = shop_cluster().await;
-    cluster.create_bound_claim("shop", "data", "pv-data").await;
-    let claim = VolumeKind::CsiClaim {
-        claim: "data".into(),
-        volume: "pv-data".into(),
-    };
-    cluster
-        .create_pod("shop", "web", NODE, vec![("data", claim)])
-        .await;
-    cluster.start_coordinator(coordinator_program(), &[]);
-    fixtures::backup("b1")
-        .namespaces(["shop"])
-        .all_volumes()
-        .create(&cluster)
-        .await;
-    cluster
-        .wait_for(
-            &cluster.api::<Backup>(),
-            "b1",
-            "to create its transfer",
-            |b: &Backup| {
-                b.status
-                    .as_ref()
-                    .and_then(|s| s.pod_volume_backups.as_ref())
-                    .is_some()
-            },
-        )
-        .await;
-    let pvb = cluster.pvbs_of("b1").await.remove(0);
-    set_pvb_status(
-        &cluster,
-        &pvb,
-        json!({"phase": "Completed", "snapshotID": "0123abcd"}),
-    )
-    .await;
-    completed::<Backup>(&cluster, "b1").await;
+    backed_up_web_pod(&mut cluster, "b1").await;
 
     // The pod and claim still exist: the default policy keeps them and restores no data. The
     // claim holds all the restore would set (it comes back unbound, for its data is in a
