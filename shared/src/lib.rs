@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod crd;
+pub mod download;
 pub mod handles;
 pub mod layout;
 pub mod names;

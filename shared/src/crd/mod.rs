@@ -3,11 +3,13 @@
 
 mod backup;
 mod common;
+mod download_request;
 mod pod_volume_backup;
 mod pod_volume_restore;
 mod repository;
 mod restore;
 mod schedule;
+mod server_status_request;
 mod storage_location;
 mod transfer;
 
@@ -16,11 +18,13 @@ pub use common::{
     BackupProgress, OperationPhase, PodReference, PodVolumePhase, Progress, ResourceSelection,
     RestoreProgress, TransferCounts,
 };
+pub use download_request::*;
 pub use pod_volume_backup::*;
 pub use pod_volume_restore::*;
 pub use repository::*;
 pub use restore::*;
 pub use schedule::*;
+pub use server_status_request::*;
 pub use storage_location::*;
 pub use transfer::{PodVolumeTransfer, PodVolumeTransferStatus};
 
@@ -43,6 +47,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BackupRepository::crd(),
         PodVolumeBackup::crd(),
         PodVolumeRestore::crd(),
+        DownloadRequest::crd(),
+        ServerStatusRequest::crd(),
     ]
 }
 
