@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_shared::crd::{
     OperationPhase, PodReference, PodVolumeBackup, PodVolumeBackupSpec, PodVolumePhase,
-    PodVolumeTransfer, Progress, TransferCounts,
+    PodVolumeTransfer, Progress, SkippedVolume, TransferCounts,
 };
 use ferry_shared::names::{self, annotation, label, tag};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Volume};
@@ -19,24 +19,6 @@ pub struct ChosenVolume {
     pub volume: String,
     /// The claim's name and UID, for a PVC.
     pub claim: Option<(String, String)>,
-}
-
-/// A volume left out, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkippedVolume {
-    pub pod: String,
-    pub volume: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for SkippedVolume {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "volume {} of pod {} skipped: {}",
-            self.volume, self.pod, self.reason
-        )
-    }
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

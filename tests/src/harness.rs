@@ -60,6 +60,33 @@ pub struct Cluster {
     processes: Vec<Process>,
 }
 
+/// What a finished command printed, and its exit code.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<std::process::Output> for CommandOutput {
+    fn from(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl CommandOutput {
+    /// The stdout of a command that must have succeeded; panics with its stderr otherwise.
+    pub fn success(&self) -> &str {
+        assert_eq!(self.code, Some(0), "command failed: {self:?}");
+        &self.stdout
+    }
+}
+
 /// A Ferry process the harness started: a node agent or the coordinator.
 pub struct Process {
     /// The node of a node agent, or `coordinator`.
@@ -419,6 +446,34 @@ impl Cluster {
             .iter_mut()
             .rev()
             .find(|process| process.role == role)
+    }
+
+    /// The `ferry` command line `program`, set to work on this cluster, its stdin closed.
+    pub fn ferry_command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("FERRY_NAMESPACE", INSTALL_NAMESPACE)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the `ferry` command line `program` against this cluster with `args`, its output
+    /// captured, as a script without a terminal runs it. The test server goes on serving
+    /// meanwhile.
+    pub async fn ferry(&self, program: &Path, args: &[&str]) -> CommandOutput {
+        let output = tokio::process::Command::from(self.ferry_command(program))
+            .args(args)
+            .output()
+            .await
+            .unwrap_or_else(|err| panic!("run {}: {err}", program.display()));
+        CommandOutput::from(output)
+    }
+
+    /// The kubeconfig file of this cluster.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
     }
 
     /// Every process's log, each headed by its role, for a failure message.

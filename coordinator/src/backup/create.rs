@@ -237,6 +237,7 @@ async fn volumes_chosen(
             status.warnings.clone(),
             choice.skipped.iter().map(ToString::to_string),
         ),
+        skipped_volumes: choice.skipped.clone(),
         ..status
     };
     ctx.apply_status(backup, &status).await?;

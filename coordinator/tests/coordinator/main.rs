@@ -5,6 +5,7 @@
 //! jobs, and outages of the object store. What several topics use is here.
 
 mod backup;
+mod cli;
 mod expiry;
 mod jobs;
 mod leader;

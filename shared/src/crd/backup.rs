@@ -117,6 +117,30 @@ pub struct BackupStatus {
     /// stopped; each counts as failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timed_out_volumes: Vec<String>,
+    /// Volumes of the selected pods that were not backed up, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_volumes: Vec<SkippedVolume>,
+}
+
+/// A volume a backup left out, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedVolume {
+    /// The pod, as `<namespace>/<name>`.
+    pub pod: String,
+    /// The volume's name in the pod.
+    pub volume: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for SkippedVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "volume {} of pod {} skipped: {}",
+            self.volume, self.pod, self.reason
+        )
+    }
 }
 
 impl Backup {
