@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use opendal::{ErrorKind, Operator};
 
@@ -253,6 +254,30 @@ impl ObjectStore {
             .request("read", key, || async move { operator.read(key).await })
             .await?;
         Ok(read.map(|buffer| buffer.to_vec()))
+    }
+
+    /// Whether the object `key` exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let operator = &self.operator;
+        let found = self
+            .request("stat", key, || async move { operator.stat(key).await })
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// A URL that reads the object `key` with a plain GET, without credentials, for
+    /// `validity`: the store's presigned URL. A directory location has none.
+    pub async fn presigned_get(&self, key: &str, validity: Duration) -> Result<String, StoreError> {
+        let request = self
+            .operator
+            .presign_read(key, validity)
+            .await
+            .map_err(|err| StoreError::Request {
+                action: "presign",
+                key: key.to_owned(),
+                cause: err.to_string(),
+            })?;
+        Ok(request.uri().to_string())
     }
 
     /// Removes everything under the directory `dir` (a key ending in `/`).
