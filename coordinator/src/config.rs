@@ -138,7 +138,13 @@ mod tests {
                 port: 8085
             })
         );
-        for bad in ["ferry-coordinator", "ferry:http", "Ferry:80", ":80", "a.b:80"] {
+        for bad in [
+            "ferry-coordinator",
+            "ferry:http",
+            "Ferry:80",
+            ":80",
+            "a.b:80",
+        ] {
             assert!(parse_service(bad).is_err(), "{bad}");
         }
     }

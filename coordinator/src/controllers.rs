@@ -132,12 +132,7 @@ impl Controllers {
             drive(self.locations, location::reconcile, &ctx, &stop),
             drive(self.schedules, schedule::reconcile, &ctx, &stop),
             drive(self.downloads, downloads::reconcile, &ctx, &stop),
-            drive(
-                self.server_statuses,
-                server_status::reconcile,
-                &ctx,
-                &stop
-            ),
+            drive(self.server_statuses, server_status::reconcile, &ctx, &stop),
         );
     }
 }

@@ -81,7 +81,9 @@ fn node_agents(leases: &[Lease], now: Timestamp) -> Vec<NodeAgentStatus> {
         .filter_map(|lease| {
             let node = lease.name_any().strip_prefix(&prefix)?.to_owned();
             let spec = lease.spec.clone().unwrap_or_default();
-            let held = spec.holder_identity.is_some_and(|holder| !holder.is_empty());
+            let held = spec
+                .holder_identity
+                .is_some_and(|holder| !holder.is_empty());
             let duration = SignedDuration::from_secs(i64::from(
                 spec.lease_duration_seconds.unwrap_or_default(),
             ));

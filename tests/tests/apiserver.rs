@@ -2357,11 +2357,16 @@ async fn plain(
 #[tokio::test]
 async fn the_service_proxy_forwards_to_the_endpoint_of_an_existing_port() {
     let server = server().await;
-    let proxy = |id: &str, rest: &str| format!("/api/v1/namespaces/default/services/{id}/proxy{rest}");
+    let proxy =
+        |id: &str, rest: &str| format!("/api/v1/namespaces/default/services/{id}/proxy{rest}");
     let missing = api_status(
         server
             .client()
-            .request_text(Request::get(proxy("web:http", "/a")).body(Vec::new()).unwrap())
+            .request_text(
+                Request::get(proxy("web:http", "/a"))
+                    .body(Vec::new())
+                    .unwrap(),
+            )
             .await,
     );
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
@@ -2377,7 +2382,10 @@ async fn the_service_proxy_forwards_to_the_endpoint_of_an_existing_port() {
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["reason"], "ServiceUnavailable");
-    assert_eq!(status["message"], "no endpoints available for service \"web\"");
+    assert_eq!(
+        status["message"],
+        "no endpoints available for service \"web\""
+    );
 
     server.register_service("default", "web", echo_upstream().await);
     for id in ["web", "web:http", "web:8080", "http:web:8080"] {
@@ -2389,7 +2397,13 @@ async fn the_service_proxy_forwards_to_the_endpoint_of_an_existing_port() {
             "{id}"
         );
     }
-    let (_, _, body) = plain(&server, reqwest::Method::PUT, &proxy("web", "/c"), "payload").await;
+    let (_, _, body) = plain(
+        &server,
+        reqwest::Method::PUT,
+        &proxy("web", "/c"),
+        "payload",
+    )
+    .await;
     assert_eq!(body, "PUT /c payload");
 
     let (code, _, body) = plain(&server, reqwest::Method::GET, &proxy("web:9090", "/a"), "").await;

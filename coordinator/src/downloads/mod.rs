@@ -10,15 +10,16 @@ mod plan;
 mod table;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferry_shared::crd::{
-    Backup, DownloadRequest, DownloadRequestPhase, DownloadRequestStatus, Restore,
-    StorageProvider,
+    Backup, DownloadRequest, DownloadRequestPhase, DownloadRequestStatus, Restore, StorageProvider,
 };
 use ferry_shared::download::ServiceUrl;
 use ferry_shared::layout::ObjectStore;
 use ferry_shared::storage::LookupError;
-use ferry_shared::time::{after, now};
+use ferry_shared::time::now;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
@@ -60,13 +61,13 @@ pub async fn reconcile(request: Arc<DownloadRequest>, ctx: Arc<Context>) -> Resu
 
 /// Answers a New request: Processed with its URL, or Failed with why there is none.
 async fn answer(request: &DownloadRequest, ctx: &Context) -> Result<Action, Error> {
-    let validity = ctx.settings.download_validity;
+    let (expiration, validity) = plan::expiration(now().0, ctx.settings.download_validity);
     let status = match find(request, ctx).await? {
-        Ok(found) => match url(&found, ctx).await? {
+        Ok(found) => match url(&found, ctx, validity).await? {
             Ok(url) => DownloadRequestStatus {
                 phase: DownloadRequestPhase::Processed,
                 download_url: Some(url),
-                expiration: Some(after(&now(), validity)),
+                expiration: Some(Time(expiration)),
                 message: None,
             },
             Err(message) => failed(message),
@@ -75,7 +76,7 @@ async fn answer(request: &DownloadRequest, ctx: &Context) -> Result<Action, Erro
     };
     info!(name = %request.name_any(), phase = ?status.phase, message = ?status.message, "answered a download request");
     ctx.apply_status(request, &status).await?;
-    Ok(Action::requeue(validity))
+    Ok(Action::requeue(ctx.settings.download_validity))
 }
 
 fn failed(message: String) -> DownloadRequestStatus {
@@ -163,9 +164,13 @@ fn restore_backup(restore: &Restore) -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
-/// The URL of the file: presigned by the object store, or a token of this coordinator's.
-async fn url(found: &Found, ctx: &Context) -> Result<Result<String, String>, Error> {
-    let validity = ctx.settings.download_validity;
+/// The URL of the file for `validity`: presigned by the object store, or a token of this
+/// coordinator's.
+async fn url(
+    found: &Found,
+    ctx: &Context,
+    validity: Duration,
+) -> Result<Result<String, String>, Error> {
     match found.provider {
         StorageProvider::S3 => Ok(found
             .store

@@ -45,6 +45,18 @@ pub fn next(request: &Answered, validity: Duration, now: Timestamp) -> Next {
     }
 }
 
+/// When a URL made at `now` for `validity` expires, and so how long it is valid: the status
+/// shows whole seconds, and the URL must not outlive what it shows.
+pub fn expiration(now: Timestamp, validity: Duration) -> (Timestamp, Duration) {
+    let end = now
+        .checked_add(validity)
+        .ok()
+        .and_then(|end| Timestamp::from_second(end.as_second()).ok())
+        .unwrap_or(now);
+    let valid = Duration::try_from(end.duration_since(now)).unwrap_or(Duration::ZERO);
+    (end, valid)
+}
+
 /// One file of a backup or restore: its key in the location, and what it is, for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
@@ -126,6 +138,20 @@ mod tests {
                 "{phase:?} created {created:?} expiring {expiration:?} at {now}"
             );
         }
+    }
+
+    #[test]
+    fn a_url_expires_on_the_whole_second_its_status_shows() {
+        let now = at(0).checked_add(Duration::from_millis(700)).unwrap();
+        assert_eq!(
+            expiration(now, VALIDITY),
+            (at(600), Duration::from_millis(599_300))
+        );
+        assert_eq!(
+            expiration(at(0), VALIDITY),
+            (at(600), VALIDITY),
+            "already whole"
+        );
     }
 
     #[test]

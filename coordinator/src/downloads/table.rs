@@ -37,7 +37,9 @@ pub struct TokenError(#[from] getrandom::Error);
 
 impl DownloadTable {
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A new token for `key` in `store`, valid for `validity`. Expired tokens go.

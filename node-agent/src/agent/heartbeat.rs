@@ -104,7 +104,9 @@ impl Heartbeat {
             .await
         {
             Ok(_) => info!(lease = %self.lease_name(), "released the heartbeat Lease"),
-            Err(err) => warn!(%err, lease = %self.lease_name(), "cannot release the heartbeat Lease; it lapses by itself"),
+            Err(err) => {
+                warn!(%err, lease = %self.lease_name(), "cannot release the heartbeat Lease; it lapses by itself")
+            }
         }
     }
 }
