@@ -430,13 +430,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_s3_location_presigns_a_get_of_the_key_for_the_validity() {
+        let location = RepositoryLocation::S3(crate::repository::S3Location {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            bucket: "bucket".into(),
+            prefix: "cluster".into(),
+            access_key_id: Some("AKID".into()),
+            secret_access_key: Some("SECRET".into()),
+            ..Default::default()
+        });
+        let store = ObjectStore::open(&location, Retrier::unobserved(Duration::ZERO)).unwrap();
+        let url = store
+            .presigned_get(&key::backup_logs("b1"), Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(
+            url.starts_with("http://127.0.0.1:1/bucket/cluster/backups/b1/b1-logs.gz?"),
+            "{url}"
+        );
+        for part in ["X-Amz-Expires=600", "X-Amz-Credential=AKID", "X-Amz-Signature="] {
+            assert!(url.contains(part), "{part} missing from {url}");
+        }
+        assert!(!url.contains("SECRET"));
+    }
+
+    #[tokio::test]
     async fn a_directory_location_lists_writes_reads_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(
             &RepositoryLocation::Local {
                 path: dir.path().join("missing-yet"),
             },
-            Retrier::unobserved(std::time::Duration::ZERO),
+            Retrier::unobserved(Duration::ZERO),
         )
         .unwrap();
         assert!(store.top_level().await.unwrap().is_empty());

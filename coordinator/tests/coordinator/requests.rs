@@ -225,6 +225,9 @@ async fn an_expired_download_is_refused_and_its_request_deleted() {
     assert_eq!(through_the_proxy(&cluster, &url).await, Err(404));
 }
 
+/// The test S3 server checks no signatures (and moto's checking server takes only the
+/// Authorization header, not a presigned query), so this shows that the URL is a presigned GET
+/// of the right object that needs nothing more.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_locations_files_come_through_presigned_urls() {
     let endpoint = s3::endpoint();
