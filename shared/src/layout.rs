@@ -448,7 +448,11 @@ mod tests {
             url.starts_with("http://127.0.0.1:1/bucket/cluster/backups/b1/b1-logs.gz?"),
             "{url}"
         );
-        for part in ["X-Amz-Expires=600", "X-Amz-Credential=AKID", "X-Amz-Signature="] {
+        for part in [
+            "X-Amz-Expires=600",
+            "X-Amz-Credential=AKID",
+            "X-Amz-Signature=",
+        ] {
             assert!(url.contains(part), "{part} missing from {url}");
         }
         assert!(!url.contains("SECRET"));
