@@ -12,7 +12,7 @@ use ferry_shared::crd::{
     NodeAgentStatus, ServerStatusRequest, ServerStatusRequestPhase, ServerStatusRequestStatus,
 };
 use ferry_shared::names::{self, annotation, label};
-use ferry_shared::time::{after, now, until};
+use ferry_shared::time::now;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -33,24 +33,44 @@ pub async fn reconcile(
     let processed = request
         .status
         .as_ref()
-        .and_then(|status| status.processed_timestamp.clone());
-    match (request.phase(), processed) {
-        (ServerStatusRequestPhase::Processed, Some(processed)) => {
-            let left = until(&after(&processed, KEPT));
-            if !left.is_zero() {
-                return Ok(Action::requeue(left));
-            }
-            match ctx
-                .api::<ServerStatusRequest>()
-                .delete(&request.name_any(), &DeleteParams::default())
-                .await
-            {
-                Ok(_) => Ok(Action::await_change()),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
-                Err(err) => Err(err.into()),
-            }
-        }
-        _ => answer(&request, &ctx).await,
+        .and_then(|status| status.processed_timestamp.as_ref())
+        .map(|t| t.0);
+    match next(request.phase(), processed, Timestamp::now()) {
+        Next::Answer => answer(&request, &ctx).await,
+        Next::WaitFor(pause) => Ok(Action::requeue(pause)),
+        Next::Delete => match ctx
+            .api::<ServerStatusRequest>()
+            .delete(&request.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(Action::await_change()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
+            Err(err) => Err(err.into()),
+        },
+    }
+}
+
+/// What to do with a request now.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Answer,
+    Delete,
+    WaitFor(Duration),
+}
+
+/// A request is answered once, and kept for [`KEPT`] after it was.
+fn next(phase: ServerStatusRequestPhase, processed: Option<Timestamp>, now: Timestamp) -> Next {
+    let (ServerStatusRequestPhase::Processed, Some(processed)) = (phase, processed) else {
+        return Next::Answer;
+    };
+    let left = processed
+        .checked_add(KEPT)
+        .map(|end| end.duration_since(now))
+        .unwrap_or_default();
+    if left.is_positive() {
+        Next::WaitFor(Duration::try_from(left).unwrap_or(KEPT))
+    } else {
+        Next::Delete
     }
 }
 
@@ -128,6 +148,30 @@ mod tests {
                 renew_time: renewed.map(|s| MicroTime(at(s))),
                 ..LeaseSpec::default()
             }),
+        }
+    }
+
+    #[test]
+    fn a_request_is_answered_once_and_deleted_a_minute_later() {
+        use ServerStatusRequestPhase::{New, Processed};
+        let cases = [
+            (New, None, 0, Next::Answer),
+            (Processed, None, 0, Next::Answer),
+            (
+                Processed,
+                Some(0),
+                1,
+                Next::WaitFor(Duration::from_secs(59)),
+            ),
+            (Processed, Some(0), 60, Next::Delete),
+            (Processed, Some(0), 3600, Next::Delete),
+        ];
+        for (phase, processed, now, want) in cases {
+            assert_eq!(
+                next(phase, processed.map(at), at(now)),
+                want,
+                "{phase:?} {processed:?} at {now}"
+            );
         }
     }
 
