@@ -59,7 +59,7 @@ async fn the_agent_holds_its_lease_while_it_runs_and_lets_go_when_stopped() {
             .iter()
             .map(ResourceExt::name_any)
             .collect::<Vec<_>>(),
-        [name.clone()]
+        std::slice::from_ref(&name)
     );
 
     let before = renewed(&first);
