@@ -14,7 +14,8 @@
 //! Service's cluster IP and node ports are allocated and released, a Job generates its
 //! selector, a workload's selector must select its template, a binding keeps its `roleRef`.
 //! A test can deny a verb on a resource ([`TestApiServer::forbid`]); the request then gets the
-//! RBAC authorizer's 403.
+//! RBAC authorizer's 403. The service proxy forwards to the address a test registers for a
+//! Service ([`TestApiServer::register_service`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
