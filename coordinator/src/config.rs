@@ -86,11 +86,66 @@ pub struct RunArgs {
     /// (refused or dropped connections, timeouts, 5xx, SlowDown) before it fails; 0 retries none.
     #[arg(long, env = "FERRY_STORAGE_RETRY_BUDGET", default_value = "5m", value_parser = humantime::parse_duration)]
     pub storage_retry_budget: Duration,
+    /// The Service in front of this coordinator's HTTP server, as NAME:PORT in the install
+    /// namespace: download URLs of filesystem locations point at it.
+    #[arg(long, env = "FERRY_DOWNLOAD_SERVICE", default_value = "ferry-coordinator:8085", value_parser = parse_service)]
+    pub download_service: DownloadService,
+    /// How long a download URL works.
+    #[arg(long, env = "FERRY_DOWNLOAD_VALIDITY", default_value = "10m", value_parser = humantime::parse_duration, hide = true)]
+    pub download_validity: Duration,
+}
+
+/// A Service's name and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadService {
+    pub name: String,
+    pub port: u16,
+}
+
+fn parse_service(text: &str) -> Result<DownloadService, String> {
+    let (name, port) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not NAME:PORT"))?;
+    let port = port
+        .parse()
+        .map_err(|err| format!("{port:?} is not a port: {err}"))?;
+    if !ferry_shared::storage::is_dns_label(name) {
+        return Err(format!("{name:?} is not a Service name"));
+    }
+    Ok(DownloadService {
+        name: name.to_owned(),
+        port,
+    })
 }
 
 impl RunArgs {
     /// The namespaces that Restores may not write to.
     pub fn denied_restore_namespaces(&self) -> BTreeSet<String> {
         crate::protected::denylist(self.restore_namespace_denylist.as_deref(), &self.namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_service_is_a_name_and_a_port() {
+        assert_eq!(
+            parse_service("ferry-coordinator:8085"),
+            Ok(DownloadService {
+                name: "ferry-coordinator".into(),
+                port: 8085
+            })
+        );
+        for bad in [
+            "ferry-coordinator",
+            "ferry:http",
+            "Ferry:80",
+            ":80",
+            "a.b:80",
+        ] {
+            assert!(parse_service(bad).is_err(), "{bad}");
+        }
     }
 }

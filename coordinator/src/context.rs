@@ -13,6 +13,7 @@ use ferry_shared::secret::repository_password;
 use ferry_shared::storage::{
     LocationError, LookupError, S3Credentials, location_root, read_location, repository_location,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::config::RunArgs;
+use crate::downloads::DownloadTable;
 use crate::error::{Error, StorageError};
 use crate::jobs::JobRunner;
 use crate::metrics::Metrics;
@@ -34,11 +36,22 @@ pub struct Context {
     pub backoff: crate::backoff::Backoff,
     /// Every request to object storage runs under it.
     pub store_retrier: Retrier,
+    /// The downloads of filesystem locations that the HTTP server answers.
+    pub downloads: DownloadTable,
+    /// When this coordinator process started.
+    pub started: Time,
     /// One event recorder per controller, by the kind it reconciles.
     recorders: HashMap<String, Recorder>,
     /// One lock per repository, by identifier. Maintenance holds it while it runs; creating
     /// transfers into a repository holds it too, so no transfer can start during a prune.
     repository_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What the coordinator process shares with its controllers: its start and its HTTP server's
+/// downloads.
+pub struct Server {
+    pub started: Time,
+    pub downloads: DownloadTable,
 }
 
 /// A storage location with what it takes to reach it.
@@ -78,7 +91,13 @@ impl ResolvedLocation {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: RunArgs, metrics: Metrics, jobs: JobRunner) -> Self {
+    pub fn new(
+        client: Client,
+        settings: RunArgs,
+        metrics: Metrics,
+        jobs: JobRunner,
+        server: Server,
+    ) -> Self {
         let recorders = [
             Backup::kind(&()),
             Restore::kind(&()),
@@ -105,6 +124,8 @@ impl Context {
         );
         Self {
             store_retrier,
+            downloads: server.downloads,
+            started: server.started,
             recorders,
             namespace: settings.namespace.clone(),
             client,

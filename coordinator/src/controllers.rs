@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use ferry_shared::admin::Readiness;
 use ferry_shared::crd::{
-    Backup, BackupRepository, BackupStorageLocation, OperationPhase, PodVolumeBackup,
-    PodVolumeRestore, Restore, Schedule,
+    Backup, BackupRepository, BackupStorageLocation, DownloadRequest, OperationPhase,
+    PodVolumeBackup, PodVolumeRestore, Restore, Schedule, ServerStatusRequest,
 };
 use ferry_shared::names::label;
 use ferry_shared::runtime;
@@ -25,15 +25,17 @@ use tracing::{info, warn};
 use crate::backoff;
 use crate::context::Context;
 use crate::error::Error;
-use crate::{backup, location, repository, restore, schedule};
+use crate::{backup, downloads, location, repository, restore, schedule, server_status};
 
-/// The coordinator's five controllers, each with what it watches.
+/// The coordinator's controllers, each with what it watches.
 pub struct Controllers {
     backups: Controller<Backup>,
     restores: Controller<Restore>,
     repositories: Controller<BackupRepository>,
     locations: Controller<BackupStorageLocation>,
     schedules: Controller<Schedule>,
+    downloads: Controller<DownloadRequest>,
+    server_statuses: Controller<ServerStatusRequest>,
 }
 
 impl Controllers {
@@ -94,6 +96,8 @@ impl Controllers {
             repositories: Controller::new(Api::namespaced(client.clone(), namespace), config()),
             locations: Controller::new(Api::namespaced(client.clone(), namespace), config()),
             schedules: Controller::new(Api::namespaced(client.clone(), namespace), config()),
+            downloads: Controller::new(Api::namespaced(client.clone(), namespace), config()),
+            server_statuses: Controller::new(Api::namespaced(client.clone(), namespace), config()),
         }
     }
 
@@ -121,14 +125,15 @@ impl Controllers {
 
     /// Runs every controller until `stop`, letting each finish the reconciles under way.
     pub async fn run(self, ctx: Arc<Context>, stop: CancellationToken) {
-        futures::future::join5(
+        tokio::join!(
             drive(self.backups, backup::reconcile, &ctx, &stop),
             drive(self.restores, restore::reconcile, &ctx, &stop),
             drive(self.repositories, repository::reconcile, &ctx, &stop),
             drive(self.locations, location::reconcile, &ctx, &stop),
             drive(self.schedules, schedule::reconcile, &ctx, &stop),
-        )
-        .await;
+            drive(self.downloads, downloads::reconcile, &ctx, &stop),
+            drive(self.server_statuses, server_status::reconcile, &ctx, &stop),
+        );
     }
 }
 

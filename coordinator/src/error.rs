@@ -39,6 +39,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Finalizer(Box<finalizer::Error<Error>>),
+    #[error(transparent)]
+    Token(#[from] crate::downloads::TokenError),
 }
 
 impl From<finalizer::Error<Error>> for Error {

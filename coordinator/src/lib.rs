@@ -1,6 +1,6 @@
 //! The coordinator: turns Backup, Restore and Schedule objects into PodVolumeBackups and
 //! PodVolumeRestores, keeps repositories and storage locations in order, and keeps the
-//! catalogue of backups in object storage.
+//! catalogue of backups in object storage; answers DownloadRequests and ServerStatusRequests.
 
 mod backoff;
 mod backup;
@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 mod context;
 mod controllers;
+mod downloads;
 mod error;
 pub mod jobs;
 mod leader;
@@ -21,6 +22,7 @@ mod repository;
 mod resources;
 mod restore;
 mod schedule;
+mod server_status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +34,9 @@ use tracing::{error, info};
 
 pub use config::RunArgs;
 
-use context::Context;
+use context::{Context, Server};
 use controllers::Controllers;
+use downloads::DownloadTable;
 use jobs::JobRunner;
 use metrics::Metrics;
 
@@ -57,9 +60,16 @@ fn random_identity() -> String {
 
 /// Runs the coordinator until SIGTERM or SIGINT, or until it loses the leader Lease.
 pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
+    let started = ferry_shared::time::now();
     let client = Client::try_default().await.map_err(StartError::Connect)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;
-    let service = Service::start(settings.metrics_address, metrics.registry()).await?;
+    let downloads = DownloadTable::default();
+    let service = Service::start(
+        settings.metrics_address,
+        metrics.registry(),
+        downloads.router(),
+    )
+    .await?;
     let Some(lost) = lease(&client, &settings, &service.shutdown).await else {
         return Ok(());
     };
@@ -72,7 +82,14 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
         retries: metrics.storage_retries(),
     };
     let namespace = settings.namespace.clone();
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, jobs));
+    let server = Server { started, downloads };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics,
+        jobs,
+        server,
+    ));
     let controllers = Controllers::new(&client, &namespace);
     controllers.ready_when_synced(service.readiness.clone());
     info!(%namespace, "coordinator started");

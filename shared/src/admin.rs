@@ -1,5 +1,6 @@
 //! The admin HTTP server of both binaries: `/metrics` in Prometheus text format, `/livez`, and
 //! `/readyz`, which answers 503 until the process says it is ready (its watches have synced).
+//! A binary may serve routes of its own beside them (the coordinator's `/downloads/`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,8 +33,9 @@ struct AdminState {
     readiness: Readiness,
 }
 
-/// The admin routes, for serving or for tests.
-pub fn router(registry: Registry, readiness: Readiness) -> Router {
+/// The admin routes, with the binary's own `extra` routes beside them, for serving or for
+/// tests.
+pub fn router(registry: Registry, readiness: Readiness, extra: Router) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok" }))
@@ -42,16 +44,18 @@ pub fn router(registry: Registry, readiness: Readiness) -> Router {
             registry,
             readiness,
         })
+        .merge(extra)
 }
 
-/// Serves the admin routes on a bound listener until `shutdown` completes.
+/// Serves the admin routes and `extra` on a bound listener until `shutdown` completes.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     registry: Registry,
     readiness: Readiness,
+    extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry, readiness))
+    axum::serve(listener, router(registry, readiness, extra))
         .with_graceful_shutdown(shutdown)
         .await
 }

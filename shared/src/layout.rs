@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use opendal::{ErrorKind, Operator};
 
@@ -255,6 +256,30 @@ impl ObjectStore {
         Ok(read.map(|buffer| buffer.to_vec()))
     }
 
+    /// Whether the object `key` exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let operator = &self.operator;
+        let found = self
+            .request("stat", key, || async move { operator.stat(key).await })
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// A URL that reads the object `key` with a plain GET, without credentials, for
+    /// `validity`: the store's presigned URL. A directory location has none.
+    pub async fn presigned_get(&self, key: &str, validity: Duration) -> Result<String, StoreError> {
+        let request = self
+            .operator
+            .presign_read(key, validity)
+            .await
+            .map_err(|err| StoreError::Request {
+                action: "presign",
+                key: key.to_owned(),
+                cause: err.to_string(),
+            })?;
+        Ok(request.uri().to_string())
+    }
+
     /// Removes everything under the directory `dir` (a key ending in `/`).
     pub async fn delete_dir(&self, dir: &str) -> Result<(), StoreError> {
         let operator = &self.operator;
@@ -405,13 +430,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_s3_location_presigns_a_get_of_the_key_for_the_validity() {
+        let location = RepositoryLocation::S3(crate::repository::S3Location {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            bucket: "bucket".into(),
+            prefix: "cluster".into(),
+            access_key_id: Some("AKID".into()),
+            secret_access_key: Some("SECRET".into()),
+            ..Default::default()
+        });
+        let store = ObjectStore::open(&location, Retrier::unobserved(Duration::ZERO)).unwrap();
+        let url = store
+            .presigned_get(&key::backup_logs("b1"), Duration::from_secs(600))
+            .await
+            .unwrap();
+        assert!(
+            url.starts_with("http://127.0.0.1:1/bucket/cluster/backups/b1/b1-logs.gz?"),
+            "{url}"
+        );
+        for part in [
+            "X-Amz-Expires=600",
+            "X-Amz-Credential=AKID",
+            "X-Amz-Signature=",
+        ] {
+            assert!(url.contains(part), "{part} missing from {url}");
+        }
+        assert!(!url.contains("SECRET"));
+    }
+
+    #[tokio::test]
     async fn a_directory_location_lists_writes_reads_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(
             &RepositoryLocation::Local {
                 path: dir.path().join("missing-yet"),
             },
-            Retrier::unobserved(std::time::Duration::ZERO),
+            Retrier::unobserved(Duration::ZERO),
         )
         .unwrap();
         assert!(store.top_level().await.unwrap().is_empty());

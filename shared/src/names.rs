@@ -26,6 +26,18 @@ pub mod label {
     pub const NODE: &str = "ferry.dev/node";
     /// On a Backup: the Schedule that made it, shortened by [`label_value`](super::label_value).
     pub const SCHEDULE_NAME: &str = "ferry.dev/schedule-name";
+    /// The application an object belongs to; on a node agent's Lease,
+    /// [`NODE_AGENT_APP`](super::NODE_AGENT_APP), so the coordinator can list them.
+    pub const APP_NAME: &str = "app.kubernetes.io/name";
+}
+
+/// Value of [`label::APP_NAME`] on the node agents' objects (their Leases included).
+pub const NODE_AGENT_APP: &str = "ferry-node-agent";
+
+/// The Lease, in the install namespace, that the node agent on `node` renews while it runs,
+/// labelled [`label::APP_NAME`]=[`NODE_AGENT_APP`] and [`label::NODE`]=`<node>`.
+pub fn node_agent_lease(node: &str) -> String {
+    format!("{NODE_AGENT_APP}-{node}")
 }
 
 /// Annotations that users put on pods, and that Ferry puts on its objects.
@@ -41,6 +53,8 @@ pub mod annotation {
     /// On a Backup that sync brought from a storage location: the location's name. Such a
     /// Backup is never run; it records a backup that already exists.
     pub const SYNCED_FROM: &str = "ferry.dev/synced-from";
+    /// On a node agent's Lease: the agent's version.
+    pub const VERSION: &str = "ferry.dev/version";
 }
 
 /// Finalizer on every Backup: its snapshots are forgotten and its objects removed from the

@@ -39,10 +39,12 @@ pub struct Service {
 }
 
 impl Service {
-    /// Serves the admin endpoints on `address` and listens for SIGTERM and SIGINT.
+    /// Serves the admin endpoints, and the binary's `extra` routes, on `address`, and listens
+    /// for SIGTERM and SIGINT.
     pub async fn start(
         address: SocketAddr,
         registry: prometheus::Registry,
+        extra: axum::Router,
     ) -> Result<Self, StartError> {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -53,6 +55,7 @@ impl Service {
             listener,
             registry,
             readiness.clone(),
+            extra,
             shutdown.clone().cancelled_owned(),
         ));
         tokio::spawn(stop_on_signals(shutdown.clone()));

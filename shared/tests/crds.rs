@@ -45,7 +45,7 @@ fn deploy_crds_match_the_generated_manifests() {
 #[test]
 fn every_crd_is_namespaced_in_ferry_dev_v1alpha1_with_a_status_subresource() {
     let crds = crd::crds();
-    assert_eq!(crds.len(), 7);
+    assert_eq!(crds.len(), 9);
     let mut short_names = BTreeSet::new();
     for crd in &crds {
         let kind = &crd.spec.names.kind;

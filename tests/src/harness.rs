@@ -36,6 +36,11 @@ use crate::fixtures;
 /// Where Ferry is installed in the test cluster.
 pub const INSTALL_NAMESPACE: &str = "ferry";
 
+/// The Service in front of the coordinator's HTTP server, as `deploy/base` names it.
+pub const COORDINATOR_SERVICE: &str = "ferry-coordinator";
+/// Its port.
+pub const COORDINATOR_SERVICE_PORT: u16 = 8085;
+
 /// The role of the coordinator among the harness's processes, in their logs.
 const COORDINATOR: &str = "coordinator";
 
@@ -273,9 +278,23 @@ impl Cluster {
     }
 
     /// Starts `ferry-coordinator run`, with `args` added. It is [`Cluster::coordinator`] until
-    /// another is started, and `coordinator` in the logs.
+    /// another is started, and `coordinator` in the logs. The Service [`COORDINATOR_SERVICE`]
+    /// (port `http`, [`COORDINATOR_SERVICE_PORT`]) is made if missing, and its endpoint is this
+    /// coordinator's HTTP server, so that the service proxy reaches it as in a cluster.
     pub fn start_coordinator(&mut self, program: &Path, args: &[&str]) -> &mut Process {
-        self.start_process(program, COORDINATOR, args, &[])
+        self.server
+            .ensure_service(
+                INSTALL_NAMESPACE,
+                COORDINATOR_SERVICE,
+                "http",
+                COORDINATOR_SERVICE_PORT,
+            )
+            .expect("create the coordinator's Service");
+        let process = self.start_process(program, COORDINATOR, args, &[]);
+        let address = process.metrics;
+        self.server
+            .register_service(INSTALL_NAMESPACE, COORDINATOR_SERVICE, address);
+        self.process(COORDINATOR).expect("just started")
     }
 
     fn start_process(
@@ -772,6 +791,12 @@ impl Process {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address of the process's HTTP server (`/metrics`, `/livez`, `/readyz`, and the
+    /// coordinator's `/downloads/`).
+    pub fn address(&self) -> SocketAddr {
+        self.metrics
     }
 
     /// The process's `/metrics` text.

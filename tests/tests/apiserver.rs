@@ -2298,3 +2298,119 @@ async fn forbidden_requests_get_the_authorizers_answer() {
             .is_empty()
     );
 }
+
+/// An upstream for the service proxy: answers 201, typed `text/x-echo`, with the method, the
+/// path and query, and the body it got.
+async fn echo_upstream() -> std::net::SocketAddr {
+    use axum::extract::Request as AxumRequest;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let echo = |request: AxumRequest| async move {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let text = format!(
+            "{} {} {}",
+            parts.method,
+            parts.uri,
+            String::from_utf8_lossy(&body)
+        );
+        (
+            axum::http::StatusCode::CREATED,
+            [("content-type", "text/x-echo")],
+            text,
+        )
+    };
+    let router = axum::Router::new().fallback(echo);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    address
+}
+
+/// A plain HTTP request to the server, for what the kube client does not show: the status
+/// code, the headers and the raw body.
+async fn plain(
+    server: &TestApiServer,
+    method: reqwest::Method,
+    path: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let answer = client
+        .request(method, format!("{}{path}", server.url()))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let code = answer.status().as_u16();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (code, content_type, answer.text().await.unwrap())
+}
+
+/// The API server's service proxy ("Manually constructing apiserver proxy URLs" in the
+/// Kubernetes documentation, and the service REST storage's ResourceLocation): a Service that
+/// does not exist is NotFound; one without endpoints, or without the port named, is
+/// ServiceUnavailable; otherwise every method reaches the endpoint and its answer comes back
+/// as it is.
+#[tokio::test]
+async fn the_service_proxy_forwards_to_the_endpoint_of_an_existing_port() {
+    let server = server().await;
+    let proxy =
+        |id: &str, rest: &str| format!("/api/v1/namespaces/default/services/{id}/proxy{rest}");
+    let missing = api_status(
+        server
+            .client()
+            .request_text(
+                Request::get(proxy("web:http", "/a"))
+                    .body(Vec::new())
+                    .unwrap(),
+            )
+            .await,
+    );
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    assert_eq!(missing.message, "services \"web\" not found");
+
+    let spec = json!({"ports": [{"name": "http", "port": 8080}]});
+    Api::<Service>::namespaced(server.client(), "default")
+        .create(&PostParams::default(), &service("web", spec))
+        .await
+        .unwrap();
+    let (code, _, body) = plain(&server, reqwest::Method::GET, &proxy("web:http", "/a"), "").await;
+    assert_eq!(code, 503, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "ServiceUnavailable");
+    assert_eq!(
+        status["message"],
+        "no endpoints available for service \"web\""
+    );
+
+    server.register_service("default", "web", echo_upstream().await);
+    for id in ["web", "web:http", "web:8080", "http:web:8080"] {
+        let (code, content_type, body) =
+            plain(&server, reqwest::Method::GET, &proxy(id, "/a/b?x=1"), "").await;
+        assert_eq!(
+            (code, content_type.as_str(), body.as_str()),
+            (201, "text/x-echo", "GET /a/b?x=1 "),
+            "{id}"
+        );
+    }
+    let (_, _, body) = plain(
+        &server,
+        reqwest::Method::PUT,
+        &proxy("web", "/c"),
+        "payload",
+    )
+    .await;
+    assert_eq!(body, "PUT /c payload");
+
+    let (code, _, body) = plain(&server, reqwest::Method::GET, &proxy("web:9090", "/a"), "").await;
+    assert_eq!(code, 503);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["message"],
+        "no service port \"9090\" found for service \"web\""
+    );
+}

@@ -2,7 +2,8 @@
 //! Kubernetes test server, the harness playing the kubelet. One test binary, a module a topic:
 //! what backups choose and write, restores, whole namespaces, syncing a bucket into a fresh cluster, expiry,
 //! schedules, validation of bad input, leader election, the repository password, repository
-//! jobs, and outages of the object store. What several topics use is here.
+//! jobs, outages of the object store, and download and server status requests. What several
+//! topics use is here.
 
 mod backup;
 mod cli;
@@ -12,6 +13,7 @@ mod leader;
 mod namespace;
 mod outage;
 mod password;
+mod requests;
 mod restore;
 mod schedule;
 mod sync;

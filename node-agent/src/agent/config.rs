@@ -42,10 +42,24 @@ pub struct RunArgs {
     /// 0 retries none.
     #[arg(long, env = "FERRY_STORAGE_RETRY_BUDGET", default_value = "5m", value_parser = humantime::parse_duration)]
     pub storage_retry_budget: Duration,
+    /// How often, once its watches have synced, the agent renews its Lease
+    /// (ferry-node-agent-<node> in the install namespace), which shows the coordinator that it
+    /// runs; the Lease lapses after three intervals without renewal.
+    #[arg(long, env = "FERRY_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub heartbeat_interval: Duration,
     /// Where /metrics, /livez and /readyz are served.
     #[arg(long, env = "FERRY_METRICS_ADDRESS", default_value = "0.0.0.0:8085")]
     pub metrics_address: SocketAddr,
     /// Log lines as plain text or as JSON objects.
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+}
+
+/// A heartbeat interval: a duration such as 30s, of at least a second.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if interval < Duration::from_secs(1) {
+        return Err(format!("{text} is shorter than a second"));
+    }
+    Ok(interval)
 }

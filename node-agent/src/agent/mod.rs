@@ -1,9 +1,10 @@
 //! `ferry-node-agent run`: the DaemonSet process. It watches the PodVolumeBackups and
 //! PodVolumeRestores labelled for its node, and the pods on its node, runs their transfers in
-//! child processes, and serves its metrics.
+//! child processes, serves its metrics, and renews its heartbeat Lease.
 
 mod config;
 mod context;
+mod heartbeat;
 mod inputs;
 mod kinds;
 mod metrics;
@@ -40,7 +41,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub async fn run(settings: RunArgs) -> Result<(), StartError> {
     let client = Client::try_default().await.map_err(StartError::Connect)?;
     let metrics = Metrics::new().map_err(StartError::Metrics)?;
-    let service = Service::start(settings.metrics_address, metrics.registry()).await?;
+    let service = Service::start(
+        settings.metrics_address,
+        metrics.registry(),
+        axum::Router::new(),
+    )
+    .await?;
     let process = TransferProcess {
         program: std::env::current_exe().map_err(StartError::Executable)?,
         memory_limit: settings.transfer_memory_limit,
@@ -56,6 +62,16 @@ pub async fn run(settings: RunArgs) -> Result<(), StartError> {
 
     let controllers = Controllers::new(&client, &settings);
     controllers.ready_when_synced(service.readiness.clone());
+    let heartbeat = heartbeat::Heartbeat {
+        namespace: settings.namespace.clone(),
+        node: settings.node_name.clone(),
+        interval: settings.heartbeat_interval,
+    };
+    let heartbeat = tokio::spawn(heartbeat.keep(
+        client.clone(),
+        service.readiness.clone(),
+        service.shutdown.clone(),
+    ));
     info!(node = %settings.node_name, namespace = %settings.namespace, "node agent started");
     // The watches stay up until the running transfers have recorded how they ended.
     let watches = CancellationToken::new();
@@ -72,6 +88,9 @@ pub async fn run(settings: RunArgs) -> Result<(), StartError> {
     watches.cancel();
     if let Err(err) = controllers.await {
         error!(%err, "a controller task failed");
+    }
+    if let Err(err) = heartbeat.await {
+        error!(%err, "the heartbeat task failed");
     }
     service.stop().await;
     Ok(())

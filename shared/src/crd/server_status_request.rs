@@ -26,6 +26,11 @@ use serde::{Deserialize, Serialize};
         name = "Server Version",
         type_ = "string",
         json_path = ".status.serverVersion"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
     )
 )]
 pub struct ServerStatusRequestSpec {}

@@ -15,6 +15,7 @@ use super::authz::{self, Attributes};
 use super::discovery;
 use super::errors::{ApiError, FieldError};
 use super::operations::{self, Context, DeleteOptions, PatchType, Reply, Write};
+use super::proxy::{self, Upstreams};
 use super::resources::{Builtin, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector, Selection};
 use super::store::{State as StoreState, Store};
@@ -25,6 +26,8 @@ use super::watch::{self, WatchRequest, WatchSettings};
 #[derive(Debug, Clone)]
 pub struct App {
     pub store: Arc<Store>,
+    /// Where the service proxy forwards to.
+    pub upstreams: Arc<Upstreams>,
     pub watch: WatchSettings,
     pub address: String,
 }
@@ -144,6 +147,11 @@ pub async fn handle(
     Query(params): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    if let Some(path) = proxy::parse(uri.path()) {
+        return proxy::forward(&app, method, path, uri.query(), &headers, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
     let Some(route) = route(uri.path()) else {
         return ApiError::path_not_found().into_response();
     };

@@ -14,7 +14,8 @@
 //! Service's cluster IP and node ports are allocated and released, a Job generates its
 //! selector, a workload's selector must select its template, a binding keeps its `roleRef`.
 //! A test can deny a verb on a resource ([`TestApiServer::forbid`]); the request then gets the
-//! RBAC authorizer's 403.
+//! RBAC authorizer's 403. The service proxy forwards to the address a test registers for a
+//! Service ([`TestApiServer::register_service`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +33,7 @@ mod errors;
 mod handlers;
 mod operations;
 mod patch;
+mod proxy;
 mod resources;
 mod selectors;
 mod services;
@@ -53,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 use self::authz::Rule;
 use self::handlers::App;
 use self::operations::{Context, Write};
+use self::proxy::Upstreams;
 use self::resources::Registry;
 use self::store::{State, Store};
 use self::strategy::Part;
@@ -75,6 +78,8 @@ pub enum TestServerError {
     },
     #[error("CustomResourceDefinition {name} was rejected: {message}")]
     RejectedCrd { name: String, message: String },
+    #[error("the object {name} was rejected: {message}")]
+    Rejected { name: String, message: String },
     #[error("cannot listen on {address}")]
     Bind {
         address: SocketAddr,
@@ -204,13 +209,14 @@ impl TestApiServerBuilder {
             seed(
                 &mut state,
                 ("", "namespaces"),
+                None,
                 json!({"metadata": {"name": name}}),
                 now,
             )?;
         }
         for crd in self.crds {
             let crds = ("apiextensions.k8s.io", "customresourcedefinitions");
-            seed(&mut state, crds, crd, now)?;
+            seed(&mut state, crds, None, crd, now)?;
         }
         let store = Arc::new(Store::new(state));
 
@@ -223,8 +229,10 @@ impl TestApiServerBuilder {
             .map_err(|source| TestServerError::Bind { address, source })?;
         let url = format!("http://{local}");
         let shutdown = CancellationToken::new();
+        let upstreams = Arc::new(Upstreams::default());
         let app = Arc::new(App {
             store: Arc::clone(&store),
+            upstreams: Arc::clone(&upstreams),
             watch: WatchSettings {
                 bookmark_interval: self.bookmark_interval,
                 shutdown: shutdown.clone(),
@@ -255,6 +263,7 @@ impl TestApiServerBuilder {
         Ok(TestApiServer {
             url,
             store,
+            upstreams,
             client,
             shutdown,
             task,
@@ -262,11 +271,12 @@ impl TestApiServerBuilder {
     }
 }
 
-/// Creates an object of the type under `(group, plural)` straight in the state, as the server's
-/// own bootstrap does.
+/// Creates an object of the type under `(group, plural)`, in `namespace` if it is namespaced,
+/// straight in the state, as the server's own bootstrap does.
 fn seed(
     state: &mut State,
     (group, plural): (&str, &str),
+    namespace: Option<&str>,
     mut object: Value,
     now: jiff::Timestamp,
 ) -> Result<(), TestServerError> {
@@ -275,9 +285,15 @@ fn seed(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let rejected = |message: String| TestServerError::RejectedCrd {
-        name: name.clone(),
-        message,
+    let rejected = |message: String| match plural {
+        "customresourcedefinitions" => TestServerError::RejectedCrd {
+            name: name.clone(),
+            message,
+        },
+        _ => TestServerError::Rejected {
+            name: name.clone(),
+            message,
+        },
     };
     let resource = state
         .registry
@@ -290,7 +306,7 @@ fn seed(
             .first()
             .map(|v| v.name.clone())
             .unwrap_or_default(),
-        namespace: None,
+        namespace: namespace.map(str::to_owned),
         part: Part::Main,
         manager: "ferry-test-apiserver".to_owned(),
         now,
@@ -306,6 +322,7 @@ fn seed(
 pub struct TestApiServer {
     url: String,
     store: Arc<Store>,
+    upstreams: Arc<Upstreams>,
     client: kube::Client,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -386,6 +403,51 @@ impl TestApiServer {
             group: group.to_owned(),
             resource: resource.to_owned(),
         });
+    }
+
+    /// Makes `address` the endpoint of the Service `namespace/name`: the service proxy
+    /// (`/api/v1/namespaces/<namespace>/services/<name>[:<port>]/proxy/...`) forwards there
+    /// whatever the port, as long as the Service exists and has the port.
+    pub fn register_service(&self, namespace: &str, name: &str, address: SocketAddr) {
+        self.upstreams.register(namespace, name, address);
+    }
+
+    /// Creates the ClusterIP Service `namespace/name` with one TCP port `port_name`:`port`,
+    /// unless a Service of that name exists; without blocking, for synchronous callers.
+    pub fn ensure_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        port_name: &str,
+        port: u16,
+    ) -> Result<(), TestServerError> {
+        let key = store::ObjectKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        let mut state = self.store.lock();
+        if state
+            .get(&(String::new(), "services".to_owned()), &key)
+            .is_some()
+        {
+            return Ok(());
+        }
+        let service = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [{"name": port_name, "port": port, "targetPort": port}]},
+        });
+        let created = seed(
+            &mut state,
+            ("", "services"),
+            Some(namespace),
+            service,
+            jiff::Timestamp::now(),
+        );
+        drop(state);
+        self.store.notify();
+        created
     }
 
     /// The current resourceVersion of the whole store.
