@@ -4,6 +4,7 @@
 
 mod backoff;
 mod backup;
+pub mod cli;
 pub mod config;
 mod context;
 mod controllers;

@@ -60,6 +60,23 @@ pub struct Cluster {
     processes: Vec<Process>,
 }
 
+/// What a finished command printed, and its exit code.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    /// The stdout of a command that must have succeeded; panics with its stderr otherwise.
+    pub fn success(&self) -> &str {
+        assert_eq!(self.code, Some(0), "command failed: {self:?}");
+        &self.stdout
+    }
+}
+
 /// A Ferry process the harness started: a node agent or the coordinator.
 pub struct Process {
     /// The node of a node agent, or `coordinator`.
@@ -419,6 +436,29 @@ impl Cluster {
             .iter_mut()
             .rev()
             .find(|process| process.role == role)
+    }
+
+    /// Runs the `ferry` command line `program` against this cluster with `args`, its stdin
+    /// closed and its output captured, as a script without a terminal runs it.
+    pub fn ferry(&self, program: &Path, args: &[&str]) -> CommandOutput {
+        let output = Command::new(program)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("FERRY_NAMESPACE", INSTALL_NAMESPACE)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("run {}: {err}", program.display()));
+        CommandOutput {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The kubeconfig file of this cluster.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
     }
 
     /// Every process's log, each headed by its role, for a failure message.

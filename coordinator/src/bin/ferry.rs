@@ -1,0 +1,5 @@
+//! `ferry`: Ferry's command line.
+
+fn main() -> std::process::ExitCode {
+    ferry_coordinator::cli::main()
+}
