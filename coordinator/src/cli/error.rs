@@ -33,7 +33,9 @@ pub enum CliError {
     },
     #[error("{0}")]
     Download(String),
-    #[error("the coordinator did not answer within {0:?}: is it running? (`kubectl -n <namespace> get pods`)")]
+    #[error(
+        "the coordinator did not answer within {0:?}: is it running? (`kubectl -n <namespace> get pods`)"
+    )]
     NoAnswer(std::time::Duration),
     #[error("{0}")]
     Refused(String),

@@ -69,7 +69,10 @@ pub fn main() -> ExitCode {
         }
         Err(err) => {
             let rendered = err.render().to_string();
-            eprintln!("{}", rendered.lines().next().unwrap_or("error: bad arguments"));
+            eprintln!(
+                "{}",
+                rendered.lines().next().unwrap_or("error: bad arguments")
+            );
             return ExitCode::FAILURE;
         }
     };

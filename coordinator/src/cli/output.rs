@@ -78,7 +78,10 @@ pub fn print<K: Serialize>(
 /// Writes `text` to stdout; a closed pipe (`ferry … | head`) is not an error.
 pub fn write_out(text: &str) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(CliError::io("cannot write to stdout")(err))
         }
