@@ -2,10 +2,12 @@
 //! Kubernetes test server, the harness playing the kubelet. One test binary, a module a topic:
 //! what backups choose and write, restores, whole namespaces, syncing a bucket into a fresh cluster, expiry,
 //! schedules, validation of bad input, leader election, the repository password, repository
-//! jobs, and outages of the object store. What several topics use is here.
+//! jobs, outages of the object store, and `ferry install` and `ferry uninstall`. What several
+//! topics use is here.
 
 mod backup;
 mod expiry;
+mod install;
 mod jobs;
 mod leader;
 mod namespace;
