@@ -363,10 +363,9 @@ fn summary(plan: &Plan, storage: &StorageFlags, agents: Option<i32>) -> String {
         None => format!("not waiting for the workloads: `kubectl -n {namespace} get pods`"),
     };
     let location = match (&storage.path, &storage.bucket) {
-        _ if storage.provider.is_none() => format!(
-            "No storage location was created: add the default one (see \
-             deploy/examples/storage-location-s3.yaml) before the first backup."
-        ),
+        _ if storage.provider.is_none() => "No storage location was created: run install \
+            again with --provider, or create a BackupStorageLocation, before the first backup."
+            .to_owned(),
         (Some(path), _) => format!(
             "Storage location {} keeps backups in {path}, which the coordinator and every node \
              agent must see at that path.",
