@@ -109,7 +109,7 @@ async fn install_runs_backups_and_uninstall_keeps_their_data() {
     );
     assert!(stdout.contains("ferry backup create"), "{stdout}");
     assert!(
-        stdout.contains("the coordinator and 1 node agents are ready"),
+        stdout.contains("the coordinator and the node agent are ready"),
         "{stdout}"
     );
     everything_is_installed(&cluster, storage_arg).await;

@@ -17,6 +17,10 @@ use super::{InstallError, manifests};
 /// The field manager of everything install applies.
 pub const FIELD_MANAGER: &str = "ferry-install";
 
+/// How often, and how far apart, discovery is asked for a kind it does not serve yet.
+const DISCOVERY_TRIES: u32 = 20;
+const DISCOVERY_PAUSE: Duration = Duration::from_millis(500);
+
 /// Applies and deletes objects of any kind the cluster serves.
 pub struct Applier {
     client: kube::Client,
@@ -65,7 +69,7 @@ impl Applier {
 
     /// Server-side applies the object, taking over its fields from any other manager.
     pub async fn apply(&mut self, object: &Value) -> Result<(), InstallError> {
-        let api = self.api(object).await?;
+        let api = self.served_api(object).await?;
         let name = manifests::name(object);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         api.patch(name, &params, &Patch::Apply(object))
@@ -76,6 +80,23 @@ impl Applier {
                 source,
             })?;
         Ok(())
+    }
+
+    /// The API of the object's kind, waiting a little for a kind whose CRD was just
+    /// established: API servers add it to discovery shortly after.
+    async fn served_api(&mut self, object: &Value) -> Result<Api<DynamicObject>, InstallError> {
+        let mut tries = 1;
+        loop {
+            match self.api(object).await {
+                Err(InstallError::Discover { source, .. })
+                    if is_not_found(&source) && tries < DISCOVERY_TRIES =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(DISCOVERY_PAUSE).await;
+                }
+                found => return found,
+            }
+        }
     }
 
     /// Deletes the object; false if it was not there. A kind the cluster no longer serves has

@@ -359,6 +359,7 @@ async fn store_password(
 fn summary(plan: &Plan, storage: &StorageFlags, agents: Option<i32>) -> String {
     let namespace = &plan.namespace;
     let running = match agents {
+        Some(1) => "the coordinator and the node agent are ready".to_owned(),
         Some(agents) => format!("the coordinator and {agents} node agents are ready"),
         None => format!("not waiting for the workloads: `kubectl -n {namespace} get pods`"),
     };
