@@ -390,3 +390,51 @@ async fn bad_flags_are_refused_before_anything_is_applied() {
     assert!(crds(&cluster).await.is_empty(), "nothing applied");
     assert!(!namespace_exists(&cluster, INSTALL_NAMESPACE).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_location_gets_its_keys_in_a_secret() {
+    let cluster = Cluster::start_empty().await;
+    let keys = cluster.path("aws-credentials");
+    let file = "[default]\naws_access_key_id = AKID\naws_secret_access_key = SECRET\n";
+    fs::write(&keys, file).expect("secret file");
+    let args = [
+        "install",
+        "--no-wait",
+        "--provider",
+        "s3",
+        "--bucket",
+        "ferry-backups",
+        "--prefix",
+        "cluster-a",
+        "--s3-url",
+        "http://minio.example:9000",
+        "--force-path-style",
+        "--secret-file",
+        keys.to_str().expect("UTF-8 path"),
+    ];
+    let stdout = ferry(&cluster, &args).success().to_owned();
+    assert!(!stdout.contains("SECRET"), "{stdout}");
+    let secret = cluster
+        .api::<Secret>()
+        .get("ferry-s3-credentials")
+        .await
+        .expect("the credentials Secret");
+    assert_eq!(secret.data.expect("data")["cloud"].0, file.as_bytes());
+    let location = cluster
+        .api::<BackupStorageLocation>()
+        .get("default")
+        .await
+        .expect("the default location");
+    let spec = location.spec;
+    assert_eq!(spec.provider, StorageProvider::S3);
+    assert_eq!(spec.bucket.as_deref(), Some("ferry-backups"));
+    assert_eq!(spec.prefix.as_deref(), Some("cluster-a"));
+    let config = spec.config.expect("config");
+    assert_eq!(config.s3_url.as_deref(), Some("http://minio.example:9000"));
+    assert!(config.force_path_style);
+    let credential = spec.credential.expect("credential");
+    assert_eq!(
+        (credential.name.as_str(), credential.key.as_str()),
+        ("ferry-s3-credentials", "cloud")
+    );
+}
