@@ -46,6 +46,13 @@ pub enum PasswordError {
     },
 }
 
+/// A new random repository password: 32 random bytes, hex-encoded.
+pub fn random_password() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; PASSWORD_BYTES];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
 /// Makes sure the repository password's Secret exists, making it at first start.
 pub async fn ensure(client: &Client, namespace: &str) -> Result<(), PasswordError> {
     let api = Api::<Secret>::namespaced(client.clone(), namespace);
@@ -76,8 +83,7 @@ pub async fn ensure(client: &Client, namespace: &str) -> Result<(), PasswordErro
             key: names::REPOSITORY_PASSWORD_KEY,
         });
     }
-    let mut bytes = [0u8; PASSWORD_BYTES];
-    getrandom::fill(&mut bytes).map_err(PasswordError::Random)?;
+    let password = random_password().map_err(PasswordError::Random)?;
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -86,7 +92,7 @@ pub async fn ensure(client: &Client, namespace: &str) -> Result<(), PasswordErro
         },
         string_data: Some(BTreeMap::from([(
             names::REPOSITORY_PASSWORD_KEY.to_owned(),
-            hex::encode(bytes),
+            password,
         )])),
         ..Secret::default()
     };

@@ -18,6 +18,7 @@ use ferry_shared::crd::{
     Restore,
 };
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStatus, Node, PersistentVolume,
     PersistentVolumeClaim, Pod, PodSpec, PodStatus, Secret, Volume, VolumeMount,
@@ -40,6 +41,9 @@ pub const INSTALL_NAMESPACE: &str = "ferry";
 pub const COORDINATOR_SERVICE: &str = "ferry-coordinator";
 /// Its port.
 pub const COORDINATOR_SERVICE_PORT: u16 = 8085;
+/// The coordinator's Deployment and the node agents' DaemonSet, as `ferry install` names them.
+const INSTALLED_COORDINATOR: &str = "ferry-coordinator";
+const INSTALLED_NODE_AGENT: &str = "ferry-node-agent";
 
 /// The role of the coordinator among the harness's processes, in their logs.
 const COORDINATOR: &str = "coordinator";
@@ -112,6 +116,20 @@ impl Cluster {
             .create_namespace(INSTALL_NAMESPACE)
             .await
             .expect("create the install namespace");
+        Self::with_server(server)
+    }
+
+    /// Starts the API server as a cluster that Ferry was never installed on: without Ferry's
+    /// CRDs and without the install namespace, for `ferry install` to make them.
+    pub async fn start_empty() -> Self {
+        let server = TestApiServer::builder()
+            .start()
+            .await
+            .expect("start the test API server");
+        Self::with_server(server)
+    }
+
+    fn with_server(server: TestApiServer) -> Self {
         let dir = tempfile::tempdir().expect("cluster directory");
         let kubeconfig = dir.path().join("kubeconfig");
         server
@@ -327,6 +345,34 @@ impl Cluster {
             log,
         });
         self.processes.last_mut().expect("just pushed")
+    }
+
+    /// Plays the workload controllers and the kubelet for an install, in the background: once
+    /// the coordinator's Deployment and the node agents' DaemonSet exist in the install
+    /// namespace, marks them ready as their controllers do once the pods run (one ready
+    /// coordinator, and a ready agent on every node). The test starts the real processes
+    /// itself. The task fails if they never appear.
+    pub fn run_installed_workloads(&self) -> tokio::task::JoinHandle<()> {
+        let client = self.client();
+        tokio::spawn(async move {
+            let nodes = Api::<Node>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+                .expect("list nodes")
+                .items
+                .len();
+            let deployments = Api::<Deployment>::namespaced(client.clone(), INSTALL_NAMESPACE);
+            let generation = appeared(&deployments, INSTALLED_COORDINATOR).await;
+            let status = json!({"observedGeneration": generation, "replicas": 1,
+                "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1});
+            set_status(&deployments, INSTALLED_COORDINATOR, status).await;
+            let daemonsets = Api::<DaemonSet>::namespaced(client, INSTALL_NAMESPACE);
+            let generation = appeared(&daemonsets, INSTALLED_NODE_AGENT).await;
+            let status = json!({"observedGeneration": generation, "desiredNumberScheduled": nodes,
+                "currentNumberScheduled": nodes, "updatedNumberScheduled": nodes,
+                "numberReady": nodes, "numberAvailable": nodes, "numberMisscheduled": 0});
+            set_status(&daemonsets, INSTALLED_NODE_AGENT, status).await;
+        })
     }
 
     /// Creates a claim bound to a CSI persistent volume, as a provisioner would have made them.
@@ -875,4 +921,33 @@ fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("find a free port")
+}
+
+/// The metadata.generation of the object `name` once it exists; panics past the deadline.
+async fn appeared<K>(api: &Api<K>, name: &str) -> i64
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < DEADLINE {
+        if let Some(object) = api.get_opt(name).await.expect("read a workload") {
+            return object.meta().generation.unwrap_or(1);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} was never created");
+}
+
+/// Writes the status of a workload, as its controller does.
+async fn set_status<K>(api: &Api<K>, name: &str, status: serde_json::Value)
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("set the status of {name}: {err}"));
 }

@@ -2,12 +2,14 @@
 //! Kubernetes test server, the harness playing the kubelet. One test binary, a module a topic:
 //! what backups choose and write, restores, whole namespaces, syncing a bucket into a fresh cluster, expiry,
 //! schedules, validation of bad input, leader election, the repository password, repository
-//! jobs, outages of the object store, and download and server status requests. What several
+//! jobs, outages of the object store, download and server status requests, the `ferry` command
+//! line, and `ferry install` and `ferry uninstall`. What several
 //! topics use is here.
 
 mod backup;
 mod cli;
 mod expiry;
+mod install;
 mod jobs;
 mod leader;
 mod namespace;
