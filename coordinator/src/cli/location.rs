@@ -29,78 +29,115 @@ pub enum LocationCommand {
     },
 }
 
-/// The kind of storage, as a flag.
+/// The kind of a storage location, as a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Provider {
-    /// An S3-compatible object store.
+    /// An S3 bucket: AWS, MinIO, or any S3-compatible service.
     S3,
     /// A directory that the coordinator and every node agent can reach.
     Filesystem,
 }
 
-/// Where a location's data is; shared by `location create` and `install`.
-#[derive(Debug, Clone, Args)]
+/// Where a location keeps its data; `location create` and `install` take these flags.
+#[derive(Debug, Clone, Default, Args)]
 pub struct LocationFlags {
     /// The kind of storage.
     #[arg(long, value_enum)]
     pub provider: Option<Provider>,
-    /// The S3 bucket.
+    /// The bucket of an s3 location (required with --provider s3).
     #[arg(long)]
     pub bucket: Option<String>,
-    /// A prefix inside the bucket, or below the path, for Ferry's objects.
+    /// The key prefix in the bucket under which Ferry writes, so clusters can share a bucket.
     #[arg(long)]
     pub prefix: Option<String>,
-    /// The S3 endpoint URL, such as https://minio.example:9000; AWS when absent.
+    /// The endpoint of an S3-compatible service, such as https://minio.example:9000; AWS when
+    /// absent.
     #[arg(long, value_name = "URL")]
     pub s3_url: Option<String>,
-    /// The bucket's region.
+    /// The region of the bucket, such as us-east-1.
     #[arg(long)]
     pub region: Option<String>,
-    /// Address the bucket in the URL's path rather than its host name (MinIO and most
-    /// self-hosted stores need this).
+    /// Address the bucket as <s3-url>/<bucket>, as MinIO and most self-hosted services need.
     #[arg(long)]
     pub force_path_style: bool,
-    /// The directory of a filesystem location, as the coordinator and agents see it.
-    #[arg(long, value_name = "DIR")]
+    /// The directory of a filesystem location (required with --provider filesystem); the
+    /// coordinator and every node agent must see it at this path.
+    #[arg(long)]
     pub path: Option<String>,
 }
 
 impl LocationFlags {
-    /// The location's spec; `None` when no provider is given.
-    pub fn spec(
-        &self,
-        credential: Option<SecretKeyRef>,
-    ) -> Result<Option<BackupStorageLocationSpec>, CliError> {
-        let missing = |flag: &str, provider: &str| {
-            CliError::InvalidFlag(format!("--provider {provider} needs {flag}"))
+    /// Refuses flags that do not fit together; `s3_only` are the caller's own flags that only
+    /// an s3 location takes, with whether each was given.
+    pub fn check(&self, s3_only: &[(&'static str, bool)]) -> Result<(), String> {
+        let s3_only = [
+            &[
+                ("--bucket", self.bucket.is_some()),
+                ("--s3-url", self.s3_url.is_some()),
+                ("--region", self.region.is_some()),
+                ("--force-path-style", self.force_path_style),
+            ][..],
+            s3_only,
+        ]
+        .concat();
+        let given = |flags: &[(&'static str, bool)]| {
+            flags
+                .iter()
+                .find(|(_, given)| *given)
+                .map(|(flag, _)| *flag)
         };
-        let provider = match self.provider {
-            None => return Ok(None),
-            Some(Provider::S3) if self.bucket.is_none() => return Err(missing("--bucket", "s3")),
-            Some(Provider::Filesystem) if self.path.is_none() => {
-                return Err(missing("--path", "filesystem"));
+        match self.provider {
+            None => {
+                let any = [
+                    &s3_only[..],
+                    &[
+                        ("--prefix", self.prefix.is_some()),
+                        ("--path", self.path.is_some()),
+                    ],
+                ]
+                .concat();
+                given(&any).map_or(Ok(()), |flag| Err(format!("{flag} needs --provider")))
             }
-            Some(Provider::S3) => StorageProvider::S3,
-            Some(Provider::Filesystem) => StorageProvider::Filesystem,
+            Some(Provider::S3) if self.bucket.is_none() => {
+                Err("--provider s3 needs --bucket".to_owned())
+            }
+            Some(Provider::S3) if self.path.is_some() => {
+                Err("--path is for --provider filesystem; s3 takes --bucket".to_owned())
+            }
+            Some(Provider::Filesystem) if self.path.is_none() => {
+                Err("--provider filesystem needs --path".to_owned())
+            }
+            Some(Provider::Filesystem) => {
+                given(&s3_only).map_or(Ok(()), |flag| Err(format!("{flag} is for --provider s3")))
+            }
+            Some(Provider::S3) => Ok(()),
+        }
+    }
+
+    /// The spec of the location these checked flags describe, not yet the default; `None`
+    /// without `--provider`.
+    pub fn spec(&self, credential: Option<SecretKeyRef>) -> Option<BackupStorageLocationSpec> {
+        let config = S3Config {
+            region: self.region.clone(),
+            s3_url: self.s3_url.clone(),
+            force_path_style: self.force_path_style,
+            ..S3Config::default()
         };
-        let s3 = provider == StorageProvider::S3;
-        Ok(Some(BackupStorageLocationSpec {
-            provider,
+        Some(BackupStorageLocationSpec {
+            provider: match self.provider? {
+                Provider::S3 => StorageProvider::S3,
+                Provider::Filesystem => StorageProvider::Filesystem,
+            },
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
-            config: s3.then(|| S3Config {
-                region: self.region.clone(),
-                s3_url: self.s3_url.clone(),
-                force_path_style: self.force_path_style,
-                ..S3Config::default()
-            }),
+            config: (config != S3Config::default()).then_some(config),
             credential,
             path: self.path.clone(),
             default: false,
             access_mode: AccessMode::ReadWrite,
             sync_period: None,
             validation_frequency: None,
-        }))
+        })
     }
 }
 
@@ -184,7 +221,11 @@ async fn get(ferry: &Ferry, names: &[String]) -> Result<(), CliError> {
 }
 
 async fn create(ferry: &Ferry, args: CreateArgs) -> Result<(), CliError> {
-    let Some(mut spec) = args.location.spec(args.credential.clone())? else {
+    let credential = [("--credential", args.credential.is_some())];
+    args.location
+        .check(&credential)
+        .map_err(CliError::InvalidFlag)?;
+    let Some(mut spec) = args.location.spec(args.credential.clone()) else {
         return Err(CliError::InvalidFlag(
             "--provider is needed: s3 or filesystem".to_owned(),
         ));
@@ -240,39 +281,108 @@ async fn set_default(ferry: &Ferry, name: &str) -> Result<(), CliError> {
 mod tests {
     use super::*;
 
-    fn flags(provider: Option<Provider>) -> LocationFlags {
+    fn s3() -> LocationFlags {
         LocationFlags {
-            provider,
-            bucket: None,
-            prefix: None,
-            s3_url: None,
-            region: None,
-            force_path_style: false,
-            path: None,
+            provider: Some(Provider::S3),
+            bucket: Some("b".into()),
+            ..LocationFlags::default()
+        }
+    }
+
+    fn filesystem() -> LocationFlags {
+        LocationFlags {
+            provider: Some(Provider::Filesystem),
+            path: Some("/backups".into()),
+            ..LocationFlags::default()
+        }
+    }
+
+    /// A case: its name, the flags, the caller's s3-only flags, and the refusal expected.
+    type Case = (
+        &'static str,
+        LocationFlags,
+        &'static [(&'static str, bool)],
+        Option<&'static str>,
+    );
+
+    #[test]
+    fn location_flags_must_fit_together() {
+        const KEYS: &[(&str, bool)] = &[("--secret-file", true)];
+        let cases: [Case; 9] = [
+            ("nothing", LocationFlags::default(), &[], None),
+            ("s3", s3(), KEYS, None),
+            ("filesystem", filesystem(), &[], None),
+            (
+                "s3 without a bucket",
+                LocationFlags {
+                    bucket: None,
+                    ..s3()
+                },
+                &[],
+                Some("--provider s3 needs --bucket"),
+            ),
+            (
+                "filesystem without a path",
+                LocationFlags {
+                    path: None,
+                    ..filesystem()
+                },
+                &[],
+                Some("--provider filesystem needs --path"),
+            ),
+            (
+                "a bucket without a provider",
+                LocationFlags {
+                    bucket: Some("b".into()),
+                    ..LocationFlags::default()
+                },
+                &[],
+                Some("--bucket needs --provider"),
+            ),
+            (
+                "a path without a provider",
+                LocationFlags {
+                    path: Some("/x".into()),
+                    ..LocationFlags::default()
+                },
+                &[],
+                Some("--path needs --provider"),
+            ),
+            (
+                "keys for a directory",
+                filesystem(),
+                KEYS,
+                Some("--secret-file is for --provider s3"),
+            ),
+            (
+                "a path for s3",
+                LocationFlags {
+                    path: Some("/x".into()),
+                    ..s3()
+                },
+                &[],
+                Some("--path is for --provider filesystem; s3 takes --bucket"),
+            ),
+        ];
+        for (name, flags, s3_only, expected) in cases {
+            assert_eq!(flags.check(s3_only).err().as_deref(), expected, "{name}");
         }
     }
 
     #[test]
-    fn each_provider_needs_its_own_place() {
-        assert!(flags(None).spec(None).expect("no location").is_none());
-        assert!(flags(Some(Provider::S3)).spec(None).is_err());
-        assert!(flags(Some(Provider::Filesystem)).spec(None).is_err());
-        let s3 = LocationFlags {
-            bucket: Some("b".into()),
+    fn the_spec_says_what_the_flags_say() {
+        assert!(LocationFlags::default().spec(None).is_none());
+        let given = LocationFlags {
             s3_url: Some("http://minio:9000".into()),
             force_path_style: true,
-            ..flags(Some(Provider::S3))
+            ..s3()
         };
-        let spec = s3.spec(None).expect("valid").expect("a location");
+        let spec = given.spec(None).expect("a location");
         assert_eq!(spec.provider, StorageProvider::S3);
         let config = spec.config.expect("S3 settings");
         assert!(config.force_path_style);
         assert_eq!(config.s3_url.as_deref(), Some("http://minio:9000"));
-        let filesystem = LocationFlags {
-            path: Some("/backups".into()),
-            ..flags(Some(Provider::Filesystem))
-        };
-        let spec = filesystem.spec(None).expect("valid").expect("a location");
+        let spec = filesystem().spec(None).expect("a location");
         assert_eq!(
             (spec.path.as_deref(), spec.config),
             (Some("/backups"), None)

@@ -363,8 +363,9 @@ fn summary(plan: &Plan, storage: &StorageFlags, agents: Option<i32>) -> String {
         Some(agents) => format!("the coordinator and {agents} node agents are ready"),
         None => format!("not waiting for the workloads: `kubectl -n {namespace} get pods`"),
     };
-    let location = match (&storage.path, &storage.bucket) {
-        _ if storage.provider.is_none() => "No storage location was created: run install \
+    let flags = &storage.location;
+    let location = match (&flags.path, &flags.bucket) {
+        _ if flags.provider.is_none() => "No storage location was created: run install \
             again with --provider, or create a BackupStorageLocation, before the first backup."
             .to_owned(),
         (Some(path), _) => format!(

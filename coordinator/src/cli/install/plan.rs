@@ -5,11 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
-use ferry_shared::crd::{
-    AccessMode, BackupStorageLocation, BackupStorageLocationSpec, S3Config, SecretKeyRef,
-    StorageProvider,
-};
+use clap::Args;
+use ferry_shared::crd::{BackupStorageLocation, BackupStorageLocationSpec, SecretKeyRef};
 use ferry_shared::names;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,6 +14,7 @@ use serde_json::Value;
 
 use super::InstallError;
 use super::manifests;
+use crate::cli::location::LocationFlags;
 
 /// The Secret that install puts the `--secret-file` into.
 pub const CREDENTIALS_SECRET: &str = "ferry-s3-credentials";
@@ -28,116 +26,32 @@ pub const LOCATION: &str = "default";
 const REDACTED: &str = "<redacted>";
 
 /// The default storage location install creates, when `--provider` is given.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct StorageFlags {
-    /// Create the default storage location `default` of this kind; without it, no location is
-    /// created (add one later).
-    #[arg(long, value_enum)]
-    pub provider: Option<Provider>,
-    /// The bucket of an s3 location (required with --provider s3).
-    #[arg(long)]
-    pub bucket: Option<String>,
-    /// The key prefix in the bucket under which Ferry writes, so clusters can share a bucket.
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// The endpoint of an S3-compatible service, such as https://minio.example:9000; AWS when
-    /// absent.
-    #[arg(long, value_name = "URL")]
-    pub s3_url: Option<String>,
-    /// The region of the bucket, such as us-east-1.
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Address the bucket as <s3-url>/<bucket>, as MinIO and most self-hosted services need.
-    #[arg(long)]
-    pub force_path_style: bool,
-    /// The directory of a filesystem location (required with --provider filesystem); the
-    /// coordinator and every node agent must see it at this path.
-    #[arg(long)]
-    pub path: Option<String>,
+    #[command(flatten)]
+    pub location: LocationFlags,
     /// An AWS shared-credentials file with the keys of an s3 location; it goes into Secret
     /// ferry-s3-credentials, key cloud.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
 }
 
-/// The kind of the default storage location.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Provider {
-    /// An S3 bucket: AWS, MinIO, or any S3-compatible service.
-    S3,
-    /// A directory that the coordinator and every node agent can reach.
-    Filesystem,
-}
-
 impl StorageFlags {
     /// Refuses flags that do not fit together, before any file is read.
     pub fn check(&self) -> Result<(), InstallError> {
-        let s3_only = [
-            ("--bucket", self.bucket.is_some()),
-            ("--s3-url", self.s3_url.is_some()),
-            ("--region", self.region.is_some()),
-            ("--force-path-style", self.force_path_style),
-            ("--secret-file", self.secret_file.is_some()),
-        ];
-        let given = |flags: &[(&'static str, bool)]| {
-            flags
-                .iter()
-                .find(|(_, given)| *given)
-                .map(|(flag, _)| *flag)
-        };
-        let refuse = |message: String| Err(InstallError::Flags(message));
-        match self.provider {
-            None => {
-                let all = [s3_only.as_slice(), &[("--prefix", self.prefix.is_some())]];
-                let path = [("--path", self.path.is_some())];
-                match given(&all.concat()).or_else(|| given(&path)) {
-                    Some(flag) => refuse(format!("{flag} needs --provider")),
-                    None => Ok(()),
-                }
-            }
-            Some(Provider::S3) if self.bucket.is_none() => {
-                refuse("--provider s3 needs --bucket".to_owned())
-            }
-            Some(Provider::S3) if self.path.is_some() => {
-                refuse("--path is for --provider filesystem; s3 takes --bucket".to_owned())
-            }
-            Some(Provider::Filesystem) if self.path.is_none() => {
-                refuse("--provider filesystem needs --path".to_owned())
-            }
-            Some(Provider::Filesystem) => match given(&s3_only) {
-                Some(flag) => refuse(format!("{flag} is for --provider s3")),
-                None => Ok(()),
-            },
-            Some(Provider::S3) => Ok(()),
-        }
+        let s3_only = [("--secret-file", self.secret_file.is_some())];
+        self.location.check(&s3_only).map_err(InstallError::Flags)
     }
 
     /// The default storage location of these (checked) flags, in `namespace`.
     pub fn location(&self, namespace: &str) -> Option<BackupStorageLocation> {
-        let provider = self.provider?;
-        let config = S3Config {
-            region: self.region.clone(),
-            s3_url: self.s3_url.clone(),
-            force_path_style: self.force_path_style,
-            ..S3Config::default()
-        };
+        let credential = self.secret_file.as_ref().map(|_| SecretKeyRef {
+            name: CREDENTIALS_SECRET.to_owned(),
+            key: CREDENTIALS_KEY.to_owned(),
+        });
         let spec = BackupStorageLocationSpec {
-            provider: match provider {
-                Provider::S3 => StorageProvider::S3,
-                Provider::Filesystem => StorageProvider::Filesystem,
-            },
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            config: (config != S3Config::default()).then_some(config),
-            credential: self.secret_file.as_ref().map(|_| SecretKeyRef {
-                name: CREDENTIALS_SECRET.to_owned(),
-                key: CREDENTIALS_KEY.to_owned(),
-            }),
-            path: self.path.clone(),
             default: true,
-            access_mode: AccessMode::ReadWrite,
-            sync_period: None,
-            validation_frequency: None,
+            ..self.location.spec(credential)?
         };
         let mut location = BackupStorageLocation::new(LOCATION, spec);
         location.metadata.namespace = Some(namespace.to_owned());
@@ -298,106 +212,63 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn flags() -> StorageFlags {
-        StorageFlags {
-            provider: None,
-            bucket: None,
-            prefix: None,
-            s3_url: None,
-            region: None,
-            force_path_style: false,
-            path: None,
-            secret_file: None,
-        }
-    }
+    use crate::cli::location::Provider;
 
     fn s3() -> StorageFlags {
         StorageFlags {
-            provider: Some(Provider::S3),
-            bucket: Some("b".into()),
-            ..flags()
+            location: LocationFlags {
+                provider: Some(Provider::S3),
+                bucket: Some("b".into()),
+                ..LocationFlags::default()
+            },
+            secret_file: None,
         }
     }
 
     fn filesystem() -> StorageFlags {
         StorageFlags {
-            provider: Some(Provider::Filesystem),
-            path: Some("/backups".into()),
-            ..flags()
+            location: LocationFlags {
+                provider: Some(Provider::Filesystem),
+                path: Some("/backups".into()),
+                ..LocationFlags::default()
+            },
+            secret_file: None,
         }
     }
 
     #[test]
-    fn storage_flags_must_fit_together() {
-        let cases: [(&str, StorageFlags, Option<&str>); 9] = [
-            ("nothing", flags(), None),
-            ("s3", s3(), None),
-            ("filesystem", filesystem(), None),
-            (
-                "s3 without a bucket",
-                StorageFlags {
-                    bucket: None,
-                    ..s3()
-                },
-                Some("--provider s3 needs --bucket"),
-            ),
-            (
-                "filesystem without a path",
-                StorageFlags {
-                    path: None,
-                    ..filesystem()
-                },
-                Some("--provider filesystem needs --path"),
-            ),
-            (
-                "a bucket without a provider",
-                StorageFlags {
-                    bucket: Some("b".into()),
-                    ..flags()
-                },
-                Some("--bucket needs --provider"),
-            ),
-            (
-                "a path without a provider",
-                StorageFlags {
-                    path: Some("/x".into()),
-                    ..flags()
-                },
-                Some("--path needs --provider"),
-            ),
-            (
-                "keys for a directory",
-                StorageFlags {
-                    secret_file: Some("k".into()),
-                    ..filesystem()
-                },
-                Some("--secret-file is for --provider s3"),
-            ),
-            (
-                "a path for s3",
-                StorageFlags {
-                    path: Some("/x".into()),
-                    ..s3()
-                },
-                Some("--path is for --provider filesystem; s3 takes --bucket"),
-            ),
-        ];
-        for (name, flags, expected) in cases {
-            let got = flags.check().err().map(|err| err.to_string());
-            assert_eq!(got.as_deref(), expected, "{name}");
-        }
+    fn keys_are_only_for_an_s3_location() {
+        let keys = Some(PathBuf::from("keys"));
+        let s3 = StorageFlags {
+            secret_file: keys.clone(),
+            ..s3()
+        };
+        assert!(s3.check().is_ok());
+        let directory = StorageFlags {
+            secret_file: keys,
+            ..filesystem()
+        };
+        assert_eq!(
+            directory
+                .check()
+                .err()
+                .map(|err| err.to_string())
+                .as_deref(),
+            Some("--secret-file is for --provider s3")
+        );
     }
 
     #[test]
     fn the_location_says_what_the_flags_say() {
         let given = StorageFlags {
-            prefix: Some("cluster-a".into()),
-            s3_url: Some("http://minio:9000".into()),
-            region: Some("eu-west-1".into()),
-            force_path_style: true,
+            location: LocationFlags {
+                prefix: Some("cluster-a".into()),
+                s3_url: Some("http://minio:9000".into()),
+                region: Some("eu-west-1".into()),
+                force_path_style: true,
+                ..s3().location
+            },
             secret_file: Some("keys".into()),
-            ..s3()
         };
         let location = to_value(&given.location("backup").expect("a location"));
         assert_eq!(
@@ -422,7 +293,7 @@ mod tests {
             json!({"provider": "filesystem", "path": "/backups", "default": true,
                    "accessMode": "ReadWrite"})
         );
-        assert!(flags().location("ferry").is_none());
+        assert!(StorageFlags::default().location("ferry").is_none());
     }
 
     #[test]
