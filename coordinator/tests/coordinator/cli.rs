@@ -15,7 +15,17 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{NODE, coordinator_program, set_pvb_status, shop_cluster};
+use std::time::Duration;
+
+use ferry_shared::layout::{ObjectStore, gunzip, key};
+use ferry_shared::retry::Retrier;
+use ferry_tests::{fixtures, s3};
+
+use crate::requests::{completed_backup, local_store};
+use crate::{
+    NODE, PASSWORD, agent_program, bucket_location, coordinator_program, create_s3_location,
+    set_pvb_status, shop_cluster,
+};
 
 fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry"))
@@ -506,4 +516,161 @@ async fn schedules_restores_and_locations_are_made_as_the_flags_say() {
             .expect("get")
             .is_none()
     );
+}
+
+/// The file at `key` of `store`, gunzipped, as text.
+async fn held_text(store: &ObjectStore, key: &str) -> String {
+    let held = store
+        .get(key)
+        .await
+        .expect("read the location")
+        .expect("the file");
+    String::from_utf8(gunzip(&held).expect("gzip")).expect("text")
+}
+
+#[tokio::test]
+async fn logs_and_objects_come_from_a_filesystem_location_without_its_credentials() {
+    let (mut cluster, storage) = shop_cluster().await;
+    cluster.start_coordinator(coordinator_program(), &[]);
+    completed_backup(&cluster, "b1").await;
+    fixtures::restore("r1")
+        .backup("b1")
+        .map_namespace("shop", "shop-copy")
+        .create(&cluster)
+        .await;
+    cluster.wait_finished::<Restore>("r1").await;
+    let store = local_store(&storage);
+
+    let log = cluster.ferry(ferry(), &["backup", "logs", "b1"]).await;
+    let log = log.success();
+    assert!(log.contains("b1"), "{log}");
+    assert_eq!(log, held_text(&store, &key::backup_logs("b1")).await);
+    let log = cluster.ferry(ferry(), &["restore", "logs", "r1"]).await;
+    assert_eq!(
+        log.success(),
+        held_text(&store, &key::restore_logs("r1")).await
+    );
+    let results = cluster.ferry(ferry(), &["restore", "results", "r1"]).await;
+    assert_eq!(
+        results.success(),
+        held_text(&store, &key::restore_results("r1")).await
+    );
+
+    let tarball = cluster.path("b1.tar.gz");
+    let file = tarball.to_str().expect("utf-8");
+    let saved = cluster
+        .ferry(ferry(), &["backup", "download", "b1", "--file", file])
+        .await;
+    saved.success();
+    let held = store
+        .get(&key::resources("b1"))
+        .await
+        .expect("read")
+        .expect("the tarball");
+    assert_eq!(std::fs::read(&tarball).expect("the download"), held);
+    let again = cluster
+        .ferry(ferry(), &["backup", "download", "b1", "--file", file])
+        .await;
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("add --force"), "{again:?}");
+
+    let ghost = cluster.ferry(ferry(), &["backup", "logs", "ghost"]).await;
+    assert_eq!(ghost.code, Some(1), "{ghost:?}");
+    assert!(
+        ghost.stderr.starts_with("error: ") && ghost.stderr.contains("\"ghost\" does not exist"),
+        "{ghost:?}"
+    );
+    assert_eq!(ghost.stderr.lines().count(), 1, "{ghost:?}");
+}
+
+#[tokio::test]
+async fn a_backups_log_comes_from_an_s3_location_through_a_presigned_url() {
+    let endpoint = s3::endpoint();
+    let bucket = s3::new_bucket(&endpoint);
+    let mut cluster = Cluster::start().await;
+    cluster.create_repository_password(PASSWORD).await;
+    create_s3_location(&cluster, &endpoint, &bucket).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    cluster.start_coordinator(coordinator_program(), &[]);
+    completed_backup(&cluster, "b1").await;
+    let store = ObjectStore::open(
+        &bucket_location(&endpoint, &bucket),
+        Retrier::unobserved(Duration::ZERO),
+    )
+    .expect("the bucket");
+    let log = cluster.ferry(ferry(), &["backup", "logs", "b1"]).await;
+    assert_eq!(
+        log.success(),
+        held_text(&store, &key::backup_logs("b1")).await
+    );
+}
+
+/// Runs `ferry version -o json` until it shows the node agents as `wanted`, `(node, ready)`,
+/// and returns that output.
+async fn agents_until(cluster: &Cluster, wanted: &[(&str, bool)]) -> serde_json::Value {
+    let wanted: Vec<(String, bool)> = wanted.iter().map(|(n, r)| ((*n).to_owned(), *r)).collect();
+    let started = tokio::time::Instant::now();
+    loop {
+        let out = cluster.ferry(ferry(), &["version", "-o", "json"]).await;
+        let parsed: serde_json::Value = serde_json::from_str(out.success()).expect("JSON");
+        let seen: Vec<(String, bool)> = parsed["server"]["nodeAgents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["node"].as_str().unwrap_or_default().to_owned(),
+                    a["ready"] == true,
+                )
+            })
+            .collect();
+        if seen == wanted {
+            return parsed;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "agents never {wanted:?}: {parsed}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn version_lists_the_node_agents_and_notices_one_that_stopped() {
+    let (mut cluster, _) = shop_cluster().await;
+    cluster.add_node("node-b").await;
+    for node in [NODE, "node-b"] {
+        cluster.start_agent(&agent_program(), node, &["--heartbeat-interval", "1s"]);
+    }
+    cluster.start_coordinator(coordinator_program(), &[]);
+    let version = env!("CARGO_PKG_VERSION");
+    let parsed = agents_until(&cluster, &[(NODE, true), ("node-b", true)]).await;
+    assert_eq!(parsed["clientVersion"], version);
+    assert_eq!(parsed["server"]["serverVersion"], version);
+
+    let table = cluster.ferry(ferry(), &["version"]).await;
+    let table = table.success();
+    assert!(
+        table.contains(&format!("CLIENT VERSION\n{version}\n")),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("node-b "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(
+        row.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["node-b", version, "true"]
+    );
+
+    cluster.agent("node-b").terminate().await;
+    agents_until(&cluster, &[(NODE, true), ("node-b", false)]).await;
+    let table = cluster.ferry(ferry(), &["version"]).await;
+    let table = table.success();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("node-b "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(row.split_whitespace().nth(2), Some("false"), "{table}");
 }

@@ -26,7 +26,7 @@ use crate::{
 
 /// The pod `shop/web` with a volume no backup selects, so a backup completes with its objects
 /// alone; then the Backup `backup` of `shop`, completed.
-async fn completed_backup(cluster: &Cluster, backup: &str) {
+pub(crate) async fn completed_backup(cluster: &Cluster, backup: &str) {
     cluster
         .create_pod("shop", "web", NODE, vec![("data", VolumeKind::EmptyDir)])
         .await;
@@ -113,7 +113,7 @@ async fn assert_same_file(store: &ObjectStore, key: &str, downloaded: &[u8]) {
     );
 }
 
-fn local_store(path: &std::path::Path) -> ObjectStore {
+pub(crate) fn local_store(path: &std::path::Path) -> ObjectStore {
     let root = RepositoryLocation::Local {
         path: path.to_owned(),
     };
