@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 
 use ferry_shared::crd::{Backup, BackupStorageLocation, StorageProvider};
 use ferry_shared::names;
-use ferry_tests::fixtures;
 use ferry_tests::harness::{Cluster, CommandOutput, INSTALL_NAMESPACE, VolumeKind};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -172,7 +171,7 @@ async fn everything_is_installed(cluster: &Cluster, storage: &str) {
 }
 
 /// The real coordinator and node agent, started as the installed workloads would run them,
-/// complete a backup; returns a file the backup wrote to the storage location.
+/// complete a backup made with `ferry backup create --wait`; returns a file the backup wrote to the storage location.
 async fn a_backup_completes(cluster: &mut Cluster, storage: &Path) -> std::path::PathBuf {
     cluster.start_coordinator(coordinator_program(), &[]);
     cluster.start_agent(&agent_program(), NODE, &["--progress-interval", "200ms"]);
@@ -181,11 +180,18 @@ async fn a_backup_completes(cluster: &mut Cluster, storage: &Path) -> std::path:
         .create_pod("shop", "web", NODE, vec![("data", VolumeKind::EmptyDir)])
         .await;
     fs::write(dirs[0].join("page.html"), "<h1>shop</h1>").expect("volume data");
-    fixtures::backup("first")
-        .namespaces(["shop"])
-        .all_volumes()
-        .create(cluster)
-        .await;
+    let args = [
+        "backup",
+        "create",
+        "first",
+        "--include-namespaces",
+        "shop",
+        "--default-volumes-to-fs-backup",
+        "--wait",
+    ];
+    let created = ferry(cluster, &args).await;
+    let stdout = created.success();
+    assert!(stdout.contains("Backup first Completed"), "{stdout}");
     let backup = completed::<Backup>(cluster, "first").await;
     assert_eq!(
         backup.status.unwrap().pod_volume_backups.unwrap().completed,
