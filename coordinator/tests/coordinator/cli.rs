@@ -364,8 +364,8 @@ async fn without_ferrys_crds_every_command_says_to_install() {
 }
 
 #[tokio::test]
-async fn schedules_restores_and_locations_are_made_as_the_flags_say() {
-    let (cluster, storage) = shop_cluster().await;
+async fn schedules_are_made_paused_and_deleted_as_the_flags_say() {
+    let (cluster, _storage) = shop_cluster().await;
     let schedule = ["schedule", "create", "nightly", "--schedule", "0 3 * * *"];
     let out = cluster
         .ferry(
@@ -414,6 +414,35 @@ async fn schedules_restores_and_locations_are_made_as_the_flags_say() {
         .expect("schedule");
     assert!(!unpaused.spec.paused);
 
+    let delete = cluster
+        .ferry(ferry(), &["schedule", "delete", "nightly"])
+        .await;
+    assert_eq!(delete.code, Some(1), "{delete:?}");
+    assert!(delete.stderr.contains("add --confirm"), "{delete:?}");
+    cluster
+        .api::<Schedule>()
+        .get("nightly")
+        .await
+        .expect("still there");
+    cluster
+        .ferry(ferry(), &["schedule", "delete", "nightly", "--confirm"])
+        .await
+        .success();
+    assert!(
+        cluster
+            .api::<Schedule>()
+            .get_opt("nightly")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn restores_are_made_as_the_flags_say() {
+    let (cluster, _storage) = shop_cluster().await;
+    let schedule = ["schedule", "create", "nightly", "--schedule", "0 3 * * *"];
+    cluster.ferry(ferry(), &schedule).await.success();
     let restore = [
         "restore",
         "create",
@@ -455,7 +484,11 @@ async fn schedules_restores_and_locations_are_made_as_the_flags_say() {
                 .as_deref()
                 .is_some_and(|n| n.starts_with("nightly-"))
     }));
+}
 
+#[tokio::test]
+async fn locations_are_made_and_chosen_as_default() {
+    let (cluster, storage) = shop_cluster().await;
     let second = storage.with_file_name("second");
     let location = [
         "location",
@@ -493,29 +526,6 @@ async fn schedules_restores_and_locations_are_made_as_the_flags_say() {
     );
     let table = cluster.ferry(ferry(), &["location", "get"]).await;
     assert!(table.success().contains("filesystem"), "{table:?}");
-
-    let delete = cluster
-        .ferry(ferry(), &["schedule", "delete", "nightly"])
-        .await;
-    assert_eq!(delete.code, Some(1), "{delete:?}");
-    assert!(delete.stderr.contains("add --confirm"), "{delete:?}");
-    cluster
-        .api::<Schedule>()
-        .get("nightly")
-        .await
-        .expect("still there");
-    cluster
-        .ferry(ferry(), &["schedule", "delete", "nightly", "--confirm"])
-        .await
-        .success();
-    assert!(
-        cluster
-            .api::<Schedule>()
-            .get_opt("nightly")
-            .await
-            .expect("get")
-            .is_none()
-    );
 }
 
 /// The file at `key` of `store`, gunzipped, as text.
