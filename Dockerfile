@@ -1,6 +1,6 @@
-# Ferry's image: the three binaries on a minimal base (glibc and libgcc only, no shell).
+# Ferry's image: its binaries on a minimal base (glibc and libgcc only, no shell).
 #   docker build -t ferry:dev .
-# The node agent runs transfers as child processes of its own binary, so all three binaries
+# The node agent runs transfers as child processes of its own binary, so all the binaries
 # sit in one image.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -8,7 +8,7 @@ COPY . .
 RUN cargo build --release --locked -p ferry-node-agent -p ferry-coordinator \
  && mkdir /out \
  && cp target/release/ferry-node-agent target/release/ferry-restore-helper \
-       target/release/ferry-coordinator /out/ \
+       target/release/ferry-coordinator target/release/ferry target/release/kubectl-ferry /out/ \
  && strip /out/*
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -28,6 +28,11 @@ name=e2e-$run
 storage=/var/lib/ferry-e2e
 timeout_seconds=300
 timeout=${timeout_seconds}s
+# The command line under test: FERRY_CLI, else built from this tree.
+if [[ -z "${FERRY_CLI:-}" ]]; then
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p ferry-coordinator --bin ferry
+  FERRY_CLI=$root/target/release/ferry
+fi
 
 step() { printf '\n== %s\n' "$*"; }
 k() { kubectl "$@"; }
@@ -157,6 +162,17 @@ fi
 password=$(k -n ferry get secret ferry-repo-credentials -o jsonpath='{.data.repository-password}')
 if [[ -z "$password" ]]; then
   echo "FAILED: the Secret ferry-repo-credentials has no repository-password"
+  exit 1
+fi
+
+step "the command line: version, describe, logs"
+"$FERRY_CLI" version
+if ! "$FERRY_CLI" backup describe "$name" --details | grep -q Completed; then
+  echo "FAILED: ferry backup describe does not show the backup Completed"
+  exit 1
+fi
+if ! "$FERRY_CLI" backup logs "$name" | grep -q "$name"; then
+  echo "FAILED: ferry backup logs does not show the backup's log"
   exit 1
 fi
 

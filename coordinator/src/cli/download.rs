@@ -9,11 +9,10 @@ use ferry_shared::crd::{
 };
 use ferry_shared::download::ServiceUrl;
 use futures::AsyncReadExt;
-use kube::api::{DeleteParams, PostParams};
-use kube::runtime::wait::await_condition;
 
 use super::connect::Ferry;
 use super::error::{CliError, root_cause};
+use super::request::ask;
 
 /// How long the coordinator has to answer a request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,8 +23,7 @@ pub async fn fetch(
     kind: DownloadTargetKind,
     name: &str,
 ) -> Result<Vec<u8>, CliError> {
-    let api = ferry.api::<DownloadRequest>();
-    let mut request = DownloadRequest::new(
+    let request = DownloadRequest::new(
         "",
         DownloadRequestSpec {
             target: DownloadTarget {
@@ -34,30 +32,12 @@ pub async fn fetch(
             },
         },
     );
-    request.metadata.name = None;
-    request.metadata.generate_name = Some(format!("{}-", request_prefix(name)));
-    let created = api
-        .create(&PostParams::default(), &request)
-        .await
-        .map_err(CliError::from_kube)?;
-    let request_name = created.metadata.name.clone().unwrap_or_default();
-    let answered = tokio::time::timeout(
-        ANSWER_TIMEOUT,
-        await_condition(
-            api.clone(),
-            &request_name,
-            |request: Option<&DownloadRequest>| {
-                request.is_none_or(|r| r.phase() != DownloadRequestPhase::New)
-            },
-        ),
-    )
-    .await;
-    let _ = api.delete(&request_name, &DeleteParams::default()).await;
-    let answer = answered
-        .map_err(|_| CliError::NoAnswer(ANSWER_TIMEOUT))?
-        .map_err(|err| CliError::Download(format!("lost the watch on the request: {err}")))?
-        .and_then(|request| request.status)
-        .ok_or_else(|| CliError::Download("the download request was deleted unanswered".into()))?;
+    let prefix = format!("{}-", request_prefix(name));
+    let answered = |r: &DownloadRequest| r.phase() != DownloadRequestPhase::New;
+    let answer = ask(ferry, request, &prefix, ANSWER_TIMEOUT, answered)
+        .await?
+        .status
+        .unwrap_or_default();
     match (answer.phase, answer.download_url) {
         (DownloadRequestPhase::Processed, Some(url)) => get(ferry, &url).await,
         _ => Err(CliError::Download(answer.message.unwrap_or_else(|| {

@@ -14,6 +14,7 @@ mod operation;
 mod output;
 mod remove;
 mod repository;
+mod request;
 mod restore;
 mod schedule;
 mod selection;

@@ -8,8 +8,6 @@ use ferry_shared::crd::{
     ServerStatusRequest, ServerStatusRequestPhase, ServerStatusRequestSpec,
     ServerStatusRequestStatus,
 };
-use kube::api::{DeleteParams, PostParams};
-use kube::runtime::wait::await_condition;
 use serde::Serialize;
 
 use super::Global;
@@ -17,6 +15,7 @@ use super::connect::{self, Ferry};
 use super::describe::Description;
 use super::error::CliError;
 use super::output::{Format, Table, age, print, time, write_out};
+use super::request::ask;
 
 #[derive(Debug, Args)]
 pub struct VersionArgs {
@@ -52,7 +51,7 @@ pub async fn run(global: &Global, args: VersionArgs) -> Result<(), CliError> {
         write_out(&client_table(client_version).render())?;
     }
     let ferry = connect::ferry(global).await?;
-    let server = ask(&ferry, args.timeout).await?;
+    let server = ask_server(&ferry, args.timeout).await?;
     if global.output != Format::Table {
         let versions = Versions {
             client_version,
@@ -69,34 +68,15 @@ fn client_table(version: &str) -> Table {
     table
 }
 
-/// Asks the coordinator through a ServerStatusRequest, and deletes the request.
-async fn ask(ferry: &Ferry, timeout: Duration) -> Result<ServerStatusRequestStatus, CliError> {
-    let api = ferry.api::<ServerStatusRequest>();
-    let mut request = ServerStatusRequest::new("", ServerStatusRequestSpec {});
-    request.metadata.name = None;
-    request.metadata.generate_name = Some("ferry-version-".to_owned());
-    let created = api
-        .create(&PostParams::default(), &request)
-        .await
-        .map_err(CliError::from_kube)?;
-    let name = created.metadata.name.clone().unwrap_or_default();
-    let answered = tokio::time::timeout(
-        timeout,
-        await_condition(
-            api.clone(),
-            &name,
-            |request: Option<&ServerStatusRequest>| {
-                request.is_none_or(|r| r.phase() == ServerStatusRequestPhase::Processed)
-            },
-        ),
-    )
-    .await;
-    let _ = api.delete(&name, &DeleteParams::default()).await;
-    answered
-        .map_err(|_| CliError::NoAnswer(timeout))?
-        .map_err(|err| CliError::Refused(format!("lost the watch on the request: {err}")))?
-        .and_then(|request| request.status)
-        .ok_or_else(|| CliError::Refused("the status request was deleted unanswered".into()))
+/// Asks the coordinator through a ServerStatusRequest.
+async fn ask_server(
+    ferry: &Ferry,
+    timeout: Duration,
+) -> Result<ServerStatusRequestStatus, CliError> {
+    let request = ServerStatusRequest::new("", ServerStatusRequestSpec {});
+    let answered = |r: &ServerStatusRequest| r.phase() == ServerStatusRequestPhase::Processed;
+    let answer = ask(ferry, request, "ferry-version-", timeout, answered).await?;
+    Ok(answer.status.unwrap_or_default())
 }
 
 fn server_text(server: &ServerStatusRequestStatus) -> String {

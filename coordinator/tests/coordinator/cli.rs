@@ -9,7 +9,7 @@ use ferry_shared::crd::{
 };
 use ferry_shared::names::annotation;
 use ferry_tests::apiserver::TestApiServer;
-use ferry_tests::harness::{Cluster, DEADLINE, VolumeKind};
+use ferry_tests::harness::{Cluster, DEADLINE};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -18,13 +18,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use std::time::Duration;
 
 use ferry_shared::layout::{ObjectStore, gunzip, key};
-use ferry_shared::retry::Retrier;
-use ferry_tests::{fixtures, s3};
+use ferry_tests::fixtures;
 
 use crate::requests::{completed_backup, local_store};
 use crate::{
-    NODE, PASSWORD, agent_program, bucket_location, coordinator_program, create_s3_location,
-    set_pvb_status, shop_cluster,
+    NODE, agent_program, coordinator_program, s3_shop_cluster, set_pvb_status, shop_cluster,
+    web_pod_on_a_claim,
 };
 
 fn ferry() -> &'static Path {
@@ -34,14 +33,7 @@ fn ferry() -> &'static Path {
 /// The pod `shop/web` with its volume `data` on a bound claim, opting in `data` and a volume
 /// it does not have, and the coordinator started.
 async fn web_pod(cluster: &mut Cluster) {
-    cluster.create_bound_claim("shop", "data", "pv-data").await;
-    let claim = VolumeKind::CsiClaim {
-        claim: "data".into(),
-        volume: "pv-data".into(),
-    };
-    cluster
-        .create_pod("shop", "web", NODE, vec![("data", claim)])
-        .await;
+    web_pod_on_a_claim(cluster).await;
     Api::<Pod>::namespaced(cluster.client(), "shop")
         .patch(
             "web",
@@ -594,26 +586,22 @@ async fn logs_and_objects_come_from_a_filesystem_location_without_its_credential
 }
 
 #[tokio::test]
-async fn a_backups_log_comes_from_an_s3_location_through_a_presigned_url() {
-    let endpoint = s3::endpoint();
-    let bucket = s3::new_bucket(&endpoint);
-    let mut cluster = Cluster::start().await;
-    cluster.create_repository_password(PASSWORD).await;
-    create_s3_location(&cluster, &endpoint, &bucket).await;
-    cluster.add_node(NODE).await;
-    cluster.create_namespace("shop").await;
+async fn logs_come_from_an_s3_location_through_presigned_urls() {
+    let (mut cluster, store) = s3_shop_cluster().await;
     cluster.start_coordinator(coordinator_program(), &[]);
     completed_backup(&cluster, "b1").await;
-    let store = ObjectStore::open(
-        &bucket_location(&endpoint, &bucket),
-        Retrier::unobserved(Duration::ZERO),
-    )
-    .expect("the bucket");
+    fixtures::restore("r1")
+        .backup("b1")
+        .map_namespace("shop", "shop-copy")
+        .create(&cluster)
+        .await;
+    cluster.wait_finished::<Restore>("r1").await;
     let log = cluster.ferry(ferry(), &["backup", "logs", "b1"]).await;
-    assert_eq!(
-        log.success(),
-        held_text(&store, &key::backup_logs("b1")).await
-    );
+    let held = held_text(&store, &key::backup_logs("b1")).await;
+    assert_eq!(log.success(), held);
+    let log = cluster.ferry(ferry(), &["restore", "logs", "r1"]).await;
+    let held = held_text(&store, &key::restore_logs("r1")).await;
+    assert_eq!(log.success(), held);
 }
 
 /// Runs `ferry version -o json` until it shows the node agents as `wanted`, `(node, ready)`,

@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use ferry_coordinator::jobs::JobRunner;
 use ferry_shared::crd::{Backup, OperationPhase, PodVolumeBackup};
+use ferry_shared::layout::ObjectStore;
 use ferry_shared::repository::{RepositoryLocation, S3Location};
-use ferry_shared::retry::CountedRetries;
+use ferry_shared::retry::{CountedRetries, Retrier};
 use ferry_tests::harness::{Cluster, Finishes, VolumeKind};
 use ferry_tests::{fixtures, s3};
 use kube::ResourceExt;
@@ -75,14 +76,7 @@ async fn completed<K: Finishes<Phase = OperationPhase>>(cluster: &Cluster, name:
 /// then a Backup `backup` of `shop`, whose one PodVolumeBackup the test plays to Completed with
 /// a snapshot, as a node agent would.
 async fn backed_up_web_pod(cluster: &mut Cluster, backup: &str) {
-    cluster.create_bound_claim("shop", "data", "pv-data").await;
-    let claim = VolumeKind::CsiClaim {
-        claim: "data".into(),
-        volume: "pv-data".into(),
-    };
-    cluster
-        .create_pod("shop", "web", NODE, vec![("data", claim)])
-        .await;
+    web_pod_on_a_claim(cluster).await;
     cluster.start_coordinator(coordinator_program(), &[]);
     fixtures::backup(backup)
         .namespaces(["shop"])
@@ -106,6 +100,18 @@ async fn backed_up_web_pod(cluster: &mut Cluster, backup: &str) {
     let done = json!({"phase": "Completed", "snapshotID": "0123abcd"});
     set_pvb_status(cluster, &pvb, done).await;
     completed::<Backup>(cluster, backup).await;
+}
+
+/// The pod `shop/web` on [`NODE`], its volume `data` on the bound claim `data`.
+async fn web_pod_on_a_claim(cluster: &Cluster) {
+    cluster.create_bound_claim("shop", "data", "pv-data").await;
+    let claim = VolumeKind::CsiClaim {
+        claim: "data".into(),
+        volume: "pv-data".into(),
+    };
+    cluster
+        .create_pod("shop", "web", NODE, vec![("data", claim)])
+        .await;
 }
 
 /// Waits until the backup `name` has been synced from its storage location as Completed.
@@ -164,6 +170,24 @@ async fn create_s3_location(cluster: &Cluster, endpoint: &str, bucket: &str) {
         .sync_period("1s")
         .create(cluster)
         .await;
+}
+
+/// A cluster as [`shop_cluster`] makes it, but whose default storage location is a new bucket
+/// of the test S3 service; returns it with the store of that location.
+async fn s3_shop_cluster() -> (Cluster, ObjectStore) {
+    let endpoint = s3::endpoint();
+    let bucket = s3::new_bucket(&endpoint);
+    let cluster = Cluster::start().await;
+    cluster.create_repository_password(PASSWORD).await;
+    create_s3_location(&cluster, &endpoint, &bucket).await;
+    cluster.add_node(NODE).await;
+    cluster.create_namespace("shop").await;
+    let store = ObjectStore::open(
+        &bucket_location(&endpoint, &bucket),
+        Retrier::unobserved(Duration::ZERO),
+    )
+    .expect("the bucket's store");
+    (cluster, store)
 }
 
 /// Where [`create_s3_location`] keeps its data, for reading it straight from the bucket.

@@ -19,10 +19,7 @@ use ferry_tests::{fixtures, s3};
 use futures::AsyncReadExt;
 use kube::api::PostParams;
 
-use crate::{
-    NODE, PASSWORD, agent_program, bucket_location, completed, coordinator_program,
-    create_s3_location, shop_cluster,
-};
+use crate::{NODE, agent_program, completed, coordinator_program, s3_shop_cluster, shop_cluster};
 
 /// The pod `shop/web` with a volume no backup selects, so a backup completes with its objects
 /// alone; then the Backup `backup` of `shop`, completed.
@@ -230,20 +227,10 @@ async fn an_expired_download_is_refused_and_its_request_deleted() {
 /// of the right object that needs nothing more.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_locations_files_come_through_presigned_urls() {
-    let endpoint = s3::endpoint();
-    let bucket = s3::new_bucket(&endpoint);
-    let mut cluster = Cluster::start().await;
-    cluster.create_repository_password(PASSWORD).await;
-    create_s3_location(&cluster, &endpoint, &bucket).await;
-    cluster.add_node(NODE).await;
-    cluster.create_namespace("shop").await;
+    let (mut cluster, store) = s3_shop_cluster().await;
     cluster.start_coordinator(coordinator_program(), &[]);
     completed_backup(&cluster, "b1").await;
-    let store = ObjectStore::open(
-        &bucket_location(&endpoint, &bucket),
-        Retrier::unobserved(Duration::ZERO),
-    )
-    .unwrap();
+    let endpoint = s3::endpoint();
     let cases = [
         (DownloadTargetKind::BackupLog, key::backup_logs("b1")),
         (DownloadTargetKind::BackupContents, key::resources("b1")),

@@ -99,15 +99,20 @@ impl Applier {
         }
     }
 
-    /// Deletes the object; false if it was not there. A kind the cluster no longer serves has
-    /// no objects left.
+    /// The API of the object's kind; `None` when the cluster no longer serves the kind, which
+    /// then has no objects left.
+    async fn served(&mut self, object: &Value) -> Result<Option<Api<DynamicObject>>, InstallError> {
+        match self.api(object).await {
+            Ok(api) => Ok(Some(api)),
+            Err(InstallError::Discover { source, .. }) if is_not_found(&source) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Deletes the object; false if it was not there.
     pub async fn delete(&mut self, object: &Value) -> Result<bool, InstallError> {
-        let api = match self.api(object).await {
-            Ok(api) => api,
-            Err(InstallError::Discover { source, .. }) if is_not_found(&source) => {
-                return Ok(false);
-            }
-            Err(err) => return Err(err),
+        let Some(api) = self.served(object).await? else {
+            return Ok(false);
         };
         let name = manifests::name(object);
         match api.delete(name, &DeleteParams::background()).await {
@@ -123,12 +128,8 @@ impl Applier {
 
     /// Whether the object still exists.
     pub async fn exists(&mut self, object: &Value) -> Result<bool, InstallError> {
-        let api = match self.api(object).await {
-            Ok(api) => api,
-            Err(InstallError::Discover { source, .. }) if is_not_found(&source) => {
-                return Ok(false);
-            }
-            Err(err) => return Err(err),
+        let Some(api) = self.served(object).await? else {
+            return Ok(false);
         };
         let name = manifests::name(object);
         api.get_opt(name)
