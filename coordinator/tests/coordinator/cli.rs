@@ -18,9 +18,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use std::time::Duration;
 
 use ferry_shared::layout::{ObjectStore, gunzip, key};
-use ferry_tests::fixtures;
 
-use crate::requests::{completed_backup, local_store};
+use crate::requests::{backed_up_and_restored, local_store};
 use crate::{
     NODE, agent_program, coordinator_program, s3_shop_cluster, set_pvb_status, shop_cluster,
     web_pod_on_a_claim,
@@ -533,14 +532,7 @@ async fn held_text(store: &ObjectStore, key: &str) -> String {
 #[tokio::test]
 async fn logs_and_objects_come_from_a_filesystem_location_without_its_credentials() {
     let (mut cluster, storage) = shop_cluster().await;
-    cluster.start_coordinator(coordinator_program(), &[]);
-    completed_backup(&cluster, "b1").await;
-    fixtures::restore("r1")
-        .backup("b1")
-        .map_namespace("shop", "shop-copy")
-        .create(&cluster)
-        .await;
-    cluster.wait_finished::<Restore>("r1").await;
+    backed_up_and_restored(&mut cluster).await;
     let store = local_store(&storage);
 
     let log = cluster.ferry(ferry(), &["backup", "logs", "b1"]).await;
@@ -588,14 +580,7 @@ async fn logs_and_objects_come_from_a_filesystem_location_without_its_credential
 #[tokio::test]
 async fn logs_come_from_an_s3_location_through_presigned_urls() {
     let (mut cluster, store) = s3_shop_cluster().await;
-    cluster.start_coordinator(coordinator_program(), &[]);
-    completed_backup(&cluster, "b1").await;
-    fixtures::restore("r1")
-        .backup("b1")
-        .map_namespace("shop", "shop-copy")
-        .create(&cluster)
-        .await;
-    cluster.wait_finished::<Restore>("r1").await;
+    backed_up_and_restored(&mut cluster).await;
     let log = cluster.ferry(ferry(), &["backup", "logs", "b1"]).await;
     let held = held_text(&store, &key::backup_logs("b1")).await;
     assert_eq!(log.success(), held);

@@ -117,17 +117,23 @@ pub(crate) fn local_store(path: &std::path::Path) -> ObjectStore {
     ObjectStore::open(&root, Retrier::unobserved(Duration::ZERO)).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_backups_and_a_restores_files_come_through_the_coordinators_service() {
-    let (mut cluster, storage) = shop_cluster().await;
+/// Starts the coordinator, then completes the Backup `b1` of `shop` (as [`completed_backup`]
+/// does) and the Restore `r1` of it into `shop-copy`.
+pub(crate) async fn backed_up_and_restored(cluster: &mut Cluster) {
     cluster.start_coordinator(coordinator_program(), &[]);
-    completed_backup(&cluster, "b1").await;
+    completed_backup(cluster, "b1").await;
     fixtures::restore("r1")
         .backup("b1")
         .map_namespace("shop", "shop-copy")
-        .create(&cluster)
+        .create(cluster)
         .await;
     cluster.wait_finished::<Restore>("r1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backups_and_a_restores_files_come_through_the_coordinators_service() {
+    let (mut cluster, storage) = shop_cluster().await;
+    backed_up_and_restored(&mut cluster).await;
     let store = local_store(&storage);
     let cases = [
         (DownloadTargetKind::BackupLog, "b1", key::backup_logs("b1")),
