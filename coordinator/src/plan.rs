@@ -427,6 +427,9 @@ pub fn aggregate(planned: u32, transfers: &[TransferView], stopped: &[String]) -
         sum.progress.bytes_done += transfer.progress.bytes_done;
         sum.progress.total_files += transfer.progress.total_files;
         sum.progress.files_done += transfer.progress.files_done;
+        if transfer.phase == PodVolumePhase::InProgress {
+            sum.progress.bytes_per_second += transfer.progress.bytes_per_second;
+        }
         for warning in &transfer.warnings {
             sum.warnings
                 .push(format!("{}: {warning}", transfer.description));
@@ -744,13 +747,14 @@ mod tests {
     }
 
     #[test]
-    fn aggregation_counts_sums_and_names_failures() {
+    fn aggregation_counts_sums_rates_of_running_transfers_and_names_failures() {
         let view = |phase, bytes, message: Option<&str>| TransferView {
             description: "pod shop/web volume data".into(),
             phase,
             progress: Progress {
                 total_bytes: 100,
                 bytes_done: bytes,
+                bytes_per_second: 7,
                 ..Progress::default()
             },
             message: message.map(str::to_owned),
@@ -767,6 +771,8 @@ mod tests {
         assert!(!running.finished());
         assert_eq!(running.progress.bytes_done, 140);
         assert_eq!(running.progress.total_bytes, 200);
+        // Only a running transfer moves bytes now; a finished one's last rate is history.
+        assert_eq!(running.progress.bytes_per_second, 7);
         let done = aggregate(
             2,
             &[

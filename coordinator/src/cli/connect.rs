@@ -2,6 +2,7 @@
 //! `~/.kube/config`, else the pod's service account; `--context` picks a context.
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, Resource, ResourceExt};
@@ -118,6 +119,7 @@ async fn config(global: &Global) -> Result<Config, CliError> {
 pub async fn ferry(global: &Global) -> Result<Ferry, CliError> {
     let client = client(global).await?;
     installed(&client).await?;
+    install_namespace(&client, &global.namespace).await?;
     Ok(Ferry {
         client,
         namespace: global.namespace.clone(),
@@ -135,6 +137,19 @@ pub async fn installed(client: &Client) -> Result<(), CliError> {
     match client.list_api_group_resources(&group).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Err(CliError::NotInstalled),
+        Err(err) => Err(CliError::from_kube(err)),
+    }
+}
+
+/// Whether the install namespace exists. A user who may not read Namespaces is not stopped
+/// here: the commands then say what they cannot do.
+async fn install_namespace(client: &Client, namespace: &str) -> Result<(), CliError> {
+    match Api::<Namespace>::all(client.clone())
+        .get_opt(namespace)
+        .await
+    {
+        Ok(None) => Err(CliError::NoNamespace(namespace.to_owned())),
+        Ok(Some(_)) | Err(kube::Error::Api(_)) => Ok(()),
         Err(err) => Err(CliError::from_kube(err)),
     }
 }

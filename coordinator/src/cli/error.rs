@@ -9,6 +9,10 @@ pub enum CliError {
     Unreachable(String),
     #[error("Ferry is not installed in this cluster (its CRDs are missing): run `ferry install`")]
     NotInstalled,
+    #[error(
+        "namespace {0:?} does not exist: Ferry is not installed there (-n names the install namespace)"
+    )]
+    NoNamespace(String),
     #[error("{kind} {name:?} does not exist in namespace {namespace:?}")]
     NotFound {
         kind: &'static str,

@@ -173,7 +173,10 @@ pub async fn run(ferry: &Ferry, command: LocationCommand) -> Result<(), CliError
     match command {
         LocationCommand::Get { names } => get(ferry, &names).await,
         LocationCommand::Create(args) => create(ferry, *args).await,
-        LocationCommand::SetDefault { name } => set_default(ferry, &name).await,
+        LocationCommand::SetDefault { name } => {
+            set_default(ferry, &name).await?;
+            write_out(&format!("Storage location {name} is the default.\n"))
+        }
     }
 }
 
@@ -247,8 +250,9 @@ async fn create(ferry: &Ferry, args: CreateArgs) -> Result<(), CliError> {
     if args.default {
         set_default(ferry, &args.name).await?;
     }
+    let default = if args.default { ", the default" } else { "" };
     write_out(&format!(
-        "Storage location {} created; `ferry location get {}` shows when the coordinator has checked it.\n",
+        "Storage location {}{default} created; `ferry location get {}` shows when the coordinator has checked it.\n",
         args.name, args.name
     ))
 }
@@ -274,7 +278,7 @@ async fn set_default(ferry: &Ferry, name: &str) -> Result<(), CliError> {
         .await
         .map_err(CliError::from_kube)?;
     }
-    write_out(&format!("Storage location {name} is the default.\n"))
+    Ok(())
 }
 
 #[cfg(test)]

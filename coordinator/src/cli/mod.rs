@@ -41,6 +41,7 @@ pub struct Cli {
 
 /// Flags every command takes, as kubectl's.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// The kubeconfig file; else $KUBECONFIG, else ~/.kube/config, else the pod's service
     /// account.

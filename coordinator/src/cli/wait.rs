@@ -247,7 +247,7 @@ impl View {
             }
             return write_out(&text);
         };
-        whole.set_length(summary.volumes.total_bytes);
+        whole.set_length(summary.volumes.total_bytes.max(1));
         whole.set_position(summary.volumes.bytes_done);
         whole.set_message(progress_line(summary, items_done));
         let now: BTreeMap<String, String> = running
@@ -270,8 +270,17 @@ impl View {
         Ok(())
     }
 
+    /// Takes the bars off the terminal, so the summary stands alone.
     fn clear(&self) {
-        if let Self::Bars { bars, .. } = self {
+        if let Self::Bars {
+            bars,
+            whole,
+            volumes,
+        } = self
+        {
+            for bar in volumes.values().chain([whole]) {
+                bar.finish_and_clear();
+            }
             let _ = bars.clear();
         }
     }

@@ -261,7 +261,11 @@ async fn a_backup_that_fails_exits_1_and_prints_why() {
 #[tokio::test]
 async fn every_error_is_one_line_and_exit_code_1() {
     let (cluster, _storage) = shop_cluster().await;
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["-n", "nowhere", "backup", "get"],
+            "error: namespace \"nowhere\" does not exist: Ferry is not installed there",
+        ),
         (
             &["backup", "describe", "ghost"],
             "error: Backup \"ghost\" does not exist in namespace \"ferry\"",
