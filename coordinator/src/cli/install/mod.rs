@@ -18,6 +18,7 @@ use clap::Args;
 use ferry_shared::names;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
+use serde_json::Value;
 
 use self::apply::Applier;
 use self::plan::{PasswordPlan, Plan, StorageFlags};
@@ -230,23 +231,9 @@ pub async fn install(global: &Global, args: InstallArgs) -> Result<(), CliError>
         "applied {} CustomResourceDefinitions, established",
         plan.crds.len()
     ))?;
-    for object in &plan.objects {
-        applier.apply(object).await?;
-        say(&format!(
-            "applied {} {}",
-            manifests::kind(object),
-            manifests::name(object)
-        ))?;
-    }
+    apply_each(&mut applier, &plan.objects).await?;
     store_password(&secrets, namespace, password).await?;
-    for object in &plan.storage {
-        applier.apply(object).await?;
-        say(&format!(
-            "applied {} {}",
-            manifests::kind(object),
-            manifests::name(object)
-        ))?;
-    }
+    apply_each(&mut applier, &plan.storage).await?;
     let agents = if args.waits() {
         let (_, agents) = wait::until_ready(&client, namespace, args.timeout).await?;
         Some(agents.ready)
@@ -353,6 +340,19 @@ async fn store_password(
          {secret}, key {}.\n",
         names::REPOSITORY_PASSWORD_KEY
     ))
+}
+
+/// Applies each object in turn, saying so.
+async fn apply_each(applier: &mut Applier, objects: &[Value]) -> Result<(), CliError> {
+    for object in objects {
+        applier.apply(object).await?;
+        say(&format!(
+            "applied {} {}",
+            manifests::kind(object),
+            manifests::name(object)
+        ))?;
+    }
+    Ok(())
 }
 
 /// What was installed, and the next step.
