@@ -109,6 +109,8 @@ impl Controllers {
             self.repositories.store(),
             self.locations.store(),
             self.schedules.store(),
+            self.downloads.store(),
+            self.server_statuses.store(),
         );
         tokio::spawn(async move {
             if runtime::synced(&stores.0).await
@@ -116,6 +118,8 @@ impl Controllers {
                 && runtime::synced(&stores.2).await
                 && runtime::synced(&stores.3).await
                 && runtime::synced(&stores.4).await
+                && runtime::synced(&stores.5).await
+                && runtime::synced(&stores.6).await
             {
                 info!("watches synced; ready");
                 readiness.set_ready();

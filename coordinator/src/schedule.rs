@@ -57,6 +57,19 @@ pub fn backup_name(schedule: &str, time: DateTime<Utc>) -> String {
     format!("{schedule}-{}", time.format("%Y%m%d%H%M%S"))
 }
 
+/// The Backup `name` that `schedule` makes: its template, labelled with the schedule's name.
+pub fn backup_of(schedule: &Schedule, name: &str) -> Backup {
+    let mut backup = Backup::new(name, schedule.spec.template.clone());
+    backup.metadata.labels = Some(
+        [(
+            label::SCHEDULE_NAME.to_owned(),
+            names::label_value(&schedule.name_any()),
+        )]
+        .into(),
+    );
+    backup
+}
+
 fn to_chrono(time: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp(time.0.as_second(), 0).unwrap_or_default()
 }
@@ -137,14 +150,7 @@ async fn create_backup(
     fire: DateTime<Utc>,
 ) -> Result<(), Error> {
     let name = backup_name(&schedule.name_any(), fire);
-    let mut backup = Backup::new(&name, schedule.spec.template.clone());
-    backup.metadata.labels = Some(
-        [(
-            label::SCHEDULE_NAME.to_owned(),
-            names::label_value(&schedule.name_any()),
-        )]
-        .into(),
-    );
+    let backup = backup_of(schedule, &name);
     match ctx
         .api::<Backup>()
         .create(&PostParams::default(), &backup)

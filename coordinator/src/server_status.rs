@@ -35,7 +35,7 @@ pub async fn reconcile(
         .as_ref()
         .and_then(|status| status.processed_timestamp.as_ref())
         .map(|t| t.0);
-    match next(request.phase(), processed, Timestamp::now()) {
+    match next(request.phase(), processed, now().0) {
         Next::Answer => answer(&request, &ctx).await,
         Next::WaitFor(pause) => Ok(Action::requeue(pause)),
         Next::Delete => match ctx
@@ -80,12 +80,13 @@ async fn answer(request: &ServerStatusRequest, ctx: &Context) -> Result<Action, 
         .api::<Lease>()
         .list(&ListParams::default().labels(&selector))
         .await?;
+    let processed = now();
     let status = ServerStatusRequestStatus {
         phase: ServerStatusRequestPhase::Processed,
         server_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         server_start_time: Some(ctx.started.clone()),
-        processed_timestamp: Some(now()),
-        node_agents: node_agents(&leases.items, Timestamp::now()),
+        processed_timestamp: Some(processed.clone()),
+        node_agents: node_agents(&leases.items, processed.0),
     };
     ctx.apply_status(request, &status).await?;
     Ok(Action::requeue(KEPT))

@@ -168,6 +168,12 @@ impl Retrier {
         Self::new(budget, Arc::new(Unobserved))
     }
 
+    /// The same policy with a budget of at most `budget`, for a caller that must answer
+    /// sooner than a transfer need.
+    pub fn within(&self, budget: Duration) -> Self {
+        Self::new(self.budget.min(budget), self.observer.clone())
+    }
+
     /// Runs `request` until it succeeds, fails for good, or its budget is spent.
     pub async fn run<T, F, Fut>(
         &self,

@@ -536,11 +536,6 @@ impl Cluster {
         CommandOutput::from(output)
     }
 
-    /// The kubeconfig file of this cluster.
-    pub fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
-    }
-
     /// Every process's log, each headed by its role, for a failure message.
     pub fn logs(&self) -> String {
         self.processes
@@ -837,12 +832,6 @@ impl Process {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The address of the process's HTTP server (`/metrics`, `/livez`, `/readyz`, and the
-    /// coordinator's `/downloads/`).
-    pub fn address(&self) -> SocketAddr {
-        self.metrics
     }
 
     /// The process's `/metrics` text.

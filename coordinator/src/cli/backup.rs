@@ -1,11 +1,10 @@
 //! `ferry backup`: create, get, describe, logs, delete and download.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use ferry_shared::crd::{Backup, DownloadTargetKind, Schedule};
-use ferry_shared::names::{label, label_value};
+use ferry_shared::names::label_value;
 use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
 
@@ -85,24 +84,18 @@ pub async fn run(ferry: &Ferry, command: BackupCommand) -> Result<(), CliError> 
 }
 
 async fn create(ferry: &Ferry, args: CreateArgs) -> Result<(), CliError> {
-    let (spec, labels) = match &args.from_schedule {
+    let backup = match &args.from_schedule {
         Some(schedule) => {
             let schedule: Schedule = ferry.get("Schedule", schedule).await?;
-            let labels = BTreeMap::from([(
-                label::SCHEDULE_NAME.to_owned(),
-                label_value(&schedule.name_any()),
-            )]);
-            (schedule.spec.template, Some(labels))
+            crate::schedule::backup_of(&schedule, &args.name)
         }
-        None => (args.flags.spec(), None),
+        None => Backup::new(&args.name, args.flags.spec()),
     };
-    let mut backup = Backup::new(&args.name, spec);
-    backup.metadata.labels = labels;
     ferry
         .api::<Backup>()
         .create(&PostParams::default(), &backup)
         .await
-        .map_err(CliError::about("Backup", &args.name, &ferry.namespace))?;
+        .map_err(CliError::creating("Backup", &args.name, &ferry.namespace))?;
     if args.wait.wait {
         return wait::follow::<Backup>(ferry, &args.name, &args.wait).await;
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferry_shared::crd::{
     DownloadRequest, DownloadRequestPhase, DownloadRequestSpec, DownloadTarget, DownloadTargetKind,
 };
-use ferry_shared::download::ServiceUrl;
+use ferry_shared::download::{self, ServiceUrl};
 use futures::AsyncReadExt;
 
 use super::connect::Ferry;
@@ -58,7 +58,12 @@ async fn get(ferry: &Ferry, url: &str) -> Result<Vec<u8>, CliError> {
     let failed = |err: &(dyn std::error::Error + 'static)| {
         CliError::Download(format!("the download failed: {}", root_cause(err)))
     };
-    if let Some(service) = ServiceUrl::parse(url) {
+    // Only the coordinator's own downloads go through the API server: a presigned URL of an
+    // object store inside the cluster signs its host, which the proxy would change.
+    let coordinator = ServiceUrl::parse(url).filter(|service| {
+        service.namespace == ferry.namespace && service.path.starts_with(download::PATH_PREFIX)
+    });
+    if let Some(service) = coordinator {
         let request = http::Request::get(service.proxy_path())
             .body(Vec::new())
             .map_err(|err| failed(&err))?;

@@ -54,8 +54,8 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// An error of an API call about the `kind` object `name` in `namespace`: 404 and 409 are
-    /// said in the object's words, a connection failure as such.
+    /// An error of an API call on the existing `kind` object `name` in `namespace`: a 404 is
+    /// said in the object's words.
     pub fn about(kind: &'static str, name: &str, namespace: &str) -> impl Fn(kube::Error) -> Self {
         let (name, namespace) = (name.to_owned(), namespace.to_owned());
         move |err| match &err {
@@ -64,11 +64,25 @@ impl CliError {
                 name: name.clone(),
                 namespace: namespace.clone(),
             },
+            _ => Self::from_kube(err),
+        }
+    }
+
+    /// An error of creating the `kind` object `name` in `namespace`: a 409 is a name already
+    /// taken, and a 404 a namespace that is gone.
+    pub fn creating(
+        kind: &'static str,
+        name: &str,
+        namespace: &str,
+    ) -> impl Fn(kube::Error) -> Self {
+        let (name, namespace) = (name.to_owned(), namespace.to_owned());
+        move |err| match &err {
             kube::Error::Api(status) if status.code == 409 => Self::AlreadyExists {
                 kind,
                 name: name.clone(),
                 namespace: namespace.clone(),
             },
+            kube::Error::Api(status) if status.code == 404 => Self::NoNamespace(namespace.clone()),
             _ => Self::from_kube(err),
         }
     }
@@ -77,6 +91,9 @@ impl CliError {
     pub fn from_kube(err: kube::Error) -> Self {
         match err {
             kube::Error::Api(status) => Self::Api(status.message),
+            kube::Error::SerdeError(err) => Self::Refused(format!(
+                "cannot read the API server's answer ({err}): is this ferry of the same version as the Ferry installed?"
+            )),
             other => Self::Unreachable(format!(": {}", root_cause(&other))),
         }
     }

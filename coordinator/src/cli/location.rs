@@ -242,7 +242,7 @@ async fn create(ferry: &Ferry, args: CreateArgs) -> Result<(), CliError> {
         .api::<BackupStorageLocation>()
         .create(&PostParams::default(), &location)
         .await
-        .map_err(CliError::about(
+        .map_err(CliError::creating(
             "BackupStorageLocation",
             &args.name,
             &ferry.namespace,

@@ -64,11 +64,9 @@ pub fn print<K: Serialize>(
     .map_err(|err| CliError::Refused(format!("cannot encode the output: {err}")))?;
     let text = match format {
         Format::Table => table(items).render(),
-        Format::Json => {
-            let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
-            text.push('\n');
-            text
-        }
+        Format::Json => serde_json::to_string_pretty(&value)
+            .map(|text| text + "\n")
+            .map_err(|err| CliError::Refused(format!("cannot encode the output: {err}")))?,
         Format::Yaml => serde_yaml::to_string(&value)
             .map_err(|err| CliError::Refused(format!("cannot encode the output: {err}")))?,
     };

@@ -52,9 +52,9 @@ where
 /// Asks `question` on the terminal; without one, refuses and says how to confirm.
 pub fn confirmed(question: &str) -> Result<bool, CliError> {
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::Refused(
-            "no terminal to confirm on: add --confirm".to_owned(),
-        ));
+        return Err(CliError::Refused(format!(
+            "{question} There is no terminal to ask on: add --confirm"
+        )));
     }
     let mut stderr = std::io::stderr();
     let _ = write!(stderr, "{question} [y/N] ");

@@ -125,14 +125,13 @@ async fn create(ferry: &Ferry, args: CreateArgs) -> Result<(), CliError> {
             .as_deref()
             .or(args.from_schedule.as_deref())
             .unwrap_or("restore");
-        let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S");
-        format!("{source}-{stamp}")
+        crate::schedule::backup_name(source, chrono::Utc::now())
     });
     ferry
         .api::<Restore>()
         .create(&PostParams::default(), &Restore::new(&name, spec))
         .await
-        .map_err(CliError::about("Restore", &name, &ferry.namespace))?;
+        .map_err(CliError::creating("Restore", &name, &ferry.namespace))?;
     if args.wait.wait {
         return wait::follow::<Restore>(ferry, &name, &args.wait).await;
     }

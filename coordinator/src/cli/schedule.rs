@@ -87,7 +87,7 @@ async fn create(ferry: &Ferry, args: CreateArgs) -> Result<(), CliError> {
         .api::<Schedule>()
         .create(&PostParams::default(), &schedule)
         .await
-        .map_err(CliError::about("Schedule", &args.name, &ferry.namespace))?;
+        .map_err(CliError::creating("Schedule", &args.name, &ferry.namespace))?;
     write_out(&format!(
         "Schedule {} created: it backs up at \"{}\" (UTC){}.\n",
         args.name,

@@ -84,9 +84,8 @@ impl BackupFlags {
 
 /// A duration such as `90m` or `1h30m`, kept as written.
 pub fn valid_duration(text: &str) -> Result<String, String> {
-    humantime::parse_duration(text)
+    crate::context::spec_duration(Some(text), "the value", std::time::Duration::ZERO)
         .map(|_| text.to_owned())
-        .map_err(|err| format!("{text:?} is not a duration such as 72h or 1h30m: {err}"))
 }
 
 /// `old:new,…` namespace pairs.

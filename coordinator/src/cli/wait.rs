@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use clap::Args;
 use ferry_shared::crd::{OperationPhase, PodVolumePhase, PodVolumeTransfer};
-use ferry_shared::names::label_value;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use indicatif::{HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::backup::transfers_of;
 use super::connect::Ferry;
 use super::error::CliError;
 use super::operation::{Operation, Summary};
@@ -26,8 +25,16 @@ pub struct WaitFlags {
     #[arg(long)]
     pub wait: bool,
     /// With --wait and no terminal, how often a progress line is printed.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, requires = "wait")]
+    #[arg(long, default_value = "10s", value_parser = at_least_a_second, requires = "wait")]
     pub progress_interval: Duration,
+}
+
+fn at_least_a_second(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(interval) if interval >= Duration::from_secs(1) => Ok(interval),
+        Ok(_) => Err("the interval must be 1s or more".to_owned()),
+        Err(err) => Err(format!("{text:?} is not a duration such as 10s: {err}")),
+    }
 }
 
 /// How often a terminal's progress bar is redrawn.
@@ -42,32 +49,79 @@ pub async fn follow<K: Operation>(
     let terminal = std::io::stdout().is_terminal();
     let mut view = if terminal { View::bars() } else { View::Lines };
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut changes = watcher(ferry.api::<K>(), config)
-        .default_backoff()
-        .applied_objects()
-        .boxed();
+    let mut changes = watcher(ferry.api::<K>(), config).default_backoff().boxed();
     let mut ticker = tokio::time::interval(if terminal {
         TERMINAL_TICK
     } else {
         flags.progress_interval
     });
-    let mut latest: Option<K> = None;
+    let mut watch = Watch::default();
     let last = loop {
         tokio::select! {
-            change = changes.try_next() => match change {
-                Ok(Some(object)) if object.summary().is_final() => break object,
-                Ok(Some(object)) => latest = Some(object),
-                Ok(None) => return Err(CliError::Refused("the watch ended".into())),
-                Err(_) => {}
+            change = changes.next() => {
+                if let Some(ended) = watch.took(change, name)? {
+                    break ended;
+                }
             },
-            _ = ticker.tick() => if let Some(object) = &latest {
-                let running = running_transfers::<K>(ferry, name).await;
+            _ = ticker.tick() => if let Some(object) = &watch.latest {
+                let running = running_transfers::<K>(ferry, name).await?;
                 view.show(&object.summary(), &running, K::ITEMS_DONE)?;
             },
         }
     };
     view.clear();
     ended(&last, name)
+}
+
+/// How many watch errors in a row end the wait: the watch retries each after a backoff, so
+/// this many mean the object cannot be watched (no permission, say), not a passing blip.
+const WATCH_ERRORS: u32 = 10;
+
+/// What the watch has seen of the object.
+struct Watch<K> {
+    latest: Option<K>,
+    errors: u32,
+}
+
+impl<K> Default for Watch<K> {
+    fn default() -> Self {
+        Self {
+            latest: None,
+            errors: 0,
+        }
+    }
+}
+
+impl<K: Operation> Watch<K> {
+    /// Takes in one event of the watch; the object once it has ended.
+    fn took(
+        &mut self,
+        change: Option<Result<watcher::Event<K>, watcher::Error>>,
+        name: &str,
+    ) -> Result<Option<K>, CliError> {
+        let lost = |why: String| CliError::Refused(format!("{} {name} {why}", K::KIND));
+        match change {
+            Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object))) => {
+                self.errors = 0;
+                if object.summary().is_final() {
+                    return Ok(Some(object));
+                }
+                self.latest = Some(object);
+            }
+            Some(Ok(watcher::Event::Delete(_))) => {
+                return Err(lost("was deleted while waiting for it".to_owned()));
+            }
+            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+            Some(Err(err)) => {
+                self.errors += 1;
+                if self.errors >= WATCH_ERRORS {
+                    return Err(lost(format!("cannot be watched: {err}")));
+                }
+            }
+            None => return Err(lost("cannot be watched: the watch ended".to_owned())),
+        }
+        Ok(None)
+    }
 }
 
 /// Prints how `object` ended; an error unless it Completed.
@@ -120,20 +174,13 @@ fn ending(kind: &str, name: &str, summary: &Summary<'_>, items_done: &str) -> St
 }
 
 /// The operation's transfers that are running now, by `<namespace>/<pod>/<volume>`.
-async fn running_transfers<K: Operation>(ferry: &Ferry, name: &str) -> Vec<K::Transfer> {
-    let selector = format!("{}={}", K::TRANSFER_LABEL, label_value(name));
-    let listed = ferry
-        .api::<K::Transfer>()
-        .list(&ListParams::default().labels(&selector))
-        .await;
-    let mut running: Vec<K::Transfer> = listed
-        .map(|list| list.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|transfer| transfer.phase() == PodVolumePhase::InProgress)
-        .collect();
-    running.sort_by_key(PodVolumeTransfer::volume_path);
-    running
+async fn running_transfers<K: Operation>(
+    ferry: &Ferry,
+    name: &str,
+) -> Result<Vec<K::Transfer>, CliError> {
+    let mut transfers = transfers_of::<K>(ferry, name).await?;
+    transfers.retain(|transfer| transfer.phase() == PodVolumePhase::InProgress);
+    Ok(transfers)
 }
 
 /// The progress of the whole operation in one line.

@@ -61,8 +61,12 @@ pub async fn reconcile(request: Arc<DownloadRequest>, ctx: Arc<Context>) -> Resu
 
 /// Answers a New request: Processed with its URL, or Failed with why there is none.
 async fn answer(request: &DownloadRequest, ctx: &Context) -> Result<Action, Error> {
+    let found = match plan::valid_target(&request.spec.target) {
+        Ok(()) => find(request, ctx).await?,
+        Err(message) => Err(message),
+    };
     let (expiration, validity) = plan::expiration(now().0, ctx.settings.download_validity);
-    let status = match find(request, ctx).await? {
+    let status = match found {
         Ok(found) => match url(&found, ctx, validity).await? {
             Ok(url) => DownloadRequestStatus {
                 phase: DownloadRequestPhase::Processed,
@@ -133,7 +137,7 @@ async fn find(request: &DownloadRequest, ctx: &Context) -> Result<Result<Found, 
         }
         Err(err) => return Ok(Err(err.to_string())),
     };
-    let store = match location.store(&ctx.store_retrier) {
+    let store = match location.store(&ctx.store_retrier.within(plan::CHECK_BUDGET)) {
         Ok(store) => store,
         Err(err) => return Ok(Err(err.to_string())),
     };

@@ -65,6 +65,22 @@ pub struct File {
     pub description: String,
 }
 
+/// How long the check that a file exists may wait out its object store: well inside the time
+/// a client waits for its answer.
+pub const CHECK_BUDGET: Duration = Duration::from_secs(15);
+
+/// Why `target` names no Backup or Restore there could be, if it does not: the name is
+/// part of the file's key, so only a valid object name is looked up.
+pub fn valid_target(target: &DownloadTarget) -> Result<(), String> {
+    let name = &target.name;
+    let valid = name.len() <= 253 && name.split('.').all(ferry_shared::storage::is_dns_label);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not the name of a Backup or Restore"))
+    }
+}
+
 /// The file `target` asks for.
 pub fn file(target: &DownloadTarget) -> File {
     let name = &target.name;
@@ -92,6 +108,20 @@ mod tests {
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + seconds).unwrap()
+    }
+
+    #[test]
+    fn only_object_names_are_looked_up() {
+        let target = |name: &str| DownloadTarget {
+            kind: DownloadTargetKind::BackupLog,
+            name: name.to_owned(),
+        };
+        for name in ["b1", "nightly-20261126030000", "a.b"] {
+            assert_eq!(valid_target(&target(name)), Ok(()), "{name}");
+        }
+        for name in ["", "../x", "a/b", "A", "a..b", ".a", &"a".repeat(254)] {
+            assert!(valid_target(&target(name)).is_err(), "{name}");
+        }
     }
 
     #[test]

@@ -105,7 +105,10 @@ async fn download(State(table): State<DownloadTable>, Path(token): Path<String>)
         ),
         Err(err) => {
             warn!(%err, key = %entry.key, "cannot read a download from its storage location");
-            refuse(StatusCode::BAD_GATEWAY, &err.to_string())
+            refuse(
+                StatusCode::BAD_GATEWAY,
+                "the storage location cannot be read now; the coordinator's log says why",
+            )
         }
     }
 }

@@ -153,6 +153,42 @@ async fn backup_create_wait_prints_progress_lines_then_a_summary() {
     reads_round_trip_through_json_and_yaml(&cluster).await;
 }
 
+#[tokio::test]
+async fn a_wait_ends_when_its_backup_is_deleted() {
+    let (mut cluster, _storage) = shop_cluster().await;
+    web_pod(&mut cluster).await;
+    let mut command = tokio::process::Command::from(cluster.ferry_command(ferry()));
+    let child = command
+        .args([
+            "backup",
+            "create",
+            "doomed",
+            "--include-namespaces",
+            "shop",
+            "--wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferry");
+    only_pvb(&cluster, "doomed").await;
+    cluster
+        .api::<Backup>()
+        .delete("doomed", &Default::default())
+        .await
+        .expect("delete the backup");
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+        .await
+        .expect("ferry stops waiting")
+        .expect("ferry's output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: Backup doomed was deleted while waiting for it\n"
+    );
+}
+
 async fn describe_details_shows_each_volume_and_each_skipped_volume(cluster: &Cluster) {
     let text = cluster
         .ferry(ferry(), &["backup", "describe", "b1", "--details"])
@@ -261,7 +297,18 @@ async fn a_backup_that_fails_exits_1_and_prints_why() {
 #[tokio::test]
 async fn every_error_is_one_line_and_exit_code_1() {
     let (cluster, _storage) = shop_cluster().await;
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &[
+                "backup",
+                "create",
+                "b",
+                "--wait",
+                "--progress-interval",
+                "0s",
+            ],
+            "error: invalid value '0s' for '--progress-interval <PROGRESS_INTERVAL>': the interval must be 1s or more",
+        ),
         (
             &["-n", "nowhere", "backup", "get"],
             "error: namespace \"nowhere\" does not exist: Ferry is not installed there",

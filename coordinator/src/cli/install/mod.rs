@@ -148,14 +148,8 @@ pub enum InstallError {
     NotEstablished { name: String, timeout: Duration },
     #[error("{0}")]
     NotReady(String),
-    #[error(
-        "uninstall deletes Ferry and every Backup, Restore and Schedule object (the data in the storage locations is kept); there is no terminal to ask on: add --confirm"
-    )]
-    NeedsConfirm,
     #[error("uninstall cancelled; nothing was deleted")]
     Cancelled,
-    #[error("cannot ask on the terminal: {0}")]
-    Prompt(#[source] std::io::Error),
     #[error("cannot delete {kind} {name}: {}", reason(.source))]
     Delete {
         kind: String,
@@ -231,8 +225,16 @@ pub async fn install(global: &Global, args: InstallArgs) -> Result<(), CliError>
         "applied {} CustomResourceDefinitions, established",
         plan.crds.len()
     ))?;
-    apply_each(&mut applier, &plan.objects).await?;
+    // The password goes in before the coordinator can start: a coordinator that finds none
+    // makes one of its own, which nobody would have seen.
+    let (namespaces, workloads): (Vec<Value>, Vec<Value>) = plan
+        .objects
+        .iter()
+        .cloned()
+        .partition(|object| manifests::kind(object) == "Namespace");
+    apply_each(&mut applier, &namespaces).await?;
     store_password(&secrets, namespace, password).await?;
+    apply_each(&mut applier, &workloads).await?;
     apply_each(&mut applier, &plan.storage).await?;
     let agents = if args.waits() {
         let (_, agents) = wait::until_ready(&client, namespace, args.timeout).await?;

@@ -1,10 +1,9 @@
 //! `ferry uninstall`: removes what install made, and never the data in the storage locations.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use ferry_shared::crd::Backup;
-use ferry_shared::names::BACKUP_FINALIZER;
+use ferry_shared::names::{self, BACKUP_FINALIZER};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -15,6 +14,7 @@ use tokio::time::Instant;
 use super::apply::{Applier, is_not_found};
 use super::{InstallError, manifests, say, wait};
 use crate::cli::error::CliError;
+use crate::cli::remove;
 
 /// How often uninstall looks whether what it deleted is gone.
 const POLL: Duration = Duration::from_millis(500);
@@ -43,31 +43,16 @@ pub fn without_ferry_finalizer(finalizers: &[String]) -> Option<Vec<String>> {
 }
 
 /// Asks on the terminal whether to go on, unless `confirmed`; without a terminal, refuses.
-pub fn confirm(confirmed: bool, namespace: &str) -> Result<(), InstallError> {
-    if confirmed {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(InstallError::NeedsConfirm);
-    }
-    let mut stderr = std::io::stderr();
+pub fn confirm(confirmed: bool, namespace: &str) -> Result<(), CliError> {
     let question = format!(
         "This deletes namespace {namespace} (with the repository password's Secret), Ferry's \
          cluster RBAC and CRDs, and every Backup, Restore and Schedule object. The data in the \
-         storage locations is kept. Uninstall Ferry? [y/N] "
+         storage locations is kept. Uninstall Ferry?"
     );
-    stderr
-        .write_all(question.as_bytes())
-        .and_then(|()| stderr.flush())
-        .map_err(InstallError::Prompt)?;
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(InstallError::Prompt)?;
-    match answer.trim() {
-        "y" | "Y" | "yes" => Ok(()),
-        _ => Err(InstallError::Cancelled),
+    if confirmed || remove::confirmed(&question)? {
+        Ok(())
+    } else {
+        Err(InstallError::Cancelled.into())
     }
 }
 
@@ -98,7 +83,7 @@ pub async fn stop_coordinator(
         }
     }
     let pods = Api::<Pod>::namespaced(client.clone(), namespace);
-    let selector = format!("app.kubernetes.io/name={}", wait::COORDINATOR);
+    let selector = format!("{}={}", names::label::APP_NAME, wait::COORDINATOR);
     let deadline = Instant::now() + timeout;
     loop {
         let list = pods.list(&ListParams::default().labels(&selector)).await;
