@@ -355,7 +355,11 @@ async fn every_error_is_one_line_and_exit_code_1() {
     let no_source = cluster.ferry(ferry(), &["restore", "create", "r"]).await;
     assert_eq!(no_source.code, Some(1), "{no_source:?}");
     assert_eq!(no_source.stderr.lines().count(), 1, "{no_source:?}");
+}
 
+#[tokio::test]
+async fn a_cluster_out_of_reach_is_said_in_one_line() {
+    let (cluster, _storage) = shop_cluster().await;
     let unreachable = tempfile::tempdir().expect("dir");
     let kubeconfig = unreachable.path().join("kubeconfig");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
