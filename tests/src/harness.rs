@@ -171,6 +171,12 @@ impl Cluster {
         self.server.forbid(verb, group, resource);
     }
 
+    /// Points the Service `name` of `namespace` at `address`, as its endpoints (see
+    /// [`TestApiServer::register_service`]).
+    pub fn register_service(&self, namespace: &str, name: &str, address: SocketAddr) {
+        self.server.register_service(namespace, name, address);
+    }
+
     pub async fn create_namespace(&self, name: &str) {
         self.server
             .create_namespace(name)

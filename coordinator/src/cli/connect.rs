@@ -75,7 +75,10 @@ impl Ferry {
 
 /// A client of the cluster the global flags name.
 pub async fn client(global: &Global) -> Result<Client, CliError> {
-    let config = config(global).await?;
+    let mut config = config(global).await?;
+    // A person waits on each request: a 503 (a proxied Service without endpoints, say) is
+    // said at once rather than retried for minutes.
+    config.default_retry = false;
     let url = config.cluster_url.to_string();
     Client::try_from(config)
         .map_err(|err| CliError::Unreachable(format!(" at {url}: {}", root_cause(&err))))

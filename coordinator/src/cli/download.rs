@@ -56,7 +56,11 @@ fn request_prefix(name: &str) -> &str {
 /// straight.
 async fn get(ferry: &Ferry, url: &str) -> Result<Vec<u8>, CliError> {
     let failed = |err: &(dyn std::error::Error + 'static)| {
-        CliError::Download(format!("the download failed: {}", root_cause(err)))
+        let cause = match err.downcast_ref::<kube::Error>() {
+            Some(kube::Error::Api(status)) => status.message.clone(),
+            _ => root_cause(err),
+        };
+        CliError::Download(format!("the download failed: {cause}"))
     };
     // Only the coordinator's own downloads go through the API server: a presigned URL of an
     // object store inside the cluster signs its host, which the proxy would change.

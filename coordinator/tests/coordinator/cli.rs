@@ -9,7 +9,7 @@ use ferry_shared::crd::{
 };
 use ferry_shared::names::annotation;
 use ferry_tests::apiserver::TestApiServer;
-use ferry_tests::harness::{Cluster, DEADLINE};
+use ferry_tests::harness::{COORDINATOR_SERVICE, Cluster, DEADLINE, INSTALL_NAMESPACE};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -630,6 +630,27 @@ async fn logs_and_objects_come_from_a_filesystem_location_without_its_credential
         "{ghost:?}"
     );
     assert_eq!(ghost.stderr.lines().count(), 1, "{ghost:?}");
+}
+
+#[tokio::test]
+async fn a_coordinator_out_of_reach_fails_a_download_at_once() {
+    let (mut cluster, _storage) = shop_cluster().await;
+    backed_up_and_restored(&mut cluster).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let address = closed.local_addr().expect("address");
+    drop(closed);
+    cluster.register_service(INSTALL_NAMESPACE, COORDINATOR_SERVICE, address);
+    let logs = cluster.ferry(ferry(), &["backup", "logs", "b1"]);
+    let out = tokio::time::timeout(DEADLINE, logs)
+        .await
+        .expect("the download fails without retrying for minutes");
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("error: the download failed: error trying to reach service"),
+        "{out:?}"
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
 }
 
 #[tokio::test]
