@@ -64,7 +64,9 @@ pub async fn follow<K: Operation>(
                 }
             },
             _ = ticker.tick() => if let Some(object) = &watch.latest {
-                let running = running_transfers::<K>(ferry, name).await?;
+                // The watch decides how the wait ends; a list that fails for a moment only
+                // leaves this tick's volume lines out.
+                let running = running_transfers::<K>(ferry, name).await.unwrap_or_default();
                 view.show(&object.summary(), &running, K::ITEMS_DONE)?;
             },
         }
