@@ -10,6 +10,7 @@ mod context;
 mod controllers;
 mod downloads;
 mod error;
+mod hooks;
 pub mod jobs;
 mod leader;
 mod location;

@@ -1,8 +1,8 @@
 //! The coordinator's metrics (DESIGN.md §6): Backups and Restores by final phase, backup
-//! durations, the last successful backup of each schedule, repository maintenance, and retries
-//! of requests to object storage.
+//! durations, the last successful backup of each schedule, repository maintenance, hooks, and
+//! retries of requests to object storage.
 
-use ferry_shared::crd::OperationPhase;
+use ferry_shared::crd::{HookPhase, OperationPhase};
 use ferry_shared::retry::CountedRetries;
 use prometheus::{
     CounterVec, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
@@ -18,6 +18,7 @@ pub struct Metrics {
     backup_duration: Histogram,
     maintenance: CounterVec,
     storage_retries: IntCounterVec,
+    hooks: IntCounterVec,
 }
 
 fn phase_label(phase: OperationPhase) -> &'static str {
@@ -70,7 +71,15 @@ impl Metrics {
         registry.register(Box::new(restores.clone()))?;
         registry.register(Box::new(last_success.clone()))?;
         registry.register(Box::new(backup_duration.clone()))?;
+        let hooks = IntCounterVec::new(
+            Opts::new(
+                "ferry_hook_total",
+                "Hooks run, by phase (pre, post, post-restore) and result (success, failure).",
+            ),
+            &["phase", "result"],
+        )?;
         registry.register(Box::new(maintenance.clone()))?;
+        registry.register(Box::new(hooks.clone()))?;
         let storage_retries = ferry_shared::retry::retries_metric()?;
         registry.register(Box::new(storage_retries.clone()))?;
         Ok(Self {
@@ -81,6 +90,7 @@ impl Metrics {
             backup_duration,
             maintenance,
             storage_retries,
+            hooks,
         })
     }
 
@@ -119,5 +129,12 @@ impl Metrics {
     pub fn maintenance_ran(&self, succeeded: bool) {
         let result = if succeeded { "success" } else { "failure" };
         self.maintenance.with_label_values(&[result]).inc();
+    }
+
+    pub fn hook_ran(&self, phase: HookPhase, succeeded: bool) {
+        let result = if succeeded { "success" } else { "failure" };
+        self.hooks
+            .with_label_values(&[phase.as_str(), result])
+            .inc();
     }
 }

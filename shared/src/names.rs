@@ -57,6 +57,24 @@ pub mod annotation {
     pub const VERSION: &str = "ferry.dev/version";
 }
 
+/// The prefixes of the hook annotations on a pod, Ferry's spelling first, then Velero's, which
+/// is honoured too. A key is `<prefix>/<field>`, such as `pre.hook.backup.ferry.dev/command`.
+pub mod hook {
+    /// Exec hooks run before the pod's volumes are backed up: `container`, `command`,
+    /// `on-error`, `timeout`.
+    pub const BACKUP_PRE: [&str; 2] = ["pre.hook.backup.ferry.dev", "pre.hook.backup.velero.io"];
+    /// Exec hooks run after the pod's volume backups ended, with the fields of [`BACKUP_PRE`].
+    pub const BACKUP_POST: [&str; 2] = ["post.hook.backup.ferry.dev", "post.hook.backup.velero.io"];
+    /// An init container added to the restored pod: `container-image`, `container-name`,
+    /// `command`.
+    pub const RESTORE_INIT: [&str; 2] =
+        ["init.hook.restore.ferry.dev", "init.hook.restore.velero.io"];
+    /// An exec hook run once the restored pod's data is back: `container`, `command`,
+    /// `on-error`, `exec-timeout`, `wait-timeout`.
+    pub const RESTORE_POST: [&str; 2] =
+        ["post.hook.restore.ferry.dev", "post.hook.restore.velero.io"];
+}
+
 /// Finalizer on every Backup: its snapshots are forgotten and its objects removed from the
 /// storage location before it goes.
 pub const BACKUP_FINALIZER: &str = "ferry.dev/backup-data";

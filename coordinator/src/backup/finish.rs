@@ -1,7 +1,9 @@
 //! Following a backup's PodVolumeBackups to its end: the sum of their progress, the stored
 //! record of the backup in the location, and the end it reaches.
 
-use ferry_shared::crd::{Backup, BackupProgress, BackupStatus, OperationPhase, PodVolumeBackup};
+use ferry_shared::crd::{
+    Backup, BackupProgress, BackupStatus, HookPhase, OperationPhase, PodVolumeBackup,
+};
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::label;
 use ferry_shared::time::now;
@@ -12,8 +14,10 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::expire::expire_when_due;
+use super::hooks::{run_post_hooks, transfers_ended};
 use crate::context::{Context, ResolvedLocation, spec_duration};
 use crate::error::{Error, StorageError};
+use crate::hooks::report::log_lines;
 use crate::overdue::{Tally, tally};
 use crate::plan::union;
 
@@ -95,7 +99,15 @@ pub(super) async fn watch(
         timed_out_volumes: timed_out,
         ..status.clone()
     };
-    if !sum.finished() {
+    let ended = transfers_ended(&next.hooks.pending_post_hooks, &kept);
+    if !ended.is_empty() {
+        let report = run_post_hooks(backup, ctx, &ended).await;
+        next.hooks
+            .pending_post_hooks
+            .retain(|pod| !ended.contains(pod));
+        report.record(&mut next.hooks, &mut next.errors, &mut next.warnings);
+    }
+    if !sum.finished() || !next.hooks.pending_post_hooks.is_empty() {
         if next != status {
             ctx.apply_status(backup, &next).await?;
         }
@@ -169,6 +181,9 @@ fn backup_log(backup: &Backup, pvbs: &[PodVolumeBackup]) -> String {
         "{items} object(s) written to the backup's resources"
     ));
     lines.extend(status.warnings.iter().map(|w| format!("warning: {w}")));
+    let hooks = &status.hooks.hook_runs;
+    let (pre, post): (Vec<_>, Vec<_>) = hooks.iter().partition(|run| run.phase == HookPhase::Pre);
+    lines.extend(pre.into_iter().flat_map(log_lines));
     for pvb in pvbs {
         let pvb_status = pvb.status.clone().unwrap_or_default();
         let progress = pvb_status.progress.unwrap_or_default();
@@ -188,6 +203,7 @@ fn backup_log(backup: &Backup, pvbs: &[PodVolumeBackup]) -> String {
                 .unwrap_or_default()
         ));
     }
+    lines.extend(post.into_iter().flat_map(log_lines));
     lines.extend(status.errors.iter().map(|e| format!("error: {e}")));
     lines.push(format!(
         "{} backup {} ended {:?}",

@@ -7,6 +7,7 @@ mod collect;
 mod create;
 mod expire;
 mod finish;
+mod hooks;
 mod validate;
 
 use std::sync::Arc;

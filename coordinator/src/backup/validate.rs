@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::finish::schedule_of;
 use crate::context::{Context, ResolvedLocation, spec_duration};
 use crate::error::Error;
+use crate::hooks::plan::backup_spec_errors;
 
 /// What the spec alone says is wrong.
 pub fn spec_errors(backup: &Backup) -> Vec<String> {
@@ -33,6 +34,7 @@ pub fn spec_errors(backup: &Backup) -> Vec<String> {
     {
         errors.push(format!("labelSelector is not valid: {err}"));
     }
+    errors.extend(spec.hooks.iter().flat_map(backup_spec_errors));
     for namespace in spec
         .included_namespaces
         .iter()

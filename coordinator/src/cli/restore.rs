@@ -114,6 +114,7 @@ fn spec(args: &CreateArgs) -> Result<RestoreSpec, CliError> {
             Existing::None => ExistingResourcePolicy::None,
             Existing::Update => ExistingResourcePolicy::Update,
         },
+        hooks: None,
     })
 }
 

@@ -78,6 +78,7 @@ impl BackupFlags {
             storage_location: self.storage_location.clone(),
             ttl: self.ttl.clone(),
             volume_timeout: self.volume_timeout.clone(),
+            hooks: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use tracing::warn;
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::hooks::plan::restore_spec_errors;
 use crate::protected;
 
 /// The backup a Restore names, or the newest Completed backup of its schedule.
@@ -119,6 +120,7 @@ fn validate(
     {
         errors.push(format!("labelSelector is not valid: {err}"));
     }
+    errors.extend(spec.hooks.iter().flat_map(restore_spec_errors));
     let backup_spec = backups
         .iter()
         .find(|candidate| Some(candidate.name_any()) == backup)

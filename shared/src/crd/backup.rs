@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{BackupProgress, OperationPhase, ResourceSelection, TransferCounts};
+use super::hooks::{BackupHooks, HookRecords};
 
 /// Which pods to back up, and where to.
 #[allow(
@@ -79,6 +80,9 @@ pub struct BackupSpec {
     /// the coordinator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_timeout: Option<String>,
+    /// Commands run in the selected pods before and after their volumes are backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<BackupHooks>,
 }
 
 /// How a Backup went.
@@ -120,6 +124,9 @@ pub struct BackupStatus {
     /// Volumes of the selected pods that were not backed up, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_volumes: Vec<SkippedVolume>,
+    /// How many hooks ran, how many failed, and how each went.
+    #[serde(flatten)]
+    pub hooks: HookRecords,
 }
 
 /// A volume a backup left out, and why.

@@ -4,6 +4,7 @@
 mod backup;
 mod common;
 mod download_request;
+mod hooks;
 mod pod_volume_backup;
 mod pod_volume_restore;
 mod repository;
@@ -19,6 +20,7 @@ pub use common::{
     RestoreProgress, TransferCounts,
 };
 pub use download_request::*;
+pub use hooks::*;
 pub use pod_volume_backup::*;
 pub use pod_volume_restore::*;
 pub use repository::*;

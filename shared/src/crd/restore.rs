@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{OperationPhase, ResourceSelection, RestoreProgress, TransferCounts};
+use super::hooks::{HookRecords, RestoreHooks};
 
 /// What to restore, and from which backup.
 ///
@@ -79,6 +80,10 @@ pub struct RestoreSpec {
     /// data is restored into an existing pod.
     #[serde(default)]
     pub existing_resource_policy: ExistingResourcePolicy,
+    /// Init containers added to the restored pods, and commands run in them once their data is
+    /// back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<RestoreHooks>,
 }
 
 /// What a Restore does with an object that already exists.
@@ -130,6 +135,9 @@ pub struct RestoreStatus {
     /// was stopped and counts as failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timed_out_volumes: Vec<String>,
+    /// How many hooks ran, how many failed, and how each went.
+    #[serde(flatten)]
+    pub hooks: HookRecords,
 }
 
 impl Restore {
