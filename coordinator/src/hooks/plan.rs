@@ -371,9 +371,11 @@ fn annotated_init_container(pod: &Pod) -> Result<Option<Container>, String> {
 
 #[cfg(test)]
 mod tests {
-    use ferry_shared::crd::{BackupHook, BackupResourceHook, InitRestoreHook, RestorePostHook};
+    use ferry_shared::crd::{
+        BackupHook, BackupResourceHook, InitRestoreHook, RestorePostHook, RestoreResourceHook,
+    };
     use k8s_openapi::api::core::v1::{PodSpec, VolumeMount};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
     use serde_json::json;
 
     use super::*;
@@ -565,7 +567,11 @@ mod tests {
         spec.resources[0].pre[1].exec.command.clear();
         spec.resources[0].post[0].exec.timeout = Some("later".to_owned());
         spec.resources[1].selection.label_selector = Some(LabelSelector {
-            match_labels: Some([("bad key!".to_owned(), "x".to_owned())].into()),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".to_owned(),
+                operator: "Near".to_owned(),
+                values: None,
+            }]),
             ..LabelSelector::default()
         });
         let errors = backup_spec_errors(&spec);

@@ -15,10 +15,15 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::hooks::run_ready;
 use crate::context::Context;
 use crate::error::{Error, StorageError};
+use crate::hooks::report::log_lines;
 use crate::overdue::{Tally, tally};
 use crate::plan::union;
+
+/// How often a restore looks again at pods whose hooks wait for their containers.
+const HOOK_WAIT_CHECK: Duration = Duration::from_secs(5);
 
 /// Labels each PodVolumeRestore for its pod's node once the pod is bound, sums them into the
 /// restore's status, stopping those past their time, and ends the restore once every one has
@@ -68,12 +73,23 @@ pub(super) async fn watch(
         timed_out_volumes: timed_out,
         ..status.clone()
     };
-    if !sum.finished() {
+    if !next.hooks.pending_post_hooks.is_empty() {
+        let pass = run_ready(restore, ctx, &next.hooks.pending_post_hooks, &pvrs).await;
+        next.hooks
+            .pending_post_hooks
+            .retain(|pod| !pass.done.contains(pod));
+        (pass.report).record(&mut next.hooks, &mut next.errors, &mut next.warnings);
+    }
+    if !sum.finished() || !next.hooks.pending_post_hooks.is_empty() {
         if next != status {
             ctx.apply_status(restore, &next).await?;
         }
-        // Pods are watched too; this is only a safety net for a missed binding.
-        let safety_net = Duration::from_secs(30);
+        // Pods are watched too; this is only a safety net for a missed binding, and the clock
+        // of hooks that wait for their containers.
+        let safety_net = match next.hooks.pending_post_hooks.is_empty() {
+            true => Duration::from_secs(30),
+            false => HOOK_WAIT_CHECK,
+        };
         return Ok(Action::requeue(
             next_deadline.map_or(safety_net, |due| due.min(safety_net)),
         ));
@@ -167,6 +183,7 @@ async fn upload_log(
                 .unwrap_or_default()
         ));
     }
+    lines.extend(status.hooks.hook_runs.iter().flat_map(log_lines));
     lines.extend(status.errors.iter().map(|e| format!("error: {e}")));
     lines.push(format!("restore {name} ended {:?}", status.phase));
     let upload = async {

@@ -6,6 +6,7 @@
 
 mod apply;
 mod finish;
+mod hooks;
 mod objects;
 mod plan;
 mod pod;

@@ -58,6 +58,8 @@ pub struct ItemEnd {
     pub what: String,
     pub namespace: Option<String>,
     pub end: End,
+    /// What the user should know about the object though it was restored.
+    pub warnings: Vec<String>,
 }
 
 /// Warnings or errors, by the namespace of their object, as Velero's restore results keep them.
@@ -105,6 +107,10 @@ impl Results {
     pub fn record(&mut self, item: &ItemEnd) {
         let what = item.what.clone();
         let namespace = item.namespace.as_deref();
+        for warning in &item.warnings {
+            self.warnings
+                .add(namespace, format!("{}: {warning}", item.what));
+        }
         match &item.end {
             End::Created(_) => self.created.push(what),
             End::Same => self.existing.push(what),

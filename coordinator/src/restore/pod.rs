@@ -36,13 +36,15 @@ pub fn not_restored(pod: &Pod) -> Option<&'static str> {
     None
 }
 
-/// A pod's spec as it is recreated: unscheduled, and with the restore-wait init container
-/// first when `restored_volumes` are to be filled.
+/// A pod's spec as it is recreated: unscheduled, with the restore-wait init container first
+/// when `restored_volumes` are to be filled, then the init containers of its restore hooks, so
+/// that they run on the restored data.
 pub fn restored_spec(
     spec: &mut PodSpec,
     restore_uid: &str,
     restored_volumes: &[String],
     helper: &Helper<'_>,
+    hooks: Vec<Container>,
 ) {
     spec.node_name = None;
     // The service-account token volume is added again by the API server.
@@ -60,7 +62,12 @@ pub fn restored_spec(
         }
     }
     let mut init = spec.init_containers.take().unwrap_or_default();
-    init.retain(|container| container.name != names::RESTORE_WAIT_CONTAINER);
+    // A pod backed up after an earlier restore holds these already.
+    init.retain(|container| {
+        container.name != names::RESTORE_WAIT_CONTAINER
+            && !hooks.iter().any(|hook| hook.name == container.name)
+    });
+    init.splice(0..0, hooks);
     if !restored_volumes.is_empty() {
         init.insert(
             0,
@@ -147,7 +154,7 @@ mod tests {
             command: "/usr/local/bin/ferry-restore-helper",
         };
         let mut spec = pod.spec.clone().unwrap();
-        restored_spec(&mut spec, "ru-1", &["data".to_owned()], &helper);
+        restored_spec(&mut spec, "ru-1", &["data".to_owned()], &helper, Vec::new());
         assert_eq!(spec.node_name, None);
         assert_eq!(spec.volumes.unwrap().len(), 1);
         assert_eq!(spec.containers[0].volume_mounts.as_ref().unwrap().len(), 1);
@@ -168,9 +175,43 @@ mod tests {
         assert_eq!(security.allow_privilege_escalation, Some(false));
         assert!(wait.resources.as_ref().unwrap().limits.is_some());
         let mut without_data = pod.spec.unwrap();
-        restored_spec(&mut without_data, "ru-1", &[], &helper);
+        restored_spec(&mut without_data, "ru-1", &[], &helper, Vec::new());
         let init = without_data.init_containers.unwrap();
         assert_eq!(init.len(), 1, "no restore-wait without volumes to restore");
+    }
+
+    #[test]
+    fn init_container_hooks_run_after_restore_wait_and_before_the_pods_own() {
+        let spec: PodSpec = serde_json::from_value(json!({
+            "initContainers": [{"name": "restore-wait"}, {"name": "fix-owner"}, {"name": "migrate"}],
+            "containers": [{"name": "app"}],
+        }))
+        .unwrap();
+        let helper = Helper {
+            image: "ferry:1",
+            command: "/usr/local/bin/ferry-restore-helper",
+        };
+        let hook = |name: &str| Container {
+            name: name.to_owned(),
+            image: Some("busybox".to_owned()),
+            ..Container::default()
+        };
+        let names = |spec: PodSpec| -> Vec<String> {
+            (spec.init_containers.unwrap().into_iter())
+                .map(|c| c.name)
+                .collect()
+        };
+        let mut with_data = spec.clone();
+        let hooks = vec![hook("fix-owner"), hook("warm")];
+        restored_spec(&mut with_data, "ru-1", &["data".to_owned()], &helper, hooks);
+        assert_eq!(
+            names(with_data),
+            ["restore-wait", "fix-owner", "warm", "migrate"],
+            "a hook container the backed-up pod already held is not doubled"
+        );
+        let mut without_data = spec;
+        restored_spec(&mut without_data, "ru-1", &[], &helper, vec![hook("warm")]);
+        assert_eq!(names(without_data), ["warm", "fix-owner", "migrate"]);
     }
 
     #[test]

@@ -20,12 +20,13 @@ use tracing::{info, warn};
 
 use super::apply::{Source, ensure_namespace, owner_of, pod_volume_restore, transfer_spec};
 use super::finish::watch;
-use super::objects::{End, ItemEnd, Made, Results, create_or_keep};
+use super::objects::{End, ItemEnd, Results, create_or_keep};
 use super::plan::{BackedUp, RestorePlan, Stage};
 use super::pod::{Helper, not_restored, restored_spec};
 use super::rules::{Outcome, RestoreIdentity, Rules};
 use crate::context::{Context, ResolvedLocation};
 use crate::error::{Error, StorageError};
+use crate::hooks::plan::{restore_exec_hooks, restore_init_containers};
 
 /// The snapshot of each backed-up volume, by (namespace, pod name, volume).
 pub type Snapshots = BTreeMap<(String, String, String), String>;
@@ -60,6 +61,25 @@ pub(super) struct Run<'a> {
     /// What concerns the whole restore rather than one object.
     pub warnings: Vec<String>,
     pub pvrs: Vec<PodVolumeRestore>,
+    /// Pods this restore created that have post-restore exec hooks.
+    pub hooked: Vec<PodReference>,
+}
+
+/// One object's end; a created pod comes with the PodVolumeRestores of its volumes, and
+/// itself when it has post-restore exec hooks.
+struct Restored {
+    end: ItemEnd,
+    pvrs: Vec<PodVolumeRestore>,
+    hooked: Option<PodReference>,
+}
+
+/// A pod made ready to be restored.
+struct PreparedPod {
+    /// Its volumes to restore, with their snapshots.
+    volumes: Vec<(String, String)>,
+    /// Whether it has post-restore exec hooks.
+    hooked: bool,
+    warnings: Vec<String>,
 }
 
 impl<'a> Run<'a> {
@@ -98,6 +118,7 @@ impl<'a> Run<'a> {
             results,
             warnings: Vec::new(),
             pvrs: Vec::new(),
+            hooked: Vec::new(),
         }
     }
 
@@ -113,19 +134,19 @@ impl<'a> Run<'a> {
         let this = &*self;
         // By index: a closure that takes a borrowed item trips the compiler's proof that the
         // reconcile future is Send.
-        let ends: Vec<(ItemEnd, Vec<PodVolumeRestore>)> =
-            futures::stream::iter(0..stage.items.len())
-                .map(|at| this.restore_item(stage.items[at]))
-                .buffer_unordered(CONCURRENCY)
-                .try_collect()
-                .await?;
+        let ends: Vec<Restored> = futures::stream::iter(0..stage.items.len())
+            .map(|at| this.restore_item(stage.items[at]))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
         let mut definitions = Vec::new();
-        for (end, pvrs) in ends {
+        for Restored { end, pvrs, hooked } in ends {
             if stage.resource == CRDS && !matches!(end.end, End::Failed(_) | End::Skipped(_)) {
                 definitions.push(end.what.rsplit('/').next().unwrap_or_default().to_owned());
             }
             self.results.record(&end);
             self.pvrs.extend(pvrs);
+            self.hooked.extend(hooked);
         }
         self.await_established(&definitions).await?;
         self.report_progress().await
@@ -142,11 +163,8 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Restores one object; a created pod comes with the PodVolumeRestores of its volumes.
-    async fn restore_item(
-        &self,
-        item: &BackedUp,
-    ) -> Result<(ItemEnd, Vec<PodVolumeRestore>), Error> {
+    /// Restores one object.
+    async fn restore_item(&self, item: &BackedUp) -> Result<Restored, Error> {
         let namespace = (item.path.namespace.as_deref()).map(|ns| self.rules.namespace(ns));
         let resource = item.path.group_resource();
         let what = match &namespace {
@@ -157,49 +175,68 @@ impl<'a> Run<'a> {
             }
             None => format!("{resource}/{}", item.path.name),
         };
-        let finish = |end| ItemEnd {
-            what: what.clone(),
-            namespace: namespace.clone(),
-            end,
+        let finish = |end, warnings| Restored {
+            end: ItemEnd {
+                what: what.clone(),
+                namespace: namespace.clone(),
+                end,
+                warnings,
+            },
+            pvrs: Vec::new(),
+            hooked: None,
         };
         let object = match item.object() {
             Ok(object) => object,
             Err(err) => {
                 let end = End::Failed(format!("not a valid object: {err}"));
-                return Ok((finish(end), Vec::new()));
+                return Ok(finish(end, Vec::new()));
             }
         };
         let mut restored = match self.rules.restored(&item.path, &object) {
             Outcome::Restore(restored) => restored,
             Outcome::Skip(reason) => {
-                return Ok((finish(End::Skipped(reason.to_owned())), Vec::new()));
+                return Ok(finish(End::Skipped(reason.to_owned()), Vec::new()));
             }
         };
-        let pod = item.path.group_resource() == "pods";
-        let mut volumes = Vec::new();
-        if pod {
-            match self.pod(item, &object, &mut restored) {
-                Ok(with_snapshots) => volumes = with_snapshots,
-                Err(end) => return Ok((finish(end), Vec::new())),
-            }
-        }
+        let prepared = match item.path.group_resource() == "pods" {
+            false => None,
+            true => match self.pod(item, &object, &mut restored) {
+                Ok(prepared) => Some(prepared),
+                Err(end) => return Ok(finish(end, Vec::new())),
+            },
+        };
         let policy = self.restore.spec.existing_resource_policy;
         let end = create_or_keep(&self.ctx.client, item, restored, policy).await?;
-        let pvrs = match &end {
-            End::Created(created) if pod => self.transfers(item, created, &volumes)?,
-            _ => Vec::new(),
+        let Some(prepared) = prepared else {
+            return Ok(finish(end, Vec::new()));
         };
-        Ok((finish(end), pvrs))
+        let created = match &end {
+            End::Created(created) => Some(PodReference {
+                namespace: created.namespace.clone().unwrap_or_default(),
+                name: created.name.clone(),
+                uid: created.uid.clone(),
+            }),
+            _ => None,
+        };
+        let pvrs = match &created {
+            Some(pod) => self.transfers(item, pod, &prepared.volumes)?,
+            None => Vec::new(),
+        };
+        Ok(Restored {
+            pvrs,
+            hooked: created.filter(|_| prepared.hooked),
+            ..finish(end, prepared.warnings)
+        })
     }
 
-    /// Makes `restored` a pod that waits for its volumes; returns those volumes with their
-    /// snapshots, or why the pod is not restored.
+    /// Makes `restored` a pod that waits for its volumes, then runs its init-container hooks;
+    /// returns those volumes with their snapshots, or why the pod is not restored.
     fn pod(
         &self,
         item: &BackedUp,
         object: &Value,
         restored: &mut Value,
-    ) -> Result<Vec<(String, String)>, End> {
+    ) -> Result<PreparedPod, End> {
         let parse = |value: &Value| serde_json::from_value::<Pod>(value.clone());
         let (backed_up, mut pod) = match (parse(object), parse(restored)) {
             (Ok(backed_up), Ok(pod)) => (backed_up, pod),
@@ -227,19 +264,32 @@ impl<'a> Run<'a> {
             command: &self.ctx.settings.restore_helper_command,
         };
         let names: Vec<String> = volumes.iter().map(|(volume, _)| volume.clone()).collect();
+        let hooks = self.restore.spec.hooks.as_ref();
+        let (init_hooks, warnings) = match restore_init_containers(&pod, hooks) {
+            Ok(containers) => (containers, Vec::new()),
+            Err(err) => (
+                Vec::new(),
+                vec![format!("its init hook is not added: {err}")],
+            ),
+        };
+        let hooked = !restore_exec_hooks(&pod, hooks).is_empty();
         if let Some(spec) = &mut pod.spec {
-            restored_spec(spec, self.rules.identity.uid, &names, &helper);
+            restored_spec(spec, self.rules.identity.uid, &names, &helper, init_hooks);
         }
         *restored = serde_json::to_value(&pod)
             .map_err(|err| End::Failed(format!("not a valid pod: {err}")))?;
-        Ok(volumes)
+        Ok(PreparedPod {
+            volumes,
+            hooked,
+            warnings,
+        })
     }
 
     /// The PodVolumeRestores of a pod this restore created.
     fn transfers(
         &self,
         item: &BackedUp,
-        created: &Made,
+        pod: &PodReference,
         volumes: &[(String, String)],
     ) -> Result<Vec<PodVolumeRestore>, Error> {
         if volumes.is_empty() {
@@ -250,17 +300,12 @@ impl<'a> Run<'a> {
             .map_err(Error::Storage)?
             .restic_identifier();
         let owner = owner_of(self.restore)?;
-        let pod = PodReference {
-            namespace: created.namespace.clone().unwrap_or_default(),
-            name: created.name.clone(),
-            uid: created.uid.clone(),
-        };
         Ok(volumes
             .iter()
             .map(|(volume, snapshot)| {
                 let spec = transfer_spec(
                     self.source,
-                    &pod,
+                    pod,
                     &source_namespace,
                     (volume, snapshot),
                     repository.clone(),
@@ -327,7 +372,7 @@ impl<'a> Run<'a> {
             .event(self.restore, false, "ObjectsCreated", note)
             .await;
         let warnings = self.warnings.iter().chain(self.results.warnings.all());
-        let status = RestoreStatus {
+        let mut status = RestoreStatus {
             pod_volume_restores: Some(TransferCounts {
                 total,
                 ..TransferCounts::default()
@@ -337,6 +382,7 @@ impl<'a> Run<'a> {
             errors: capped(self.results.errors.all()),
             ..self.status
         };
+        status.hooks.pending_post_hooks = self.hooked;
         self.ctx.apply_status(self.restore, &status).await?;
         if total == 0 {
             return watch(self.restore, self.ctx, status).await;

@@ -154,7 +154,7 @@ pub struct RestoreExecHook {
     /// failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_timeout: Option<String>,
-    /// How long to wait for the pod's volumes to be restored and the container to run
+    /// How long to wait for the container to be Running once the pod's volumes are restored
     /// (default `10m`); past it, the hook counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout: Option<String>,
