@@ -98,6 +98,12 @@ impl<K: BackupTemplate> Fixture<K> {
         self
     }
 
+    /// `hooks`: resource hooks, written as JSON as a user writes them.
+    pub fn hooks(mut self, hooks: serde_json::Value) -> Self {
+        self.0.backup_spec().hooks = Some(serde_json::from_value(hooks).expect("backup hooks"));
+        self
+    }
+
     /// `ttl`, a duration such as `1h`.
     pub fn ttl(mut self, ttl: &str) -> Self {
         self.0.backup_spec().ttl = Some(ttl.to_owned());
@@ -220,6 +226,12 @@ impl Fixture<Restore> {
     /// `preserveNodePorts: true`.
     pub fn preserve_node_ports(mut self) -> Self {
         self.0.spec.preserve_node_ports = Some(true);
+        self
+    }
+
+    /// `hooks`: resource hooks, written as JSON as a user writes them.
+    pub fn hooks(mut self, hooks: serde_json::Value) -> Self {
+        self.0.spec.hooks = Some(serde_json::from_value(hooks).expect("restore hooks"));
         self
     }
 

@@ -66,7 +66,7 @@ pub(super) async fn start_pods(
         .map(|(pod, pre, pvbs)| start_pod(ctx, &api, pod, pre, pvbs))
         .collect();
     let results: Vec<PodStart> = futures::stream::iter(starts)
-        .buffer_unordered(POD_CONCURRENCY)
+        .buffered(POD_CONCURRENCY)
         .try_collect()
         .await?;
     for result in results {
@@ -155,7 +155,7 @@ pub(super) async fn run_post_hooks(
         .map(|pod| post_hooks_of(backup, ctx, pod))
         .collect();
     let reports: Vec<Report> = futures::stream::iter(runs)
-        .buffer_unordered(POD_CONCURRENCY)
+        .buffered(POD_CONCURRENCY)
         .collect()
         .await;
     let mut all = Report::default();

@@ -43,7 +43,7 @@ pub(super) async fn run_ready(
         .map(|(pod, since)| pod_hooks(restore, ctx, pod, since))
         .collect();
     let results: Vec<Option<(PodReference, Report)>> = futures::stream::iter(passes)
-        .buffer_unordered(POD_CONCURRENCY)
+        .buffered(POD_CONCURRENCY)
         .collect()
         .await;
     let mut pass = PostRestore::default();

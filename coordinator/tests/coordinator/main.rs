@@ -9,6 +9,7 @@
 mod backup;
 mod cli;
 mod expiry;
+mod hooks;
 mod install;
 mod jobs;
 mod leader;
