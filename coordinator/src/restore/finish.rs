@@ -73,13 +73,7 @@ pub(super) async fn watch(
         timed_out_volumes: timed_out,
         ..status.clone()
     };
-    if !next.hooks.pending_post_hooks.is_empty() {
-        let pass = run_ready(restore, ctx, &next.hooks.pending_post_hooks, &pvrs).await;
-        next.hooks
-            .pending_post_hooks
-            .retain(|pod| !pass.done.contains(pod));
-        (pass.report).record(&mut next.hooks, &mut next.errors, &mut next.warnings);
-    }
+    run_post_restore_hooks(restore, ctx, &mut next, &pvrs).await;
     if !sum.finished() || !next.hooks.pending_post_hooks.is_empty() {
         if next != status {
             ctx.apply_status(restore, &next).await?;
@@ -109,6 +103,23 @@ pub(super) async fn watch(
     ctx.apply_status(restore, &next).await?;
     ctx.metrics.restore_ended(next.phase);
     Ok(Action::await_change())
+}
+
+/// Runs the hooks of the restored pods that are ready for them, and records how they went.
+async fn run_post_restore_hooks(
+    restore: &Restore,
+    ctx: &Context,
+    next: &mut RestoreStatus,
+    pvrs: &[PodVolumeRestore],
+) {
+    if next.hooks.pending_post_hooks.is_empty() {
+        return;
+    }
+    let pass = run_ready(restore, ctx, &next.hooks.pending_post_hooks, pvrs).await;
+    next.hooks
+        .pending_post_hooks
+        .retain(|pod| !pass.done.contains(pod));
+    (pass.report).record(&mut next.hooks, &mut next.errors, &mut next.warnings);
 }
 
 /// Labels the PodVolumeRestores not yet labelled with their pod's node, once the pod is bound,

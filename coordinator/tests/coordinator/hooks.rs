@@ -143,10 +143,10 @@ async fn pre_hooks_run_before_the_snapshot_and_post_hooks_after_the_transfers_en
     assert!(metrics.contains(r#"ferry_hook_total{phase="pre",result="success"} 1"#));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on() {
-    let (mut cluster, storage) = shop_cluster().await;
-    cluster.start_agent(&agent_program(), NODE, &[]);
+/// The pods of a rough backup, each with a pre hook: `locked` fails (and has a post hook),
+/// `cache` fails but may continue, `hanging` never ends, and `elsewhere` names a container it
+/// lacks. Returns the volume directories of `locked` and `hanging`.
+async fn rough_pods(cluster: &Cluster) -> (PathBuf, PathBuf) {
     let annotated = |command: &str, extra: serde_json::Value| {
         let mut annotations = json!({"pre.hook.backup.ferry.dev/command": command});
         annotations
@@ -156,7 +156,7 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
         annotations
     };
     let (_, locked) = pod_with(
-        &cluster,
+        cluster,
         "shop",
         "locked",
         json!({}),
@@ -167,7 +167,7 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
     )
     .await;
     pod_with(
-        &cluster,
+        cluster,
         "shop",
         "cache",
         json!({}),
@@ -178,7 +178,7 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
     )
     .await;
     let (_, hanging) = pod_with(
-        &cluster,
+        cluster,
         "shop",
         "hanging",
         json!({}),
@@ -189,7 +189,7 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
     )
     .await;
     pod_with(
-        &cluster,
+        cluster,
         "shop",
         "elsewhere",
         json!({}),
@@ -199,6 +199,14 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
         ),
     )
     .await;
+    (locked, hanging)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on() {
+    let (mut cluster, storage) = shop_cluster().await;
+    cluster.start_agent(&agent_program(), NODE, &[]);
+    let (locked, hanging) = rough_pods(&cluster).await;
     cluster.start_coordinator(coordinator_program(), &[]);
     fixtures::backup("rough")
         .namespaces(["shop"])
@@ -331,12 +339,11 @@ async fn restores_ended(cluster: &Cluster, restore: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn restore_hooks_run_on_the_restored_data_and_their_failures_are_reported() {
-    let (mut cluster, _) = shop_cluster().await;
-    cluster.start_agent(&agent_program(), NODE, &[]);
+/// Backs up `shop` as `before`: the pod `db` with an init-container hook and a post-restore
+/// hook in its annotations, and the pod `web` labelled `app: web`.
+async fn backed_up_pods_with_restore_hooks(cluster: &mut Cluster) {
     pod_with(
-        &cluster,
+        cluster,
         "shop",
         "db",
         json!({}),
@@ -348,14 +355,21 @@ async fn restore_hooks_run_on_the_restored_data_and_their_failures_are_reported(
         }),
     )
     .await;
-    pod_with(&cluster, "shop", "web", json!({"app": "web"}), json!({})).await;
+    pod_with(cluster, "shop", "web", json!({"app": "web"}), json!({})).await;
     cluster.start_coordinator(coordinator_program(), &[]);
     fixtures::backup("before")
         .namespaces(["shop"])
         .all_volumes()
-        .create(&cluster)
+        .create(cluster)
         .await;
-    completed::<Backup>(&cluster, "before").await;
+    completed::<Backup>(cluster, "before").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_hooks_run_on_the_restored_data_and_their_failures_are_reported() {
+    let (mut cluster, _) = shop_cluster().await;
+    cluster.start_agent(&agent_program(), NODE, &[]);
+    backed_up_pods_with_restore_hooks(&mut cluster).await;
     fixtures::restore("after")
         .backup("before")
         .map_namespace("shop", "shop-copy")
