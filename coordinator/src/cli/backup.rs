@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
 
 use super::connect::Ferry;
-use super::describe::{Description, transfers_table};
+use super::describe::{Description, hook_runs, transfers_table};
 use super::download;
 use super::error::CliError;
 use super::operation::Operation;
@@ -154,6 +154,9 @@ async fn describe(ferry: &Ferry, name: &str, details: bool) -> Result<(), CliErr
         text.push_str(&transfers_table(&pvbs).render());
         text.push_str("\nSkipped volumes:\n");
         text.push_str(&indented(&skipped));
+        let hooks = backup.status.map(|status| status.hooks).unwrap_or_default();
+        text.push_str("\nHooks:\n");
+        text.push_str(&hook_runs(&hooks));
     } else {
         text.push_str("\nRun `ferry backup describe --details` for each pod volume.\n");
     }
@@ -206,6 +209,7 @@ fn description(backup: &Backup) -> Description {
         )
         .field("Expiration", time(status.expiration.as_ref()))
         .outcome(&backup.summary(), Backup::ITEMS_DONE)
+        .hooks(&status.hooks)
         .items("Timed-out volumes", &status.timed_out_volumes);
     description
 }

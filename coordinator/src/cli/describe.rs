@@ -1,11 +1,12 @@
 //! `describe`: a readable account of one object, as `Label:  value` lines and indented
 //! sections, and the table of its volumes' transfers.
 
-use ferry_shared::crd::{PodVolumeTransfer, ResourceSelection};
+use ferry_shared::crd::{HookRecords, PodVolumeTransfer, ResourceSelection};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::operation::Summary;
 use super::output::{Table, bytes, list, short_duration, time};
+use crate::hooks::report::log_lines;
 
 /// The text of a description, built a line at a time.
 #[derive(Default)]
@@ -108,6 +109,19 @@ impl Description {
             .items("Warnings", summary.warnings)
     }
 
+    /// How many hooks ran and failed, and the pods whose post hooks are still to run.
+    pub fn hooks(&mut self, records: &HookRecords) -> &mut Self {
+        let mut text = format!(
+            "{} attempted, {} failed",
+            records.hooks_attempted, records.hooks_failed
+        );
+        if !records.pending_post_hooks.is_empty() {
+            let pods = records.pending_post_hooks.len();
+            text.push_str(&format!(", post hooks of {pods} pod(s) still to run"));
+        }
+        self.field("Hooks", text)
+    }
+
     pub fn render(&self) -> String {
         let width = self
             .lines
@@ -154,6 +168,17 @@ pub fn selector_text(selector: Option<&LabelSelector>) -> String {
         });
     }
     list(&parts)
+}
+
+/// Each hook run as the operation's log shows it, or `  <none>`.
+pub fn hook_runs(records: &HookRecords) -> String {
+    if records.hook_runs.is_empty() {
+        return "  <none>\n".to_owned();
+    }
+    (records.hook_runs.iter())
+        .flat_map(log_lines)
+        .map(|line| format!("  {line}\n"))
+        .collect()
 }
 
 /// One row per transfer: where, how far, how it ended.

@@ -7,7 +7,7 @@ use kube::api::PostParams;
 
 use super::backup::{indented, logs, transfers_of};
 use super::connect::Ferry;
-use super::describe::{Description, transfers_table};
+use super::describe::{Description, hook_runs, transfers_table};
 use super::error::CliError;
 use super::operation::Operation;
 use super::output::{Format, Table, print, time, write_out};
@@ -184,6 +184,7 @@ async fn describe(ferry: &Ferry, name: &str, details: bool) -> Result<(), CliErr
         return print(&[restore], true, ferry.format, |_| Table::new(&[]));
     }
     let spec = &restore.spec;
+    let status = restore.status.clone().unwrap_or_default();
     let mappings: Vec<String> = spec
         .namespace_mapping
         .iter()
@@ -204,19 +205,17 @@ async fn describe(ferry: &Ferry, name: &str, details: bool) -> Result<(), CliErr
             "Existing objects",
             format!("{:?}", spec.existing_resource_policy).to_lowercase(),
         )
-        .outcome(&restore.summary(), Restore::ITEMS_DONE);
+        .outcome(&restore.summary(), Restore::ITEMS_DONE)
+        .hooks(&status.hooks);
     let mut text = description.render();
     if details {
         let pvrs = transfers_of::<Restore>(ferry, name).await?;
         text.push_str("\nPod volume restores:\n");
         text.push_str(&transfers_table(&pvrs).render());
-        let timed_out = restore
-            .status
-            .as_ref()
-            .map(|s| s.timed_out_volumes.clone())
-            .unwrap_or_default();
         text.push_str("\nTimed-out volumes:\n");
-        text.push_str(&indented(&timed_out));
+        text.push_str(&indented(&status.timed_out_volumes));
+        text.push_str("\nHooks:\n");
+        text.push_str(&hook_runs(&status.hooks));
     } else {
         text.push_str("\nRun `ferry restore describe --details` for each pod volume.\n");
     }

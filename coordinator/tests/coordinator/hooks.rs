@@ -136,6 +136,19 @@ async fn pre_hooks_run_before_the_snapshot_and_post_hooks_after_the_transfers_en
     ] {
         assert!(log.contains(expected), "{expected} not in the log:\n{log}");
     }
+    let described = cluster
+        .ferry(
+            Path::new(env!("CARGO_BIN_EXE_ferry")),
+            &["backup", "describe", "quiesced", "--details"],
+        )
+        .await;
+    let described = described.success();
+    assert!(described.contains("Hooks:"), "{described}");
+    assert!(described.contains("2 attempted, 0 failed"), "{described}");
+    assert!(
+        described.contains("pre hook (annotations) in pod shop/db"),
+        "{described}"
+    );
     let metrics = cluster
         .coordinator()
         .metrics_showing(r#"ferry_hook_total{phase="post",result="success"} 1"#)
