@@ -1,15 +1,16 @@
 //! A small cluster for end-to-end tests: the test API server, a temporary `host_pods` directory
 //! per node, and Ferry's real binaries as child processes. The harness plays the kubelet: it
-//! registers nodes, binds pods, sets their status, and makes and removes their volume
-//! directories. Tests create objects through it, wait for them to finish, and read the
+//! registers nodes, binds pods, sets their status, makes and removes their volume
+//! directories, and runs the commands of `pods/exec` in them. Tests create objects through it, wait for them to finish, and read the
 //! processes' logs and metrics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ferry_shared::crd::PodVolumeTransfer;
@@ -31,7 +32,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::apiserver::TestApiServer;
+use crate::apiserver::{ExecRequest, TestApiServer};
 use crate::fixtures;
 
 /// Where Ferry is installed in the test cluster.
@@ -67,6 +68,77 @@ pub struct Cluster {
     dir: TempDir,
     kubeconfig: PathBuf,
     processes: Vec<Process>,
+    exec_dirs: ExecDirs,
+}
+
+/// Where the harness's container runtime runs a pod's commands: the directory of the pod's
+/// first volume, once the harness has made it, or else a scratch directory of the pod's own.
+#[derive(Debug, Clone)]
+struct ExecDirs {
+    /// The first volume directory of each pod, by pod uid.
+    first_volumes: Arc<Mutex<HashMap<String, PathBuf>>>,
+    /// Where the scratch directories are made, one per pod uid.
+    scratch: PathBuf,
+}
+
+impl ExecDirs {
+    /// Records a volume directory made for the pod `uid`; the first one is where it runs.
+    fn record(&self, uid: &str, dir: &Path) {
+        self.first_volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(uid.to_owned())
+            .or_insert_with(|| dir.to_owned());
+    }
+
+    /// The directory of the pod `uid`, made if it is a scratch one; an error once the pod's
+    /// volume directory is gone, as a deleted pod's are.
+    fn dir(&self, uid: &str) -> Result<PathBuf, String> {
+        let volume = self
+            .first_volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(uid)
+            .cloned();
+        match volume {
+            Some(dir) if dir.is_dir() => Ok(dir),
+            Some(dir) => Err(format!(
+                "the volume directory {} of pod {uid} is gone",
+                dir.display()
+            )),
+            None => {
+                let dir = self.scratch.join(uid);
+                fs::create_dir_all(&dir)
+                    .map_err(|err| format!("cannot make {}: {err}", dir.display()))?;
+                Ok(dir)
+            }
+        }
+    }
+
+    /// The harness's exec handler: runs the command as it is, its program looked up in the
+    /// test's `PATH`, in the pod's directory, with `FERRY_TEST_POD` (`namespace/name`) and
+    /// `FERRY_TEST_CONTAINER` set.
+    fn command(&self, request: &ExecRequest) -> Result<tokio::process::Command, String> {
+        let uid = request
+            .object
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| format!("pod {} has no uid", request.pod))?;
+        let (program, args) = request
+            .command
+            .split_first()
+            .ok_or_else(|| "no command".to_owned())?;
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir(self.dir(uid)?)
+            .env(
+                "FERRY_TEST_POD",
+                format!("{}/{}", request.namespace, request.pod),
+            )
+            .env("FERRY_TEST_CONTAINER", &request.container);
+        Ok(command)
+    }
 }
 
 /// What a finished command printed, and its exit code.
@@ -135,11 +207,18 @@ impl Cluster {
         server
             .write_kubeconfig(&kubeconfig)
             .expect("write kubeconfig");
+        let exec_dirs = ExecDirs {
+            first_volumes: Arc::default(),
+            scratch: dir.path().join("exec"),
+        };
+        let runtime = exec_dirs.clone();
+        server.on_exec(move |request| runtime.command(request));
         Self {
             server,
             dir,
             kubeconfig,
             processes: Vec::new(),
+            exec_dirs,
         }
     }
 
@@ -169,6 +248,29 @@ impl Cluster {
     /// (see [`TestApiServer::forbid`]).
     pub fn forbid(&self, verb: &str, group: &str, resource: &str) {
         self.server.forbid(verb, group, resource);
+    }
+
+    /// Makes `handler` run the commands of `pods/exec` in place of the harness's own (see
+    /// [`TestApiServer::on_exec`]). The harness's runs the command as it is, its program
+    /// looked up in the test's `PATH`, in [`Cluster::exec_dir`] of the pod, with the
+    /// environment variables `FERRY_TEST_POD` (`namespace/name`) and `FERRY_TEST_CONTAINER`.
+    pub fn on_exec(
+        &self,
+        handler: impl Fn(&ExecRequest) -> Result<tokio::process::Command, String>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        self.server.on_exec(handler);
+    }
+
+    /// The directory that the harness's exec handler runs a pod's commands in: the directory
+    /// of its first volume, when [`Cluster::create_pod`] or [`Cluster::run_restored_pod`] made
+    /// it, or else a scratch directory of the pod's own, made now.
+    pub fn exec_dir(&self, pod: &Pod) -> PathBuf {
+        self.exec_dirs
+            .dir(&pod.uid().expect("pod uid"))
+            .expect("the pod's exec directory")
     }
 
     /// Points the Service `name` of `namespace` at `address`, as its endpoints (see
@@ -444,6 +546,7 @@ impl Cluster {
                 None => base.join("kubernetes.io~empty-dir").join(&volume.name),
             };
             fs::create_dir_all(&dir).expect("volume directory");
+            self.exec_dirs.record(&pod.uid().expect("pod uid"), &dir);
             dirs.insert(volume.name.clone(), dir);
         }
         self.bind_pod(namespace, name, node).await;
@@ -628,6 +731,7 @@ impl Cluster {
                     .join("mount"),
             };
             fs::create_dir_all(&dir).expect("volume directory");
+            self.exec_dirs.record(&uid, &dir);
             dirs.push(dir);
         }
         (pod, dirs)

@@ -141,6 +141,14 @@ async fn discovery_describes_the_core_kinds() {
     ] {
         assert_eq!(find(&core, sub).verbs, ["get", "patch", "update"]);
     }
+    let exec = find(&core, "pods/exec");
+    assert_eq!(
+        (exec.kind.as_str(), exec.verbs),
+        (
+            "PodExecOptions",
+            vec!["create".to_owned(), "get".to_owned()]
+        )
+    );
     for name in [
         "secrets",
         "events",

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::authz::{self, Attributes};
 use super::discovery;
 use super::errors::{ApiError, FieldError};
+use super::exec::Runtime;
 use super::operations::{self, Context, DeleteOptions, PatchType, Reply, Write};
 use super::proxy::{self, Upstreams};
 use super::resources::{Builtin, ResourceType};
@@ -28,6 +29,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// Where the service proxy forwards to.
     pub upstreams: Arc<Upstreams>,
+    /// What `pods/exec` runs commands with.
+    pub runtime: Arc<Runtime>,
     pub watch: WatchSettings,
     pub address: String,
 }

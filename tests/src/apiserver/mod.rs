@@ -15,7 +15,9 @@
 //! selector, a workload's selector must select its template, a binding keeps its `roleRef`.
 //! A test can deny a verb on a resource ([`TestApiServer::forbid`]); the request then gets the
 //! RBAC authorizer's 403. The service proxy forwards to the address a test registers for a
-//! Service ([`TestApiServer::register_service`]).
+//! Service ([`TestApiServer::register_service`]). `pods/exec` runs the process that a test's
+//! handler makes in place of the container's ([`TestApiServer::on_exec`]), and streams it over
+//! the kubelet's websocket channel protocol.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +32,7 @@ mod authz;
 mod builtins;
 mod discovery;
 mod errors;
+mod exec;
 mod handlers;
 mod operations;
 mod patch;
@@ -53,6 +56,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::authz::Rule;
+pub use self::exec::ExecRequest;
+use self::exec::Runtime;
 use self::handlers::App;
 use self::operations::{Context, Write};
 use self::proxy::Upstreams;
@@ -230,16 +235,24 @@ impl TestApiServerBuilder {
         let url = format!("http://{local}");
         let shutdown = CancellationToken::new();
         let upstreams = Arc::new(Upstreams::default());
+        let runtime = Arc::new(Runtime::default());
         let app = Arc::new(App {
             store: Arc::clone(&store),
             upstreams: Arc::clone(&upstreams),
+            runtime: Arc::clone(&runtime),
             watch: WatchSettings {
                 bookmark_interval: self.bookmark_interval,
                 shutdown: shutdown.clone(),
             },
             address: local.to_string(),
         });
+        // Exec takes over its connection, which the one handler's body extractor would not let
+        // it reach: it has a route of its own.
         let router = axum::Router::new()
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+                axum::routing::any(exec::handle),
+            )
             .fallback(handlers::handle)
             .with_state(app);
         let stop = shutdown.clone();
@@ -264,6 +277,7 @@ impl TestApiServerBuilder {
             url,
             store,
             upstreams,
+            runtime,
             client,
             shutdown,
             task,
@@ -323,6 +337,7 @@ pub struct TestApiServer {
     url: String,
     store: Arc<Store>,
     upstreams: Arc<Upstreams>,
+    runtime: Arc<Runtime>,
     client: kube::Client,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -410,6 +425,22 @@ impl TestApiServer {
     /// whatever the port, as long as the Service exists and has the port.
     pub fn register_service(&self, namespace: &str, name: &str, address: SocketAddr) {
         self.upstreams.register(namespace, name, address);
+    }
+
+    /// Makes `handler` run the commands of `pods/exec` from now on, in place of the handler
+    /// before, as a node's container runtime runs them: it gets each exec that the server
+    /// admitted and returns the process to run, whose stdin, stdout and stderr the server
+    /// attaches to the client and which is killed, with every process it starts, when the
+    /// client goes away. An `Err` is the runtime's error, which the client gets as the exec's
+    /// Failure `Status`. Without a handler, every exec fails so.
+    pub fn on_exec(
+        &self,
+        handler: impl Fn(&ExecRequest) -> Result<tokio::process::Command, String>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        self.runtime.register(Arc::new(handler));
     }
 
     /// Creates the ClusterIP Service `namespace/name` with one TCP port `port_name`:`port`,

@@ -293,6 +293,7 @@ impl ResourceType {
         }
         if self.builtin() == Some(Builtin::Pod) {
             subresources.push(("binding", "Binding".to_owned(), vec!["create"]));
+            subresources.push(("exec", "PodExecOptions".to_owned(), vec!["create", "get"]));
         }
         subresources
     }
