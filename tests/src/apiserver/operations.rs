@@ -807,6 +807,7 @@ fn apply(
     };
     let mut merged = output(&ctx.resource, &ctx.version, &old);
     merge_applied(ctx, &mut merged, &applied)?;
+    remove_disowned(ctx, &old, &mut merged, &manager, &applied);
     update(
         state,
         ctx,
@@ -815,6 +816,33 @@ fn apply(
         merged,
         Write::Apply { manager, applied },
     )
+}
+
+/// The fields `manager` applied to `old` before and no longer applies, and that no other
+/// manager owns, removed from `merged`, as server-side apply removes them.
+fn remove_disowned(ctx: &Context, old: &Value, merged: &mut Value, manager: &str, applied: &Value) {
+    let subresource = (ctx.part == Part::Status).then_some("status");
+    let empty = Vec::new();
+    let entries = (old.pointer("/metadata/managedFields"))
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let mine = |entry: &Value| {
+        entry.get("manager").and_then(Value::as_str) == Some(manager)
+            && entry.get("operation").and_then(Value::as_str) == Some("Apply")
+            && entry.get("subresource").and_then(Value::as_str) == subresource
+    };
+    let Some(previous) = entries
+        .iter()
+        .find(|e| mine(e))
+        .and_then(|e| e.get("fieldsV1"))
+    else {
+        return;
+    };
+    let others = (entries.iter())
+        .filter(|entry| !mine(entry))
+        .filter_map(|entry| entry.get("fieldsV1"))
+        .fold(json!({}), |all, set| patch::union_field_sets(&all, set));
+    patch::remove_disowned(merged, previous, &applied_fields(applied), &others);
 }
 
 fn merge_applied(ctx: &Context, target: &mut Value, applied: &Value) -> Result<(), ApiError> {

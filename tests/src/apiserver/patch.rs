@@ -260,6 +260,39 @@ pub fn union_field_sets(a: &Value, b: &Value) -> Value {
     }
 }
 
+/// Removes from `target` the fields of the field set `previous` that neither `now` nor `others`
+/// holds: what server-side apply does with the fields a manager applied before and applies no
+/// more, unless another manager owns them too.
+pub fn remove_disowned(target: &mut Value, previous: &Value, now: &Value, others: &Value) {
+    let Value::Object(previous) = previous else {
+        return;
+    };
+    let empty = json!({});
+    for (key, set) in previous {
+        let now = now.get(key);
+        let others = others.get(key);
+        let keep = now.is_some() || others.is_some();
+        let (now, others) = (now.unwrap_or(&empty), others.unwrap_or(&empty));
+        if let (Some(field), Value::Object(map)) = (key.strip_prefix("f:"), &mut *target) {
+            if !keep {
+                map.remove(field);
+            } else if let Some(child) = map.get_mut(field) {
+                remove_disowned(child, set, now, others);
+            }
+        } else if let (Some(id), Value::Array(items)) = (key.strip_prefix("k:"), &mut *target) {
+            let Ok(Value::Object(id)) = serde_json::from_str::<Value>(id) else {
+                continue;
+            };
+            let identified = |item: &Value| id.iter().all(|(k, v)| item.get(k) == Some(v));
+            if !keep {
+                items.retain(|item| !identified(item));
+            } else if let Some(item) = items.iter_mut().find(|item| identified(item)) {
+                remove_disowned(item, set, now, others);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +319,24 @@ mod tests {
         );
         assert!(failed.is_err());
         assert_eq!(object, before);
+    }
+
+    #[test]
+    fn fields_a_manager_stops_applying_go_unless_another_owns_them() {
+        let mut status = json!({"status": {
+            "phase": "Done", "pending": [{"name": "a"}], "note": "x",
+            "volumes": [{"name": "v1", "size": 1}, {"name": "v2", "size": 2}],
+        }});
+        let previous = field_set(&status);
+        let now = field_set(
+            &json!({"status": {"phase": "Done", "volumes": [{"name": "v1", "size": 1}]}}),
+        );
+        let others = json!({"f:status": {"f:note": {}}});
+        remove_disowned(&mut status, &previous, &now, &others);
+        assert_eq!(
+            status,
+            json!({"status": {"phase": "Done", "note": "x", "volumes": [{"name": "v1", "size": 1}]}})
+        );
     }
 
     #[test]
