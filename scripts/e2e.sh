@@ -108,7 +108,7 @@ k -n ferry rollout status deployment/ferry-coordinator --timeout=$timeout
 k -n ferry wait --for=jsonpath='{.status.phase}'=Available \
   backupstoragelocations.ferry.dev/default --timeout=$timeout
 
-step "a StatefulSet with data in namespace $ns, its volume opted in, a Service and a ConfigMap"
+step "a StatefulSet with data in namespace $ns, its volume opted in, hooks, a Service and a ConfigMap"
 k create namespace "$ns"
 k -n "$ns" create configmap settings --from-literal=mode=fast
 k apply -f - <<EOF
@@ -127,7 +127,10 @@ spec:
   template:
     metadata:
       labels: {app: app}
-      annotations: {backup.ferry.dev/backup-volumes: data}
+      annotations:
+        backup.ferry.dev/backup-volumes: data
+        pre.hook.backup.ferry.dev/command: '["sh", "-c", "date > /data/quiesced"]'
+        post.hook.restore.ferry.dev/command: '["sh", "-c", "cat /data/nested/dir/leaf > /tmp/post-restore-hook"]'
     spec:
       containers:
         - name: app
@@ -141,7 +144,8 @@ EOF
 k -n "$ns" rollout status statefulset/app --timeout=$timeout
 # shellcheck disable=SC2016 # expanded by the pod's shell
 k -n "$ns" exec app-0 -- sh -c 'for i in $(seq 1 200); do head -c $((i * 997)) /dev/urandom > /data/file-$i; done; mkdir -p /data/nested/dir; echo hello > /data/nested/dir/leaf'
-before=$(k -n "$ns" exec app-0 -- sh -c 'cd /data && find . -type f | sort | xargs md5sum')
+files='cd /data && find . -type f ! -name quiesced | sort | xargs md5sum'
+before=$(k -n "$ns" exec app-0 -- sh -c "$files")
 
 step "Backup $name of namespace $ns"
 k apply -f - <<EOF
@@ -157,6 +161,11 @@ wait_completed "backups.ferry.dev/$name"
 volumes=$(k -n ferry get "backups.ferry.dev/$name" -o jsonpath='{.status.podVolumeBackups.completed}')
 if [[ "$volumes" != 1 ]]; then
   echo "FAILED: the backup completed ${volumes:-no} pod volume backups, not 1"
+  exit 1
+fi
+hooks=$(k -n ferry get "backups.ferry.dev/$name" -o jsonpath='{.status.hooksAttempted}/{.status.hooksFailed}')
+if [[ "$hooks" != 1/ ]]; then
+  echo "FAILED: the backup ran hooks ${hooks:-none} (attempted/failed), not 1/"
   exit 1
 fi
 password=$(k -n ferry get secret ferry-repo-credentials -o jsonpath='{.data.repository-password}')
@@ -203,11 +212,17 @@ k -n "$ns" wait --for=jsonpath='{.metadata.ownerReferences[0].kind}'=StatefulSet
   --timeout=$timeout
 
 step "comparing"
-after=$(k -n "$ns" exec app-0 -- sh -c 'cd /data && find . -type f | sort | xargs md5sum')
+after=$(k -n "$ns" exec app-0 -- sh -c "$files")
 if [[ "$before" != "$after" ]]; then
   diff <(echo "$before") <(echo "$after") || true
   echo "FAILED: the restored volume differs"
   exit 1
 fi
 k -n "$ns" exec app-0 -- test ! -e /data/.velero
-echo "passed: the namespace is back, its StatefulSet owns the restored pod, the restored volume is identical, and the marker is gone"
+k -n "$ns" exec app-0 -- test -s /data/quiesced
+hooked=$(k -n "$ns" exec app-0 -- cat /tmp/post-restore-hook)
+if [[ "$hooked" != hello ]]; then
+  echo "FAILED: the post-restore hook did not read the restored data (it wrote '${hooked}')"
+  exit 1
+fi
+echo "passed: the namespace is back, its StatefulSet owns the restored pod, the restored volume is identical, the marker is gone, and the hooks ran"
