@@ -58,21 +58,27 @@ pub mod annotation {
 }
 
 /// The prefixes of the hook annotations on a pod, Ferry's spelling first, then Velero's, which
-/// is honoured too. A key is `<prefix>/<field>`, such as `pre.hook.backup.ferry.dev/command`.
+/// is honoured too. A key is `<prefix>/<field>`, such as `pre.hook.backup.ferry.dev/command`;
+/// the first spelling whose `command` (for an init hook, `container-image`) a pod sets is the
+/// one read.
 pub mod hook {
     /// Exec hooks run before the pod's volumes are backed up: `container`, `command`,
-    /// `on-error`, `timeout`.
-    pub const BACKUP_PRE: [&str; 2] = ["pre.hook.backup.ferry.dev", "pre.hook.backup.velero.io"];
+    /// `on-error`, `timeout`. The last is Velero's older spelling.
+    pub const BACKUP_PRE: &[&str] = &[
+        "pre.hook.backup.ferry.dev",
+        "pre.hook.backup.velero.io",
+        "hook.backup.velero.io",
+    ];
     /// Exec hooks run after the pod's volume backups ended, with the fields of [`BACKUP_PRE`].
-    pub const BACKUP_POST: [&str; 2] = ["post.hook.backup.ferry.dev", "post.hook.backup.velero.io"];
+    pub const BACKUP_POST: &[&str] = &["post.hook.backup.ferry.dev", "post.hook.backup.velero.io"];
     /// An init container added to the restored pod: `container-image`, `container-name`,
     /// `command`.
-    pub const RESTORE_INIT: [&str; 2] =
-        ["init.hook.restore.ferry.dev", "init.hook.restore.velero.io"];
+    pub const RESTORE_INIT: &[&str] =
+        &["init.hook.restore.ferry.dev", "init.hook.restore.velero.io"];
     /// An exec hook run once the restored pod's data is back: `container`, `command`,
     /// `on-error`, `exec-timeout`, `wait-timeout`.
-    pub const RESTORE_POST: [&str; 2] =
-        ["post.hook.restore.ferry.dev", "post.hook.restore.velero.io"];
+    pub const RESTORE_POST: &[&str] =
+        &["post.hook.restore.ferry.dev", "post.hook.restore.velero.io"];
 }
 
 /// Finalizer on every Backup: its snapshots are forgotten and its objects removed from the

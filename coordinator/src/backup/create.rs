@@ -9,22 +9,26 @@ use ferry_shared::crd::{
 };
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::label;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::collect::{Collected, collect};
 use super::finish::{fail, watch};
-use super::hooks::{Started, start_pods};
+use super::hooks::{leave_out_blocked, run_pre_hooks};
 use crate::context::{Context, Locked, ResolvedLocation};
 use crate::error::{Error, StorageError};
 use crate::plan::{self, BackupTarget, VolumeChoice, choose_volumes, union, volume_key};
 use crate::repository;
 
-/// Collects the objects, chooses the volumes, writes the objects, then creates the
-/// PodVolumeBackups.
+/// PodVolumeBackups created at once.
+const CREATE_CONCURRENCY: usize = 16;
+
+/// Collects the objects, chooses the volumes, writes the objects, runs the pods' pre hooks, then
+/// creates the PodVolumeBackups of the pods whose pre hooks did not fail.
 pub(super) async fn plan_and_create(
     backup: &Backup,
     ctx: &Context,
@@ -71,12 +75,12 @@ pub(super) async fn plan_and_create(
         let message = format!("cannot write the backup's objects: {err}");
         return fail(backup, ctx, status, message).await;
     }
-    let (to_create, started_before) =
-        planned_pod_volume_backups(backup, location, &choice, &repositories, ctx).await?;
-    let started = start_pods(backup, ctx, &pods, to_create, &started_before).await?;
+    let status = run_pre_hooks(backup, ctx, &pods, status).await?;
+    let choice = leave_out_blocked(choice, &status.hooks.pre_hooks_ran);
+    let created = create_pod_volume_backups(backup, ctx, location, &choice, &repositories).await?;
     drop(guards);
     let status = collected_status(status, collected);
-    volumes_chosen(backup, ctx, location, status, &choice, started).await
+    volumes_chosen(backup, ctx, location, status, &choice, created).await
 }
 
 /// Why a backup cannot create its transfers yet.
@@ -161,26 +165,22 @@ fn collected_status(status: BackupStatus, collected: Collected) -> BackupStatus 
     }
 }
 
-/// The PodVolumeBackups of the chosen volumes that an earlier pass did not create, by pod UID,
-/// and the UIDs of the pods an earlier pass started.
-async fn planned_pod_volume_backups(
+/// Creates the PodVolumeBackups of the chosen volumes that an earlier pass did not; returns
+/// how many it created.
+async fn create_pod_volume_backups(
     backup: &Backup,
+    ctx: &Context,
     location: &ResolvedLocation,
     choice: &VolumeChoice,
     repositories: &BTreeMap<String, String>,
-    ctx: &Context,
-) -> Result<(BTreeMap<String, Vec<PodVolumeBackup>>, Vec<String>), Error> {
+) -> Result<usize, Error> {
     let name = backup.name_any();
     let uid = backup.uid().unwrap_or_default();
-    let all = ctx
-        .api::<PodVolumeBackup>()
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let earlier: Vec<&PodVolumeBackup> = (all.iter())
+    let api = ctx.api::<PodVolumeBackup>();
+    let all = api.list(&ListParams::default()).await?.items;
+    let existing: BTreeSet<String> = all
+        .iter()
         .filter(|pvb| pvb.labels().get(label::BACKUP_UID) == Some(&uid))
-        .collect();
-    let existing: BTreeSet<String> = (earlier.iter())
         .map(|pvb| volume_key(&pvb.spec.pod.uid, &pvb.spec.volume))
         .collect();
     let owner = backup.controller_owner_ref(&()).ok_or(Error::Incomplete {
@@ -193,18 +193,27 @@ async fn planned_pod_volume_backups(
         backup_uid: &uid,
         storage_location: &location_name,
     };
-    let mut by_pod: BTreeMap<String, Vec<PodVolumeBackup>> = BTreeMap::new();
-    for chosen in &choice.chosen {
-        if existing.contains(&volume_key(&chosen.pod.uid, &chosen.volume)) {
-            continue;
-        }
-        let repository = &repositories[&chosen.pod.namespace];
-        let mut pvb = plan::pod_volume_backup(&target, chosen, repository, &all);
-        pvb.metadata.owner_references = Some(vec![owner.clone()]);
-        by_pod.entry(chosen.pod.uid.clone()).or_default().push(pvb);
-    }
-    let started_before = earlier.iter().map(|pvb| pvb.spec.pod.uid.clone()).collect();
-    Ok((by_pod, started_before))
+    let to_create: Vec<PodVolumeBackup> = choice
+        .chosen
+        .iter()
+        .filter(|chosen| !existing.contains(&volume_key(&chosen.pod.uid, &chosen.volume)))
+        .map(|chosen| {
+            let repository = &repositories[&chosen.pod.namespace];
+            let mut pvb = plan::pod_volume_backup(&target, chosen, repository, &all);
+            pvb.metadata.owner_references = Some(vec![owner.clone()]);
+            pvb
+        })
+        .collect();
+    let created = to_create.len();
+    futures::stream::iter(to_create)
+        .map(|pvb| {
+            let api = api.clone();
+            async move { api.create(&PostParams::default(), &pvb).await }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(created)
 }
 
 /// Records what was chosen: an Event, and the status that moves the backup on to watching its
@@ -215,33 +224,25 @@ async fn volumes_chosen(
     location: &ResolvedLocation,
     status: BackupStatus,
     choice: &VolumeChoice,
-    started: Started,
+    created: usize,
 ) -> Result<Action, Error> {
-    let created = started.created;
-    let chosen = choice.chosen.len() - started.blocked.len();
-    let total = u32::try_from(chosen).unwrap_or(u32::MAX);
-    let mut skipped_volumes = choice.skipped.clone();
-    skipped_volumes.extend(started.blocked);
-    let skipped = skipped_volumes.len();
+    let total = u32::try_from(choice.chosen.len()).unwrap_or(u32::MAX);
+    let skipped = choice.skipped.len();
     info!(name = %backup.name_any(), total, created, skipped, "pod volume backups created");
     let note = format!("{total} volume(s) to back up, {skipped} skipped");
     ctx.event(backup, false, "VolumesChosen", note).await;
-    let mut status = BackupStatus {
+    let status = BackupStatus {
         pod_volume_backups: Some(TransferCounts {
             total,
             ..TransferCounts::default()
         }),
         warnings: union(
             status.warnings.clone(),
-            skipped_volumes.iter().map(ToString::to_string),
+            choice.skipped.iter().map(ToString::to_string),
         ),
-        skipped_volumes,
+        skipped_volumes: choice.skipped.clone(),
         ..status
     };
-    status.hooks.pending_post_hooks = started.pending_post;
-    started
-        .report
-        .record(&mut status.hooks, &mut status.errors, &mut status.warnings);
     ctx.apply_status(backup, &status).await?;
     if total == 0 {
         return watch(backup, ctx, location, status).await;

@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use tracing::{info, warn};
 
+use super::hooks::run_post_hooks_on_deletion;
 use crate::context::{Context, ResolvedLocation};
 use crate::error::{Error, StorageError};
 use crate::jobs::{Job, Operation};
@@ -56,10 +57,11 @@ pub(super) async fn expire_when_due(backup: &Backup, ctx: &Context) -> Result<Ac
     }
 }
 
-/// The finalizer: forget the backup's snapshots, remove its objects from the location, and
-/// delete its PodVolumeBackups.
+/// The finalizer: run the post hooks an unfinished backup still owes its pods, forget the
+/// backup's snapshots, remove its objects from the location, and delete its PodVolumeBackups.
 pub(super) async fn cleanup(backup: &Backup, ctx: &Context) -> Result<Action, Error> {
     let name = backup.name_any();
+    run_post_hooks_on_deletion(backup, ctx).await?;
     let restoring: Vec<String> = ctx
         .api::<Restore>()
         .list(&ListParams::default())

@@ -14,10 +14,10 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::expire::expire_when_due;
-use super::hooks::{run_post_hooks, transfers_ended};
+use super::hooks::{run_due_post_hooks, run_post_hooks_now};
 use crate::context::{Context, ResolvedLocation, spec_duration};
 use crate::error::{Error, StorageError};
-use crate::hooks::report::log_lines;
+use crate::hooks::report::{log_lines, unkept};
 use crate::overdue::{Tally, tally};
 use crate::plan::union;
 
@@ -47,6 +47,8 @@ pub(super) async fn fail(
         warn!(%name, %err, "cannot remove the failed backup's objects");
     }
     ctx.event(backup, true, "Failed", error.clone()).await;
+    let mut status = status;
+    run_post_hooks_now(backup, ctx, &mut status).await;
     let mut errors = status.errors.clone();
     errors.push(error);
     let status = BackupStatus {
@@ -99,14 +101,7 @@ pub(super) async fn watch(
         timed_out_volumes: timed_out,
         ..status.clone()
     };
-    let ended = transfers_ended(&next.hooks.pending_post_hooks, &kept);
-    if !ended.is_empty() {
-        let report = run_post_hooks(backup, ctx, &ended).await;
-        next.hooks
-            .pending_post_hooks
-            .retain(|pod| !ended.contains(pod));
-        report.record(&mut next.hooks, &mut next.errors, &mut next.warnings);
-    }
+    run_due_post_hooks(backup, ctx, &mut next, &kept).await?;
     if !sum.finished() || !next.hooks.pending_post_hooks.is_empty() {
         if next != status {
             ctx.apply_status(backup, &next).await?;
@@ -204,6 +199,7 @@ fn backup_log(backup: &Backup, pvbs: &[PodVolumeBackup]) -> String {
         ));
     }
     lines.extend(post.into_iter().flat_map(log_lines));
+    lines.extend(unkept(&status.hooks));
     lines.extend(status.errors.iter().map(|e| format!("error: {e}")));
     lines.push(format!(
         "{} backup {} ended {:?}",

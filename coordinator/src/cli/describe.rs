@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::operation::Summary;
 use super::output::{Table, bytes, list, short_duration, time};
-use crate::hooks::report::log_lines;
+use crate::hooks::report::records_log;
 
 /// The text of a description, built a line at a time.
 #[derive(Default)]
@@ -175,8 +175,7 @@ pub fn hook_runs(records: &HookRecords) -> String {
     if records.hook_runs.is_empty() {
         return "  <none>\n".to_owned();
     }
-    (records.hook_runs.iter())
-        .flat_map(log_lines)
+    (records_log(records).iter())
         .map(|line| format!("  {line}\n"))
         .collect()
 }

@@ -1,6 +1,7 @@
 //! Running one exec hook in a pod through `pods/exec`: the command's exit code from the status
 //! channel, the tails of its output, and a stop at its timeout.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ferry_shared::crd::{HookPhase, HookRun};
@@ -10,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams};
 use kube::{Client, ResourceExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::warn;
 
 use super::plan::PodHook;
 use super::report::pod_name;
@@ -17,26 +19,37 @@ use super::report::pod_name;
 /// How much of the end of each output a run keeps.
 pub const TAIL_BYTES: usize = 512;
 
+/// How long a hook's outputs are read once it has ended: a child it left behind may hold them
+/// open, and is not waited for.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
 /// What came of a hook: its exit code when it ran to its end, or why it did not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub exit_code: Option<i32>,
-    pub failure: Option<String>,
-    pub stdout: String,
-    pub stderr: String,
+struct Ended {
+    exit_code: Option<i32>,
+    failure: Option<String>,
+}
+
+/// The ends of a hook's outputs, shared with the tasks that read them, so that a hook stopped
+/// at its timeout keeps what it wrote.
+#[derive(Debug, Clone, Default)]
+struct Tails {
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
 }
 
 /// Runs `hook` in `pod` and records how it went. The pod must be Running and have the
-/// container; a hook past its timeout is stopped by closing its stream.
+/// container; past its timeout, the hook's stream is closed and it counts as failed.
 pub async fn run(client: &Client, pod: &Pod, phase: HookPhase, hook: &PodHook) -> HookRun {
     let started = now();
     let clock = Instant::now();
-    let outcome = match runnable(pod, &hook.container) {
-        Err(reason) => Outcome::failed(reason),
-        Ok(()) => match tokio::time::timeout(hook.timeout, exec(client, pod, hook)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::failed(format!(
-                "it did not end within its timeout of {}; it was stopped",
+    let tails = Tails::default();
+    let ended = match runnable(pod, &hook.container) {
+        Err(reason) => Ended::failed(reason),
+        Ok(()) => match tokio::time::timeout(hook.timeout, exec(client, pod, hook, &tails)).await {
+            Ok(ended) => ended,
+            Err(_) => Ended::failed(format!(
+                "it did not end within its timeout of {}; its stream was closed",
                 humantime::format_duration(hook.timeout)
             )),
         },
@@ -47,13 +60,13 @@ pub async fn run(client: &Client, pod: &Pod, phase: HookPhase, hook: &PodHook) -
         container: hook.container.clone(),
         source: hook.source.clone(),
         command: hook.command.clone(),
-        succeeded: outcome.failure.is_none(),
-        exit_code: outcome.exit_code,
+        succeeded: ended.failure.is_none(),
+        exit_code: ended.exit_code,
         started: Some(started),
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-        message: outcome.failure,
-        stdout_tail: outcome.stdout,
-        stderr_tail: outcome.stderr,
+        message: ended.failure,
+        stdout_tail: tail_text(&tails.stdout),
+        stderr_tail: tail_text(&tails.stderr),
     }
 }
 
@@ -76,18 +89,16 @@ pub fn runnable(pod: &Pod, container: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl Outcome {
+impl Ended {
     fn failed(reason: String) -> Self {
-        Outcome {
+        Ended {
             exit_code: None,
             failure: Some(reason),
-            stdout: String::new(),
-            stderr: String::new(),
         }
     }
 }
 
-async fn exec(client: &Client, pod: &Pod, hook: &PodHook) -> Outcome {
+async fn exec(client: &Client, pod: &Pod, hook: &PodHook, tails: &Tails) -> Ended {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let params = AttachParams::default()
         .container(&hook.container)
@@ -96,23 +107,25 @@ async fn exec(client: &Client, pod: &Pod, hook: &PodHook) -> Outcome {
         .stderr(true);
     let mut attached = match api.exec(&pod.name_any(), &hook.command, &params).await {
         Ok(attached) => attached,
-        Err(err) => return Outcome::failed(format!("cannot exec into the pod: {err}")),
+        Err(err) => return Ended::failed(format!("cannot exec into the pod: {err}")),
     };
-    let stdout = tail(attached.stdout());
-    let stderr = tail(attached.stderr());
-    let status = attached.take_status();
-    let (stdout, stderr) = tokio::join!(stdout, stderr);
-    let status = match status {
+    let readers = [
+        tokio::spawn(read_tail(attached.stdout(), tails.stdout.clone())),
+        tokio::spawn(read_tail(attached.stderr(), tails.stderr.clone())),
+    ];
+    let status = match attached.take_status() {
         Some(status) => status.await,
         None => None,
     };
-    let (exit_code, failure) = ended(status);
-    Outcome {
-        exit_code,
-        failure,
-        stdout,
-        stderr,
+    let outputs_read = futures::future::join_all(readers);
+    if tokio::time::timeout(OUTPUT_GRACE, outputs_read)
+        .await
+        .is_err()
+    {
+        warn!(pod = %pod_name(pod), "a hook's output stayed open after it ended; the rest is not read");
     }
+    let (exit_code, failure) = ended(status);
+    Ended { exit_code, failure }
 }
 
 /// The exit code and the failure a status channel reports, as the kubelet writes it: Success,
@@ -140,22 +153,28 @@ fn ended(status: Option<Status>) -> (Option<i32>, Option<String>) {
     }
 }
 
-/// The last [`TAIL_BYTES`] of a stream, read to its end.
-async fn tail(stream: Option<impl AsyncRead + Unpin>) -> String {
+/// Reads a stream to its end into `kept`, which keeps at least its last [`TAIL_BYTES`].
+async fn read_tail(stream: Option<impl AsyncRead + Unpin>, kept: Arc<Mutex<Vec<u8>>>) {
     let Some(mut stream) = stream else {
-        return String::new();
+        return;
     };
-    let mut kept: Vec<u8> = Vec::new();
     let mut buffer = [0u8; 8192];
     while let Ok(read) = stream.read(&mut buffer).await {
         if read == 0 {
             break;
         }
+        let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
         kept.extend_from_slice(&buffer[..read]);
         if kept.len() > 2 * TAIL_BYTES {
-            kept.drain(..kept.len() - TAIL_BYTES);
+            let over = kept.len() - TAIL_BYTES;
+            kept.drain(..over);
         }
     }
+}
+
+/// The last [`TAIL_BYTES`] of what `kept` holds, as text.
+fn tail_text(kept: &Mutex<Vec<u8>>) -> String {
+    let kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
     let start = kept.len().saturating_sub(TAIL_BYTES);
     String::from_utf8_lossy(&kept[start..])
         .trim_end()
@@ -208,9 +227,13 @@ mod tests {
     #[tokio::test]
     async fn a_tail_keeps_the_end_of_a_long_output() {
         let long: Vec<u8> = (0..5000).map(|i| b'a' + (i % 26) as u8).collect();
-        let kept = tail(Some(long.as_slice())).await;
-        assert_eq!(kept.len(), TAIL_BYTES);
-        assert!(long.ends_with(kept.as_bytes()));
-        assert_eq!(tail(None::<&[u8]>).await, "");
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        read_tail(Some(long.as_slice()), kept.clone()).await;
+        let text = tail_text(&kept);
+        assert_eq!(text.len(), TAIL_BYTES);
+        assert!(long.ends_with(text.as_bytes()));
+        let nothing = Arc::new(Mutex::new(Vec::new()));
+        read_tail(None::<&[u8]>, nothing.clone()).await;
+        assert_eq!(tail_text(&nothing), "");
     }
 }

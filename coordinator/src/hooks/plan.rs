@@ -1,13 +1,13 @@
 //! Which hooks a pod runs: from its annotations (Ferry's spelling or Velero's) or, for a phase
 //! it has no annotations for, from the resource hooks of the Backup or Restore that select it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ferry_shared::crd::{
     BackupHooks, ExecHook, HookErrorMode, HookPhase, HookSelection, RestoreExecHook, RestoreHooks,
 };
-use ferry_shared::names::hook;
+use ferry_shared::names::{RESTORE_WAIT_CONTAINER, hook};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
@@ -50,7 +50,8 @@ pub struct InvalidHook {
 /// One hook as planned.
 pub type Planned = Result<PodHook, InvalidHook>;
 
-/// The exec hooks `pod` runs in a backup phase (`Pre` or `Post`).
+/// The exec hooks `pod` runs in a backup phase (`Pre` or `Post`). A pod that has finished
+/// (Succeeded or Failed, a Job's pod say) runs only the hooks its annotations ask for.
 pub fn backup_hooks(pod: &Pod, phase: HookPhase, spec: Option<&BackupHooks>) -> Vec<Planned> {
     let prefixes = match phase {
         HookPhase::Pre => hook::BACKUP_PRE,
@@ -58,6 +59,9 @@ pub fn backup_hooks(pod: &Pod, phase: HookPhase, spec: Option<&BackupHooks>) -> 
     };
     if let Some(annotated) = annotated_exec(pod, prefixes, "timeout", HookErrorMode::Fail) {
         return vec![annotated];
+    }
+    if finished(pod) {
+        return Vec::new();
     }
     let resources = spec.map(|hooks| hooks.resources.as_slice()).unwrap_or(&[]);
     resources
@@ -130,9 +134,7 @@ pub fn backup_spec_errors(hooks: &BackupHooks) -> Vec<String> {
                 let field = format!("{field}.{phase}[{at}].exec");
                 let exec = &hook.exec;
                 errors.extend(command_error(&field, &exec.command));
-                let timeout =
-                    spec_duration(exec.timeout.as_deref(), "timeout", DEFAULT_EXEC_TIMEOUT);
-                errors.extend(timeout.err().map(|err| format!("{field}: {err}")));
+                errors.extend(duration_error(&field, &exec.timeout, "timeout"));
             }
         }
     }
@@ -145,33 +147,53 @@ pub fn restore_spec_errors(hooks: &RestoreHooks) -> Vec<String> {
     for (index, resource) in hooks.resources.iter().enumerate() {
         let field = format!("hooks.resources[{index}]");
         errors.extend(selection_errors(&field, &resource.selection));
+        let mut names = BTreeSet::new();
         for (at, hook) in resource.post_hooks.iter().enumerate() {
             let field = format!("{field}.postHooks[{at}]");
             if hook.init.is_none() && hook.exec.is_none() {
                 errors.push(format!("{field} has neither init nor exec"));
             }
             for container in hook.init.iter().flat_map(|init| &init.init_containers) {
-                if container.name.trim().is_empty() {
-                    errors.push(format!("{field}.init: an init container has no name"));
-                }
+                errors.extend(init_container_error(&field, container, &mut names));
             }
             let Some(exec) = &hook.exec else { continue };
-            errors.extend(command_error(&format!("{field}.exec"), &exec.command));
-            let durations = [
-                (&exec.exec_timeout, "execTimeout"),
-                (&exec.wait_timeout, "waitTimeout"),
-            ];
-            for (value, name) in durations {
-                let parsed = spec_duration(value.as_deref(), name, Duration::ZERO);
-                errors.extend(parsed.err().map(|err| format!("{field}.exec: {err}")));
-            }
+            let field = format!("{field}.exec");
+            errors.extend(command_error(&field, &exec.command));
+            errors.extend(duration_error(&field, &exec.exec_timeout, "execTimeout"));
+            errors.extend(duration_error(&field, &exec.wait_timeout, "waitTimeout"));
         }
     }
     errors
 }
 
+/// What is wrong with an init container of a restore hook: no name, a name taken by an
+/// earlier one of `names` or by `restore-wait`, or no image.
+fn init_container_error(
+    field: &str,
+    container: &Container,
+    names: &mut BTreeSet<String>,
+) -> Option<String> {
+    let name = container.name.trim();
+    if name.is_empty() {
+        return Some(format!("{field}.init: an init container has no name"));
+    }
+    if name == RESTORE_WAIT_CONTAINER || !names.insert(name.to_owned()) {
+        return Some(format!(
+            "{field}.init: the init container name {name:?} is taken"
+        ));
+    }
+    let image = container.image.as_deref().unwrap_or_default();
+    image
+        .trim()
+        .is_empty()
+        .then(|| format!("{field}.init: init container {name} has no image"))
+}
+
 fn selection_errors(field: &str, selection: &HookSelection) -> Vec<String> {
     let mut errors = Vec::new();
+    if selection.name.trim().is_empty() {
+        errors.push(format!("{field}.name is empty"));
+    }
     if let Some(selector) = &selection.label_selector
         && let Err(err) = Selector::try_from(selector.clone())
     {
@@ -183,6 +205,23 @@ fn selection_errors(field: &str, selection: &HookSelection) -> Vec<String> {
 fn command_error(field: &str, command: &[String]) -> Option<String> {
     (command.is_empty() || command[0].trim().is_empty())
         .then(|| format!("{field}.command is empty"))
+}
+
+/// Why the duration `value` of `name` is not a duration above zero, if it is not.
+fn duration_error(field: &str, value: &Option<String>, name: &str) -> Option<String> {
+    match spec_duration(value.as_deref(), name, DEFAULT_EXEC_TIMEOUT) {
+        Err(err) => Some(format!("{field}: {err}")),
+        Ok(duration) if duration.is_zero() => Some(format!("{field}: {name} is zero")),
+        Ok(_) => None,
+    }
+}
+
+fn finished(pod: &Pod) -> bool {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref());
+    matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// Whether a resource hook applies to `pod`.
@@ -265,28 +304,35 @@ fn container_or_first(pod: &Pod, named: Option<&str>) -> String {
     }
 }
 
-/// The annotations of the first spelling among `prefixes` that the pod uses, by field.
-fn annotations_of<'a>(pod: &'a Pod, prefixes: [&str; 2]) -> Option<(String, Fields<'a>)> {
-    prefixes.into_iter().find_map(|prefix| {
+/// The annotations, by field, of the first spelling among `prefixes` in which the pod sets
+/// the field `trigger`.
+fn annotations_of<'a>(
+    pod: &'a Pod,
+    prefixes: &[&str],
+    trigger: &str,
+) -> Option<(String, Fields<'a>)> {
+    prefixes.iter().find_map(|prefix| {
         let start = format!("{prefix}/");
         let fields: Fields = (pod.annotations().iter())
             .filter_map(|(key, value)| Some((key.strip_prefix(&start)?, value.as_str())))
             .collect();
-        (!fields.is_empty()).then(|| (prefix.to_owned(), fields))
+        fields
+            .contains_key(trigger)
+            .then(|| ((*prefix).to_owned(), fields))
     })
 }
 
 type Fields<'a> = BTreeMap<&'a str, &'a str>;
 
 /// The exec hook of the annotations with one of `prefixes`, whose timeout is the field
-/// `timeout_field`; none when the pod has no such annotations.
+/// `timeout_field`; none when the pod sets no `command` with them.
 fn annotated_exec(
     pod: &Pod,
-    prefixes: [&str; 2],
+    prefixes: &[&str],
     timeout_field: &str,
     default_mode: HookErrorMode,
 ) -> Option<Planned> {
-    let (prefix, fields) = annotations_of(pod, prefixes)?;
+    let (prefix, fields) = annotations_of(pod, prefixes, "command")?;
     let invalid = |on_error, message: String| InvalidHook {
         source: FROM_ANNOTATIONS.to_owned(),
         on_error,
@@ -341,9 +387,12 @@ fn command(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// The init container of the pod's restore annotations, with the volume mounts of the pod's
-/// first container so that it sees the restored data.
+/// first container so that it sees the restored data. Without a command it runs its image's
+/// entrypoint.
 fn annotated_init_container(pod: &Pod) -> Result<Option<Container>, String> {
-    let Some((prefix, fields)) = annotations_of(pod, hook::RESTORE_INIT) else {
+    let found = (["container-image", "command", "container-name"].iter())
+        .find_map(|trigger| annotations_of(pod, hook::RESTORE_INIT, trigger));
+    let Some((prefix, fields)) = found else {
         return Ok(None);
     };
     let image = fields.get("container-image").map(|image| image.trim());
@@ -352,8 +401,12 @@ fn annotated_init_container(pod: &Pod) -> Result<Option<Container>, String> {
             "annotation {prefix}/container-image is missing or empty"
         ));
     };
-    let command = command(fields.get("command").copied().unwrap_or_default())
-        .map_err(|err| format!("annotation {prefix}/command: {err}"))?;
+    let command = match fields.get("command") {
+        None => None,
+        Some(text) => {
+            Some(command(text).map_err(|err| format!("annotation {prefix}/command: {err}"))?)
+        }
+    };
     let name = (fields.get("container-name").map(|name| name.trim()))
         .filter(|name| !name.is_empty())
         .unwrap_or(DEFAULT_INIT_CONTAINER);
@@ -363,7 +416,7 @@ fn annotated_init_container(pod: &Pod) -> Result<Option<Container>, String> {
     Ok(Some(Container {
         name: name.to_owned(),
         image: Some(image.to_owned()),
-        command: Some(command),
+        command,
         volume_mounts: mounts,
         ..Container::default()
     }))
@@ -552,12 +605,58 @@ mod tests {
             let invalid = planned(&annotations).unwrap_err();
             assert!(invalid.message.contains(expected), "{}", invalid.message);
         }
-        let without_command = planned(&[("pre.hook.backup.ferry.dev/container", "db")]);
+        let empty = planned(&[("pre.hook.backup.ferry.dev/command", " ")]);
         assert!(
-            without_command
+            empty
                 .unwrap_err()
                 .message
-                .contains("command: it is missing")
+                .contains("command: it is missing or empty")
+        );
+    }
+
+    #[test]
+    fn annotations_without_a_command_leave_the_spec_hooks_and_velero_s_older_keys_count() {
+        let spec = spec_hooks();
+        let pre = |pod: &Pod| commands(&backup_hooks(pod, HookPhase::Pre, Some(&spec)));
+        let no_command = pod(
+            "shop",
+            &[("app", "db")],
+            &[("pre.hook.backup.ferry.dev/container", "sidecar")],
+        );
+        assert_eq!(
+            pre(&no_command),
+            [
+                "shop-db:db:freeze",
+                "shop-db:db:flush",
+                "everywhere:db:sync"
+            ]
+        );
+        let older = pod(
+            "shop",
+            &[],
+            &[("hook.backup.velero.io/command", "/bin/quiesce")],
+        );
+        assert_eq!(pre(&older), ["annotations:db:/bin/quiesce"]);
+    }
+
+    #[test]
+    fn a_finished_pod_runs_only_the_hooks_its_annotations_ask_for() {
+        let spec = spec_hooks();
+        let mut job = pod("shop", &[("app", "db")], &[]);
+        job.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Succeeded".to_owned()),
+            ..Default::default()
+        });
+        assert!(backup_hooks(&job, HookPhase::Pre, Some(&spec)).is_empty());
+        let annotations = [("pre.hook.backup.ferry.dev/command", "true")];
+        job.metadata.annotations = Some(
+            (annotations.iter())
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        assert_eq!(
+            commands(&backup_hooks(&job, HookPhase::Pre, Some(&spec))),
+            ["annotations:db:true"]
         );
     }
 
@@ -574,11 +673,15 @@ mod tests {
             }]),
             ..LabelSelector::default()
         });
+        spec.resources[1].selection.name.clear();
+        spec.resources[1].pre[0].exec.timeout = Some("0s".to_owned());
         let errors = backup_spec_errors(&spec);
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 5, "{errors:?}");
         assert_eq!(errors[0], "hooks.resources[0].pre[1].exec.command is empty");
         assert!(errors[1].starts_with("hooks.resources[0].post[0].exec: timeout \"later\""));
-        assert!(errors[2].starts_with("hooks.resources[1].labelSelector is not valid"));
+        assert_eq!(errors[2], "hooks.resources[1].name is empty");
+        assert!(errors[3].starts_with("hooks.resources[1].labelSelector is not valid"));
+        assert_eq!(errors[4], "hooks.resources[1].pre[0].exec: timeout is zero");
         assert!(backup_spec_errors(&spec_hooks()).is_empty());
         let restore = RestoreHooks {
             resources: vec![RestoreResourceHook {
@@ -593,16 +696,34 @@ mod tests {
                             ..RestoreExecHook::default()
                         }),
                     },
+                    RestorePostHook {
+                        init: Some(InitRestoreHook {
+                            init_containers: serde_json::from_value(json!([
+                                {"name": "warm", "image": "cache:1"},
+                                {"name": "warm", "image": "cache:1"},
+                                {"name": "restore-wait", "image": "cache:1"},
+                                {"name": "bare"},
+                            ]))
+                            .unwrap(),
+                        }),
+                        exec: None,
+                    },
                 ],
             }],
         };
         let errors = restore_spec_errors(&restore);
-        assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(
-            errors[0],
-            "hooks.resources[0].postHooks[0] has neither init nor exec"
+            errors,
+            [
+                "hooks.resources[0].postHooks[0] has neither init nor exec",
+                "hooks.resources[0].postHooks[1].exec: waitTimeout \"never\" is not a duration \
+                 such as 720h: expected number at 0",
+                "hooks.resources[0].postHooks[2].init: the init container name \"warm\" is taken",
+                "hooks.resources[0].postHooks[2].init: the init container name \"restore-wait\" \
+                 is taken",
+                "hooks.resources[0].postHooks[2].init: init container bare has no image",
+            ]
         );
-        assert!(errors[1].starts_with("hooks.resources[0].postHooks[1].exec: waitTimeout"));
     }
 
     #[test]
@@ -685,6 +806,13 @@ mod tests {
             err,
             "annotation init.hook.restore.ferry.dev/container-image is missing or empty"
         );
+        let entrypoint = pod(
+            "shop",
+            &[],
+            &[("init.hook.restore.velero.io/container-image", "warmer:2")],
+        );
+        let containers = restore_init_containers(&entrypoint, None).unwrap();
+        assert_eq!(containers[0].command, None, "the image's entrypoint runs");
         let from_spec: Container = serde_json::from_value(json!({
             "name": "warm", "image": "cache:1", "args": ["--warm"]
         }))

@@ -8,8 +8,12 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use super::exec::{run, took};
-use super::plan::{InvalidHook, Planned};
+use super::plan::{InvalidHook, Planned, PodHook};
 use crate::metrics::Metrics;
+
+/// Hook runs an operation's status keeps, each up to about 1.3 KB: the object stays far below
+/// the API server's size limit.
+pub const KEPT_RUNS: usize = 200;
 
 /// How the hooks of one or more pods went.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -33,7 +37,8 @@ impl Report {
         self.warnings.extend(other.warnings);
     }
 
-    /// Adds the runs to `records`, and their failures to `errors` and `warnings`.
+    /// Adds the runs to `records` (the first [`KEPT_RUNS`] of the operation), and their
+    /// failures to `errors` and `warnings`.
     pub fn record(
         self,
         records: &mut HookRecords,
@@ -43,7 +48,8 @@ impl Report {
         let failed = self.runs.iter().filter(|run| !run.succeeded).count();
         records.hooks_attempted += u32::try_from(self.runs.len()).unwrap_or(u32::MAX);
         records.hooks_failed += u32::try_from(failed).unwrap_or(u32::MAX);
-        records.hook_runs.extend(self.runs);
+        let room = KEPT_RUNS.saturating_sub(records.hook_runs.len());
+        records.hook_runs.extend(self.runs.into_iter().take(room));
         errors.extend(self.errors);
         warnings.extend(self.warnings);
     }
@@ -98,6 +104,24 @@ pub fn pod_name(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
+/// The run of `hook` of `pod` that never started: its container did not run in time.
+pub fn never_started(pod: &Pod, phase: HookPhase, hook: &PodHook, why: String) -> HookRun {
+    HookRun {
+        container: hook.container.clone(),
+        source: hook.source.clone(),
+        command: hook.command.clone(),
+        ..not_run(
+            &pod_name(pod),
+            phase,
+            &InvalidHook {
+                source: hook.source.clone(),
+                on_error: hook.on_error,
+                message: why,
+            },
+        )
+    }
+}
+
 /// The run of a hook of `pod` (`<namespace>/<name>`) that could not be run.
 pub fn not_run(pod: &str, phase: HookPhase, invalid: &InvalidHook) -> HookRun {
     HookRun {
@@ -143,6 +167,24 @@ fn last_lines(tail: &str) -> String {
         .filter(|line| !line.trim().is_empty())
         .collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// The runs of `records` as the operation's log prints them, with how many more were run.
+pub fn records_log(records: &HookRecords) -> Vec<String> {
+    let lines = records.hook_runs.iter().flat_map(log_lines);
+    lines.chain(unkept(records)).collect()
+}
+
+/// How many runs `records` counts but does not keep, if any.
+pub fn unkept(records: &HookRecords) -> Option<String> {
+    let kept = u32::try_from(records.hook_runs.len()).unwrap_or(u32::MAX);
+    let more = records
+        .hooks_attempted
+        .checked_sub(kept)
+        .filter(|more| *more > 0)?;
+    Some(format!(
+        "… and {more} more hook run(s), counted but not kept"
+    ))
 }
 
 /// A run as the operation's log prints it: when, which hook, its command and how it ended,

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::hooks::run_ready;
 use crate::context::Context;
 use crate::error::{Error, StorageError};
-use crate::hooks::report::log_lines;
+use crate::hooks::report::records_log;
 use crate::overdue::{Tally, tally};
 use crate::plan::union;
 
@@ -73,7 +73,7 @@ pub(super) async fn watch(
         timed_out_volumes: timed_out,
         ..status.clone()
     };
-    run_post_restore_hooks(restore, ctx, &mut next, &pvrs).await;
+    run_post_restore_hooks(restore, ctx, &mut next, &pvrs).await?;
     if !sum.finished() || !next.hooks.pending_post_hooks.is_empty() {
         if next != status {
             ctx.apply_status(restore, &next).await?;
@@ -105,21 +105,26 @@ pub(super) async fn watch(
     Ok(Action::await_change())
 }
 
-/// Runs the hooks of the restored pods that are ready for them, and records how they went.
+/// Runs the hooks of the restored pods that are ready for them, and records how they went in
+/// `next` and, before anything else happens, in the Restore's status.
 async fn run_post_restore_hooks(
     restore: &Restore,
     ctx: &Context,
     next: &mut RestoreStatus,
     pvrs: &[PodVolumeRestore],
-) {
+) -> Result<(), Error> {
     if next.hooks.pending_post_hooks.is_empty() {
-        return;
+        return Ok(());
     }
     let pass = run_ready(restore, ctx, &next.hooks.pending_post_hooks, pvrs).await;
+    if pass.done.is_empty() {
+        return Ok(());
+    }
     next.hooks
         .pending_post_hooks
         .retain(|pod| !pass.done.contains(pod));
     (pass.report).record(&mut next.hooks, &mut next.errors, &mut next.warnings);
+    Ok(ctx.apply_status(restore, next).await?)
 }
 
 /// Labels the PodVolumeRestores not yet labelled with their pod's node, once the pod is bound,
@@ -194,7 +199,7 @@ async fn upload_log(
                 .unwrap_or_default()
         ));
     }
-    lines.extend(status.hooks.hook_runs.iter().flat_map(log_lines));
+    lines.extend(records_log(&status.hooks));
     lines.extend(status.errors.iter().map(|e| format!("error: {e}")));
     lines.push(format!("restore {name} ended {:?}", status.phase));
     let upload = async {

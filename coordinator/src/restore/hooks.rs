@@ -18,7 +18,7 @@ use kube::api::Api;
 use crate::context::Context;
 use crate::hooks::exec::run;
 use crate::hooks::plan::{InvalidHook, PodHook, restore_exec_hooks};
-use crate::hooks::report::{Report, not_run, pod_name};
+use crate::hooks::report::{Report, never_started, not_run, pod_name};
 
 /// Pods whose hooks run at once.
 const POD_CONCURRENCY: usize = 8;
@@ -112,19 +112,13 @@ async fn pod_hooks(
                 invalid.on_error,
             ),
             Ok(hook) if !running(&pod, &hook.container) => {
-                let invalid = InvalidHook {
-                    source: hook.source.clone(),
-                    on_error: hook.on_error,
-                    message: format!(
-                        "container {:?} was not Running within the wait timeout of {}",
-                        hook.container,
-                        humantime::format_duration(hook.wait_timeout)
-                    ),
-                };
-                (
-                    not_run(&pod_name(&pod), HookPhase::PostRestore, &invalid),
-                    hook.on_error,
-                )
+                let why = format!(
+                    "container {:?} was not Running within the wait timeout of {}",
+                    hook.container,
+                    humantime::format_duration(hook.wait_timeout)
+                );
+                let run = never_started(&pod, HookPhase::PostRestore, &hook, why);
+                (run, hook.on_error)
             }
             Ok(hook) => (
                 run(&ctx.client, &pod, HookPhase::PostRestore, &hook).await,

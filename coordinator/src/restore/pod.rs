@@ -47,20 +47,6 @@ pub fn restored_spec(
     hooks: Vec<Container>,
 ) {
     spec.node_name = None;
-    // The service-account token volume is added again by the API server.
-    let token_volume = |name: &str| name.starts_with("kube-api-access-");
-    if let Some(volumes) = &mut spec.volumes {
-        volumes.retain(|volume| !token_volume(&volume.name));
-    }
-    for container in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
-        if let Some(mounts) = &mut container.volume_mounts {
-            mounts.retain(|mount| !token_volume(&mount.name));
-        }
-    }
     let mut init = spec.init_containers.take().unwrap_or_default();
     // A pod backed up after an earlier restore holds these already.
     init.retain(|container| {
@@ -73,6 +59,16 @@ pub fn restored_spec(
             0,
             restore_wait_container(restore_uid, restored_volumes, helper),
         );
+    }
+    // The service-account token volume is added again by the API server.
+    let token_volume = |name: &str| name.starts_with("kube-api-access-");
+    if let Some(volumes) = &mut spec.volumes {
+        volumes.retain(|volume| !token_volume(&volume.name));
+    }
+    for container in spec.containers.iter_mut().chain(init.iter_mut()) {
+        if let Some(mounts) = &mut container.volume_mounts {
+            mounts.retain(|mount| !token_volume(&mount.name));
+        }
     }
     spec.init_containers = (!init.is_empty()).then_some(init);
 }
@@ -202,8 +198,22 @@ mod tests {
                 .collect()
         };
         let mut with_data = spec.clone();
-        let hooks = vec![hook("fix-owner"), hook("warm")];
+        let mut warm = hook("warm");
+        warm.volume_mounts = serde_json::from_value(json!([
+            {"name": "data", "mountPath": "/data"},
+            {"name": "kube-api-access-x1", "mountPath": "/var/run/secrets"},
+        ]))
+        .unwrap();
+        let hooks = vec![hook("fix-owner"), warm];
         restored_spec(&mut with_data, "ru-1", &["data".to_owned()], &helper, hooks);
+        let warm_mounts = with_data.init_containers.as_ref().unwrap()[2]
+            .volume_mounts
+            .clone();
+        assert_eq!(
+            warm_mounts.unwrap().len(),
+            1,
+            "a hook copies the app's mounts, but not the token's, which is not restored"
+        );
         assert_eq!(
             names(with_data),
             ["restore-wait", "fix-owner", "warm", "migrate"],

@@ -17,7 +17,7 @@ use ferry_tests::harness::{Cluster, VolumeKind};
 use ferry_tests::restic::{restic, succeed};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::{NODE, PASSWORD, agent_program, completed, coordinator_program, shop_cluster};
@@ -196,7 +196,7 @@ async fn rough_pods(cluster: &Cluster) -> (PathBuf, PathBuf) {
         "hanging",
         json!({}),
         annotated(
-            r#"["sh", "-c", "echo $$ > pid; exec sleep 1000"]"#,
+            r#"["sh", "-c", "echo $$ > pid; echo waiting for a lock; exec sleep 1000"]"#,
             json!({"pre.hook.backup.ferry.dev/timeout": "2s"}),
         ),
     )
@@ -269,6 +269,13 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
     );
     // The post hook of the pod whose pre hook failed still releases what the pre hooks took.
     assert!(locked.join("released.txt").is_file());
+    let stopped = (status.hooks.hook_runs.iter())
+        .find(|run| run.pod == "shop/hanging")
+        .unwrap();
+    assert_eq!(
+        stopped.stdout_tail, "waiting for a lock",
+        "a hook stopped at its timeout keeps what it wrote"
+    );
     let pid = fs::read_to_string(hanging.join("pid")).unwrap();
     gone(pid.trim()).await;
     let log = backup_log(&storage, "rough");
@@ -442,5 +449,55 @@ async fn restore_hooks_run_on_the_restored_data_and_their_failures_are_reported(
             "post-restore hook (web-check) of pod shop-copy/web in container app failed: \
           exit code 7; stderr: web is down"
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_backup_before_its_transfers_end_runs_the_post_hooks_it_owes() {
+    let (mut cluster, _) = shop_cluster().await;
+    let (_, data) = pod_with(
+        &cluster,
+        "shop",
+        "db",
+        json!({}),
+        json!({
+            "pre.hook.backup.ferry.dev/command": r#"["sh", "-c", "echo frozen > frozen.txt"]"#,
+            "post.hook.backup.ferry.dev/command": r#"["sh", "-c", "echo thawed > thawed.txt"]"#,
+        }),
+    )
+    .await;
+    cluster.start_coordinator(coordinator_program(), &[]);
+    // No node agent runs: the transfer never ends.
+    fixtures::backup("abandoned")
+        .namespaces(["shop"])
+        .all_volumes()
+        .create(&cluster)
+        .await;
+    let backups = cluster.api::<Backup>();
+    let started = |backup: &Backup| {
+        (backup.status.as_ref()).is_some_and(|status| status.pod_volume_backups.is_some())
+    };
+    let backup = cluster
+        .wait_for(&backups, "abandoned", "to create its transfer", started)
+        .await;
+    let pending = backup_status(&backup).hooks.pending_post_hooks;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(data.join("frozen.txt").is_file() && !data.join("thawed.txt").exists());
+    backups
+        .delete("abandoned", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + ferry_tests::harness::DEADLINE;
+    while backups.get_opt("abandoned").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backup is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        fs::read_to_string(data.join("thawed.txt")).unwrap(),
+        "thawed\n",
+        "the post hook released the pod before the backup went"
     );
 }

@@ -2,6 +2,8 @@
 //! after its restore, with Velero's field names. The coordinator runs exec hooks through
 //! `pods/exec`; restore init-container hooks become init containers of the restored pod.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use schemars::JsonSchema;
@@ -78,8 +80,8 @@ pub struct ExecHook {
     /// What a failure does: `Fail` (the default for backup hooks) or `Continue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<HookErrorMode>,
-    /// How long the command may run, as a duration such as `30s` (the default); past it, it is
-    /// stopped and counts as failed.
+    /// How long the command may run, as a duration such as `30s` (the default); past it, its
+    /// stream is closed and it counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
 }
@@ -150,8 +152,8 @@ pub struct RestoreExecHook {
     /// What a failure does: `Continue` (the default for restore hooks) or `Fail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<HookErrorMode>,
-    /// How long the command may run (default `30s`); past it, it is stopped and counts as
-    /// failed.
+    /// How long the command may run (default `30s`); past it, its stream is closed and it
+    /// counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_timeout: Option<String>,
     /// How long to wait for the container to be Running once the pod's volumes are restored
@@ -202,12 +204,25 @@ pub struct HookRecords {
     /// Hooks that failed, timed out or could not run.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hooks_failed: u32,
-    /// How each hook went, for the operation's log.
+    /// How each hook went, for the operation's log: the first runs, up to a bound that keeps
+    /// the object small; the counts hold them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hook_runs: Vec<HookRun>,
     /// Pods whose post hooks are still to run, once their transfers have ended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_post_hooks: Vec<PodReference>,
+    /// The pods whose pre hooks have run, by UID, so that they never run twice.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pre_hooks_ran: BTreeMap<String, PreHooksEnd>,
+}
+
+/// How a pod's pre hooks ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PreHooksEnd {
+    /// None failed under `Fail`: the pod's volumes are backed up.
+    Passed,
+    /// One failed under `Fail`: the pod's volumes are left out.
+    Blocked,
 }
 
 /// How one hook went, kept in the operation's status for its log.
