@@ -1,6 +1,6 @@
 //! `ferry-coordinator run`, with `ferry-node-agent run` where data moves, against the
 //! Kubernetes test server, the harness playing the kubelet. One test binary, a module a topic:
-//! what backups choose and write, restores, whole namespaces, syncing a bucket into a fresh cluster, expiry,
+//! what backups choose and write, restores, hooks, whole namespaces, syncing a bucket into a fresh cluster, expiry,
 //! schedules, validation of bad input, leader election, the repository password, repository
 //! jobs, outages of the object store, download and server status requests, the `ferry` command
 //! line, and `ferry install` and `ferry uninstall`. What several
