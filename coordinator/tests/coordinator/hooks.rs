@@ -157,8 +157,9 @@ async fn pre_hooks_run_before_the_snapshot_and_post_hooks_after_the_transfers_en
 }
 
 /// The pods of a rough backup, each with a pre hook: `locked` fails (and has a post hook),
-/// `cache` fails but may continue, `hanging` never ends, and `elsewhere` names a container it
-/// lacks. Returns the volume directories of `locked` and `hanging`.
+/// `cache` fails but may continue, `hanging` never ends, `elsewhere` names a container it
+/// lacks, and `starting` is not Running yet. Returns the volume directories of `locked` and
+/// `hanging`.
 async fn rough_pods(cluster: &Cluster) -> (PathBuf, PathBuf) {
     let annotated = |command: &str, extra: serde_json::Value| {
         let mut annotations = json!({"pre.hook.backup.ferry.dev/command": command});
@@ -212,6 +213,15 @@ async fn rough_pods(cluster: &Cluster) -> (PathBuf, PathBuf) {
         ),
     )
     .await;
+    let (starting, _) = pod_with(
+        cluster,
+        "shop",
+        "starting",
+        json!({}),
+        annotated("true", json!({})),
+    )
+    .await;
+    cluster.set_pod_status(&starting, "Pending", None).await;
     (locked, hanging)
 }
 
@@ -254,6 +264,7 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
     );
     assert!(error("hanging").contains("did not end within its timeout of 2s"));
     assert!(error("elsewhere").contains(r#"the pod has no container "sidecar""#));
+    assert!(error("starting").contains("the pod is not Running (phase Pending)"));
     assert!(
         (status.warnings.iter()).any(|w| w.contains("pod shop/cache") && w.contains("cache busy")),
         "{:?}",
@@ -262,10 +273,18 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
     let skipped: Vec<&str> = (status.skipped_volumes.iter())
         .map(|s| s.pod.as_str())
         .collect();
-    assert_eq!(skipped, ["shop/elsewhere", "shop/hanging", "shop/locked"]);
+    assert_eq!(
+        skipped,
+        [
+            "shop/starting",
+            "shop/elsewhere",
+            "shop/hanging",
+            "shop/locked"
+        ]
+    );
     assert_eq!(
         (status.hooks.hooks_attempted, status.hooks.hooks_failed),
-        (5, 4)
+        (6, 5)
     );
     // The post hook of the pod whose pre hook failed still releases what the pre hooks took.
     assert!(locked.join("released.txt").is_file());
