@@ -1,6 +1,8 @@
 //! Following a backup's PodVolumeBackups to its end: the sum of their progress, the stored
 //! record of the backup in the location, and the end it reaches.
 
+use std::time::Duration;
+
 use ferry_shared::crd::{
     Backup, BackupProgress, BackupStatus, HookPhase, OperationPhase, PodVolumeBackup,
 };
@@ -20,6 +22,9 @@ use crate::error::{Error, StorageError};
 use crate::hooks::report::{log_lines, unkept};
 use crate::overdue::{Tally, tally};
 use crate::plan::union;
+
+/// How soon the post hooks of a pod that could not be read are tried again.
+const POST_HOOKS_RETRY: Duration = Duration::from_secs(10);
 
 pub(super) fn schedule_of(backup: &Backup) -> String {
     backup
@@ -106,7 +111,12 @@ pub(super) async fn watch(
         if next != status {
             ctx.apply_status(backup, &next).await?;
         }
-        return Ok(next_deadline.map_or_else(Action::await_change, Action::requeue));
+        // With every transfer ended, only post hooks of pods that could not be read are left.
+        return Ok(match (sum.finished(), next_deadline) {
+            (true, _) => Action::requeue(POST_HOOKS_RETRY),
+            (false, Some(due)) => Action::requeue(due),
+            (false, None) => Action::await_change(),
+        });
     }
     next.completion_timestamp = Some(now());
     next.errors = union(next.errors, sum.errors.clone());
