@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_shared::repository::{
-    BackupOutcome, BackupRequest, OpenMode, ProgressCounters, ProgressSnapshot, Repository,
+    BackupOutcome, BackupRequest, OpenMode, Parent, ProgressCounters, ProgressSnapshot, Repository,
     RepositoryConfig, RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
 };
 use ferry_shared::subprocess;
@@ -55,9 +55,13 @@ pub struct BackupArgs {
     /// The snapshot label, such as <namespace>/<pvc>.
     #[arg(long)]
     pub label: Option<String>,
-    /// The snapshot to compare against, so that unchanged files are not read again.
-    #[arg(long)]
+    /// The snapshot to compare against, so that unchanged files are not read again. Without
+    /// it, the latest snapshot with the same label and tags is the parent.
+    #[arg(long, conflicts_with = "no_parent")]
     pub parent: Option<String>,
+    /// Compare against no snapshot: read every file again.
+    #[arg(long)]
+    pub no_parent: bool,
     #[command(flatten)]
     pub repository: RepositoryArgs,
     #[command(flatten)]
@@ -241,7 +245,11 @@ async fn run_command(command: Command) -> ExitCode {
                         source: args.source,
                         tags: args.tags.into_iter().collect(),
                         label: args.label,
-                        parent: args.parent,
+                        parent: match (args.parent, args.no_parent) {
+                            (Some(parent), _) => Parent::Snapshot(parent),
+                            (None, true) => Parent::None,
+                            (None, false) => Parent::Latest,
+                        },
                     },
                     create_repository: true,
                 },

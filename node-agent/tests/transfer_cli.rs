@@ -284,6 +284,7 @@ fn an_unchanged_second_backup_uses_its_parent_and_adds_no_data() {
     let source = scratch.source_with_rich_tree();
     let repository = scratch.repository();
     let (first, _) = backed_up(backup_command(&scratch, &repository, &source));
+    assert_eq!(first.parent, None, "an empty repository has no parent");
     let packs = pack_count(&repository);
 
     let mut command = backup_command(&scratch, &repository, &source);
@@ -300,10 +301,55 @@ fn an_unchanged_second_backup_uses_its_parent_and_adds_no_data() {
     );
     assert_ne!(second.snapshot_id, first.snapshot_id);
 
-    // Without a parent every file is read again, though deduplication still stores nothing new.
-    let (third, _) = backed_up(backup_command(&scratch, &repository, &source));
+    // --no-parent reads every file again, though deduplication still stores nothing new.
+    let mut command = backup_command(&scratch, &repository, &source);
+    command.arg("--no-parent");
+    let (third, _) = backed_up(command);
     assert_eq!(third.parent, None);
     assert_eq!(third.files_unmodified, 0, "{third:?}");
+    assert_eq!(third.data_added, 0, "{third:?}");
+}
+
+#[test]
+fn without_a_parent_named_the_latest_snapshot_of_the_same_label_and_tags_is_the_parent() {
+    let scratch = Scratch::new(PASSWORD);
+    let source = scratch.source_with_rich_tree();
+    let repository = scratch.repository();
+    let labelled = |label: &str, tags: &[&str]| {
+        let mut command = backup_command(&scratch, &repository, &source);
+        command.args(["--label", label]);
+        for tag in tags {
+            command.args(["--tag", tag]);
+        }
+        backed_up(command).0
+    };
+    let first = labelled("shop/pvc/a", &["ns=shop"]);
+    let second = labelled("shop/pvc/a", &["ns=shop"]);
+    assert_eq!(second.parent, first.snapshot_id);
+    assert_eq!(second.files_unmodified, second.files, "{second:?}");
+    let third = labelled("shop/pvc/a", &["ns=shop"]);
+    assert_eq!(
+        third.parent, second.snapshot_id,
+        "the latest one is the parent"
+    );
+
+    let other_label = labelled("shop/pvc/b", &["ns=shop"]);
+    assert_eq!(other_label.parent, None, "{other_label:?}");
+    assert_eq!(other_label.files_unmodified, 0, "{other_label:?}");
+    let other_tags = labelled("shop/pvc/a", &["ns=shop", "backup=nightly"]);
+    assert_eq!(other_tags.parent, None, "{other_tags:?}");
+}
+
+#[test]
+fn parent_and_no_parent_exclude_each_other() {
+    let scratch = Scratch::new(PASSWORD);
+    let source = scratch.source_with_rich_tree();
+    let mut command = backup_command(&scratch, &scratch.repository(), &source);
+    command.args(["--parent", "abc", "--no-parent"]);
+    let output = command.output().expect("run ferry-node-agent");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
 
 fn progress_events(events: &[Event]) -> Vec<ferry_shared::repository::ProgressSnapshot> {

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use ferry_shared::repository::{
-    BackupRequest, EngineError, OpenMode, ProgressCounters, Repository, RepositoryConfig,
+    BackupRequest, EngineError, OpenMode, Parent, ProgressCounters, Repository, RepositoryConfig,
     RepositoryLocation, RestoreRequest,
 };
 use ferry_tests::restic::{restic, succeed};
@@ -40,7 +40,7 @@ fn back_up(repo: &Path, source: &Path, tags: BTreeMap<String, String>) -> String
             source: source.to_owned(),
             tags,
             label: Some("shop/data".to_owned()),
-            parent: None,
+            parent: Parent::None,
         })
         .expect("backup");
     outcome.snapshot_id.expect("a snapshot")

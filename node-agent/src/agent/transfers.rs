@@ -383,7 +383,7 @@ fn job<K: TransferKind>(ctx: &Context, object: &K, inputs: Inputs) -> Job {
                 source: inputs.path,
                 tags,
                 label: Some(label),
-                parent,
+                parent: parent.into(),
             },
             create_repository: false,
         },

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rustic_core::repofile::SnapshotFile;
-use rustic_core::{BackupOptions, ParentOptions, SnapshotOptions};
+use rustic_core::{BackupOptions, ParentOptions, SnapshotGroupCriterion, SnapshotOptions};
 use serde::{Deserialize, Serialize};
 
 use super::error::describe;
@@ -29,8 +29,28 @@ pub struct BackupRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// The snapshot to compare against, so unchanged files are not read again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<String>,
+    #[serde(default)]
+    pub parent: Parent,
+}
+
+/// Which snapshot a backup compares against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Parent {
+    /// None: every file is read.
+    #[default]
+    None,
+    /// The latest snapshot with the same host, label and tags (the snapshot path of every
+    /// Ferry snapshot is the same), as restic picks its parent by host and paths.
+    Latest,
+    /// This snapshot, given by ID or unique prefix, whatever its label and tags.
+    Snapshot(String),
+}
+
+impl From<Option<String>> for Parent {
+    fn from(snapshot: Option<String>) -> Self {
+        snapshot.map_or(Parent::None, Parent::Snapshot)
+    }
 }
 
 /// What a backup did.
@@ -88,31 +108,35 @@ impl Repository {
             })?;
 
         let mut outcome = BackupOutcome::default();
-        let mut parents = Vec::new();
-        if let Some(parent) = &request.parent {
-            match repo.get_snapshot_from_str(parent, |_| true) {
-                Ok(snapshot) => {
-                    let id = snapshot.id.to_hex().to_string();
-                    outcome.parent = Some(id.clone());
-                    parents.push(id);
+        let parent = match &request.parent {
+            Parent::None => ParentOptions::default().force(true),
+            Parent::Latest => ParentOptions::default().group_by(
+                SnapshotGroupCriterion::new()
+                    .hostname(true)
+                    .label(true)
+                    .paths(true)
+                    .tags(true),
+            ),
+            Parent::Snapshot(parent) => match repo.get_snapshot_from_str(parent, |_| true) {
+                // The snapshot named is used whatever its host, label or tags.
+                Ok(snapshot) => ParentOptions::default()
+                    .group_by(SnapshotGroupCriterion::new())
+                    .parents(vec![snapshot.id.to_hex().to_string()]),
+                Err(err) => {
+                    outcome.warnings.push(format!(
+                        "parent snapshot {parent} could not be used, so every file was read again: {}",
+                        describe(&err)
+                    ));
+                    ParentOptions::default().force(true)
                 }
-                Err(err) => outcome.warnings.push(format!(
-                    "parent snapshot {parent} could not be used, so every file was read again: {}",
-                    describe(&err)
-                )),
-            }
-        }
+            },
+        };
 
         let snapshot = new_snapshot(request).map_err(backup_error)?;
         let options = BackupOptions::default()
             .as_path(PathBuf::from(SNAPSHOT_PATH))
-            .parent_opts(
-                ParentOptions::default()
-                    .force(parents.is_empty())
-                    .parents(parents)
-                    // A volume re-attached elsewhere, or a CSI clone, gets new inode numbers.
-                    .ignore_inode(true),
-            );
+            // A volume re-attached elsewhere, or a CSI clone, gets new inode numbers.
+            .parent_opts(parent.ignore_inode(true));
         // Warnings of an earlier call in this process belong to that call.
         warnings::take();
         let saved = repo
@@ -152,6 +176,7 @@ impl BackupOutcome {
     fn record(&mut self, saved: &SnapshotFile) {
         let summary = saved.summary.clone().unwrap_or_default();
         self.snapshot_id = Some(saved.id.to_hex().to_string());
+        self.parent = saved.parent.map(|parent| parent.to_hex().to_string());
         self.files = summary.total_files_processed;
         self.dirs = summary.total_dirs_processed;
         self.bytes = summary.total_bytes_processed;

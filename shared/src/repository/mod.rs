@@ -27,7 +27,7 @@ use rustic_core::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use backup::{BackupOutcome, BackupRequest};
+pub use backup::{BackupOutcome, BackupRequest, Parent};
 pub use error::EngineError;
 pub use location::{RepositoryLocation, S3Location};
 pub use maintenance::{CheckReport, PruneReport, SnapshotInfo};
