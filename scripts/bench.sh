@@ -2,9 +2,8 @@
 # Ferry vs restic benchmark (method: /work/shared/reference/engine.md section 5).
 #
 # What it measures
-#   One deterministic data set (scripts/gen-bench-data.py, about 1 GiB at --scale 1.0:
-#   20,000 small files of 1-64 KiB, three 100 MiB random files, one 64 MiB log) is backed
-#   up and restored by restic (0.14, Debian package) and by Ferry's CLI
+#   A deterministic data set (scripts/gen-bench-data.py; --set chooses it) is backed up and
+#   restored by restic (0.14, Debian package) and by Ferry's CLI
 #   (target/release/ferry-node-agent). Each round runs restic, then Ferry, each from a fresh
 #   repository (a new local directory, or with --s3 a new bucket; and, for restic, a fresh
 #   cache in the work dir; Ferry runs without a cache, which is its default). Per tool and
@@ -12,8 +11,8 @@
 #     backup1  first backup into the empty repository
 #              (restic's repository is created beforehand by an untimed `restic init`;
 #               Ferry creates its repository inside this step, so that cost is included)
-#     backup2  the same data again, unchanged: restic finds the parent itself (same --host
-#              and path); Ferry is given --parent <snapshot of backup1>
+#     backup2  the same data again, unchanged: each tool finds its parent itself, restic by
+#              --host and path, Ferry by its host, label and tags
 #     restore  backup2's snapshot into a new empty directory, which is then compared with
 #              the source (`diff -r`, untimed); any difference makes the script exit 1
 #   Both tools back up the data directory's *contents* as the snapshot root (restic runs as
@@ -55,9 +54,19 @@
 #   Ferry is faster), the median peak RSS (GNU time) of each tool and its ratio (median of the
 #   per-round ratios), and Ferry's median sampled tree peak.
 #
+#   The sets, at --scale 1.0:
+#     mixed  about 1 GiB: 20,000 files of 1-64 KiB in 200 directories, three 100 MiB random
+#            files, one 64 MiB log; where the cost per byte decides
+#     small  about 430 MiB: 150,000 files of 100-6,000 bytes in 3,000 directories; where the
+#            cost per file decides
+#   With --set all, each set in turn, with its own rounds and report.
+#
 # Usage
-#   scripts/bench.sh [--scale S] [--rounds N] [--workdir DIR] [--keep] [--s3 ENDPOINT | --s3-start]
-#     --scale S     data set scale (default 1.0 = about 1 GiB; 0.02 for a smoke test)
+#   scripts/bench.sh [--set mixed|small|all] [--scale S] [--seed N] [--rounds N] [--workdir DIR]
+#                    [--keep] [--s3 ENDPOINT | --s3-start]
+#     --set SET     the data set: mixed (the default), small, or all (both, one after the other)
+#     --scale S     data set scale (default 1.0; 0.02 for a smoke test)
+#     --seed N      the data set's seed (default 42); another seed gives other bytes and sizes
 #     --rounds N    rounds (default 3)
 #     --workdir DIR where data, repositories and restores go; must be missing or empty
 #                   (default: a new directory under ${TMPDIR:-/tmp})
@@ -70,7 +79,7 @@
 #     --s3-start    run scripts/test-services.sh start (the test S3 server, moto, on
 #                   127.0.0.1:9311) and use the endpoint it prints, as --s3 does
 #   FERRY_BIN=/path/to/ferry-node-agent skips `cargo build --release -p ferry-node-agent`.
-#   Disk space needed: about 4.5 × the data set (data, two repositories, two restores).
+#   Disk space needed: about 4.5 × the largest data set (data, two repositories, two restores).
 #   With --s3 the work dir needs about 3 × (data, two restores) and the S3 server holds a
 #   round's two repositories (about 1.5 ×; moto keeps them in its memory or temporary files)
 #   until the round ends, or every round's with --keep.
@@ -78,6 +87,8 @@
 set -euo pipefail
 
 SCALE=1.0
+SEED=42
+SETS=(mixed)
 ROUNDS=3
 WORKDIR=""
 KEEP=0
@@ -90,6 +101,14 @@ die() { echo "bench: $*" >&2; exit 1; }
 while (($#)); do
     case "$1" in
         --scale) SCALE=${2:?--scale needs a value}; shift 2 ;;
+        --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
+        --set)
+            case ${2:-} in
+                mixed | small) SETS=("$2") ;;
+                all) SETS=(mixed small) ;;
+                *) die "--set must be mixed, small or all, not '${2:-}'" ;;
+            esac
+            shift 2 ;;
         --rounds) ROUNDS=${2:?--rounds needs a value}; shift 2 ;;
         --workdir) WORKDIR=${2:?--workdir needs a value}; shift 2 ;;
         --keep) KEEP=1; shift ;;
@@ -101,6 +120,7 @@ while (($#)); do
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "--scale must be a positive number"
+[[ $SEED =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer"
 [[ -n $S3_ENDPOINT ]] && ((S3_START)) && die "--s3 and --s3-start exclude each other"
 # check_endpoint ENDPOINT : dies unless ENDPOINT is scheme://host[:port], without a path.
 check_endpoint() {
@@ -180,13 +200,10 @@ cleanup() {
 trap cleanup EXIT
 echo "bench: work dir $WORKDIR$( ((KEEP)) || echo ' (removed at the end; --keep keeps it)')"
 
-DATA="$WORKDIR/data"
 PASSWORD_FILE="$WORKDIR/password"
-RESULTS="$WORKDIR/results.tsv"
 SAMPLER="$WORKDIR/rss-sampler.py"
 S3_HELPER="$WORKDIR/s3.py"
 echo "bench-password-$$" >"$PASSWORD_FILE"
-: >"$RESULTS"
 
 # Samples the process tree below PID (PID itself, GNU time, excluded) until PID exits; writes
 # "<peak of the summed VmRSS in KiB> <largest VmHWM seen for any one process in KiB>".
@@ -420,84 +437,21 @@ repo_size() {
     fi
 }
 
-# --- data -------------------------------------------------------------------------------
-echo "bench: generating the data set (scale $SCALE)"
-python3 "$SCRIPT_DIR/gen-bench-data.py" "$DATA" --seed 42 --scale "$SCALE"
-echo "bench: $(restic version | head -n 1)"
-echo "bench: ferry $FERRY ($("$FERRY" --version))"
-echo "bench: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM"
-if [[ -n $S3_ENDPOINT ]]; then
-    # Bucket names: lower case, digits and hyphens; unique to this run.
-    S3_RUN="ferry-bench-$(date +%s)-$$"
-    echo "bench: repositories in the S3 server at $S3_ENDPOINT, a new bucket $S3_RUN-ROUND-TOOL for each"
-fi
-
-export RESTIC_PASSWORD_FILE="$PASSWORD_FILE"
-SIZES=()
-
-# --- rounds -----------------------------------------------------------------------------
-for ((round = 1; round <= ROUNDS; round++)); do
-    RUN="$WORKDIR/round-$round"
-    mkdir -p "$RUN"
-    echo "bench: round $round of $ROUNDS"
-
-    # restic
-    new_repository restic
-    export RESTIC_REPOSITORY=$REPO
-    RESTIC_CACHE="$RUN/restic-cache"
-    restic init --repository-version 2 --cache-dir "$RESTIC_CACHE" >"$RUN/restic-init.log" 2>&1 \
-        || { cat "$RUN/restic-init.log" >&2; die "restic init failed"; }
-    measure "$round" restic backup1 "$DATA" restic backup --host bench --cache-dir "$RESTIC_CACHE" .
-    measure "$round" restic backup2 "$DATA" restic backup --host bench --cache-dir "$RESTIC_CACHE" .
-    check_incremental restic
-    restic_id=$(sed -n 's/^snapshot \([0-9a-f]\{8,\}\) saved$/\1/p' "$RUN/restic-backup2.log")
-    [[ -n $restic_id ]] || die "no snapshot ID in $RUN/restic-backup2.log"
-    measure "$round" restic restore "$RUN" restic restore "$restic_id" --cache-dir "$RESTIC_CACHE" \
-        --target "$RUN/restic-restore"
-    verify restic "$RUN/restic-restore"
-    restic_size=$(repo_size "$RESTIC_REPOSITORY")
-
-    # Ferry
-    new_repository ferry
-    FERRY_REPO=$REPO
-    measure "$round" ferry backup1 "$RUN" "$FERRY" backup --source "$DATA" --repository "$FERRY_REPO" \
-        --password-file "$PASSWORD_FILE"
-    parent=$(sed -n 's/^snapshot ID: \([0-9a-f]\{64\}\)$/\1/p' "$RUN/ferry-backup1.log")
-    [[ -n $parent ]] || die "no snapshot ID in $RUN/ferry-backup1.log"
-    measure "$round" ferry backup2 "$RUN" "$FERRY" backup --source "$DATA" --repository "$FERRY_REPO" \
-        --password-file "$PASSWORD_FILE" --parent "$parent"
-    check_incremental ferry
-    ferry_id=$(sed -n 's/^snapshot ID: \([0-9a-f]\{64\}\)$/\1/p' "$RUN/ferry-backup2.log")
-    [[ -n $ferry_id ]] || die "no snapshot ID in $RUN/ferry-backup2.log"
-    measure "$round" ferry restore "$RUN" "$FERRY" restore --snapshot "$ferry_id" \
-        --target "$RUN/ferry-restore" --repository "$FERRY_REPO" --password-file "$PASSWORD_FILE"
-    verify ferry "$RUN/ferry-restore"
-    ferry_size=$(repo_size "$FERRY_REPO")
-
-    SIZES+=("round $round: restic $restic_size bytes, ferry $ferry_size bytes")
-    if ((!KEEP)); then
-        rm -rf -- "$RUN/restic-repo" "$RUN/restic-cache" "$RUN/restic-restore" \
-            "$RUN/ferry-repo" "$RUN/ferry-restore"
-        delete_buckets
-    fi
-done
-
-# --- report -----------------------------------------------------------------------------
-echo
-echo "Repository size after backup2:"
-printf '  %s\n' "${SIZES[@]}"
-python3 - "$RESULTS" "$SCALE" "$ROUNDS" <<'EOF'
+# --- sets -------------------------------------------------------------------------------
+# report SET : prints the raw numbers and the summary table of SET's rounds.
+report() {
+    python3 - "$RESULTS" "$SCALE" "$ROUNDS" "$1" <<'EOF'
 import sys
 from statistics import median
 
-path, scale, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, scale, rounds, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 rows = {}
 for line in open(path):
     rnd, tool, op, wall, rss, tree, cpu = line.split("\t")
     rows[(int(rnd), tool, op)] = (float(wall), int(rss) / 1024, int(tree) / 1024, float(cpu))
 
 ops = ("backup1", "backup2", "restore")
-print("\nRaw numbers per round: wall s / peak RSS MiB (GNU time) / tree RSS MiB (sampled) / CPU s")
+print(f"\nSet {name}, raw numbers per round: wall s / peak RSS MiB (GNU time) / tree RSS MiB (sampled) / CPU s")
 for op in ops:
     for tool in ("restic", "ferry"):
         cells = []
@@ -522,12 +476,90 @@ for op in ops:
                   fmt(median(rm), 0), fmt(median(fm), 0), fmt(median(rss_ratio)) + span(rss_ratio),
                   fmt(median(ft), 0)))
 
-print(f"\nSummary (scale {scale}, {rounds} round(s); medians; ratios are medians of per-round ratios, range in brackets)")
+print(f"\nSummary of the set {name} (scale {scale}, {rounds} round(s); medians; ratios are medians of per-round ratios, range in brackets)")
 widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
 for row in [header] + table:
     print("  " + "  ".join(str(cell).rjust(w) if i else str(cell).ljust(w)
                            for i, (cell, w) in enumerate(zip(row, widths))))
 EOF
+}
+
+# bench_round : one round of restic and then Ferry on $DATA, in $RUN. Both find their parent
+# themselves for backup2: restic by host and path, Ferry by host, label and tags.
+bench_round() {
+    # restic
+    new_repository restic
+    export RESTIC_REPOSITORY=$REPO
+    RESTIC_CACHE="$RUN/restic-cache"
+    restic init --repository-version 2 --cache-dir "$RESTIC_CACHE" >"$RUN/restic-init.log" 2>&1 \
+        || { cat "$RUN/restic-init.log" >&2; die "restic init failed"; }
+    measure "$round" restic backup1 "$DATA" restic backup --host bench --cache-dir "$RESTIC_CACHE" .
+    measure "$round" restic backup2 "$DATA" restic backup --host bench --cache-dir "$RESTIC_CACHE" .
+    check_incremental restic
+    restic_id=$(sed -n 's/^snapshot \([0-9a-f]\{8,\}\) saved$/\1/p' "$RUN/restic-backup2.log")
+    [[ -n $restic_id ]] || die "no snapshot ID in $RUN/restic-backup2.log"
+    measure "$round" restic restore "$RUN" restic restore "$restic_id" --cache-dir "$RESTIC_CACHE" \
+        --target "$RUN/restic-restore"
+    verify restic "$RUN/restic-restore"
+    restic_size=$(repo_size "$RESTIC_REPOSITORY")
+
+    # Ferry
+    new_repository ferry
+    FERRY_REPO=$REPO
+    measure "$round" ferry backup1 "$RUN" "$FERRY" backup --source "$DATA" --repository "$FERRY_REPO" \
+        --password-file "$PASSWORD_FILE"
+    measure "$round" ferry backup2 "$RUN" "$FERRY" backup --source "$DATA" --repository "$FERRY_REPO" \
+        --password-file "$PASSWORD_FILE"
+    check_incremental ferry
+    ferry_id=$(sed -n 's/^snapshot ID: \([0-9a-f]\{64\}\)$/\1/p' "$RUN/ferry-backup2.log")
+    [[ -n $ferry_id ]] || die "no snapshot ID in $RUN/ferry-backup2.log"
+    measure "$round" ferry restore "$RUN" "$FERRY" restore --snapshot "$ferry_id" \
+        --target "$RUN/ferry-restore" --repository "$FERRY_REPO" --password-file "$PASSWORD_FILE"
+    verify ferry "$RUN/ferry-restore"
+    ferry_size=$(repo_size "$FERRY_REPO")
+
+    SIZES+=("round $round: restic $restic_size bytes, ferry $ferry_size bytes")
+    if ((!KEEP)); then
+        rm -rf -- "$RUN/restic-repo" "$RUN/restic-cache" "$RUN/restic-restore" \
+            "$RUN/ferry-repo" "$RUN/ferry-restore"
+        delete_buckets
+    fi
+}
+
+# bench_set SET : generates SET's data, runs every round on it and prints its report.
+bench_set() {
+    local set=$1
+    DATA="$WORKDIR/data-$set"
+    RESULTS="$WORKDIR/results-$set.tsv"
+    : >"$RESULTS"
+    echo "bench: generating the data set $set (seed $SEED, scale $SCALE)"
+    python3 "$SCRIPT_DIR/gen-bench-data.py" "$DATA" --set "$set" --seed "$SEED" --scale "$SCALE"
+    if [[ -n $S3_ENDPOINT ]]; then
+        # Bucket names: lower case, digits and hyphens; unique to this run and set.
+        S3_RUN="ferry-bench-$(date +%s)-$$-$set"
+        echo "bench: repositories in the S3 server at $S3_ENDPOINT, a new bucket $S3_RUN-ROUND-TOOL for each"
+    fi
+    SIZES=()
+    for ((round = 1; round <= ROUNDS; round++)); do
+        RUN="$WORKDIR/$set-round-$round"
+        mkdir -p "$RUN"
+        echo "bench: set $set, round $round of $ROUNDS"
+        bench_round
+    done
+    echo
+    echo "Set $set: repository size after backup2:"
+    printf '  %s\n' "${SIZES[@]}"
+    report "$set"
+    ((KEEP)) || rm -rf -- "$DATA"
+}
+
+echo "bench: $(restic version | head -n 1)"
+echo "bench: ferry $FERRY ($("$FERRY" --version))"
+echo "bench: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM"
+export RESTIC_PASSWORD_FILE="$PASSWORD_FILE"
+for set in "${SETS[@]}"; do
+    bench_set "$set"
+done
 
 if ((MISMATCHES)); then
     echo "bench: $MISMATCHES restore(s) differ from the source" >&2

@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
-"""Generate the deterministic benchmark data set (see engine.md section 5).
+"""Generate a deterministic benchmark data set (see engine.md section 5).
 
-At --scale 1.0 (about 1 GiB, 20,004 files):
+Two sets, chosen with --set:
+
+mixed (the default), at --scale 1.0 about 1 GiB in 20,004 files:
   - 20,000 files of 1-64 KiB spread over 20 x 10 nested directories
     (d00/s0 ... d19/s9, 100 files each); every third file is log-like text,
     the other two thirds are random bytes;
   - three 100 MiB files of random bytes (big-0.bin .. big-2.bin);
   - one 64 MiB log-like text file (app.log).
 
---scale shrinks the number of small files and the sizes of the big files
-proportionally (small files stay 1-64 KiB each, the directory layout stays
-20 x 10). The same --seed and --scale always give byte-identical output.
+small, at --scale 1.0 about 450 MiB in 150,000 files:
+  - 150,000 files of 100 bytes to 6,000 bytes spread over 60 x 50 nested
+    directories (t00/u00 ... t59/u49, 50 files each); every third file is
+    log-like text, the other two thirds are random bytes. This is the shape of
+    a mail spool, a package cache or a source tree: the cost per file, not the
+    cost per byte, decides.
+
+--scale shrinks the number of files and the sizes of the big files
+proportionally (the files keep their size range, the directory layout stays
+the same). The same --set, --seed and --scale always give byte-identical output.
 
 Random bytes come from random.Random(seed).randbytes (not cryptographic, but
 incompressible and fast); log text comes from a cheap line template with
 varying numbers, so it compresses well but does not deduplicate.
 
-Usage: gen-bench-data.py DIR [--seed 42] [--scale 1.0]
+Usage: gen-bench-data.py DIR [--set mixed|small] [--seed 42] [--scale 1.0]
 DIR must be missing or empty.
 """
 
@@ -38,6 +47,12 @@ BIG_FILES = 3
 BIG_SIZE = 100 * MIB
 LOG_SIZE = 64 * MIB
 CHUNK = 8 * MIB
+
+TINY_TOP_DIRS = 60
+TINY_SUB_DIRS = 50
+TINY_FILES = 150_000
+TINY_MIN = 100
+TINY_MAX = 6_000
 
 LEVELS = ("INFO", "INFO", "INFO", "INFO", "DEBUG", "DEBUG", "WARN", "ERROR")
 COMPONENTS = ("api", "db", "cache", "auth", "scheduler", "worker", "http", "storage")
@@ -111,9 +126,64 @@ def write_log(path, size, log):
             left -= n
 
 
+def write_files(leaves, count, smallest, largest, rng, log):
+    """Writes COUNT files of SMALLEST to LARGEST bytes round-robin into LEAVES; every third
+    is log text, the others random bytes. Returns their total size."""
+    total = 0
+    width = max(5, len(str(count - 1)))
+    for i in range(count):
+        leaf = leaves[i % len(leaves)]
+        size = rng.randint(smallest, largest)
+        if i % 3 == 2:
+            data = log.lines(size)[:size]
+            name = f"f{i:0{width}d}.log"
+        else:
+            data = rng.randbytes(size)
+            name = f"f{i:0{width}d}.bin"
+        with open(os.path.join(leaf, name), "wb") as f:
+            f.write(data)
+        total += size
+    return total
+
+
+def make_leaves(root, top, sub, top_name, sub_name):
+    leaves = [os.path.join(root, f"{top_name}{t:02d}", f"{sub_name}{s:0{len(str(sub - 1))}d}")
+              for t in range(top) for s in range(sub)]
+    for leaf in leaves:
+        os.makedirs(leaf)
+    return leaves
+
+
+def mixed(root, scale, rng, log):
+    """The mixed set; returns (files, bytes)."""
+    small_files = max(1, round(SMALL_FILES * scale))
+    big_size = max(1, round(BIG_SIZE * scale))
+    log_size = max(1, round(LOG_SIZE * scale))
+    leaves = make_leaves(root, TOP_DIRS, SUB_DIRS, "d", "s")
+    total = write_files(leaves, small_files, SMALL_MIN, SMALL_MAX, rng, log)
+    for i in range(BIG_FILES):
+        write_random(os.path.join(root, f"big-{i}.bin"), big_size, rng)
+        total += big_size
+    write_log(os.path.join(root, "app.log"), log_size, log)
+    total += log_size
+    return small_files + BIG_FILES + 1, total
+
+
+def small(root, scale, rng, log):
+    """The small-files set; returns (files, bytes)."""
+    files = max(1, round(TINY_FILES * scale))
+    leaves = make_leaves(root, TINY_TOP_DIRS, TINY_SUB_DIRS, "t", "u")
+    return files, write_files(leaves, files, TINY_MIN, TINY_MAX, rng, log)
+
+
+SETS = {"mixed": mixed, "small": small}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("dir", help="output directory (missing or empty)")
+    parser.add_argument("--set", choices=sorted(SETS), default="mixed",
+                        help="which data set (default mixed)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="shrink counts and sizes proportionally (e.g. 0.05)")
@@ -128,38 +198,10 @@ def main():
     started = time.monotonic()
     rng = random.Random(args.seed)
     log = LogWriter(random.Random(args.seed + 1))
-
-    small_files = max(1, round(SMALL_FILES * args.scale))
-    big_size = max(1, round(BIG_SIZE * args.scale))
-    log_size = max(1, round(LOG_SIZE * args.scale))
-    leaves = [os.path.join(args.dir, f"d{t:02d}", f"s{s}")
-              for t in range(TOP_DIRS) for s in range(SUB_DIRS)]
-    for leaf in leaves:
-        os.makedirs(leaf)
-
-    total = 0
-    for i in range(small_files):
-        leaf = leaves[i % len(leaves)]
-        size = rng.randint(SMALL_MIN, SMALL_MAX)
-        if i % 3 == 2:
-            data = log.lines(size)[:size]
-            name = f"f{i:05d}.log"
-        else:
-            data = rng.randbytes(size)
-            name = f"f{i:05d}.bin"
-        with open(os.path.join(leaf, name), "wb") as f:
-            f.write(data)
-        total += size
-
-    for i in range(BIG_FILES):
-        write_random(os.path.join(args.dir, f"big-{i}.bin"), big_size, rng)
-        total += big_size
-    write_log(os.path.join(args.dir, "app.log"), log_size, log)
-    total += log_size
-
-    files = small_files + BIG_FILES + 1
+    files, total = SETS[args.set](args.dir, args.scale, rng, log)
     print(f"gen-bench-data: {files} files, {total} bytes ({total / MIB:.1f} MiB) in {args.dir} "
-          f"(seed {args.seed}, scale {args.scale}) in {time.monotonic() - started:.1f} s")
+          f"(set {args.set}, seed {args.seed}, scale {args.scale}) in "
+          f"{time.monotonic() - started:.1f} s")
 
 
 if __name__ == "__main__":
