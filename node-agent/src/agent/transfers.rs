@@ -71,6 +71,9 @@ async fn apply_status<K: TransferKind>(
         .map(|_| ())
 }
 
+/// How often a transfer that runs here is looked at again.
+const RUNNING_RECHECK: Duration = Duration::from_secs(5);
+
 pub async fn reconcile<K: TransferKind>(
     object: Arc<K>,
     ctx: Arc<Context>,
@@ -85,6 +88,10 @@ pub async fn reconcile<K: TransferKind>(
         max_attempts: ctx.max_attempts,
     });
     match decision {
+        // An attempt's last status write can reach the watch before the attempt has left the
+        // running list, and no change follows it: looking again later keeps an interrupted or
+        // stalled transfer from waiting forever for its next attempt.
+        Decision::Nothing if running_here => Ok(Action::requeue(RUNNING_RECHECK)),
         Decision::Nothing => Ok(Action::await_change()),
         Decision::Fail { message } => {
             let api = Api::<K>::namespaced(ctx.client.clone(), &ctx.namespace);
