@@ -36,13 +36,13 @@ use aes256ctr_poly1305aes::aead::generic_array::GenericArray;
 use bytes::BytesMut;
 use nix::fcntl::OFlag;
 use nix::unistd::Uid;
-use rustic_core::repofile::{Metadata, NodeType, SnapshotFile};
+use rustic_core::repofile::{NodeType, SnapshotFile};
 use rustic_core::{DataId, FileType, IndexedFullStatus, Repository as RusticRepository, TreeId};
 use serde::{Deserialize, Serialize};
 
 use super::claim::{self, Claim, Decision, FINISHED_LINE, IGNORED_IN_TARGET};
 use super::error::describe;
-use super::target::{Identity, Target};
+use super::target::{Attributes, Identity, Target};
 use super::{EngineError, ProgressCounters, Repository};
 
 /// The most bytes of one pack read in one request (a single larger blob is read whole).
@@ -165,9 +165,11 @@ impl Repository {
                 location: self.location.clone(),
                 cause: describe(&err),
             })?;
-        let mut tree = Walk::default();
+        let mut tree = Walk::for_snapshot(snapshot);
         tree.walk(&repo, snapshot.tree)?;
         let plan = plan_reads(&repo, &tree)?;
+        // The index is not needed past the plan; the writing has its memory.
+        drop(repo);
         let total_bytes: u64 = tree
             .files
             .iter()
@@ -237,8 +239,8 @@ fn claim_target(
 /// One regular file of the snapshot.
 struct PlannedFile {
     path: PathBuf,
-    content: Vec<DataId>,
-    meta: Metadata,
+    content: Box<[DataId]>,
+    meta: Attributes,
     /// Bytes not yet written, from the plan; the file is done when this reaches zero.
     remaining: AtomicU64,
     /// Set by the one worker that creates the file: what it created, or `None` when that
@@ -250,20 +252,38 @@ struct PlannedFile {
 struct Special {
     path: PathBuf,
     node_type: NodeType,
-    meta: Metadata,
+    meta: Attributes,
 }
 
 /// Everything in the snapshot, by kind, with paths relative to the target.
 #[derive(Default)]
 struct Walk {
     /// In the order they must be created: every parent before its children.
-    dirs: Vec<(PathBuf, Metadata)>,
+    dirs: Vec<(PathBuf, Attributes)>,
     files: Vec<PlannedFile>,
     specials: Vec<Special>,
     has_xattrs: bool,
 }
 
+/// The most files a walk makes room for up front, from the snapshot's own count.
+const MOST_FILES_RESERVED: u64 = 1 << 22;
+
 impl Walk {
+    /// An empty walk with room for the files the snapshot's summary counts (up to a bound, as
+    /// the summary is only the snapshot's word), so that the list is not grown by doubling,
+    /// when old and new would be held at once.
+    fn for_snapshot(snapshot: &SnapshotFile) -> Self {
+        let files = snapshot
+            .summary
+            .as_ref()
+            .map_or(0, |summary| summary.total_files_processed)
+            .min(MOST_FILES_RESERVED);
+        Self {
+            files: Vec::with_capacity(usize::try_from(files).unwrap_or(0)),
+            ..Self::default()
+        }
+    }
+
     fn walk(
         &mut self,
         repo: &RusticRepository<IndexedFullStatus>,
@@ -290,20 +310,20 @@ impl Walk {
                             entry: name.to_string_lossy().into_owned(),
                             cause: "the directory has no tree".to_owned(),
                         })?;
-                        self.dirs.push((path.clone(), node.meta));
+                        self.dirs.push((path.clone(), Attributes::from(&node.meta)));
                         pending.push((path, subtree));
                     }
                     NodeType::File => self.files.push(PlannedFile {
                         path,
-                        content: node.content.unwrap_or_default(),
-                        meta: node.meta,
+                        content: node.content.unwrap_or_default().into_boxed_slice(),
+                        meta: Attributes::from(&node.meta),
                         remaining: AtomicU64::new(0),
                         created: OnceLock::new(),
                     }),
                     node_type => self.specials.push(Special {
                         path,
                         node_type,
-                        meta: node.meta,
+                        meta: Attributes::from(&node.meta),
                     }),
                 }
             }
@@ -369,6 +389,19 @@ fn check_name(dir: &Path, name: &OsStr, seen: &mut HashSet<OsString>) -> Result<
     }
 }
 
+/// Where one blob's plaintext goes, as (file index, offset in the file). Most blobs go to one
+/// place, which then needs no allocation of its own.
+struct Targets {
+    first: (usize, u64),
+    more: Vec<(usize, u64)>,
+}
+
+impl Targets {
+    fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        std::iter::once(self.first).chain(self.more.iter().copied())
+    }
+}
+
 /// One blob to decode from a range, and where its plaintext goes.
 struct RangeBlob {
     id: DataId,
@@ -376,8 +409,7 @@ struct RangeBlob {
     start: usize,
     length: usize,
     uncompressed: Option<NonZeroU32>,
-    /// (file index, offset in the file)
-    targets: Vec<(usize, u64)>,
+    targets: Targets,
 }
 
 /// One read request: a stretch of one pack.
@@ -388,13 +420,15 @@ struct ReadRange {
     blobs: Vec<RangeBlob>,
 }
 
-/// A data blob's place in its pack, and where its bytes go: (file index, offset in the file).
+/// A data blob's place in its pack (by the pack's index in the list of packs), and where its
+/// bytes go.
 struct Located {
     id: DataId,
+    pack: usize,
     offset: u32,
     length: u32,
     uncompressed: Option<NonZeroU32>,
-    targets: Vec<(usize, u64)>,
+    targets: Targets,
 }
 
 /// The read requests that fetch every blob of the tree's files: by pack, in pack order,
@@ -403,75 +437,23 @@ fn plan_reads(
     repo: &RusticRepository<IndexedFullStatus>,
     tree: &Walk,
 ) -> Result<Vec<ReadRange>, EngineError> {
-    let mut packs = locate_blobs(repo, tree)?;
-    let mut pack_ids: Vec<_> = packs.keys().copied().collect();
-    pack_ids.sort_unstable();
-    let mut ranges = Vec::new();
-    for pack in pack_ids {
-        let blobs = packs.remove(&pack).unwrap_or_default().into_values();
-        ranges.extend(pack_ranges(pack, blobs.collect()));
-    }
-    Ok(ranges)
-}
-
-/// Every data blob of the tree's files, by pack, with the places it goes; a blob that several
-/// files or places hold is listed once.
-fn locate_blobs(
-    repo: &RusticRepository<IndexedFullStatus>,
-    tree: &Walk,
-) -> Result<HashMap<rustic_core::Id, HashMap<DataId, Located>>, EngineError> {
-    let mut packs: HashMap<rustic_core::Id, HashMap<DataId, Located>> = HashMap::new();
-    for (index, file) in tree.files.iter().enumerate() {
-        let mut offset = 0u64;
-        for id in &file.content {
-            let entry = repo
-                .get_index_entry(id)
-                .map_err(|err| EngineError::ReadData {
-                    path: file.path.clone(),
-                    pack: "(unknown)".to_owned(),
-                    cause: format!(
-                        "data blob {id} is not in the index; the repository is damaged, run a check: {}",
-                        describe(&err)
-                    ),
-                })?;
-            let located = packs
-                .entry(*entry.pack)
-                .or_default()
-                .entry(*id)
-                .or_insert_with(|| Located {
-                    id: *id,
-                    offset: entry.location.offset,
-                    length: entry.location.length,
-                    uncompressed: entry.location.uncompressed_length,
-                    targets: Vec::new(),
-                });
-            located.targets.push((index, offset));
-            offset += u64::from(entry.location.data_length());
-        }
-        // The blobs, not the recorded size, say how much a file holds.
-        file.remaining.store(offset, Ordering::Relaxed);
-    }
-    Ok(packs)
-}
-
-/// The read requests of one pack: its blobs in pack order, one range while the gap to the
-/// next blob and the range's length stay small.
-fn pack_ranges(pack: rustic_core::Id, mut blobs: Vec<Located>) -> Vec<ReadRange> {
-    blobs.sort_unstable_by_key(|blob| blob.offset);
+    let (packs, mut blobs) = locate_blobs(repo, tree)?;
+    blobs.sort_unstable_by(|a, b| (packs[a.pack], a.offset).cmp(&(packs[b.pack], b.offset)));
     let mut ranges = Vec::new();
     let mut current: Option<ReadRange> = None;
     for blob in blobs {
         let end = blob.offset + blob.length;
         let fits = current.as_ref().is_some_and(|range| {
             let range_end = range.offset + range.length;
-            blob.offset >= range_end
+            range.pack == packs[blob.pack]
+                && blob.offset >= range_end
                 && blob.offset - range_end <= MAX_GAP
                 && end - range.offset <= MAX_RANGE
         });
         if !fits {
             ranges.extend(current.take());
             current = Some(ReadRange {
-                pack,
+                pack: packs[blob.pack],
                 offset: blob.offset,
                 length: 0,
                 blobs: Vec::new(),
@@ -489,7 +471,61 @@ fn pack_ranges(pack: rustic_core::Id, mut blobs: Vec<Located>) -> Vec<ReadRange>
         }
     }
     ranges.extend(current);
-    ranges
+    Ok(ranges)
+}
+
+/// The packs holding the tree's data, and every data blob of the tree's files with the places
+/// it goes; a blob that several files or places hold is listed once.
+fn locate_blobs(
+    repo: &RusticRepository<IndexedFullStatus>,
+    tree: &Walk,
+) -> Result<(Vec<rustic_core::Id>, Vec<Located>), EngineError> {
+    let mut packs = Vec::new();
+    let mut pack_index: HashMap<rustic_core::Id, usize> = HashMap::new();
+    // At most one entry per reference, reserved at once rather than grown by doubling.
+    let references = tree.files.iter().map(|file| file.content.len()).sum();
+    let mut blobs: Vec<Located> = Vec::with_capacity(references);
+    let mut seen: HashMap<DataId, usize> = HashMap::with_capacity(references);
+    for (index, file) in tree.files.iter().enumerate() {
+        let mut offset = 0u64;
+        for id in &file.content {
+            let entry = repo
+                .get_index_entry(id)
+                .map_err(|err| EngineError::ReadData {
+                    path: file.path.clone(),
+                    pack: "(unknown)".to_owned(),
+                    cause: format!(
+                        "data blob {id} is not in the index; the repository is damaged, run a check: {}",
+                        describe(&err)
+                    ),
+                })?;
+            let target = (index, offset);
+            offset += u64::from(entry.location.data_length());
+            if let Some(&known) = seen.get(id) {
+                blobs[known].targets.more.push(target);
+                continue;
+            }
+            let pack = *pack_index.entry(*entry.pack).or_insert_with(|| {
+                packs.push(*entry.pack);
+                packs.len() - 1
+            });
+            seen.insert(*id, blobs.len());
+            blobs.push(Located {
+                id: *id,
+                pack,
+                offset: entry.location.offset,
+                length: entry.location.length,
+                uncompressed: entry.location.uncompressed_length,
+                targets: Targets {
+                    first: target,
+                    more: Vec::new(),
+                },
+            });
+        }
+        // The blobs, not the recorded size, say how much a file holds.
+        file.remaining.store(offset, Ordering::Relaxed);
+    }
+    Ok((packs, blobs))
 }
 
 fn cipher(key: &rustic_core::repofile::MasterKey) -> Aes256CtrPoly1305Aes {
@@ -695,8 +731,7 @@ impl Worker<'_> {
             range
                 .blobs
                 .first()
-                .and_then(|blob| blob.targets.first())
-                .map(|(file, _)| self.tree.files[*file].path.clone())
+                .map(|blob| self.tree.files[blob.targets.first.0].path.clone())
                 .unwrap_or_default()
         };
         let read = backend
@@ -734,7 +769,7 @@ impl Worker<'_> {
                     cause,
                 }
             })?;
-            for &(file, offset) in &blob.targets {
+            for (file, offset) in blob.targets.iter() {
                 self.write(file, offset, &plain)?;
             }
         }

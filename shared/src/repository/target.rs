@@ -22,6 +22,7 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, fsync, symlinkat, unlinkat};
+use rustic_core::jiff::Timestamp;
 use rustic_core::repofile::Metadata;
 
 use super::EngineError;
@@ -29,6 +30,29 @@ use crate::handles::{names, open_beneath, remove_all};
 
 /// The most a claim file may hold; a larger one is not a claim.
 const MAX_SMALL_FILE: u64 = 4096;
+
+/// What a restore sets on an entry it created, out of the snapshot's metadata: a third of its
+/// size, which counts with a hundred thousand files planned at once.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Attributes {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mtime: Option<Timestamp>,
+    atime: Option<Timestamp>,
+}
+
+impl From<&Metadata> for Attributes {
+    fn from(meta: &Metadata) -> Self {
+        Self {
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: meta.mtime,
+            atime: meta.atime,
+        }
+    }
+}
 
 /// What an entry was when the restore created it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +264,7 @@ impl Target {
         &self,
         fd: impl AsFd,
         relative: &Path,
-        meta: &Metadata,
+        meta: &Attributes,
         as_root: bool,
     ) -> Result<(), EngineError> {
         if as_root {
@@ -269,7 +293,7 @@ impl Target {
         &self,
         parent: &OwnedFd,
         relative: &Path,
-        meta: &Metadata,
+        meta: &Attributes,
         as_root: bool,
     ) -> Result<(), EngineError> {
         let name = name_of(relative);
@@ -361,7 +385,7 @@ impl Target {
     }
 }
 
-fn timespec(time: &rustic_core::jiff::Timestamp) -> TimeSpec {
+fn timespec(time: &Timestamp) -> TimeSpec {
     TimeSpec::new(time.as_second(), i64::from(time.subsec_nanosecond()))
 }
 
