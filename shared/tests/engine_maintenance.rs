@@ -129,3 +129,38 @@ fn forgetting_an_unknown_snapshot_fails_and_forgets_nothing() {
     assert!(matches!(err, EngineError::Forget { .. }), "{err}");
     assert_eq!(repository.snapshots(&BTreeMap::new()).unwrap()[0].id, kept);
 }
+
+#[test]
+fn a_new_repository_has_one_key_of_restic_s_cost_and_restic_s_pack_size() {
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = scratch.path().join("repo");
+    // What a creation that stopped before its config left: a key and no repository.
+    fs::create_dir_all(repo.join("keys")).unwrap();
+    fs::write(
+        repo.join("keys").join("a".repeat(64)),
+        b"{\"kdf\":\"scrypt\"}",
+    )
+    .unwrap();
+    let source = scratch.path().join("source");
+    // 40 MiB that does not compress: one pack of rustic's default size would hold it all.
+    make_files(&source, 40, 1 << 20, 5);
+    back_up(&repo, &source, BTreeMap::new());
+
+    let keys: Vec<_> = fs::read_dir(repo.join("keys")).unwrap().collect();
+    assert_eq!(keys.len(), 1, "the leftover key is gone: {keys:?}");
+    let key: serde_json::Value =
+        serde_json::from_slice(&fs::read(keys[0].as_ref().unwrap().path()).unwrap()).unwrap();
+    assert_eq!(key["N"], 1 << 15, "{key}");
+
+    let password = scratch.path().join("password");
+    fs::write(&password, "maintenance\n").unwrap();
+    let packs: Vec<u64> = walkdir::WalkDir::new(repo.join("data"))
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|entry| entry.file_type().is_file())
+        .map(|entry| entry.metadata().unwrap().len())
+        .collect();
+    assert!(packs.len() >= 2, "{packs:?}");
+    assert!(packs.iter().all(|&size| size < 24 << 20), "{packs:?}");
+    succeed(restic(&repo.to_string_lossy(), &password).args(["check", "--read-data"]));
+}

@@ -1,6 +1,6 @@
-//! The key file of a repository Ferry creates. rustic writes keys with scrypt at N=2^17, which
+//! Creating a repository, and its key file. rustic writes keys with scrypt at N=2^17, which
 //! costs 128 MiB and about 0.4 s on every open: that would dominate the memory of a transfer
-//! process. Ferry replaces the first key with one at N=2^15 (32 MiB), within what restic's own
+//! process. Ferry writes the key itself at N=2^15 (32 MiB), within what restic's own
 //! calibration picks, in restic's key-file format so that restic opens it too.
 
 use std::sync::Arc;
@@ -8,14 +8,52 @@ use std::sync::Arc;
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use aes256ctr_poly1305aes::aead::AeadInPlace;
 use aes256ctr_poly1305aes::aead::generic_array::GenericArray;
+use bytesize::ByteSize;
 use rustic_core::repofile::{KeyFile, MasterKey};
-use rustic_core::{FileType, Id, WriteBackend};
+use rustic_core::{
+    ConfigOptions, Credentials, FileType, Id, KeyOptions, OpenStatus,
+    Repository as RusticRepository, WriteBackend,
+};
 use sha2::{Digest, Sha256};
 
 /// scrypt's cost: N = 2^15, r = 8, p = 1.
 const LOG_N: u8 = 15;
 const R: u32 = 8;
 const P: u32 = 1;
+
+/// The data pack size of repositories Ferry creates: restic's. rustic's default, 32 MiB and
+/// growing with the repository, keeps two or three packs of twice that size in a backup's
+/// memory.
+const DATA_PACK_SIZE: ByteSize = ByteSize::mib(16);
+
+/// Creates the repository `repo` points at, with a new master key that `password` unlocks.
+/// The key is written before the config, whose presence makes the repository: keys found
+/// without a config are what an earlier creation left when it stopped, and are removed first,
+/// as the password would open them to a master key nothing uses.
+pub(crate) fn create(
+    repo: RusticRepository<()>,
+    backend: &Arc<dyn WriteBackend>,
+    password: &str,
+) -> Result<RusticRepository<OpenStatus>, String> {
+    let describe = |err: Box<rustic_core::RusticError>| super::error::describe(&err);
+    backend.create().map_err(describe)?;
+    for leftover in backend.list(FileType::Key).map_err(describe)? {
+        backend
+            .remove(FileType::Key, &leftover, false)
+            .map_err(describe)?;
+    }
+    let master = MasterKey::new();
+    replace_key(backend, &master, password, None)?;
+    let config = ConfigOptions::default()
+        .set_datapack_size(DATA_PACK_SIZE)
+        .set_datapack_growfactor(0);
+    repo.init(
+        &Credentials::Masterkey(master),
+        &KeyOptions::default(),
+        &config,
+    )
+    .map_err(describe)
+}
 
 /// Writes a key for `password` that unlocks `master`, and removes `replaced`.
 pub(crate) fn replace_key(

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use rustic_backend::LocalBackend;
 use rustic_core::{
-    ConfigOptions, Credentials, KeyOptions, OpenStatus, Repository as RusticRepository,
-    RepositoryBackends, RepositoryOptions, WriteBackend,
+    Credentials, OpenStatus, Repository as RusticRepository, RepositoryBackends, RepositoryOptions,
+    WriteBackend,
 };
 use serde::{Deserialize, Serialize};
 
@@ -132,28 +132,12 @@ impl Repository {
                 }
             })?,
             (false, OpenMode::CreateIfMissing) => {
-                let repo = repo
-                    .init(
-                        &credentials,
-                        &KeyOptions::default(),
-                        &ConfigOptions::default(),
-                    )
-                    .map_err(|err| EngineError::InitRepository {
+                key::create(repo, &backends.repository(), &config.password).map_err(|cause| {
+                    EngineError::InitRepository {
                         location: location.clone(),
-                        cause: describe(&err),
-                    })?;
-                let first_key = repo.key_id().as_ref().map(|id| **id);
-                key::replace_key(
-                    &backends.repository(),
-                    &repo.key(),
-                    &config.password,
-                    first_key.as_ref(),
-                )
-                .map_err(|cause| EngineError::InitRepository {
-                    location: location.clone(),
-                    cause,
-                })?;
-                repo
+                        cause,
+                    }
+                })?
             }
             (false, OpenMode::Existing) => {
                 return Err(EngineError::NoRepository { location });
