@@ -43,7 +43,7 @@ pub(crate) fn create(
             .map_err(describe)?;
     }
     let master = MasterKey::new();
-    replace_key(backend, &master, password, None)?;
+    write_key(backend, &master, password)?;
     let config = ConfigOptions::default()
         .set_datapack_size(DATA_PACK_SIZE)
         .set_datapack_growfactor(0);
@@ -55,12 +55,11 @@ pub(crate) fn create(
     .map_err(describe)
 }
 
-/// Writes a key for `password` that unlocks `master`, and removes `replaced`.
-pub(crate) fn replace_key(
+/// Writes a key for `password` that unlocks `master`.
+fn write_key(
     backend: &Arc<dyn WriteBackend>,
     master: &MasterKey,
     password: &str,
-    replaced: Option<&Id>,
 ) -> Result<(), String> {
     let mut salt = vec![0u8; 64];
     let mut nonce = [0u8; 16];
@@ -96,11 +95,5 @@ pub(crate) fn replace_key(
         .map_err(|err: Box<rustic_core::RusticError>| err.to_string())?;
     backend
         .write_bytes(FileType::Key, &id, false, bytes.into())
-        .map_err(|err| super::error::describe(&err))?;
-    if let Some(old) = replaced {
-        backend
-            .remove(FileType::Key, old, false)
-            .map_err(|err| super::error::describe(&err))?;
-    }
-    Ok(())
+        .map_err(|err| super::error::describe(&err))
 }
