@@ -11,6 +11,11 @@
 #   one IAM user allowed all of S3 and one bucket, for tests of rejected credentials. The tests
 #   read FERRY_TEST_S3_AUTH_ENDPOINT, FERRY_TEST_S3_AUTH_ACCESS_KEY_ID,
 #   FERRY_TEST_S3_AUTH_SECRET_ACCESS_KEY and FERRY_TEST_S3_AUTH_BUCKET.
+#
+# And a TLS front of the first server (FERRY_S3_TLS_PORT, default 9313), with a certificate for
+# 127.0.0.1 and localhost signed by a test CA made when it starts. The tests read
+# FERRY_TEST_S3_TLS_ENDPOINT, FERRY_TEST_S3_TLS_CA (the CA's PEM file) and
+# FERRY_TEST_S3_TLS_OTHER_CA (a CA that signed nothing of it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +29,10 @@ auth_pidfile="$state/moto-auth.pid"
 # The second server's key and bucket, written once it is set up and checks signatures.
 auth_env="$state/s3-auth.env"
 auth_bucket=ferry-auth
+tls_port=${FERRY_S3_TLS_PORT:-9313}
+tls_endpoint="https://127.0.0.1:$tls_port"
+tls_pidfile="$state/tls-front.pid"
+tls_dir="$state/tls"
 
 # opendal, curl and boto3 must reach 127.0.0.1 directly, whatever proxy is configured.
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
@@ -48,24 +57,24 @@ launch() {
   shift 3
   # A server that answers already is somebody else's (another checkout's, say): using it would
   # mix that checkout's state, keys included, with this one's.
-  if curl -s -o /dev/null "$probe"; then
-    echo "something else already answers on $probe; stop it, or pick other ports with FERRY_S3_PORT and FERRY_S3_AUTH_PORT" >&2
+  if curl -sk -o /dev/null "$probe"; then
+    echo "something else already answers on $probe; stop it, or pick other ports with FERRY_S3_PORT, FERRY_S3_AUTH_PORT and FERRY_S3_TLS_PORT" >&2
     exit 1
   fi
   nohup "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
-    if curl -sf -o /dev/null "$probe"; then
+    if curl -sfk -o /dev/null "$probe"; then
       return
     fi
     if ! running "$pidfile"; then
-      echo "moto_server exited; its log:" >&2
+      echo "the server for $probe exited; its log:" >&2
       cat "$log" >&2
       exit 1
     fi
     sleep 0.2
   done
-  echo "moto_server did not answer on $probe within 20 s" >&2
+  echo "nothing answered on $probe within 20 s" >&2
   exit 1
 }
 
@@ -199,6 +208,67 @@ for name, value in [
 EOF
 }
 
+# make_certificates: a test CA, a server key and certificate it signed for 127.0.0.1 and
+# localhost, and a second CA that signed nothing, all new, in $tls_dir.
+make_certificates() {
+  rm -rf "$tls_dir"
+  mkdir -p "$tls_dir"
+  local ca_extensions=(-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign")
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+      -subj "/CN=Ferry test $ca" "${ca_extensions[@]}" \
+      -keyout "$tls_dir/$ca.key" -out "$tls_dir/$ca.pem" 2>/dev/null
+  done
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=127.0.0.1" -keyout "$tls_dir/server.key" -out "$tls_dir/server.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$tls_dir/server.ext"
+  openssl x509 -req -in "$tls_dir/server.csr" -CA "$tls_dir/ca.pem" -CAkey "$tls_dir/ca.key" \
+    -CAcreateserial -days 7 -extfile "$tls_dir/server.ext" -out "$tls_dir/server.pem" 2>/dev/null
+}
+
+# The TLS front: accepts TLS on one port and passes the bytes on to a plain server's port.
+tls_front=$(
+  cat <<'EOF'
+import asyncio
+import ssl
+import sys
+
+port, upstream, certificate, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(reader, writer):
+    try:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+    except OSError:
+        writer.close()
+        return
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def main():
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    server = await asyncio.start_server(serve, "127.0.0.1", port, ssl=context)
+    async with server:
+        await server.serve_forever()
+
+
+asyncio.run(main())
+EOF
+)
+
 start() {
   mkdir -p "$state"
   if ! running "$pidfile"; then
@@ -222,9 +292,17 @@ start() {
     fi
     mv "$auth_env.new" "$auth_env"
   fi
+  if ! running "$tls_pidfile"; then
+    make_certificates
+    launch "$tls_pidfile" "$state/tls-front.log" "$tls_endpoint/" \
+      python3 -c "$tls_front" "$tls_port" "$port" "$tls_dir/server.pem" "$tls_dir/server.key"
+  fi
   {
     printf 'export FERRY_TEST_S3_ENDPOINT=%s\n' "$endpoint"
     cat "$auth_env"
+    printf 'export FERRY_TEST_S3_TLS_ENDPOINT=%s\n' "$tls_endpoint"
+    printf 'export FERRY_TEST_S3_TLS_CA=%s\n' "$tls_dir/ca.pem"
+    printf 'export FERRY_TEST_S3_TLS_OTHER_CA=%s\n' "$tls_dir/other-ca.pem"
   } >"$state/s3.env"
   echo "$endpoint"
 }
@@ -232,6 +310,7 @@ start() {
 stop() {
   halt "$pidfile"
   halt "$auth_pidfile"
+  halt "$tls_pidfile"
   rm -f "$state/s3.env" "$auth_env"
 }
 

@@ -103,8 +103,9 @@ impl Periods {
     }
 }
 
-/// Checks the location when a check is due or none was made, recording the outcome in `next`
-/// and an Event when the phase changes; the store when the check reached it.
+/// Checks the location when a check is due, none was made or the spec changed since, recording
+/// the outcome in `next` and an Event when the phase changes; the store when the check reached
+/// it.
 async fn validate_when_due(
     location: &BackupStorageLocation,
     ctx: &Context,
@@ -112,7 +113,9 @@ async fn validate_when_due(
     next: &mut BackupStorageLocationStatus,
 ) -> Option<ObjectStore> {
     let last = next.last_validation_time.as_ref();
-    if !Periods::due(periods.validation, last) && next.phase.is_some() {
+    let generation = location.metadata.generation;
+    let changed = next.observed_generation != generation;
+    if !Periods::due(periods.validation, last) && next.phase.is_some() && !changed {
         return None;
     }
     let (phase, message, reached) = check(ctx, &location.name_any()).await;
@@ -126,6 +129,7 @@ async fn validate_when_due(
     next.phase = Some(phase);
     next.message = message;
     next.last_validation_time = Some(now());
+    next.observed_generation = generation;
     reached
 }
 

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ferry_shared::repository::{
     BackupOutcome, BackupRequest, OpenMode, Parent, ProgressCounters, ProgressSnapshot, Repository,
     RepositoryConfig, RepositoryLocation, RestoreOutcome, RestoreRequest, S3Location,
+    UNCHECKED_TLS, read_ca_bundle,
 };
 use ferry_shared::subprocess;
 
@@ -138,6 +139,13 @@ pub struct RepositoryArgs {
     /// Address the bucket as <bucket>.<host> rather than <host>/<bucket>.
     #[arg(long, env = "FERRY_S3_VIRTUAL_HOST_STYLE")]
     pub s3_virtual_host_style: bool,
+    /// A PEM file of the CA certificates that may have signed the S3 endpoint's certificate,
+    /// trusted besides the system's (as restic's --cacert).
+    #[arg(long, env = "FERRY_S3_CA_CERT", value_name = "FILE", value_parser = read_ca_bundle)]
+    pub s3_ca_cert: Option<String>,
+    /// Accept any TLS certificate from the S3 endpoint, unchecked: for tests only.
+    #[arg(long, env = "FERRY_S3_INSECURE_SKIP_TLS_VERIFY")]
+    pub s3_insecure_skip_tls_verify: bool,
     /// A cache directory for the repository's trees and index; none when absent.
     #[arg(long, env = "FERRY_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -189,6 +197,11 @@ impl RepositoryArgs {
             s3.access_key_id.clone_from(&self.s3_access_key_id);
             s3.secret_access_key.clone_from(&self.s3_secret_access_key);
             s3.virtual_host_style = self.s3_virtual_host_style;
+            s3.ca_cert.clone_from(&self.s3_ca_cert);
+            s3.insecure_skip_tls_verify = self.s3_insecure_skip_tls_verify;
+            if s3.insecure_skip_tls_verify {
+                eprintln!("warning: {UNCHECKED_TLS}");
+            }
         }
         let password = fs::read_to_string(&self.password_file).map_err(|err| {
             format!(

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use ferry_node_agent::marker;
 use ferry_node_agent::transfer::{Event, Outcome};
-use ferry_shared::repository::{BackupOutcome, RestoreOutcome};
+use ferry_shared::repository::{BackupOutcome, RestoreOutcome, UNCHECKED_TLS};
 use ferry_tests::restic::{restic, succeed};
 use ferry_tests::s3;
 use ferry_tests::scratch::Scratch;
@@ -496,6 +496,76 @@ fn bad_sources_targets_snapshots_and_password_files_are_named() {
         restore_command(&scratch, &repository, &id, &scratch.path("t2")),
         "cannot read the password file",
     );
+}
+
+#[test]
+fn over_tls_the_given_ca_is_trusted_others_are_named_at_once_and_skipping_the_check_warns() {
+    let scratch = Scratch::new(PASSWORD);
+    let source = scratch.source_with_rich_tree();
+    let tls = s3::tls();
+    let bucket = s3::new_bucket(&s3::endpoint());
+    let repository = format!("s3:{}/{bucket}/ferry/restic/shop", tls.endpoint);
+    let with_keys = |mut command: Command| {
+        command
+            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_ACCESS_KEY);
+        command
+    };
+    let trusting = |mut command: Command, ca: &Path| {
+        command.arg("--s3-ca-cert").arg(ca);
+        with_keys(command)
+    };
+
+    let backup = backup_command(&scratch, &repository, &source);
+    let (backup, _) = backed_up(trusting(backup, &tls.ca));
+    let target = scratch.path("restored");
+    let restore = restore_command(&scratch, &repository, &snapshot_id(&backup), &target);
+    restored(trusting(restore, &tls.ca));
+    assert_same_tree(&source, &target);
+    // restic trusts the same CA for the same repository.
+    succeed(
+        restic(&repository, &scratch.password_file())
+            .arg("--cacert")
+            .arg(&tls.ca)
+            .arg("check")
+            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_ACCESS_KEY),
+    );
+
+    // Without the CA, or with another, the certificate is named, and never waited on: the
+    // retry budget is the default five minutes.
+    let untrusted = [
+        with_keys(backup_command(&scratch, &repository, &source)),
+        trusting(
+            backup_command(&scratch, &repository, &source),
+            &tls.other_ca,
+        ),
+    ];
+    for mut command in untrusted {
+        command.arg("--json");
+        let output = fails_with(command, "certificate was not trusted");
+        let text = failure_text(&output);
+        assert!(text.contains("--s3-ca-cert"), "{text}");
+        assert!(!text.contains("\"event\":\"waiting\""), "retried: {text}");
+    }
+
+    let mut unchecked = with_keys(backup_command(&scratch, &repository, &source));
+    let output = unchecked
+        .arg("--s3-insecure-skip-tls-verify")
+        .output()
+        .unwrap();
+    let warned = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}", failure_text(&output));
+    assert!(warned.contains(UNCHECKED_TLS), "{warned}");
+
+    let bad = scratch.path("not-a-ca.pem");
+    fs::write(&bad, "not a certificate").unwrap();
+    let output = trusting(backup_command(&scratch, &repository, &source), &bad)
+        .output()
+        .unwrap();
+    let text = failure_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("holds no PEM certificate"), "{text}");
 }
 
 #[test]

@@ -123,7 +123,11 @@ impl RequestFailure {
 impl fmt::Display for RequestFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut cause = cause(&self.error);
-        if self.kind() == ErrorKind::PermissionDenied {
+        if untrusted_certificate(&self.error).is_some() {
+            cause.push_str(
+                "; the object store's TLS certificate was not trusted: give the CA that signed it as the storage location's config.caCert (--s3-ca-cert on the command line)",
+            );
+        } else if self.kind() == ErrorKind::PermissionDenied {
             cause.push_str(
                 "; the object store refused the request: check the access key, the secret key and the bucket's policy",
             );
@@ -238,8 +242,12 @@ fn next_delay(
     transient.then_some(proposed?.min(left))
 }
 
-/// Whether a failed request may succeed if tried again.
+/// Whether a failed request may succeed if tried again. A certificate that was not trusted
+/// will not be trusted on the next try either.
 fn transient(error: &opendal::Error) -> bool {
+    if untrusted_certificate(error).is_some() {
+        return false;
+    }
     error.is_temporary()
         || error.kind() == ErrorKind::RateLimited
         || io_error_kinds(error).any(|kind| {
@@ -262,6 +270,20 @@ fn causes<'a>(
     error: &'a opendal::Error,
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(error.source(), |cause| (*cause).source())
+}
+
+/// The TLS error of the object store's certificate, when the client did not accept it. TLS
+/// errors come wrapped in I/O errors, which hide what they wrap from the chain of sources.
+fn untrusted_certificate(error: &opendal::Error) -> Option<&rustls::Error> {
+    fn unwrapped<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        match cause.downcast_ref::<io::Error>() {
+            Some(io) => unwrapped(io.get_ref()?),
+            None => cause.downcast_ref::<rustls::Error>(),
+        }
+    }
+    causes(error)
+        .find_map(unwrapped)
+        .filter(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)))
 }
 
 fn io_error_kinds(error: &opendal::Error) -> impl Iterator<Item = io::ErrorKind> + '_ {

@@ -7,7 +7,7 @@ use kube::Client;
 use kube::api::Api;
 
 use crate::crd::{BackupStorageLocation, BackupStorageLocationSpec, StorageProvider};
-use crate::repository::{RepositoryLocation, S3Location};
+use crate::repository::{RepositoryLocation, S3Location, ca_bundle};
 use crate::secret::{SecretError, secret_text};
 
 /// Why a location cannot give a repository.
@@ -17,8 +17,8 @@ pub enum LocationError {
     Incomplete(&'static str),
     #[error("namespace {0:?} is not a valid namespace name")]
     InvalidNamespace(String),
-    #[error("the storage location's {0} is not supported yet")]
-    Unsupported(&'static str),
+    #[error("the storage location's config.caCert {0}")]
+    CaCert(String),
     #[error("the credentials file has no {0}")]
     Credentials(&'static str),
 }
@@ -197,13 +197,13 @@ fn location_under(
                 "an s3 location needs spec.credential, a Secret key holding an AWS credentials file",
             ))?;
             let config = spec.config.clone().unwrap_or_default();
-            if config.insecure_skip_tls_verify {
-                return Err(LocationError::Unsupported("config.insecureSkipTLSVerify"));
-            }
-            if config.ca_cert.is_some() {
-                return Err(LocationError::Unsupported("config.caCert"));
-            }
-            Ok(RepositoryLocation::S3(S3Location {
+            let ca_cert = config
+                .ca_cert
+                .as_deref()
+                .map(ca_bundle)
+                .transpose()
+                .map_err(LocationError::CaCert)?;
+            let location = S3Location {
                 // A custom endpoint is addressed path-style unless told otherwise, as MinIO and
                 // most S3-compatible stores need; AWS itself is addressed by virtual host.
                 virtual_host_style: config.s3_url.is_none() && !config.force_path_style,
@@ -213,7 +213,11 @@ fn location_under(
                 region: config.region,
                 access_key_id: Some(credentials.access_key_id.clone()),
                 secret_access_key: Some(credentials.secret_access_key.clone()),
-            }))
+                ca_cert,
+                insecure_skip_tls_verify: config.insecure_skip_tls_verify,
+            };
+            location.warn_if_unchecked();
+            Ok(RepositoryLocation::S3(location))
         }
     }
 }
@@ -303,14 +307,59 @@ mod tests {
             repository_location(&spec, "shop", None),
             Err(LocationError::Incomplete(_))
         ));
-        let insecure = s3_spec(S3Config {
-            insecure_skip_tls_verify: true,
-            ..S3Config::default()
-        });
-        assert_eq!(
-            repository_location(&insecure, "shop", Some(&keys())),
-            Err(LocationError::Unsupported("config.insecureSkipTLSVerify"))
-        );
+    }
+
+    /// A CA made for these tests alone.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBkTCCATegAwIBAgIUXme1CKgbySrvvvEc4ieaPTzyRcowCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSRmVycnkgdW5pdCB0ZXN0IENBMCAXDTI2MTEyNjE3NTI1NVoY
+DzIxMjYxMTAyMTc1MjU1WjAdMRswGQYDVQQDDBJGZXJyeSB1bml0IHRlc3QgQ0Ew
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASN/vocGWlOTQnfiLXvBAV7NDV3rz+L
+UrKvADEQEQ7Mjqfvmh9hUjVTZxgfVRjVYDyS9JwB3lP56sRgENBZCHZQo1MwUTAd
+BgNVHQ4EFgQU59PuE4Ovuf2jZhAUTSm3iH8yeUkwHwYDVR0jBBgwFoAU59PuE4Ov
+uf2jZhAUTSm3iH8yeUkwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBF
+AiA4FXNDFtJ1osJ6+ydumGM0QtBhYvOBQ0mH4Wla8/fmbAIhAIXMxyWaLxrddjm5
+ehT19Zz7hph4QzaMx/TN9ICjaaar
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn tls_settings_reach_the_repository() {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(TEST_CA);
+        let cases = [
+            // (config.caCert, config.insecureSkipTLSVerify)
+            (Some(TEST_CA.to_owned()), false),
+            (Some(encoded), false),
+            (None, true),
+        ];
+        for (ca_cert, insecure_skip_tls_verify) in cases {
+            let spec = s3_spec(S3Config {
+                ca_cert: ca_cert.clone(),
+                insecure_skip_tls_verify,
+                ..S3Config::default()
+            });
+            let Ok(RepositoryLocation::S3(s3)) = repository_location(&spec, "shop", Some(&keys()))
+            else {
+                panic!("{ca_cert:?} was refused");
+            };
+            assert_eq!(s3.ca_cert.as_deref(), ca_cert.is_some().then_some(TEST_CA));
+            assert_eq!(s3.insecure_skip_tls_verify, insecure_skip_tls_verify);
+        }
+    }
+
+    #[test]
+    fn a_ca_cert_that_is_no_certificate_is_refused_with_the_field_named() {
+        let cut = &TEST_CA[..TEST_CA.len() / 2];
+        for bad in ["", "not a certificate", "bm90IGEgY2VydGlmaWNhdGU=", cut] {
+            let spec = s3_spec(S3Config {
+                ca_cert: Some(bad.to_owned()),
+                ..S3Config::default()
+            });
+            let err = repository_location(&spec, "shop", Some(&keys())).unwrap_err();
+            assert!(matches!(err, LocationError::CaCert(_)), "{bad}: {err:?}");
+            assert!(err.to_string().contains("config.caCert"), "{err}");
+        }
     }
 
     #[test]

@@ -306,6 +306,13 @@ impl Fixture<BackupStorageLocation> {
         self.0.spec.sync_period = Some(period.to_owned());
         self
     }
+
+    /// `config.caCert`: the CAs, as PEM, that may have signed the endpoint's certificate.
+    pub fn ca_cert(mut self, pem: &str) -> Self {
+        let config = self.0.spec.config.get_or_insert_default();
+        config.ca_cert = Some(pem.to_owned());
+        self
+    }
 }
 
 /// The spec of a PodVolumeBackup as the coordinator writes it: of `volume` of `pod`, by the

@@ -1,5 +1,5 @@
 //! The test S3 servers (moto) that `scripts/test-services.sh start` runs on 127.0.0.1: one that
-//! checks no credentials, and one that checks signatures.
+//! checks no credentials, one that checks signatures, and a TLS front of the first.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -66,5 +66,43 @@ pub fn auth() -> AuthS3 {
         access_key_id: var("FERRY_TEST_S3_AUTH_ACCESS_KEY_ID"),
         secret_access_key: var("FERRY_TEST_S3_AUTH_SECRET_ACCESS_KEY"),
         bucket: var("FERRY_TEST_S3_AUTH_BUCKET"),
+    }
+}
+
+/// The TLS front of the test S3 server (the same buckets, over https), whose certificate, for
+/// 127.0.0.1 and localhost, a test CA made when the test services started has signed.
+#[derive(Clone, Debug)]
+pub struct TlsS3 {
+    /// `https://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// The PEM file of the CA that signed the front's certificate.
+    pub ca: std::path::PathBuf,
+    /// The PEM file of a CA that signed nothing the front shows.
+    pub other_ca: std::path::PathBuf,
+}
+
+impl TlsS3 {
+    /// The PEM text of the CA that signed the front's certificate.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(&self.ca)
+            .unwrap_or_else(|err| panic!("read {}: {err}", self.ca.display()))
+    }
+}
+
+/// The running TLS front, from the `FERRY_TEST_S3_TLS_*` variables.
+pub fn tls() -> TlsS3 {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run the tests through scripts/test.sh, \
+                 or start scripts/test-services.sh and export what it writes to \
+                 target/test-services/s3.env"
+            )
+        })
+    };
+    TlsS3 {
+        endpoint: var("FERRY_TEST_S3_TLS_ENDPOINT"),
+        ca: var("FERRY_TEST_S3_TLS_CA").into(),
+        other_ca: var("FERRY_TEST_S3_TLS_OTHER_CA").into(),
     }
 }

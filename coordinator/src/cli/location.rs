@@ -5,6 +5,7 @@ use ferry_shared::crd::{
     AccessMode, BackupStorageLocation, BackupStorageLocationSpec, S3Config, SecretKeyRef,
     StorageProvider,
 };
+use ferry_shared::repository::read_ca_bundle;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -60,6 +61,13 @@ pub struct LocationFlags {
     /// Address the bucket as <s3-url>/<bucket>, as MinIO and most self-hosted services need.
     #[arg(long)]
     pub force_path_style: bool,
+    /// A PEM file of the CA certificates that may have signed the S3 endpoint's certificate,
+    /// such as a private CA's; the location keeps them as config.caCert.
+    #[arg(long, value_name = "FILE", value_parser = read_ca_bundle)]
+    pub s3_ca_cert: Option<String>,
+    /// Accept any TLS certificate from the S3 endpoint, unchecked: for tests only.
+    #[arg(long)]
+    pub s3_insecure_skip_tls_verify: bool,
     /// The directory of a filesystem location (required with --provider filesystem); the
     /// coordinator and every node agent must see it at this path.
     #[arg(long)]
@@ -76,6 +84,11 @@ impl LocationFlags {
                 ("--s3-url", self.s3_url.is_some()),
                 ("--region", self.region.is_some()),
                 ("--force-path-style", self.force_path_style),
+                ("--s3-ca-cert", self.s3_ca_cert.is_some()),
+                (
+                    "--s3-insecure-skip-tls-verify",
+                    self.s3_insecure_skip_tls_verify,
+                ),
             ][..],
             s3_only,
         ]
@@ -121,7 +134,8 @@ impl LocationFlags {
             region: self.region.clone(),
             s3_url: self.s3_url.clone(),
             force_path_style: self.force_path_style,
-            ..S3Config::default()
+            insecure_skip_tls_verify: self.s3_insecure_skip_tls_verify,
+            ca_cert: self.s3_ca_cert.clone(),
         };
         Some(BackupStorageLocationSpec {
             provider: match self.provider? {
@@ -312,7 +326,7 @@ mod tests {
     #[test]
     fn location_flags_must_fit_together() {
         const KEYS: &[(&str, bool)] = &[("--secret-file", true)];
-        let cases: [Case; 9] = [
+        let cases: [Case; 10] = [
             ("nothing", LocationFlags::default(), &[], None),
             ("s3", s3(), KEYS, None),
             ("filesystem", filesystem(), &[], None),
@@ -367,6 +381,15 @@ mod tests {
                 &[],
                 Some("--path is for --provider filesystem; s3 takes --bucket"),
             ),
+            (
+                "a CA for a directory",
+                LocationFlags {
+                    s3_ca_cert: Some("PEM".into()),
+                    ..filesystem()
+                },
+                &[],
+                Some("--s3-ca-cert is for --provider s3"),
+            ),
         ];
         for (name, flags, s3_only, expected) in cases {
             assert_eq!(flags.check(s3_only).err().as_deref(), expected, "{name}");
@@ -379,6 +402,8 @@ mod tests {
         let given = LocationFlags {
             s3_url: Some("http://minio:9000".into()),
             force_path_style: true,
+            s3_ca_cert: Some("PEM".into()),
+            s3_insecure_skip_tls_verify: true,
             ..s3()
         };
         let spec = given.spec(None).expect("a location");
@@ -386,6 +411,8 @@ mod tests {
         let config = spec.config.expect("S3 settings");
         assert!(config.force_path_style);
         assert_eq!(config.s3_url.as_deref(), Some("http://minio:9000"));
+        assert_eq!(config.ca_cert.as_deref(), Some("PEM"));
+        assert!(config.insecure_skip_tls_verify);
         let spec = filesystem().spec(None).expect("a location");
         assert_eq!(
             (spec.path.as_deref(), spec.config),

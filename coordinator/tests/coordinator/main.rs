@@ -20,6 +20,7 @@ mod requests;
 mod restore;
 mod schedule;
 mod sync;
+mod tls;
 mod validation;
 
 use std::path::{Path, PathBuf};
@@ -160,17 +161,30 @@ fn assert_failed_validation(name: &str, phase: OperationPhase, errors: &[String]
 /// The default storage location: [`PREFIX`] in `bucket` of the S3 service at `endpoint`,
 /// synced every second, with the test server's keys in a Secret.
 async fn create_s3_location(cluster: &Cluster, endpoint: &str, bucket: &str) {
+    create_s3_location_trusting(cluster, endpoint, bucket, None).await;
+}
+
+/// As [`create_s3_location`] makes it, trusting the CA `ca_cert` (PEM) for the endpoint when
+/// one is given.
+async fn create_s3_location_trusting(
+    cluster: &Cluster,
+    endpoint: &str,
+    bucket: &str,
+    ca_cert: Option<&str>,
+) {
     cluster
         .create_s3_secret("s3-keys", s3::ACCESS_KEY_ID, s3::SECRET_ACCESS_KEY)
         .await;
-    fixtures::s3_location("default", endpoint, bucket)
+    let mut location = fixtures::s3_location("default", endpoint, bucket)
         .prefix(PREFIX)
         .default_location()
         .region("us-east-1")
         .credential("s3-keys")
-        .sync_period("1s")
-        .create(cluster)
-        .await;
+        .sync_period("1s");
+    if let Some(pem) = ca_cert {
+        location = location.ca_cert(pem);
+    }
+    location.create(cluster).await;
 }
 
 /// A cluster as [`shop_cluster`] makes it, but whose default storage location is a new bucket

@@ -18,15 +18,21 @@ use kube::api::Api;
 
 use crate::{
     NODE, PASSWORD, agent_program, bucket_location, completed, coordinator_program,
-    create_s3_location, synced, volumes_of,
+    create_s3_location_trusting, synced, volumes_of,
 };
 
 /// A cluster that backs up the pod `shop/db-0`, with an emptyDir and a claim, to `bucket` and
-/// is then lost. `reference` receives the data of each volume, by volume name.
-async fn back_up_and_lose_the_cluster(endpoint: &str, bucket: &str, reference: &Path) {
+/// is then lost. `reference` receives the data of each volume, by volume name. The location
+/// trusts `ca_cert` for the endpoint, if given.
+pub(crate) async fn back_up_and_lose_the_cluster(
+    endpoint: &str,
+    bucket: &str,
+    ca_cert: Option<&str>,
+    reference: &Path,
+) {
     let mut cluster = Cluster::start().await;
     cluster.create_repository_password(PASSWORD).await;
-    create_s3_location(&cluster, endpoint, bucket).await;
+    create_s3_location_trusting(&cluster, endpoint, bucket, ca_cert).await;
     cluster.add_node(NODE).await;
     cluster.create_namespace("shop").await;
     cluster.create_bound_claim("shop", "data", "pv-data").await;
@@ -61,9 +67,9 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
     let endpoint = s3::endpoint();
     let bucket = s3::new_bucket(&endpoint);
     let reference = tempfile::tempdir().unwrap();
-    back_up_and_lose_the_cluster(&endpoint, &bucket, reference.path()).await;
+    back_up_and_lose_the_cluster(&endpoint, &bucket, None, reference.path()).await;
 
-    let mut cluster = a_fresh_cluster_syncs_the_backup(&endpoint, &bucket).await;
+    let mut cluster = a_fresh_cluster_syncs_the_backup(&endpoint, &bucket, None).await;
     restore_into_a_mapped_namespace(&cluster, reference.path()).await;
     the_results_and_log_are_in_the_bucket(&endpoint, &bucket).await;
     cluster
@@ -73,10 +79,14 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
 }
 
 /// A new cluster with the same password and bucket finds the backup and its volumes.
-async fn a_fresh_cluster_syncs_the_backup(endpoint: &str, bucket: &str) -> Cluster {
+pub(crate) async fn a_fresh_cluster_syncs_the_backup(
+    endpoint: &str,
+    bucket: &str,
+    ca_cert: Option<&str>,
+) -> Cluster {
     let mut cluster = Cluster::start().await;
     cluster.create_repository_password(PASSWORD).await;
-    create_s3_location(&cluster, endpoint, bucket).await;
+    create_s3_location_trusting(&cluster, endpoint, bucket, ca_cert).await;
     cluster.add_node("node-b").await;
     cluster.start_agent(
         &agent_program(),
@@ -99,7 +109,7 @@ async fn a_fresh_cluster_syncs_the_backup(endpoint: &str, bucket: &str) -> Clust
 
 /// Restores the synced backup into `shop-restored` and checks each volume against
 /// `reference`.
-async fn restore_into_a_mapped_namespace(cluster: &Cluster, reference: &Path) {
+pub(crate) async fn restore_into_a_mapped_namespace(cluster: &Cluster, reference: &Path) {
     fixtures::restore("after-the-fire")
         .backup("before-the-fire")
         .map_namespace("shop", "shop-restored")

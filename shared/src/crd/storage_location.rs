@@ -145,6 +145,10 @@ pub struct BackupStorageLocationStatus {
     /// When the availability was last checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_validation_time: Option<Time>,
+    /// The generation of the spec that the last check was of: a changed spec is checked at
+    /// once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
     /// When the backups in the location were last synced into the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_time: Option<Time>,

@@ -1,11 +1,13 @@
 //! Where a repository lives, in Ferry's own terms, and its translation into an opendal operator
 //! and into the identifier a user gives the restic CLI.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use base64::Engine as _;
 use opendal::{HttpTransporter, OperationContext, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 use serde::{Deserialize, Serialize};
@@ -47,6 +49,13 @@ pub struct S3Location {
     /// The secret access key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
+    /// PEM certificates of the CAs that may have signed the endpoint's certificate, trusted
+    /// besides the system's own, as [`ca_bundle`] gives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// Accept any certificate from the endpoint, unchecked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_tls_verify: bool,
 }
 
 impl fmt::Debug for S3Location {
@@ -57,6 +66,8 @@ impl fmt::Debug for S3Location {
             .field("prefix", &self.prefix)
             .field("region", &self.region)
             .field("virtual_host_style", &self.virtual_host_style)
+            .field("ca_cert", &self.ca_cert.as_ref().map(|_| "<set>"))
+            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
             .field(
                 "access_key_id",
                 &self.access_key_id.as_ref().map(|_| "<set>"),
@@ -162,20 +173,50 @@ impl RepositoryLocation {
             Self::S3(s3) => Operator::from_iter::<opendal::services::S3>(s3.opendal_options()),
         }
         .map_err(|err| err.to_string())?;
-        if matches!(self, Self::Local { .. }) {
+        let Self::S3(s3) = self else {
             return Ok(operator);
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_keepalive(KEEPALIVE)
-            .tcp_user_timeout(UNACKNOWLEDGED_TIMEOUT)
-            .read_timeout(ANSWER_TIMEOUT)
-            .build()
-            .map_err(|err| format!("cannot set up the HTTP client: {err}"))?;
-        let transport = HttpTransporter::new(ReqwestTransport::new(client));
+        };
+        let transport = HttpTransporter::new(ReqwestTransport::new(s3.http_client()?));
         Ok(operator.with_context(OperationContext::new().with_http_transport(transport)))
     }
 }
+
+/// Reads a CA bundle from a file named by a flag, checked as [`ca_bundle`] checks it.
+pub fn read_ca_bundle(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {path}: {err}"))?;
+    ca_bundle(&text).map_err(|err| format!("{path} {err}"))
+}
+
+/// A CA bundle as a storage location or a flag gives it, as PEM text: PEM itself, or PEM
+/// encoded once more in base64, as Kubernetes objects often carry certificates. It must hold
+/// at least one certificate, and each must parse.
+pub fn ca_bundle(text: &str) -> Result<String, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    let pem = if text.contains(BEGIN) {
+        text.to_owned()
+    } else {
+        let compact: String = text.split_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .filter(|decoded| decoded.contains(BEGIN))
+            .ok_or_else(|| {
+                format!("holds no PEM certificate ({BEGIN}), neither plain nor base64-encoded")
+            })?
+    };
+    let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|err| format!("holds a certificate that does not parse: {err}"))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "holds no whole certificate between {BEGIN} and its end"
+        ));
+    }
+    Ok(pem)
+}
+
+/// What a location that skips the certificate check is warned of.
+pub const UNCHECKED_TLS: &str = "insecureSkipTLSVerify is set: the object store's TLS certificate is not checked, so anyone between here and the store can read and change the backups";
 
 /// How long a connection to the object store may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -190,6 +231,44 @@ const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(120);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl S3Location {
+    /// Says in the log, once per endpoint and process, that the endpoint's certificate is not
+    /// checked, if it is not.
+    pub fn warn_if_unchecked(&self) {
+        static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+        if !self.insecure_skip_tls_verify {
+            return;
+        }
+        let endpoint = self.endpoint.clone().unwrap_or_else(|| "AWS".to_owned());
+        let mut warned = WARNED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if warned.insert(endpoint.clone()) {
+            tracing::warn!(%endpoint, "{UNCHECKED_TLS}");
+        }
+    }
+
+    /// The HTTP client of an operator: it trusts the location's CAs besides the system's, or
+    /// no certificate check at all when told so, and gives up on a store that can no longer
+    /// be reached.
+    fn http_client(&self) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(KEEPALIVE)
+            .tcp_user_timeout(UNACKNOWLEDGED_TIMEOUT)
+            .read_timeout(ANSWER_TIMEOUT);
+        if let Some(pem) = &self.ca_cert {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|err| format!("the CA certificates do not parse: {err}"))?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        if self.insecure_skip_tls_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        builder
+            .build()
+            .map_err(|err| format!("cannot set up the HTTP client: {err}"))
+    }
+
     /// The options of opendal's S3 service for this location, rooted at its prefix.
     fn opendal_options(&self) -> BTreeMap<String, String> {
         let mut options = BTreeMap::from([
