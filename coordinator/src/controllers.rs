@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::backoff;
 use crate::context::Context;
 use crate::error::Error;
+use crate::metrics::StateMetrics;
 use crate::{backup, downloads, location, repository, restore, schedule, server_status};
 
 /// The coordinator's controllers, each with what it watches.
@@ -99,6 +100,15 @@ impl Controllers {
             downloads: Controller::new(Api::namespaced(client.clone(), namespace), config()),
             server_statuses: Controller::new(Api::namespaced(client.clone(), namespace), config()),
         }
+    }
+
+    /// The metrics read from the caches of Backups, Schedules and storage locations.
+    pub fn state_metrics(&self) -> Result<StateMetrics, prometheus::Error> {
+        StateMetrics::new(
+            self.backups.store(),
+            self.schedules.store(),
+            self.locations.store(),
+        )
     }
 
     /// Marks the coordinator ready once every controller's watches have synced.

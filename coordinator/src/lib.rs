@@ -83,6 +83,9 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
         retries: metrics.storage_retries(),
     };
     let namespace = settings.namespace.clone();
+    let controllers = Controllers::new(&client, &namespace);
+    let state = controllers.state_metrics().map_err(StartError::Metrics)?;
+    metrics.watch_state(state).map_err(StartError::Metrics)?;
     let server = Server { started, downloads };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -91,7 +94,6 @@ pub async fn run(settings: RunArgs) -> Result<(), CoordinatorError> {
         jobs,
         server,
     ));
-    let controllers = Controllers::new(&client, &namespace);
     controllers.ready_when_synced(service.readiness.clone());
     info!(%namespace, "coordinator started");
     let stop = CancellationToken::new();

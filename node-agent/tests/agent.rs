@@ -218,6 +218,14 @@ async fn backs_up_and_restores_an_empty_dir_and_a_csi_claim() {
         ),
         "{metrics}"
     );
+    // Series that nothing has counted yet are there from the start, as is readiness.
+    for line in [
+        r#"ferry_pod_volume_operations_total{operation="backup",result="failed"} 0"#,
+        r#"ferry_storage_retries_total{operation="read"} 0"#,
+        "ferry_ready 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
 }
 
 /// Backs up the pod's cache (an emptyDir) and data (a CSI claim) and returns their snapshots.

@@ -1,5 +1,6 @@
-//! The admin HTTP server of both binaries: `/metrics` in Prometheus text format, `/livez`, and
-//! `/readyz`, which answers 503 until the process says it is ready (its watches have synced).
+//! The admin HTTP server of both binaries: `/metrics` in Prometheus text format (with
+//! `ferry_ready`), `/livez`, and `/readyz`, which answers 503 until the process says it is
+//! ready (its watches have synced).
 //! A binary may serve routes of its own beside them (the coordinator's `/downloads/`).
 
 use std::future::Future;
@@ -11,7 +12,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 
 /// Whether the process is ready to serve; starts false.
 #[derive(Debug, Clone, Default)]
@@ -60,9 +63,25 @@ pub async fn serve_on(
         .await
 }
 
+/// `ferry_ready`: 1 once the process is ready, else 0, so that an alert can tell a process that
+/// runs but does not work.
+fn readiness_metric(readiness: &Readiness) -> Vec<MetricFamily> {
+    IntGauge::new(
+        "ferry_ready",
+        "1 once the process is ready (its watches have synced), else 0.",
+    )
+    .map(|gauge| {
+        gauge.set(i64::from(readiness.is_ready()));
+        gauge.collect()
+    })
+    .unwrap_or_default()
+}
+
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut families = state.registry.gather();
+    families.extend(readiness_metric(&state.readiness));
     let mut body = Vec::new();
-    match TextEncoder::new().encode(&state.registry.gather(), &mut body) {
+    match TextEncoder::new().encode(&families, &mut body) {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],

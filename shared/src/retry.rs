@@ -71,15 +71,20 @@ impl RetryObserver for Unobserved {
     fn ended(&self, _operation: &str, _succeeded: bool) {}
 }
 
-/// `ferry_storage_retries_total{operation}`: the retries of requests to object storage.
+/// `ferry_storage_retries_total{operation}`: the retries of requests to object storage, with
+/// a series for each kind of request from the start.
 pub fn retries_metric() -> prometheus::Result<IntCounterVec> {
-    IntCounterVec::new(
+    let retries = IntCounterVec::new(
         Opts::new(
             "ferry_storage_retries_total",
             "Requests to object storage tried again after a failure that may pass (a refused or dropped connection, a timeout, 5xx, 429, SlowDown), by request: read, write, list, stat or delete.",
         ),
         &["operation"],
-    )
+    )?;
+    for operation in ["read", "write", "list", "stat", "delete"] {
+        retries.with_label_values(&[operation]);
+    }
+    Ok(retries)
 }
 
 /// Counts each retry in the metric and logs it.

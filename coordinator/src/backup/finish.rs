@@ -26,14 +26,6 @@ use crate::plan::union;
 /// How soon the post hooks of a pod that could not be read are tried again.
 const POST_HOOKS_RETRY: Duration = Duration::from_secs(10);
 
-pub(super) fn schedule_of(backup: &Backup) -> String {
-    backup
-        .labels()
-        .get(label::SCHEDULE_NAME)
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Ends the backup Failed, removing whatever it wrote to the location.
 pub(super) async fn fail(
     backup: &Backup,
@@ -63,23 +55,19 @@ pub(super) async fn fail(
         ..status
     };
     ctx.apply_status(backup, &status).await?;
-    record_end(backup, ctx, &status);
+    record_end(ctx, &status);
     Ok(Action::await_change())
 }
 
-fn record_end(backup: &Backup, ctx: &Context, status: &BackupStatus) {
+fn record_end(ctx: &Context, status: &BackupStatus) {
     let seconds = |time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
         time.as_ref()
             .map(|t| t.0.as_millisecond() as f64 / 1000.0)
             .unwrap_or_default()
     };
     let finished = seconds(&status.completion_timestamp);
-    ctx.metrics.backup_ended(
-        status.phase,
-        finished - seconds(&status.start_timestamp),
-        &schedule_of(backup),
-        finished,
-    );
+    ctx.metrics
+        .backup_ended(status.phase, finished - seconds(&status.start_timestamp));
 }
 
 /// Sums the backup's PodVolumeBackups into its status, stopping those past their time, and
@@ -137,7 +125,7 @@ pub(super) async fn watch(
     ctx.event(backup, warning, &format!("{:?}", next.phase), note)
         .await;
     ctx.apply_status(backup, &next).await?;
-    record_end(backup, ctx, &next);
+    record_end(ctx, &next);
     expire_when_due(&finished, ctx).await
 }
 

@@ -15,7 +15,6 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::finish::schedule_of;
 use crate::context::{Context, ResolvedLocation, spec_duration};
 use crate::error::Error;
 use crate::hooks::plan::backup_spec_errors;
@@ -159,12 +158,8 @@ async fn failed_validation(
         ..BackupStatus::default()
     };
     ctx.apply_status(backup, &status).await?;
-    ctx.metrics.backup_ended(
-        OperationPhase::FailedValidation,
-        0.0,
-        &schedule_of(backup),
-        0.0,
-    );
+    ctx.metrics
+        .backup_ended(OperationPhase::FailedValidation, 0.0);
     Ok(())
 }
 

@@ -256,10 +256,18 @@ async fn the_metrics_are_valid_prometheus_text(cluster: &mut Cluster) {
         .metrics_showing("ferry_backup_total{phase=\"Completed\"} 3")
         .await;
     assert_eq!(coordinator.admin("/readyz").as_deref(), Some("ok"));
-    assert!(
-        metrics.contains("ferry_backup_last_successful_timestamp_seconds{schedule=\"\"}"),
-        "{metrics}"
-    );
+    for line in [
+        "ferry_ready 1",
+        "ferry_backup_last_successful_timestamp_seconds{schedule=\"\"}",
+        "ferry_backup_storage_location_available{location=\"default\"} 1",
+        // Counters have every series from the start.
+        "ferry_backup_total{phase=\"Failed\"} 0",
+        "ferry_restore_total{phase=\"Completed\"} 0",
+        "ferry_repository_maintenance_total{result=\"failure\"} 0",
+        "ferry_storage_retries_total{operation=\"write\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
     assert_promtool_accepts(&metrics);
 }
 

@@ -54,7 +54,22 @@ async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() 
         "{name}"
     );
     assert_eq!(made[0].labels()[label::SCHEDULE_NAME], "nightly");
-    completed::<Backup>(&cluster, &name).await;
+    let backup = completed::<Backup>(&cluster, &name).await;
+    let finished = backup.status.unwrap().completion_timestamp.unwrap();
+    // The schedule's period and its last success are read from the cluster, so they are
+    // there again after a restart.
+    let last_success = format!(
+        "ferry_backup_last_successful_timestamp_seconds{{schedule=\"nightly\"}} {}",
+        finished.0.as_second()
+    );
+    let metrics = cluster
+        .coordinator()
+        .metrics_showing(r#"ferry_schedule_period_seconds{schedule="nightly"} 86400"#)
+        .await;
+    assert!(metrics.contains(&last_success), "{metrics}");
+    cluster.coordinator().terminate().await;
+    cluster.start_coordinator(coordinator_program(), &[]);
+    cluster.coordinator().metrics_showing(&last_success).await;
     cluster
         .api::<Schedule>()
         .patch(

@@ -100,8 +100,15 @@ impl Metrics {
         registry.register(Box::new(progress.clone()))?;
         let storage_retries = CountedRetries(ferry_shared::retry::retries_metric()?);
         registry.register(Box::new(storage_retries.0.clone()))?;
+        // Every series from the start, so that the first increase shows.
         for operation in [Operation::Backup, Operation::Restore] {
-            in_progress.with_label_values(&[operation.as_str()]).set(0);
+            let op = operation.as_str();
+            in_progress.with_label_values(&[op]).set(0);
+            bytes.with_label_values(&[op]);
+            files.with_label_values(&[op]);
+            for result in ["completed", "failed", "interrupted"] {
+                operations.with_label_values(&[op, result]);
+            }
         }
         Ok(Self {
             registry,

@@ -1,12 +1,16 @@
 //! The coordinator's metrics (DESIGN.md §6): Backups and Restores by final phase, backup
-//! durations, the last successful backup of each schedule, repository maintenance, hooks, and
-//! retries of requests to object storage.
+//! durations, repository maintenance, hooks, and retries of requests to object storage, each
+//! counter with a series for every value of its labels from the start, so that the first
+//! increase shows; and those read from the cluster's objects ([`state`]).
+
+mod state;
+
+pub use state::StateMetrics;
 
 use ferry_shared::crd::{HookPhase, OperationPhase};
 use ferry_shared::retry::CountedRetries;
 use prometheus::{
-    CounterVec, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
-    exponential_buckets,
+    CounterVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, exponential_buckets,
 };
 
 #[derive(Clone)]
@@ -14,12 +18,22 @@ pub struct Metrics {
     registry: Registry,
     backups: IntCounterVec,
     restores: IntCounterVec,
-    last_success: GaugeVec,
     backup_duration: Histogram,
     maintenance: CounterVec,
     storage_retries: IntCounterVec,
     hooks: IntCounterVec,
 }
+
+/// The phases a Backup or Restore ends in.
+const ENDS: [OperationPhase; 4] = [
+    OperationPhase::Completed,
+    OperationPhase::PartiallyFailed,
+    OperationPhase::Failed,
+    OperationPhase::FailedValidation,
+];
+
+/// How maintenance and hooks end.
+const RESULTS: [&str; 2] = ["success", "failure"];
 
 fn phase_label(phase: OperationPhase) -> &'static str {
     match phase {
@@ -46,13 +60,6 @@ impl Metrics {
             ),
             &["phase"],
         )?;
-        let last_success = GaugeVec::new(
-            Opts::new(
-                "ferry_backup_last_successful_timestamp_seconds",
-                "When the newest Completed backup of each schedule finished, in Unix seconds; the schedule is empty for Backups made by hand.",
-            ),
-            &["schedule"],
-        )?;
         let backup_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "ferry_backup_duration_seconds",
@@ -69,7 +76,6 @@ impl Metrics {
         )?;
         registry.register(Box::new(backups.clone()))?;
         registry.register(Box::new(restores.clone()))?;
-        registry.register(Box::new(last_success.clone()))?;
         registry.register(Box::new(backup_duration.clone()))?;
         let hooks = IntCounterVec::new(
             Opts::new(
@@ -82,11 +88,20 @@ impl Metrics {
         registry.register(Box::new(hooks.clone()))?;
         let storage_retries = ferry_shared::retry::retries_metric()?;
         registry.register(Box::new(storage_retries.clone()))?;
+        for phase in ENDS {
+            backups.with_label_values(&[phase_label(phase)]);
+            restores.with_label_values(&[phase_label(phase)]);
+        }
+        for result in RESULTS {
+            maintenance.with_label_values(&[result]);
+            for phase in [HookPhase::Pre, HookPhase::Post, HookPhase::PostRestore] {
+                hooks.with_label_values(&[phase.as_str(), result]);
+            }
+        }
         Ok(Self {
             registry,
             backups,
             restores,
-            last_success,
             backup_duration,
             maintenance,
             storage_retries,
@@ -103,22 +118,16 @@ impl Metrics {
         self.registry.clone()
     }
 
-    /// A Backup reached `phase`, after `seconds`; `schedule` made it, if any.
-    pub fn backup_ended(
-        &self,
-        phase: OperationPhase,
-        seconds: f64,
-        schedule: &str,
-        finished_at: f64,
-    ) {
+    /// Serves the metrics read from the cluster's objects, too.
+    pub fn watch_state(&self, state: StateMetrics) -> Result<(), prometheus::Error> {
+        self.registry.register(Box::new(state))
+    }
+
+    /// A Backup reached `phase`, after `seconds`.
+    pub fn backup_ended(&self, phase: OperationPhase, seconds: f64) {
         self.backups.with_label_values(&[phase_label(phase)]).inc();
         if phase != OperationPhase::FailedValidation {
             self.backup_duration.observe(seconds);
-        }
-        if phase == OperationPhase::Completed {
-            self.last_success
-                .with_label_values(&[schedule])
-                .set(finished_at);
         }
     }
 
