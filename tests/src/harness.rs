@@ -944,6 +944,11 @@ impl Process {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where the process serves `/metrics`.
+    pub fn metrics_address(&self) -> SocketAddr {
+        self.metrics
+    }
+
     /// The process's `/metrics` text.
     pub fn metrics_text(&self) -> String {
         self.admin("/metrics").unwrap_or_default()

@@ -13,6 +13,7 @@ mod hooks;
 mod install;
 mod jobs;
 mod leader;
+mod monitoring;
 mod namespace;
 mod outage;
 mod password;

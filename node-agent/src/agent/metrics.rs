@@ -104,6 +104,7 @@ impl Metrics {
         for operation in [Operation::Backup, Operation::Restore] {
             let op = operation.as_str();
             in_progress.with_label_values(&[op]).set(0);
+            duration.with_label_values(&[op]);
             bytes.with_label_values(&[op]);
             files.with_label_values(&[op]);
             for result in ["completed", "failed", "interrupted"] {
