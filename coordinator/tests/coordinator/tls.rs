@@ -1,12 +1,13 @@
 //! An object store behind TLS whose certificate a private CA signed: with the CA as the
 //! location's `config.caCert`, a cluster backs up to it and a fresh one restores from it;
 //! without, the location is Unavailable and says that the certificate was not trusted; with
-//! `insecureSkipTLSVerify`, it is Available and the log warns that nothing is checked.
+//! `insecureSkipTLSVerify`, it is Available and the log warns that nothing is checked; one
+//! whose `caCert` holds no certificate is Unavailable and says so.
 
 use ferry_shared::crd::{BackupStorageLocation, StorageLocationPhase};
 use ferry_shared::repository::UNCHECKED_TLS;
 use ferry_tests::harness::Cluster;
-use ferry_tests::s3;
+use ferry_tests::{fixtures, s3};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
@@ -37,6 +38,11 @@ async fn without_its_ca_cert_a_location_names_the_certificate_and_skipping_the_c
     let mut cluster = Cluster::start().await;
     cluster.create_repository_password(PASSWORD).await;
     create_s3_location_trusting(&cluster, &tls.endpoint, &bucket, None).await;
+    fixtures::s3_location("garbled", &tls.endpoint, &bucket)
+        .credential("s3-keys")
+        .ca_cert("not a certificate")
+        .create(&cluster)
+        .await;
     cluster.start_coordinator(coordinator_program(), &[]);
     let locations = cluster.api::<BackupStorageLocation>();
     let untrusted = cluster
@@ -50,6 +56,19 @@ async fn without_its_ca_cert_a_location_names_the_certificate_and_skipping_the_c
     let message = untrusted.status.unwrap().message.unwrap_or_default();
     assert!(
         message.contains("certificate was not trusted") && message.contains("config.caCert"),
+        "{message}"
+    );
+    let garbled = cluster
+        .wait_for(
+            &locations,
+            "garbled",
+            "Unavailable",
+            in_phase(StorageLocationPhase::Unavailable),
+        )
+        .await;
+    let message = garbled.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains("config.caCert holds no PEM certificate"),
         "{message}"
     );
     assert!(
