@@ -50,17 +50,19 @@ pub struct AuthS3 {
     pub bucket: String,
 }
 
+/// A variable that `scripts/test-services.sh` writes to `target/test-services/s3.env`.
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests through scripts/test.sh, \
+             or start scripts/test-services.sh and export what it writes to \
+             target/test-services/s3.env"
+        )
+    })
+}
+
 /// The running S3 server that checks signatures, from the `FERRY_TEST_S3_AUTH_*` variables.
 pub fn auth() -> AuthS3 {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: run the tests through scripts/test.sh, \
-                 or start scripts/test-services.sh and export what it writes to \
-                 target/test-services/s3.env"
-            )
-        })
-    };
     AuthS3 {
         endpoint: var("FERRY_TEST_S3_AUTH_ENDPOINT"),
         access_key_id: var("FERRY_TEST_S3_AUTH_ACCESS_KEY_ID"),
@@ -91,15 +93,6 @@ impl TlsS3 {
 
 /// The running TLS front, from the `FERRY_TEST_S3_TLS_*` variables.
 pub fn tls() -> TlsS3 {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: run the tests through scripts/test.sh, \
-                 or start scripts/test-services.sh and export what it writes to \
-                 target/test-services/s3.env"
-            )
-        })
-    };
     TlsS3 {
         endpoint: var("FERRY_TEST_S3_TLS_ENDPOINT"),
         ca: var("FERRY_TEST_S3_TLS_CA").into(),

@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use ferry_shared::crd::{
-    DownloadRequest, DownloadRequestPhase, DownloadRequestSpec, DownloadTarget, DownloadTargetKind,
+    Backup, BackupStorageLocation, DownloadRequest, DownloadRequestPhase, DownloadRequestSpec,
+    DownloadTarget, DownloadTargetKind, Restore, S3Config,
 };
 use ferry_shared::download::{self, ServiceUrl};
+use ferry_shared::repository::{ca_bundle, trusting};
 use futures::AsyncReadExt;
+use kube::api::Api;
 
 use super::connect::Ferry;
 use super::error::{CliError, root_cause};
@@ -39,7 +42,10 @@ pub async fn fetch(
         .status
         .unwrap_or_default();
     match (answer.phase, answer.download_url) {
-        (DownloadRequestPhase::Processed, Some(url)) => get(ferry, &url).await,
+        (DownloadRequestPhase::Processed, Some(url)) => {
+            let tls = location_tls(ferry, kind, name).await;
+            get(ferry, &url, &tls).await
+        }
         _ => Err(CliError::Download(answer.message.unwrap_or_else(|| {
             format!("the coordinator has nothing to download for {name}")
         }))),
@@ -52,9 +58,43 @@ fn request_prefix(name: &str) -> &str {
     name[..end].trim_end_matches(['-', '.'])
 }
 
+/// How the storage location that holds the files of the Backup or Restore `name` checks its
+/// object store's certificate: its `caCert` and `insecureSkipTLSVerify`. The system's roots
+/// alone when the location cannot be read.
+async fn location_tls(ferry: &Ferry, kind: DownloadTargetKind, name: &str) -> S3Config {
+    let namespace = ferry.namespace.as_str();
+    let backup = if kind.of_backup() {
+        Some(name.to_owned())
+    } else {
+        let restores = Api::<Restore>::namespaced(ferry.client.clone(), namespace);
+        let restore = restores.get_opt(name).await.ok().flatten();
+        restore.and_then(|r| r.status.and_then(|s| s.backup_name).or(r.spec.backup_name))
+    };
+    let backups = Api::<Backup>::namespaced(ferry.client.clone(), namespace);
+    let location = match backup {
+        Some(backup) => backups.get_opt(&backup).await.ok().flatten(),
+        None => None,
+    }
+    .and_then(|backup| backup.spec.storage_location);
+    let locations = Api::<BackupStorageLocation>::namespaced(ferry.client.clone(), namespace);
+    let config = match location {
+        Some(location) => locations.get_opt(&location).await.ok().flatten(),
+        None => None,
+    }
+    .and_then(|location| location.spec.config)
+    .unwrap_or_default();
+    S3Config {
+        ca_cert: config
+            .ca_cert
+            .as_deref()
+            .and_then(|pem| ca_bundle(pem).ok()),
+        ..config
+    }
+}
+
 /// GETs a download URL: through the API server for a Service inside the cluster, else
-/// straight.
-async fn get(ferry: &Ferry, url: &str) -> Result<Vec<u8>, CliError> {
+/// straight, trusting the storage location's CA.
+async fn get(ferry: &Ferry, url: &str, tls: &S3Config) -> Result<Vec<u8>, CliError> {
     let failed = |err: &(dyn std::error::Error + 'static)| {
         let cause = match err.downcast_ref::<kube::Error>() {
             Some(kube::Error::Api(status)) => status.message.clone(),
@@ -82,7 +122,14 @@ async fn get(ferry: &Ferry, url: &str) -> Result<Vec<u8>, CliError> {
             .map_err(|err| failed(&err))?;
         return Ok(bytes);
     }
-    let response = reqwest::get(url).await.map_err(|err| failed(&err))?;
+    let client = trusting(
+        reqwest::Client::builder(),
+        tls.ca_cert.as_deref(),
+        tls.insecure_skip_tls_verify,
+    )
+    .and_then(|builder| builder.build().map_err(|err| err.to_string()))
+    .map_err(|err| CliError::Download(format!("cannot set up the HTTP client: {err}")))?;
+    let response = client.get(url).send().await.map_err(|err| failed(&err))?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(|err| failed(&err))?;
     if !status.is_success() {

@@ -25,7 +25,7 @@ use crate::{
     web_pod_on_a_claim,
 };
 
-fn ferry() -> &'static Path {
+pub(crate) fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry"))
 }
 

@@ -96,6 +96,32 @@ async fn the_rules_evaluate(prometheus: &Prometheus) {
     }
 }
 
+/// Every Ferry metric that the rules and the dashboard name is one that Prometheus scraped.
+async fn every_metric_named_is_exported(prometheus: &Prometheus) {
+    let scraped = prometheus.api("label/__name__/values", &[]).await;
+    let scraped: Vec<&str> = scraped
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut texts = vec![
+        std::fs::read_to_string(Path::new(MONITORING).join("rules/ferry.rules.yaml")).unwrap(),
+    ];
+    texts.extend(dashboard_queries().into_iter().map(|(_, expr)| expr));
+    for text in &texts {
+        let names = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("ferry_"));
+        for name in names {
+            assert!(
+                scraped.contains(&name),
+                "{name} is not exported; scraped: {scraped:?}"
+            );
+        }
+    }
+}
+
 /// Every panel query returns data between `since` and now, once the scrapes after the backup
 /// are in.
 async fn every_panel_has_data(prometheus: &Prometheus, since: jiff::Timestamp) {
@@ -165,5 +191,6 @@ async fn prometheus_evaluates_the_rules_and_every_dashboard_query_has_data() {
         .wait_for(r#"ferry_backup_last_successful_timestamp_seconds{schedule=""}"#)
         .await;
     the_rules_evaluate(&prometheus).await;
+    every_metric_named_is_exported(&prometheus).await;
     every_panel_has_data(&prometheus, began).await;
 }

@@ -11,6 +11,7 @@ use ferry_tests::{fixtures, s3};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use crate::cli::ferry;
 use crate::sync::{
     a_fresh_cluster_syncs_the_backup, back_up_and_lose_the_cluster, restore_into_a_mapped_namespace,
 };
@@ -25,6 +26,15 @@ async fn a_location_with_its_ca_cert_backs_up_and_restores_over_tls() {
     back_up_and_lose_the_cluster(&tls.endpoint, &bucket, Some(&ca), reference.path()).await;
     let cluster = a_fresh_cluster_syncs_the_backup(&tls.endpoint, &bucket, Some(&ca)).await;
     restore_into_a_mapped_namespace(&cluster, reference.path()).await;
+    // `ferry` fetches the logs from presigned URLs of the store, trusting the location's CA.
+    let log = cluster
+        .ferry(ferry(), &["backup", "logs", "before-the-fire"])
+        .await;
+    assert!(log.success().contains("before-the-fire"), "{log:?}");
+    let log = cluster
+        .ferry(ferry(), &["restore", "logs", "after-the-fire"])
+        .await;
+    assert!(log.success().contains("after-the-fire"), "{log:?}");
 }
 
 fn in_phase(phase: StorageLocationPhase) -> impl Fn(&BackupStorageLocation) -> bool {

@@ -181,6 +181,21 @@ impl RepositoryLocation {
     }
 }
 
+/// An HTTP client that trusts the CA certificates `ca_cert` (PEM) besides the system's roots, or
+/// checks no certificate when `insecure`: for an object store, and for its presigned URLs.
+pub fn trusting(
+    mut builder: reqwest::ClientBuilder,
+    ca_cert: Option<&str>,
+    insecure: bool,
+) -> Result<reqwest::ClientBuilder, String> {
+    if let Some(pem) = ca_cert {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|err| format!("the CA certificates do not parse: {err}"))?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    Ok(builder.tls_danger_accept_invalid_certs(insecure))
+}
+
 /// Reads a CA bundle from a file named by a flag, checked as [`ca_bundle`] checks it.
 pub fn read_ca_bundle(path: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {path}: {err}"))?;
@@ -251,22 +266,18 @@ impl S3Location {
     /// no certificate check at all when told so, and gives up on a store that can no longer
     /// be reached.
     fn http_client(&self) -> Result<reqwest::Client, String> {
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_keepalive(KEEPALIVE)
             .tcp_user_timeout(UNACKNOWLEDGED_TIMEOUT)
             .read_timeout(ANSWER_TIMEOUT);
-        if let Some(pem) = &self.ca_cert {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|err| format!("the CA certificates do not parse: {err}"))?;
-            builder = builder.tls_certs_merge(certificates);
-        }
-        if self.insecure_skip_tls_verify {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        builder
-            .build()
-            .map_err(|err| format!("cannot set up the HTTP client: {err}"))
+        trusting(
+            builder,
+            self.ca_cert.as_deref(),
+            self.insecure_skip_tls_verify,
+        )?
+        .build()
+        .map_err(|err| format!("cannot set up the HTTP client: {err}"))
     }
 
     /// The options of opendal's S3 service for this location, rooted at its prefix.

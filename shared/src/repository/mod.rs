@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 
 pub use backup::{BackupOutcome, BackupRequest, Parent};
 pub use error::EngineError;
-pub use location::{RepositoryLocation, S3Location, UNCHECKED_TLS, ca_bundle, read_ca_bundle};
+pub use location::{
+    RepositoryLocation, S3Location, UNCHECKED_TLS, ca_bundle, read_ca_bundle, trusting,
+};
 pub use maintenance::{CheckReport, PruneReport, SnapshotInfo};
 pub use progress::{ProgressCounters, ProgressSnapshot};
 pub use restore::{RestoreOutcome, RestoreRequest, Restored};
