@@ -181,8 +181,8 @@ impl RepositoryLocation {
     }
 }
 
-/// An HTTP client that trusts the CA certificates `ca_cert` (PEM) besides the system's roots, or
-/// checks no certificate when `insecure`: for an object store, and for its presigned URLs.
+/// `builder`, set to trust the CA certificates `ca_cert` (PEM) besides the system's roots, or to
+/// check no certificate when `insecure`: for an object store, and for its presigned URLs.
 pub fn trusting(
     mut builder: reqwest::ClientBuilder,
     ca_cert: Option<&str>,
