@@ -42,14 +42,19 @@ pub struct Due {
 }
 
 pub fn due(cron: &Cron, last: DateTime<Utc>, now: DateTime<Utc>) -> Due {
-    let fire = cron
-        .find_previous_occurrence(&now, true)
-        .ok()
-        .filter(|previous| *previous > last);
+    let (latest, next) = around(cron, now);
     Due {
-        fire,
-        next: cron.find_next_occurrence(&now, false).ok(),
+        fire: latest.filter(|latest| *latest > last),
+        next,
     }
+}
+
+/// The cron's latest time at or before `now`, and its next time after `now`.
+pub fn around(cron: &Cron, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    (
+        cron.find_previous_occurrence(&now, true).ok(),
+        cron.find_next_occurrence(&now, false).ok(),
+    )
 }
 
 /// The name of the Backup made for `time`.

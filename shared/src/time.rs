@@ -1,5 +1,5 @@
-//! Times as the Kubernetes API writes them: now, a time plus a duration, and the time left
-//! until a deadline.
+//! Times as the Kubernetes API writes them: now, a time plus a duration, the time left until a
+//! deadline, and a time in Unix seconds.
 
 use std::time::Duration;
 
@@ -15,6 +15,11 @@ pub fn now() -> Time {
 pub fn after(time: &Time, duration: Duration) -> Time {
     let span = jiff::SignedDuration::try_from(duration).unwrap_or(jiff::SignedDuration::MAX);
     Time(time.0.checked_add(span).unwrap_or(jiff::Timestamp::MAX))
+}
+
+/// `time` in seconds since the Unix epoch, as metrics give times.
+pub fn unix_seconds(time: &Time) -> f64 {
+    time.0.as_millisecond() as f64 / 1000.0
 }
 
 /// How long until `time`, zero if it has passed.

@@ -8,7 +8,7 @@ use ferry_shared::crd::{
 };
 use ferry_shared::layout::{self, key};
 use ferry_shared::names::label;
-use ferry_shared::time::now;
+use ferry_shared::time::{now, unix_seconds};
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -61,9 +61,7 @@ pub(super) async fn fail(
 
 fn record_end(ctx: &Context, status: &BackupStatus) {
     let seconds = |time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-        time.as_ref()
-            .map(|t| t.0.as_millisecond() as f64 / 1000.0)
-            .unwrap_or_default()
+        time.as_ref().map(unix_seconds).unwrap_or_default()
     };
     let finished = seconds(&status.completion_timestamp);
     ctx.metrics

@@ -11,7 +11,6 @@ use ferry_shared::crd::{
 use ferry_shared::download::{self, ServiceUrl};
 use ferry_shared::repository::{ca_bundle, trusting};
 use futures::AsyncReadExt;
-use kube::api::Api;
 
 use super::connect::Ferry;
 use super::error::{CliError, root_cause};
@@ -62,23 +61,24 @@ fn request_prefix(name: &str) -> &str {
 /// object store's certificate: its `caCert` and `insecureSkipTLSVerify`. The system's roots
 /// alone when the location cannot be read.
 async fn location_tls(ferry: &Ferry, kind: DownloadTargetKind, name: &str) -> S3Config {
-    let namespace = ferry.namespace.as_str();
     let backup = if kind.of_backup() {
         Some(name.to_owned())
     } else {
-        let restores = Api::<Restore>::namespaced(ferry.client.clone(), namespace);
-        let restore = restores.get_opt(name).await.ok().flatten();
+        let restore = ferry.api::<Restore>().get_opt(name).await.ok().flatten();
         restore.and_then(|r| r.status.and_then(|s| s.backup_name).or(r.spec.backup_name))
     };
-    let backups = Api::<Backup>::namespaced(ferry.client.clone(), namespace);
     let location = match backup {
-        Some(backup) => backups.get_opt(&backup).await.ok().flatten(),
+        Some(backup) => ferry.api::<Backup>().get_opt(&backup).await.ok().flatten(),
         None => None,
     }
     .and_then(|backup| backup.spec.storage_location);
-    let locations = Api::<BackupStorageLocation>::namespaced(ferry.client.clone(), namespace);
     let config = match location {
-        Some(location) => locations.get_opt(&location).await.ok().flatten(),
+        Some(location) => ferry
+            .api::<BackupStorageLocation>()
+            .get_opt(&location)
+            .await
+            .ok()
+            .flatten(),
         None => None,
     }
     .and_then(|location| location.spec.config)

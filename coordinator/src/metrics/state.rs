@@ -18,14 +18,14 @@ use ferry_shared::crd::{
     Backup, BackupStorageLocation, OperationPhase, Schedule, SchedulePhase, StorageLocationPhase,
 };
 use ferry_shared::names::{self, label};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use ferry_shared::time::unix_seconds;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, Opts};
 
-use crate::schedule::parse_cron;
+use crate::schedule::{around, parse_cron};
 
 /// The series of one gauge: its labels' values, and the value.
 type Series = BTreeMap<String, f64>;
@@ -110,10 +110,6 @@ impl Collector for StateMetrics {
     }
 }
 
-fn seconds(time: &Time) -> f64 {
-    time.0.as_millisecond() as f64 / 1000.0
-}
-
 /// The schedule a Schedule's Backups are labelled with.
 fn schedule_label(schedule: &Schedule) -> String {
     names::label_value(&schedule.name_any())
@@ -129,7 +125,7 @@ fn last_successful(backups: &[Arc<Backup>], schedules: &[Arc<Schedule>]) -> Seri
     let mut newest = Series::new();
     for schedule in schedules.iter().filter(|s| enabled(s)) {
         if let Some(created) = &schedule.metadata.creation_timestamp {
-            newest.insert(schedule_label(schedule), seconds(created));
+            newest.insert(schedule_label(schedule), unix_seconds(created));
         }
     }
     let mut completed = Series::new();
@@ -147,7 +143,7 @@ fn last_successful(backups: &[Arc<Backup>], schedules: &[Arc<Schedule>]) -> Seri
             .cloned()
             .unwrap_or_default();
         let at = completed.entry(schedule).or_insert(f64::MIN);
-        *at = at.max(seconds(finished));
+        *at = at.max(unix_seconds(finished));
     }
     newest.extend(completed);
     newest
@@ -160,9 +156,8 @@ fn periods(schedules: &[Arc<Schedule>], now: DateTime<Utc>) -> Series {
         .filter(|schedule| enabled(schedule) && !schedule.spec.paused)
         .filter_map(|schedule| {
             let cron = parse_cron(&schedule.spec.schedule).ok()?;
-            let latest = cron.find_previous_occurrence(&now, true).ok()?;
-            let next = cron.find_next_occurrence(&now, false).ok()?;
-            let period = (next - latest).num_milliseconds() as f64 / 1000.0;
+            let (latest, next) = around(&cron, now);
+            let period = (next? - latest?).num_milliseconds() as f64 / 1000.0;
             Some((schedule_label(schedule), period))
         })
         .collect()
@@ -184,6 +179,7 @@ mod tests {
     use ferry_shared::crd::{
         BackupSpec, BackupStatus, BackupStorageLocationStatus, ScheduleSpec, ScheduleStatus,
     };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     use super::*;
@@ -226,7 +222,7 @@ mod tests {
     }
 
     fn unix(text: &str) -> f64 {
-        seconds(&at(text))
+        unix_seconds(&at(text))
     }
 
     /// A case: its name, the Backups and Schedules, and the series expected.
