@@ -38,7 +38,7 @@ async fn cluster() -> (Cluster, PathBuf) {
     cluster.create_namespace(WORKLOADS).await;
     let storage = cluster.create_default_storage(PASSWORD).await;
     // The coordinator creates a namespace's repository before it asks for backups.
-    let repository = storage.join("restic").join(WORKLOADS);
+    let repository = storage.join("restic").join(cluster.scoped(WORKLOADS));
     Repository::open(
         &RepositoryConfig {
             location: RepositoryLocation::Local {
@@ -99,14 +99,14 @@ async fn create_restore_request(
             storage_location: "default".to_owned(),
             repository: repository.display().to_string(),
             snapshot_id: snapshot.to_owned(),
-            source_namespace: WORKLOADS.to_owned(),
+            source_namespace: cluster.scoped(WORKLOADS),
         },
     );
     pvr.metadata.name = None;
     pvr.metadata.generate_name = Some(format!("{}-", restore.name_any()));
     pvr.metadata.labels = Some(BTreeMap::from([(
         names::label::NODE.to_owned(),
-        "node-a".to_owned(),
+        cluster.scoped("node-a"),
     )]));
     pvr.metadata.owner_references = Some(vec![
         restore.controller_owner_ref(&()).expect("owner reference"),
@@ -244,11 +244,15 @@ async fn both_volumes_are_backed_up(
         assert_eq!(status.attempts, 1);
         let progress = status.progress.clone().unwrap();
         assert_eq!(progress.bytes_done, progress.total_bytes, "{status:?}");
-        assert!(status.path.unwrap().ends_with(if volume == "cache" {
-            "kubernetes.io~empty-dir/cache"
-        } else {
-            "kubernetes.io~csi/pvc-0a1b/mount"
-        }));
+        assert!(
+            cluster
+                .unscoped(&status.path.unwrap())
+                .ends_with(if volume == "cache" {
+                    "kubernetes.io~empty-dir/cache"
+                } else {
+                    "kubernetes.io~csi/pvc-0a1b/mount"
+                })
+        );
         snapshots.push(snapshot_of(&done));
     }
 
@@ -299,7 +303,7 @@ async fn both_volumes_are_restored_into_a_new_pod(
             )
             .await;
         let status = done.status.unwrap();
-        assert_eq!(status.node.as_deref(), Some("node-a"));
+        assert_eq!(status.node, Some(cluster.scoped("node-a")));
         // The marker is written before Completed: it is there when Completed is seen.
         let volume = &new_dirs[if pvr.spec.volume == "cache" { 0 } else { 1 }];
         assert!(volume.join(".velero").join(&restore_uid).exists());
@@ -690,7 +694,7 @@ fn bad_specs(
         (
             PodVolumeBackupSpec {
                 storage_location: "unreachable".to_owned(),
-                repository: format!("s3:http://127.0.0.1:9/b/restic/{WORKLOADS}"),
+                repository: format!("s3:http://127.0.0.1:9/b/restic/{}", good.pod.namespace),
                 ..good.clone()
             },
             "Connection refused",
@@ -857,7 +861,7 @@ async fn a_stalled_transfer_is_stopped_retried_and_then_failed() {
         ],
     );
     let pod = pod_with_files(&cluster, "app-0", "node-a", 3, 1000, 9).await;
-    let repository = format!("s3:{endpoint}/b/restic/{WORKLOADS}");
+    let repository = format!("s3:{endpoint}/b/restic/{}", cluster.scoped(WORKLOADS));
     let pvb = create_raw_backup(&cluster, data_volume_spec(&pod, "silent", repository)).await;
     let failed = cluster
         .wait_finished::<PodVolumeBackup>(&pvb.name_any())
@@ -883,7 +887,11 @@ async fn a_transfer_waiting_on_the_object_store_says_so_and_is_not_stalled() {
     cluster.add_node("node-a").await;
     let bucket = ferry_tests::s3::new_bucket(&ferry_tests::s3::endpoint());
     let front = ferry_tests::fault::FaultyFront::for_test_s3();
-    let repository = format!("s3:{}/{bucket}/restic/{WORKLOADS}", front.endpoint());
+    let repository = format!(
+        "s3:{}/{bucket}/restic/{}",
+        front.endpoint(),
+        cluster.scoped(WORKLOADS)
+    );
     let mut location = RepositoryLocation::parse(&repository).unwrap();
     if let RepositoryLocation::S3(s3) = &mut location {
         s3.access_key_id = Some(ferry_tests::s3::ACCESS_KEY_ID.to_owned());

@@ -28,13 +28,14 @@ async fn the_agent_holds_its_lease_while_it_runs_and_lets_go_when_stopped() {
     cluster.add_node(NODE).await;
     cluster.start_agent(Path::new(AGENT), NODE, &["--heartbeat-interval", "1s"]);
     let leases = cluster.api::<Lease>();
-    let name = names::node_agent_lease(NODE);
+    let node = cluster.scoped(NODE);
+    let name = names::node_agent_lease(&node);
     let first = cluster
         .wait_for(&leases, &name, "held", |lease: &Lease| {
             holder(lease).is_some()
         })
         .await;
-    assert_eq!(holder(&first).as_deref(), Some(NODE));
+    assert_eq!(holder(&first), Some(node.clone()));
     assert_eq!(first.spec.as_ref().unwrap().lease_duration_seconds, Some(3));
     assert_eq!(
         first
@@ -44,7 +45,7 @@ async fn the_agent_holds_its_lease_while_it_runs_and_lets_go_when_stopped() {
         Some(env!("CARGO_PKG_VERSION"))
     );
     let selector = format!(
-        "{}={},{}={NODE}",
+        "{}={},{}={node}",
         label::APP_NAME,
         names::NODE_AGENT_APP,
         label::NODE

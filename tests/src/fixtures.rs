@@ -1,5 +1,7 @@
 //! Builders for the objects that tests create in the install namespace. Each starts from an
-//! empty spec, so an object holds only what its test sets:
+//! empty spec, so an object holds only what its test sets. The namespaces a spec names are
+//! those the test reads, made the test's own when the object is created (see
+//! [`crate::harness::names`]):
 //!
 //! ```ignore
 //! fixtures::backup("nightly").namespaces(["shop"]).all_volumes().ttl("1h").create(&cluster).await;
@@ -19,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 use serde_json::json;
 
-use crate::harness::{Cluster, INSTALL_NAMESPACE, Namespaced};
+use crate::harness::{Cluster, Namespaced};
 
 /// The key of the Secret that an S3 location's `credential` names, as
 /// [`Cluster::create_s3_secret`] writes it.
@@ -30,8 +32,7 @@ pub const CREDENTIALS_KEY: &str = "cloud";
 pub struct Fixture<K>(K);
 
 impl<K: Namespaced> Fixture<K> {
-    fn new(mut object: K) -> Self {
-        object.meta_mut().namespace = Some(INSTALL_NAMESPACE.to_owned());
+    fn new(object: K) -> Self {
         Self(object)
     }
 
@@ -39,9 +40,19 @@ impl<K: Namespaced> Fixture<K> {
         self.0.name_any()
     }
 
+    /// The object as `cluster` stores it: in its install namespace, and with the namespaces
+    /// that its spec names made the test's own.
+    pub fn object(&self, cluster: &Cluster) -> K {
+        let mut value = serde_json::to_value(&self.0).expect("a fixture as JSON");
+        cluster.names().scope_namespaces(&mut value);
+        let mut object: K = serde_json::from_value(value).expect("a fixture from JSON");
+        object.meta_mut().namespace = Some(cluster.namespace().to_owned());
+        object
+    }
+
     /// Creates the object, and returns it as the server stored it.
     pub async fn create(&self, cluster: &Cluster) -> K {
-        cluster.create(&self.0).await
+        cluster.create(&self.object(cluster)).await
     }
 }
 

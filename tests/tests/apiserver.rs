@@ -2250,7 +2250,9 @@ async fn namespace_deletion_removes_every_kind() {
 /// resource, group and scope, with the object's name when the request has one.
 #[tokio::test]
 async fn forbidden_requests_get_the_authorizers_answer() {
-    let cluster = Cluster::start().await;
+    let Some(cluster) = Cluster::start_on_test_server("forbid").await else {
+        return;
+    };
     cluster.create_namespace("app").await;
     cluster.forbid("list", "apps", "deployments");
     cluster.forbid("get", "", "secrets");
@@ -2277,11 +2279,11 @@ async fn forbidden_requests_get_the_authorizers_answer() {
         ),
         ("apps", "deployments", "")
     );
-    let in_app: Api<Deployment> = Api::namespaced(cluster.client(), "app");
+    let in_app: Api<Deployment> = Api::namespaced(cluster.client(), &cluster.scoped("app"));
     let namespaced = api_status(in_app.list(&ListParams::default()).await);
     assert!(
-        namespaced
-            .message
+        cluster
+            .unscoped(&namespaced.message)
             .ends_with("in API group \"apps\" in the namespace \"app\""),
         "{}",
         namespaced.message
@@ -2289,10 +2291,10 @@ async fn forbidden_requests_get_the_authorizers_answer() {
     let web: Deployment = serde_json::from_value(workload("Deployment", "web")).unwrap();
     in_app.create(&PostParams::default(), &web).await.unwrap();
 
-    let secrets: Api<Secret> = Api::namespaced(cluster.client(), "app");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), &cluster.scoped("app"));
     let named = api_status(secrets.get("token").await);
     assert_eq!(
-        named.message,
+        cluster.unscoped(&named.message),
         "secrets \"token\" is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" cannot get \
          resource \"secrets\" in API group \"\" in the namespace \"app\""
     );

@@ -22,18 +22,19 @@ const NODE: &str = "node-a";
 
 /// A cluster with the namespace `app` and the running pod `web` on `node-a`, whose one
 /// container `app` mounts the emptyDir `data`; and that volume's directory.
-async fn cluster_with_web() -> (Cluster, Pod, std::path::PathBuf) {
-    let cluster = Cluster::start().await;
+/// None, and the test skipped, under an external API server: these are the test server's own.
+async fn cluster_with_web() -> Option<(Cluster, Pod, std::path::PathBuf)> {
+    let cluster = Cluster::start_on_test_server("its exec").await?;
     cluster.create_namespace(NAMESPACE).await;
     cluster.add_node(NODE).await;
     let (pod, mut dirs) = cluster
         .create_pod(NAMESPACE, "web", NODE, vec![("data", VolumeKind::EmptyDir)])
         .await;
-    (cluster, pod, dirs.remove(0))
+    Some((cluster, pod, dirs.remove(0)))
 }
 
 fn pods(cluster: &Cluster) -> Api<Pod> {
-    Api::namespaced(cluster.client(), NAMESPACE)
+    Api::namespaced(cluster.client(), &cluster.scoped(NAMESPACE))
 }
 
 async fn exec(cluster: &Cluster, pod: &str, command: &[&str]) -> AttachedProcess {
@@ -98,7 +99,9 @@ async fn create_pod(cluster: &Cluster, name: &str, spec: serde_json::Value, phas
 /// ends with a Success `Status`.
 #[tokio::test]
 async fn a_command_streams_stdout_and_stderr_apart_and_succeeds() {
-    let (cluster, _, volume) = cluster_with_web().await;
+    let Some((cluster, _, volume)) = cluster_with_web().await else {
+        return;
+    };
     let script = "echo out; echo err >&2; echo \"$FERRY_TEST_POD $FERRY_TEST_CONTAINER\" > marker";
     let attached = exec(&cluster, "web", &["sh", "-c", script]).await;
     let (stdout, stderr, status) = finish(attached).await;
@@ -106,14 +109,16 @@ async fn a_command_streams_stdout_and_stderr_apart_and_succeeds() {
     assert_eq!(stderr, "err\n");
     assert_eq!(status, json!({"metadata": {}, "status": "Success"}));
     let marker = std::fs::read_to_string(volume.join("marker")).expect("the marker");
-    assert_eq!(marker, "app/web app\n");
+    assert_eq!(cluster.unscoped(&marker), "app/web app\n");
 }
 
 /// `ServeExec`: a non-zero exit is a Failure with reason NonZeroExitCode, the runtime's message,
 /// and the code as the ExitCode cause.
 #[tokio::test]
 async fn a_non_zero_exit_is_reported_with_its_code() {
-    let (cluster, _, _) = cluster_with_web().await;
+    let Some((cluster, _, _)) = cluster_with_web().await else {
+        return;
+    };
     let attached = exec(&cluster, "web", &["sh", "-c", "echo partial; exit 3"]).await;
     let (stdout, _, status) = finish(attached).await;
     assert_eq!(stdout, "partial\n");
@@ -135,7 +140,9 @@ async fn a_non_zero_exit_is_reported_with_its_code() {
 /// Failure without an exit code; a test's own handler replaces the harness's.
 #[tokio::test]
 async fn a_command_that_cannot_run_fails_with_the_runtimes_error() {
-    let (cluster, _, _) = cluster_with_web().await;
+    let Some((cluster, _, _)) = cluster_with_web().await else {
+        return;
+    };
     let attached = exec(&cluster, "web", &["ferry-no-such-program"]).await;
     let (_, _, status) = finish(attached).await;
     assert_eq!(
@@ -170,7 +177,9 @@ async fn a_command_that_cannot_run_fails_with_the_runtimes_error() {
 /// (the close frame of channel 0) is its end of file.
 #[tokio::test]
 async fn stdin_reaches_the_command_until_the_client_closes_it() {
-    let (cluster, _, _) = cluster_with_web().await;
+    let Some((cluster, _, _)) = cluster_with_web().await else {
+        return;
+    };
     let params = AttachParams::default().stdin(true);
     let mut attached = pods(&cluster)
         .exec("web", ["sh", "-c", "cat; echo done"], &params)
@@ -218,7 +227,9 @@ async fn written_pids(file: &Path, count: usize) -> Vec<String> {
 /// are killed when the client drops its attached process.
 #[tokio::test]
 async fn a_hanging_command_is_killed_with_its_children_when_the_client_goes_away() {
-    let (cluster, _, volume) = cluster_with_web().await;
+    let Some((cluster, _, volume)) = cluster_with_web().await else {
+        return;
+    };
     let script = "echo $$ > pids; sleep 1000 & echo $! >> pids; wait";
     let attached = exec(&cluster, "web", &["sh", "-c", script]).await;
     let pids = written_pids(&volume.join("pids"), 2).await;
@@ -235,7 +246,9 @@ async fn a_hanging_command_is_killed_with_its_children_when_the_client_goes_away
 /// or not yet running, and a container the pod does not have are 400 with the real message.
 #[tokio::test]
 async fn an_exec_where_no_container_runs_is_refused() {
-    let (cluster, _, _) = cluster_with_web().await;
+    let Some((cluster, _, _)) = cluster_with_web().await else {
+        return;
+    };
     let spec = |node: Option<&str>| {
         let mut spec = json!({"containers": [{"name": "app", "image": "app:1"}]});
         if let Some(node) = node {
@@ -291,7 +304,9 @@ async fn an_exec_where_no_container_runs_is_refused() {
 /// and names them; the named one runs.
 #[tokio::test]
 async fn a_pod_of_several_containers_needs_the_container_named() {
-    let (cluster, _, _) = cluster_with_web().await;
+    let Some((cluster, _, _)) = cluster_with_web().await else {
+        return;
+    };
     let spec = json!({
         "nodeName": NODE,
         "containers": [{"name": "app", "image": "app:1"}, {"name": "log", "image": "log:1"}],
@@ -319,7 +334,9 @@ async fn a_pod_of_several_containers_needs_the_container_named() {
 /// RBAC sees an exec as `create` on `pods/exec`; without it, the exec is 403 Forbidden.
 #[tokio::test]
 async fn a_forbidden_exec_is_403() {
-    let (cluster, _, _) = cluster_with_web().await;
+    let Some((cluster, _, _)) = cluster_with_web().await else {
+        return;
+    };
     cluster.forbid("create", "", "pods/exec");
     let status = refusal(
         pods(&cluster)
@@ -329,7 +346,7 @@ async fn a_forbidden_exec_is_403() {
     assert_eq!(status.code, 403);
     assert_eq!(status.reason, "Forbidden");
     assert_eq!(
-        status.message,
+        cluster.unscoped(&status.message),
         "pods \"web\" is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" \
          cannot create resource \"pods/exec\" in API group \"\" in the namespace \"app\""
     );
@@ -339,9 +356,14 @@ async fn a_forbidden_exec_is_403() {
 /// websocket handshake a channel protocol it speaks (a bare 403 otherwise).
 #[tokio::test]
 async fn an_exec_without_a_websocket_of_the_channel_protocol_is_refused() {
-    let (cluster, _, _) = cluster_with_web().await;
-    let path = "/api/v1/namespaces/app/pods/web/exec?command=true&stdout=true";
-    let plain = Request::get(path).body(Vec::new()).expect("request");
+    let Some((cluster, _, _)) = cluster_with_web().await else {
+        return;
+    };
+    let path = format!(
+        "/api/v1/namespaces/{}/pods/web/exec?command=true&stdout=true",
+        cluster.scoped(NAMESPACE)
+    );
+    let plain = Request::get(&path).body(Vec::new()).expect("request");
     match cluster.client().request_text(plain).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 400);
@@ -349,7 +371,7 @@ async fn an_exec_without_a_websocket_of_the_channel_protocol_is_refused() {
         }
         other => panic!("expected a 400, got {other:?}"),
     }
-    let upgrade = Request::get(path)
+    let upgrade = Request::get(&path)
         .header("connection", "Upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-version", "13")

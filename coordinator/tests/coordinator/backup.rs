@@ -107,10 +107,12 @@ async fn opt_out_takes_every_eligible_volume_once(cluster: &Cluster) -> Vec<PodV
         "the default location is recorded"
     );
     for pvb in &pvbs {
-        assert_eq!(pvb.labels()[label::NODE], NODE);
+        assert_eq!(pvb.labels()[label::NODE], cluster.scoped(NODE));
         assert_eq!(pvb.owner_references()[0].name, "all");
         assert!(
-            pvb.spec.repository.ends_with("/restic/shop"),
+            pvb.spec
+                .repository
+                .ends_with(&format!("/restic/{}", cluster.scoped("shop"))),
             "{}",
             pvb.spec.repository
         );
@@ -150,7 +152,9 @@ async fn the_layout_holds_manifests_records_and_snapshots(
     let manifests =
         ferry_shared::layout::untar_gz(&fs::read(dir.join("all-resources.tar.gz")).unwrap())
             .unwrap();
-    let mut paths: Vec<&str> = manifests.iter().map(|(path, _)| path.as_str()).collect();
+    let mut paths: Vec<String> = (manifests.iter())
+        .map(|(path, _)| cluster.unscoped(path))
+        .collect();
     paths.sort_unstable();
     assert_eq!(
         paths,
@@ -169,7 +173,7 @@ async fn the_layout_holds_manifests_records_and_snapshots(
     let stored: Backup =
         serde_json::from_slice(&fs::read(dir.join("ferry-backup.json")).unwrap()).unwrap();
     assert_eq!(stored.phase(), OperationPhase::Completed);
-    let repository = storage.join("restic/shop");
+    let repository = storage.join("restic").join(cluster.scoped("shop"));
     let password_file = cluster.path("password");
     fs::write(&password_file, PASSWORD).unwrap();
     let snapshots =
@@ -186,7 +190,7 @@ async fn opt_in_takes_only_the_named_volumes(
     cluster: &Cluster,
     pvbs: &[PodVolumeBackup],
 ) -> Vec<PodVolumeBackup> {
-    let pods = Api::<Pod>::namespaced(cluster.client(), "shop");
+    let pods = Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop"));
     let a = pods.get("a").await.unwrap();
     annotate(cluster, &a, annotation::BACKUP_VOLUMES, "cache,nope").await;
     fixtures::backup("picked")
@@ -196,7 +200,7 @@ async fn opt_in_takes_only_the_named_volumes(
     let picked = completed::<Backup>(cluster, "picked").await;
     assert_eq!(volumes_of(&cluster.pvbs_of("picked").await), ["a/cache"]);
     assert_eq!(
-        picked.status.unwrap().warnings,
+        cluster.unscoped_value(&picked.status.unwrap().warnings),
         ["volume nope of pod shop/a skipped: the pod has no volume of that name"]
     );
     // The opt-in backup took a's cache again, with the first backup's snapshot as parent.
@@ -304,8 +308,11 @@ async fn failed_and_timed_out_volumes_make_a_backup_partially_failed() {
             failed: 2
         }
     );
-    assert_eq!(status.timed_out_volumes, ["shop/b/data"]);
-    let errors = status.errors.join("; ");
+    assert_eq!(
+        status.timed_out_volumes,
+        [format!("{}/b/data", cluster.scoped("shop"))]
+    );
+    let errors = cluster.unscoped(&status.errors.join("; "));
     assert!(
         errors.contains("volume data of pod shop/a failed: disk read error"),
         "{errors}"

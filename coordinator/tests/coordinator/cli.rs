@@ -9,7 +9,7 @@ use ferry_shared::crd::{
 };
 use ferry_shared::names::annotation;
 use ferry_tests::apiserver::TestApiServer;
-use ferry_tests::harness::{COORDINATOR_SERVICE, Cluster, DEADLINE, INSTALL_NAMESPACE};
+use ferry_tests::harness::{COORDINATOR_SERVICE, Cluster, DEADLINE};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -21,8 +21,8 @@ use ferry_shared::layout::{ObjectStore, gunzip, key};
 
 use crate::requests::{backed_up_and_restored, local_store};
 use crate::{
-    NODE, agent_program, coordinator_program, s3_shop_cluster, set_pvb_status, shop_cluster,
-    web_pod_on_a_claim,
+    NODE, SERVICE_PROXY, agent_program, coordinator_program, s3_shop_cluster, set_pvb_status,
+    shop_cluster, shop_cluster_on_test_server, web_pod_on_a_claim,
 };
 
 pub(crate) fn ferry() -> &'static Path {
@@ -33,7 +33,7 @@ pub(crate) fn ferry() -> &'static Path {
 /// it does not have, and the coordinator started.
 async fn web_pod(cluster: &mut Cluster) {
     web_pod_on_a_claim(cluster).await;
-    Api::<Pod>::namespaced(cluster.client(), "shop")
+    Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop"))
         .patch(
             "web",
             &PatchParams::default(),
@@ -88,12 +88,13 @@ async fn backup_create_wait_prints_progress_lines_then_a_summary() {
     let (mut cluster, _storage) = shop_cluster().await;
     web_pod(&mut cluster).await;
     let mut command = tokio::process::Command::from(cluster.ferry_command(ferry()));
+    let shop = cluster.scoped("shop");
     let args = [
         "backup",
         "create",
         "b1",
         "--include-namespaces",
-        "shop",
+        &shop,
         "--wait",
     ];
     let mut child = command
@@ -121,7 +122,10 @@ async fn backup_create_wait_prints_progress_lines_then_a_summary() {
     .await;
     read_until(
         &mut lines,
-        "  shop/web/data: 250 B of 1000 B (25%)",
+        &format!(
+            "  {}/web/data: 250 B of 1000 B (25%)",
+            cluster.scoped("shop")
+        ),
         &mut seen,
     )
     .await;
@@ -139,6 +143,7 @@ async fn backup_create_wait_prints_progress_lines_then_a_summary() {
         "ferry failed:\n{seen}\n{}",
         cluster.logs()
     );
+    let seen = cluster.unscoped(&seen);
     assert!(seen.contains("1 volume(s), 1000 B, 4 file(s)"), "{seen}");
     assert!(
         seen.contains("Warnings:\n  volume gone of pod shop/web skipped"),
@@ -164,7 +169,7 @@ async fn a_wait_ends_when_its_backup_is_deleted() {
             "create",
             "doomed",
             "--include-namespaces",
-            "shop",
+            &cluster.scoped("shop"),
             "--wait",
         ])
         .stdout(Stdio::piped())
@@ -202,13 +207,17 @@ async fn describe_details_shows_each_volume_and_each_skipped_volume(cluster: &Cl
         "Pod volume backups:",
         "POD",
         "SNAPSHOT",
-        "Skipped volumes:\n  shop/web/gone: the pod has no volume of that name",
+        &format!(
+            "Skipped volumes:\n  {}/web/gone: the pod has no volume of that name",
+            cluster.scoped("shop")
+        ),
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
+    let web = format!("{}/web", cluster.scoped("shop"));
     let row = text
         .lines()
-        .find(|line| line.starts_with("shop/web "))
+        .find(|line| line.starts_with(&format!("{web} ")))
         .unwrap_or_else(|| panic!("no row for the volume in:\n{text}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
@@ -216,7 +225,7 @@ async fn describe_details_shows_each_volume_and_each_skipped_volume(cluster: &Cl
             cells[0], cells[1], cells[3], cells[4], cells[5], cells[6], cells[8]
         ],
         [
-            "shop/web",
+            web.as_str(),
             "data",
             "Completed",
             "1000",
@@ -290,13 +299,23 @@ async fn a_backup_that_fails_exits_1_and_prints_why() {
     assert_eq!(again.code, Some(1));
     assert_eq!(
         again.stderr,
-        "error: Backup \"lost\" already exists in namespace \"ferry\"\n"
+        format!(
+            "error: Backup \"lost\" already exists in namespace \"{}\"\n",
+            cluster.namespace()
+        )
     );
 }
 
 #[tokio::test]
 async fn every_error_is_one_line_and_exit_code_1() {
     let (cluster, _storage) = shop_cluster().await;
+    let missing = |kind: &str| {
+        format!(
+            "error: {kind} \"ghost\" does not exist in namespace \"{}\"",
+            cluster.namespace()
+        )
+    };
+    let (ghost_backup, ghost_schedule) = (missing("Backup"), missing("Schedule"));
     let cases: [(&[&str], &str); 8] = [
         (
             &[
@@ -313,14 +332,8 @@ async fn every_error_is_one_line_and_exit_code_1() {
             &["-n", "nowhere", "backup", "get"],
             "error: namespace \"nowhere\" does not exist: Ferry is not installed there",
         ),
-        (
-            &["backup", "describe", "ghost"],
-            "error: Backup \"ghost\" does not exist in namespace \"ferry\"",
-        ),
-        (
-            &["schedule", "describe", "ghost"],
-            "error: Schedule \"ghost\" does not exist in namespace \"ferry\"",
-        ),
+        (&["backup", "describe", "ghost"], ghost_backup.as_str()),
+        (&["schedule", "describe", "ghost"], ghost_schedule.as_str()),
         (
             &["backup", "create", "b", "--ttl", "forever"],
             "error: invalid value 'forever' for '--ttl <TTL>'",
@@ -420,7 +433,7 @@ async fn schedules_are_made_paused_and_deleted_as_the_flags_say() {
                 &schedule[..],
                 &[
                     "--include-namespaces",
-                    "shop",
+                    &cluster.scoped("shop"),
                     "--ttl",
                     "72h",
                     "-l",
@@ -436,7 +449,10 @@ async fn schedules_are_made_paused_and_deleted_as_the_flags_say() {
         .get("nightly")
         .await
         .expect("schedule");
-    assert_eq!(made.spec.template.included_namespaces, ["shop"]);
+    assert_eq!(
+        made.spec.template.included_namespaces,
+        [cluster.scoped("shop")]
+    );
     assert_eq!(made.spec.template.ttl.as_deref(), Some("72h"));
     assert!(!made.spec.paused);
     cluster
@@ -586,7 +602,9 @@ async fn held_text(store: &ObjectStore, key: &str) -> String {
 
 #[tokio::test]
 async fn logs_and_objects_come_from_a_filesystem_location_without_its_credentials() {
-    let (mut cluster, storage) = shop_cluster().await;
+    let Some((mut cluster, storage)) = shop_cluster_on_test_server(SERVICE_PROXY).await else {
+        return;
+    };
     backed_up_and_restored(&mut cluster).await;
     let store = local_store(&storage);
 
@@ -634,12 +652,14 @@ async fn logs_and_objects_come_from_a_filesystem_location_without_its_credential
 
 #[tokio::test]
 async fn a_coordinator_out_of_reach_fails_a_download_at_once() {
-    let (mut cluster, _storage) = shop_cluster().await;
+    let Some((mut cluster, _storage)) = shop_cluster_on_test_server(SERVICE_PROXY).await else {
+        return;
+    };
     backed_up_and_restored(&mut cluster).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     let address = closed.local_addr().expect("address");
     drop(closed);
-    cluster.register_service(INSTALL_NAMESPACE, COORDINATOR_SERVICE, address);
+    cluster.register_service(cluster.namespace(), COORDINATOR_SERVICE, address);
     let logs = cluster.ferry(ferry(), &["backup", "logs", "b1"]);
     let out = tokio::time::timeout(DEADLINE, logs)
         .await
@@ -668,7 +688,10 @@ async fn logs_come_from_an_s3_location_through_presigned_urls() {
 /// Runs `ferry version -o json` until it shows the node agents as `wanted`, `(node, ready)`,
 /// and returns that output.
 async fn agents_until(cluster: &Cluster, wanted: &[(&str, bool)]) -> serde_json::Value {
-    let wanted: Vec<(String, bool)> = wanted.iter().map(|(n, r)| ((*n).to_owned(), *r)).collect();
+    let wanted: Vec<(String, bool)> = wanted
+        .iter()
+        .map(|(node, ready)| (cluster.scoped(node), *ready))
+        .collect();
     let started = tokio::time::Instant::now();
     loop {
         let out = cluster.ferry(ferry(), &["version", "-o", "json"]).await;
@@ -699,6 +722,7 @@ async fn agents_until(cluster: &Cluster, wanted: &[(&str, bool)]) -> serde_json:
 async fn version_lists_the_node_agents_and_notices_one_that_stopped() {
     let (mut cluster, _) = shop_cluster().await;
     cluster.add_node("node-b").await;
+    let node_b = cluster.scoped("node-b");
     for node in [NODE, "node-b"] {
         cluster.start_agent(&agent_program(), node, &["--heartbeat-interval", "1s"]);
     }
@@ -716,11 +740,11 @@ async fn version_lists_the_node_agents_and_notices_one_that_stopped() {
     );
     let row = table
         .lines()
-        .find(|l| l.starts_with("node-b "))
+        .find(|l| l.starts_with(&format!("{node_b} ")))
         .unwrap_or_else(|| panic!("{table}"));
     assert_eq!(
         row.split_whitespace().take(3).collect::<Vec<_>>(),
-        ["node-b", version, "true"]
+        [node_b.as_str(), version, "true"]
     );
 
     cluster.agent("node-b").terminate().await;
@@ -729,7 +753,7 @@ async fn version_lists_the_node_agents_and_notices_one_that_stopped() {
     let table = table.success();
     let row = table
         .lines()
-        .find(|l| l.starts_with("node-b "))
+        .find(|l| l.starts_with(&format!("{node_b} ")))
         .unwrap_or_else(|| panic!("{table}"));
     assert_eq!(row.split_whitespace().nth(2), Some("false"), "{table}");
 }

@@ -47,7 +47,7 @@ async fn an_expired_backup_is_deleted_with_its_snapshots_and_the_repository_stay
         !storage.join("backups/short").exists(),
         "the backup's objects are removed"
     );
-    let repository = storage.join("restic/shop");
+    let repository = storage.join("restic").join(cluster.scoped("shop"));
     let password_file = cluster.path("password");
     fs::write(&password_file, PASSWORD).unwrap();
     let listed =

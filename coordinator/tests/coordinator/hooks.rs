@@ -20,7 +20,13 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use crate::{NODE, PASSWORD, agent_program, completed, coordinator_program, shop_cluster};
+use crate::{
+    NODE, PASSWORD, agent_program, completed, coordinator_program, shop_cluster_on_test_server,
+};
+
+/// What hooks need: the test server runs the commands of `pods/exec`, where a real cluster's
+/// kubelet would run them in the containers.
+const EXEC: &str = "pods/exec, which the harness plays";
 
 /// A Running pod `namespace/name` on [`NODE`] with an emptyDir `data` holding `app.db`, with
 /// `labels` and `annotations`; returns it and its volume's directory.
@@ -36,7 +42,7 @@ async fn pod_with(
         .await;
     fs::write(dirs[0].join("app.db"), format!("rows of {name}")).unwrap();
     let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
-    let pod = Api::<Pod>::namespaced(cluster.client(), namespace)
+    let pod = Api::<Pod>::namespaced(cluster.client(), &cluster.scoped(namespace))
         .patch(
             &pod.name_any(),
             &PatchParams::default(),
@@ -51,7 +57,7 @@ async fn pod_with(
 fn snapshot_files(cluster: &Cluster, storage: &Path, namespace: &str) -> Vec<String> {
     let password_file = cluster.path("password");
     fs::write(&password_file, PASSWORD).unwrap();
-    let repository = storage.join("restic").join(namespace);
+    let repository = storage.join("restic").join(cluster.scoped(namespace));
     let listed =
         succeed(restic(repository.to_str().unwrap(), &password_file).args(["ls", "latest"]));
     (String::from_utf8_lossy(&listed.stdout).lines())
@@ -59,14 +65,15 @@ fn snapshot_files(cluster: &Cluster, storage: &Path, namespace: &str) -> Vec<Str
         .collect()
 }
 
-/// The backup's log as the location keeps it.
-fn backup_log(storage: &Path, backup: &str) -> String {
+/// The backup's log as the location keeps it, with the test's names.
+fn backup_log(cluster: &Cluster, storage: &Path, backup: &str) -> String {
     let log = fs::read(storage.join(key::backup_logs(backup))).expect("the backup's log");
-    String::from_utf8(gunzip(&log).unwrap()).unwrap()
+    cluster.unscoped(&String::from_utf8(gunzip(&log).unwrap()).unwrap())
 }
 
-fn backup_status(backup: &Backup) -> BackupStatus {
-    backup.status.clone().unwrap_or_default()
+/// The backup's status, with the test's names.
+fn backup_status(cluster: &Cluster, backup: &Backup) -> BackupStatus {
+    cluster.unscoped_value(&backup.status.clone().unwrap_or_default())
 }
 
 /// Waits until no process `pid` is left, or fails the test past the deadline.
@@ -83,7 +90,9 @@ async fn gone(pid: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pre_hooks_run_before_the_snapshot_and_post_hooks_after_the_transfers_end() {
-    let (mut cluster, storage) = shop_cluster().await;
+    let Some((mut cluster, storage)) = shop_cluster_on_test_server(EXEC).await else {
+        return;
+    };
     let agent = agent_program();
     cluster.start_agent(&agent, NODE, &[]);
     let (_, data) = pod_with(
@@ -105,7 +114,7 @@ async fn pre_hooks_run_before_the_snapshot_and_post_hooks_after_the_transfers_en
         .create(&cluster)
         .await;
     let backup = completed::<Backup>(&cluster, "quiesced").await;
-    let status = backup_status(&backup);
+    let status = backup_status(&cluster, &backup);
     assert_eq!(
         (status.hooks.hooks_attempted, status.hooks.hooks_failed),
         (2, 0)
@@ -129,7 +138,7 @@ async fn pre_hooks_run_before_the_snapshot_and_post_hooks_after_the_transfers_en
         thawed >= ended,
         "post hook at {thawed}, transfer ended at {ended}"
     );
-    let log = backup_log(&storage, "quiesced");
+    let log = backup_log(&cluster, &storage, "quiesced");
     for expected in [
         r#"pre hook (annotations) in pod shop/db container app: ["sh", "-c", "echo frozen > frozen.txt"]: exit code 0"#,
         r#"post hook (annotations) in pod shop/db container app: ["sh", "-c", "echo thawed > thawed.txt"]: exit code 0"#,
@@ -142,7 +151,7 @@ async fn pre_hooks_run_before_the_snapshot_and_post_hooks_after_the_transfers_en
             &["backup", "describe", "quiesced", "--details"],
         )
         .await;
-    let described = described.success();
+    let described = cluster.unscoped(described.success());
     assert!(described.contains("Hooks:"), "{described}");
     assert!(described.contains("2 attempted, 0 failed"), "{described}");
     assert!(
@@ -227,7 +236,9 @@ async fn rough_pods(cluster: &Cluster) -> (PathBuf, PathBuf) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on() {
-    let (mut cluster, storage) = shop_cluster().await;
+    let Some((mut cluster, storage)) = shop_cluster_on_test_server(EXEC).await else {
+        return;
+    };
     cluster.start_agent(&agent_program(), NODE, &[]);
     let (locked, hanging) = rough_pods(&cluster).await;
     cluster.start_coordinator(coordinator_program(), &[]);
@@ -237,7 +248,7 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
         .create(&cluster)
         .await;
     let backup: Backup = cluster.wait_finished("rough").await;
-    let status = backup_status(&backup);
+    let status = backup_status(&cluster, &backup);
     assert_eq!(
         backup.phase(),
         ferry_shared::crd::OperationPhase::PartiallyFailed,
@@ -297,13 +308,15 @@ async fn failing_hanging_and_misdirected_hooks_are_reported_and_the_rest_goes_on
     );
     let pid = fs::read_to_string(hanging.join("pid")).unwrap();
     gone(pid.trim()).await;
-    let log = backup_log(&storage, "rough");
+    let log = backup_log(&cluster, &storage, "rough");
     assert!(log.contains("stderr: ERROR: cannot lock tables"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spec_hooks_select_pods_by_namespace_and_label() {
-    let (mut cluster, _) = shop_cluster().await;
+    let Some((mut cluster, _)) = shop_cluster_on_test_server(EXEC).await else {
+        return;
+    };
     cluster.create_namespace("other").await;
     cluster.start_agent(&agent_program(), NODE, &[]);
     let (_, db) = pod_with(&cluster, "shop", "db", json!({"app": "db"}), json!({})).await;
@@ -340,7 +353,7 @@ async fn spec_hooks_select_pods_by_namespace_and_label() {
     // Annotations win for their phase; the spec's post hook still runs.
     assert!(annotated.join("own.txt").is_file() && !annotated.join("pre.txt").exists());
     assert!(annotated.join("post.txt").is_file());
-    let runs = backup_status(&backup).hooks.hook_runs;
+    let runs = backup_status(&cluster, &backup).hooks.hook_runs;
     let mut sources: Vec<String> = (runs.iter())
         .map(|run| format!("{} {} {}", run.pod, run.phase.as_str(), run.source))
         .collect();
@@ -406,7 +419,9 @@ async fn backed_up_pods_with_restore_hooks(cluster: &mut Cluster) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_hooks_run_on_the_restored_data_and_their_failures_are_reported() {
-    let (mut cluster, _) = shop_cluster().await;
+    let Some((mut cluster, _)) = shop_cluster_on_test_server(EXEC).await else {
+        return;
+    };
     cluster.start_agent(&agent_program(), NODE, &[]);
     backed_up_pods_with_restore_hooks(&mut cluster).await;
     fixtures::restore("after")
@@ -419,7 +434,7 @@ async fn restore_hooks_run_on_the_restored_data_and_their_failures_are_reported(
         }]}))
         .create(&cluster)
         .await;
-    let pods = Api::<Pod>::namespaced(cluster.client(), "shop-copy");
+    let pods = Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop-copy"));
     let db = cluster
         .wait_for(&pods, "db", "created by the restore", |_: &Pod| true)
         .await;
@@ -447,7 +462,7 @@ async fn restore_hooks_run_on_the_restored_data_and_their_failures_are_reported(
         cluster.set_pod_status(&pod, "Running", None).await;
     }
     let restore: Restore = cluster.wait_finished("after").await;
-    let status: RestoreStatus = restore.status.clone().unwrap_or_default();
+    let status: RestoreStatus = cluster.unscoped_value(&restore.status.clone().unwrap_or_default());
     assert_eq!(
         restore.phase(),
         ferry_shared::crd::OperationPhase::PartiallyFailed,
@@ -473,7 +488,9 @@ async fn restore_hooks_run_on_the_restored_data_and_their_failures_are_reported(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_backup_before_its_transfers_end_runs_the_post_hooks_it_owes() {
-    let (mut cluster, _) = shop_cluster().await;
+    let Some((mut cluster, _)) = shop_cluster_on_test_server(EXEC).await else {
+        return;
+    };
     let (_, data) = pod_with(
         &cluster,
         "shop",
@@ -499,7 +516,7 @@ async fn deleting_a_backup_before_its_transfers_end_runs_the_post_hooks_it_owes(
     let backup = cluster
         .wait_for(&backups, "abandoned", "to create its transfer", started)
         .await;
-    let pending = backup_status(&backup).hooks.pending_post_hooks;
+    let pending = backup_status(&cluster, &backup).hooks.pending_post_hooks;
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert!(data.join("frozen.txt").is_file() && !data.join("thawed.txt").exists());
     backups

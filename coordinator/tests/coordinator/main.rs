@@ -41,6 +41,9 @@ use serde_json::json;
 const COORDINATOR_BIN: &str = env!("CARGO_BIN_EXE_ferry-coordinator");
 const PASSWORD: &str = "coordinator-test-password";
 const NODE: &str = "node-a";
+/// What downloads through the coordinator need of the test server: its service proxy reaches
+/// the harness's coordinator, which a real API server's cannot.
+const SERVICE_PROXY: &str = "the service proxy to the coordinator";
 /// The prefix of the S3 storage locations in their bucket.
 const PREFIX: &str = "cluster";
 
@@ -63,7 +66,17 @@ fn agent_program() -> PathBuf {
 /// A cluster with Ferry's default storage, in the directory returned, the node [`NODE`] and the
 /// namespace `shop`.
 async fn shop_cluster() -> (Cluster, PathBuf) {
-    let cluster = Cluster::start().await;
+    shop_cluster_on(Cluster::start().await).await
+}
+
+/// A cluster as [`shop_cluster`] makes it, on a test server of its own, for a test that needs
+/// what only the test server does; none, and the test skipped, under an external API server.
+async fn shop_cluster_on_test_server(needs: &str) -> Option<(Cluster, PathBuf)> {
+    Some(shop_cluster_on(Cluster::start_on_test_server(needs).await?).await)
+}
+
+/// `cluster` made as [`shop_cluster`] makes one.
+async fn shop_cluster_on(cluster: Cluster) -> (Cluster, PathBuf) {
     let storage = cluster.create_default_storage(PASSWORD).await;
     cluster.add_node(NODE).await;
     cluster.create_namespace("shop").await;

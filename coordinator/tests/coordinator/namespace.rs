@@ -30,8 +30,13 @@ use serde_json::{Value, json};
 
 use crate::{
     NODE, PASSWORD, agent_program, backed_up_web_pod, completed, coordinator_program,
-    create_s3_location, shop_cluster, synced,
+    create_s3_location, shop_cluster_on_test_server, synced,
 };
+
+/// What these tests need of the test server: objects of their own that are cluster-wide (a
+/// CustomResourceDefinition, a ClusterRole), backups of every cluster-scoped object, and
+/// `forbid`. On a shared server, tests running at once would share them.
+const CLUSTER_WIDE: &str = "cluster-wide objects of its own";
 
 /// Creates a namespaced object from its JSON in `namespace`.
 async fn create_in<K>(cluster: &Cluster, namespace: &str, object: Value) -> K
@@ -43,7 +48,7 @@ where
         + Serialize,
 {
     let object: K = serde_json::from_value(object).expect("a valid object");
-    Api::<K>::namespaced(cluster.client(), namespace)
+    Api::<K>::namespaced(cluster.client(), &cluster.scoped(namespace))
         .create(&PostParams::default(), &object)
         .await
         .unwrap_or_else(|err| panic!("create {}: {err}", K::kind(&())))
@@ -56,7 +61,7 @@ where
         + Debug
         + DeserializeOwned,
 {
-    Api::<K>::namespaced(cluster.client(), namespace)
+    Api::<K>::namespaced(cluster.client(), &cluster.scoped(namespace))
         .get(name)
         .await
         .unwrap_or_else(|err| panic!("{} {namespace}/{name}: {err}", K::kind(&())))
@@ -89,6 +94,7 @@ async fn create_widget_definition(cluster: &Cluster) {
 }
 
 async fn create_widget(cluster: &Cluster, namespace: &str, name: &str, color: &str) {
+    let namespace = &cluster.scoped(namespace);
     let widgets: Api<DynamicObject> =
         Api::namespaced_with(cluster.client(), namespace, &widget_resource());
     let widget: DynamicObject = serde_json::from_value(json!({
@@ -126,7 +132,7 @@ async fn create_application(cluster: &Cluster, ns: &str) {
         ns,
         json!({"metadata": {"name": "app-reads"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": ns}]}),
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": cluster.scoped(ns)}]}),
     )
     .await;
     create_in::<Service>(
@@ -164,7 +170,7 @@ async fn create_application(cluster: &Cluster, ns: &str) {
 /// Gives a pod the labels and owner its controller would have given it.
 async fn own_pod(cluster: &Cluster, ns: &str, pod: &str, labels: Value, owner: (&str, &str, &str)) {
     let (api_version, kind, name) = owner;
-    Api::<Pod>::namespaced(cluster.client(), ns)
+    Api::<Pod>::namespaced(cluster.client(), &cluster.scoped(ns))
         .patch(
             pod,
             &PatchParams::default(),
@@ -175,13 +181,13 @@ async fn own_pod(cluster: &Cluster, ns: &str, pod: &str, labels: Value, owner: (
         .expect("label the pod");
 }
 
-/// The paths of a backup's resources tarball, sorted.
-fn backed_up(storage: &Path, backup: &str) -> Vec<String> {
+/// The paths in the resources tarball of `backup`, with the test's names.
+fn backed_up(cluster: &Cluster, storage: &Path, backup: &str) -> Vec<String> {
     let tarball = storage.join(format!("backups/{backup}/{backup}-resources.tar.gz"));
     let mut paths: Vec<String> = untar_gz(&fs::read(tarball).expect("the resources tarball"))
         .unwrap()
         .into_iter()
-        .map(|(path, _)| path)
+        .map(|(path, _)| cluster.unscoped(&path))
         .collect();
     paths.sort();
     paths
@@ -190,6 +196,7 @@ fn backed_up(storage: &Path, backup: &str) -> Vec<String> {
 /// Deletes a namespace as an accident would: its pods (the harness plays their kubelet), then
 /// the namespace, and waits until it is gone.
 async fn lose_namespace(cluster: &Cluster, ns: &str) {
+    let ns = &cluster.scoped(ns);
     for pod in Api::<Pod>::namespaced(cluster.client(), ns)
         .list(&Default::default())
         .await
@@ -246,14 +253,16 @@ async fn shop_with_data(cluster: &Cluster) -> tempfile::TempDir {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_namespace_comes_back_whole_in_a_mapped_namespace() {
-    let (mut cluster, storage) = shop_cluster().await;
+    let Some((mut cluster, storage)) = shop_cluster_on_test_server(CLUSTER_WIDE).await else {
+        return;
+    };
     let reference = shop_with_data(&cluster).await;
     cluster.start_agent(&agent_program(), NODE, &["--progress-interval", "200ms"]);
     cluster.start_coordinator(coordinator_program(), &[]);
     let backup = fixtures::backup("whole").namespaces(["shop"]).all_volumes();
     backup.create(&cluster).await;
     let backup = completed::<Backup>(&cluster, "whole").await;
-    let paths = backed_up(&storage, "whole");
+    let paths = backed_up(&cluster, &storage, "whole");
     the_backup_holds_the_namespace(&paths);
     let progress = backup.status.unwrap().progress.unwrap();
     assert_eq!(progress.items_backed_up, paths.len() as u64);
@@ -285,7 +294,7 @@ async fn a_deleted_namespace_comes_back_whole_in_a_mapped_namespace() {
 /// The restored pods are unscheduled, without owners (their controllers adopt them), and held
 /// by restore-wait; the claim comes back unbound, for a new volume to take the data.
 async fn the_pods_wait_for_their_data(cluster: &Cluster) {
-    let pods = Api::<Pod>::namespaced(cluster.client(), "shop-2");
+    let pods = Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop-2"));
     for pod in ["db-0", "web-7c9f-x2x4k"] {
         let waiting = cluster
             .wait_for(&pods, pod, "created by the restore", |_: &Pod| true)
@@ -348,7 +357,8 @@ async fn every_object_is_back(cluster: &Cluster, paths: &[String]) {
         let Some(resource) = resource_of(&item) else {
             continue;
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(cluster.client(), "shop-2", &resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(cluster.client(), &cluster.scoped("shop-2"), &resource);
         let what = item.to_path();
         let object = api
             .get(&item.name)
@@ -403,7 +413,7 @@ async fn the_references_follow_the_mapping(cluster: &Cluster) {
     let binding: RoleBinding = get_in(cluster, "shop-2", "app-reads").await;
     assert_eq!(
         binding.subjects.unwrap()[0].namespace.as_deref(),
-        Some("shop-2")
+        Some(cluster.scoped("shop-2").as_str())
     );
     let web: Service = get_in(cluster, "shop-2", "web").await;
     let spec = web.spec.unwrap();
@@ -418,8 +428,11 @@ async fn the_references_follow_the_mapping(cluster: &Cluster) {
         ingress.spec.unwrap().rules.unwrap()[0].host.as_deref(),
         Some("shop.example.com")
     );
-    let widgets: Api<DynamicObject> =
-        Api::namespaced_with(cluster.client(), "shop-2", &widget_resource());
+    let widgets: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        &cluster.scoped("shop-2"),
+        &widget_resource(),
+    );
     let blue = widgets.get("blue").await.expect("the widget is back");
     assert_eq!(blue.data["spec"]["color"], "blue");
     let replicas: ReplicaSet = get_in(cluster, "shop-2", "web-7c9f").await;
@@ -431,7 +444,9 @@ async fn the_references_follow_the_mapping(cluster: &Cluster) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn filters_choose_types_namespaces_labels_and_cluster_objects() {
-    let (mut cluster, storage) = shop_cluster().await;
+    let Some((mut cluster, storage)) = shop_cluster_on_test_server(CLUSTER_WIDE).await else {
+        return;
+    };
     shop_and_blog(&cluster).await;
     cluster.start_coordinator(coordinator_program(), &[]);
     the_backup_filters_choose(&cluster, &storage).await;
@@ -516,7 +531,7 @@ async fn the_backup_filters_choose(cluster: &Cluster, storage: &Path) {
     for (backup, expected) in cases {
         let name = backup.name();
         completed::<Backup>(cluster, &name).await;
-        let paths: Vec<String> = backed_up(storage, &name)
+        let paths: Vec<String> = backed_up(cluster, storage, &name)
             .into_iter()
             .map(|p| {
                 p.trim_start_matches("resources/")
@@ -537,7 +552,7 @@ async fn all_cluster_objects_and_an_unknown_type(cluster: &Cluster, storage: &Pa
         .create(cluster)
         .await;
     let backup = completed::<Backup>(cluster, "with-cluster").await;
-    let paths = backed_up(storage, "with-cluster");
+    let paths = backed_up(cluster, storage, "with-cluster");
     assert!(
         paths.contains(
             &"resources/clusterroles.rbac.authorization.k8s.io/cluster/widget-viewer.json"
@@ -568,16 +583,17 @@ async fn the_restore_filters_choose(cluster: &Cluster) {
         .create(cluster)
         .await;
     completed::<Restore>(cluster, "some").await;
-    let restored: Vec<String> = Api::<ConfigMap>::namespaced(cluster.client(), "shop-copy")
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let restored: Vec<String> =
+        Api::<ConfigMap>::namespaced(cluster.client(), &cluster.scoped("shop-copy"))
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
     assert_eq!(restored, ["db"]);
-    let secrets = Api::<Secret>::namespaced(cluster.client(), "shop-copy");
+    let secrets = Api::<Secret>::namespaced(cluster.client(), &cluster.scoped("shop-copy"));
     assert!(secrets.get_opt("key").await.unwrap().is_none());
 }
 
@@ -585,8 +601,11 @@ async fn the_restore_filters_choose(cluster: &Cluster) {
 async fn a_fresh_cluster_gets_back_a_custom_resource_with_its_definition() {
     let endpoint = s3::endpoint();
     let bucket = s3::new_bucket(&endpoint);
-    {
-        let mut cluster = Cluster::start().await;
+    // The namespace as the first cluster named it, which the restore brings back.
+    let shop = {
+        let Some(mut cluster) = Cluster::start_on_test_server(CLUSTER_WIDE).await else {
+            return;
+        };
         cluster.create_repository_password(PASSWORD).await;
         create_s3_location(&cluster, &endpoint, &bucket).await;
         cluster.create_namespace("shop").await;
@@ -604,8 +623,11 @@ async fn a_fresh_cluster_gets_back_a_custom_resource_with_its_definition() {
             .create(&cluster)
             .await;
         completed::<Backup>(&cluster, "widgets").await;
-    }
-    let mut cluster = Cluster::start().await;
+        cluster.scoped("shop")
+    };
+    let Some(mut cluster) = Cluster::start_on_test_server(CLUSTER_WIDE).await else {
+        return;
+    };
     cluster.create_repository_password(PASSWORD).await;
     create_s3_location(&cluster, &endpoint, &bucket).await;
     cluster.start_coordinator(coordinator_program(), &[]);
@@ -621,18 +643,23 @@ async fn a_fresh_cluster_gets_back_a_custom_resource_with_its_definition() {
         .expect("the definition is restored");
     assert_eq!(definition.labels()[label::RESTORE_NAME], "widgets-back");
     let widgets: Api<DynamicObject> =
-        Api::namespaced_with(cluster.client(), "shop", &widget_resource());
+        Api::namespaced_with(cluster.client(), &shop, &widget_resource());
     assert_eq!(
         widgets.get("blue").await.unwrap().data["spec"]["color"],
         "blue"
     );
-    let settings: ConfigMap = get_in(&cluster, "shop", "settings").await;
+    let settings = Api::<ConfigMap>::namespaced(cluster.client(), &shop)
+        .get("settings")
+        .await
+        .expect("the ConfigMap is restored");
     assert_eq!(settings.data.unwrap()["mode"], "fast");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_a_clear_warning_or_error_and_the_rest_goes_on() {
-    let (mut cluster, _) = shop_cluster().await;
+    let Some((mut cluster, _)) = shop_cluster_on_test_server(CLUSTER_WIDE).await else {
+        return;
+    };
     create_in::<ConfigMap>(
         &cluster,
         "shop",
@@ -701,11 +728,10 @@ async fn an_object_the_server_rejects_is_an_error(cluster: &Cluster) {
     let status = restore.status.unwrap();
     assert_eq!(status.phase, OperationPhase::PartiallyFailed, "{status:?}");
     assert!(
-        status
-            .errors
-            .iter()
-            .any(|e| e.starts_with("services/shop-2/web-nodeport:")
-                && e.contains("provided port is already allocated")),
+        status.errors.iter().any(|e| cluster
+            .unscoped(e)
+            .starts_with("services/shop-2/web-nodeport:")
+            && e.contains("provided port is already allocated")),
         "{:?}",
         status.errors
     );
@@ -719,7 +745,7 @@ async fn an_object_the_server_rejects_is_an_error(cluster: &Cluster) {
 
 async fn existing_objects_are_kept_or_updated(cluster: &Cluster) {
     // An existing object that differs: kept with a warning, or patched to the backed-up version.
-    let configmaps = Api::<ConfigMap>::namespaced(cluster.client(), "shop");
+    let configmaps = Api::<ConfigMap>::namespaced(cluster.client(), &cluster.scoped("shop"));
     let changed = Patch::Merge(json!({"data": {"mode": "slow"}}));
     configmaps
         .patch("settings", &PatchParams::default(), &changed)
@@ -732,7 +758,7 @@ async fn existing_objects_are_kept_or_updated(cluster: &Cluster) {
         .await;
     let kept = completed::<Restore>(cluster, "keep").await;
     assert_eq!(
-        kept.status.unwrap().warnings,
+        cluster.unscoped_value(&kept.status.unwrap().warnings),
         ["configmaps/shop/settings already exists and differs from the backup; left alone"]
     );
     assert_eq!(
@@ -758,11 +784,17 @@ async fn keep_only_pods_and_claims(cluster: &Cluster, storage: &Path, backup: &s
     let claim: PersistentVolumeClaim = get_in(cluster, "shop", "data").await;
     let files = [
         (
-            "resources/pods/namespaces/shop/web.json".to_owned(),
+            format!(
+                "resources/pods/namespaces/{}/web.json",
+                cluster.scoped("shop")
+            ),
             serde_json::to_vec_pretty(&pod).unwrap(),
         ),
         (
-            "resources/persistentvolumeclaims/namespaces/shop/data.json".to_owned(),
+            format!(
+                "resources/persistentvolumeclaims/namespaces/{}/data.json",
+                cluster.scoped("shop")
+            ),
             serde_json::to_vec_pretty(&claim).unwrap(),
         ),
     ];
@@ -777,7 +809,9 @@ async fn keep_only_pods_and_claims(cluster: &Cluster, storage: &Path, backup: &s
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_of_pods_and_claims_only_still_restores() {
-    let (mut cluster, storage) = shop_cluster().await;
+    let Some((mut cluster, storage)) = shop_cluster_on_test_server(CLUSTER_WIDE).await else {
+        return;
+    };
     backed_up_web_pod(&mut cluster, "old").await;
     keep_only_pods_and_claims(&cluster, &storage, "old").await;
     lose_namespace(&cluster, "shop").await;
@@ -786,7 +820,7 @@ async fn a_backup_of_pods_and_claims_only_still_restores() {
         .backup("old")
         .create(&cluster)
         .await;
-    let pods = Api::<Pod>::namespaced(cluster.client(), "shop");
+    let pods = Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop"));
     let waiting = cluster
         .wait_for(&pods, "web", "created by the restore", |_: &Pod| true)
         .await;

@@ -19,7 +19,10 @@ use ferry_tests::{fixtures, s3};
 use futures::AsyncReadExt;
 use kube::api::PostParams;
 
-use crate::{NODE, agent_program, completed, coordinator_program, s3_shop_cluster, shop_cluster};
+use crate::{
+    NODE, SERVICE_PROXY, agent_program, completed, coordinator_program, s3_shop_cluster,
+    shop_cluster, shop_cluster_on_test_server,
+};
 
 /// The pod `shop/web` with a volume no backup selects, so a backup completes with its objects
 /// alone; then the Backup `backup` of `shop`, completed.
@@ -132,7 +135,9 @@ pub(crate) async fn backed_up_and_restored(cluster: &mut Cluster) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backups_and_a_restores_files_come_through_the_coordinators_service() {
-    let (mut cluster, storage) = shop_cluster().await;
+    let Some((mut cluster, storage)) = shop_cluster_on_test_server(SERVICE_PROXY).await else {
+        return;
+    };
     backed_up_and_restored(&mut cluster).await;
     let store = local_store(&storage);
     let cases = [
@@ -162,13 +167,21 @@ async fn a_backups_and_a_restores_files_come_through_the_coordinators_service() 
         let request = download_request(&cluster, &format!("d{i}"), kind, target).await;
         let url = url_of(&request);
         assert!(
-            url.starts_with("http://ferry-coordinator.ferry.svc:8085/downloads/"),
+            url.starts_with(&format!(
+                "http://ferry-coordinator.{}.svc:8085/downloads/",
+                cluster.namespace()
+            )),
             "{url}"
         );
         let downloaded = through_the_proxy(&cluster, &url).await.expect("download");
         assert_same_file(&store, &key, &downloaded).await;
     }
-    let unknown = ServiceUrl::download("ferry-coordinator", "ferry", 8085, &"0".repeat(64));
+    let unknown = ServiceUrl::download(
+        "ferry-coordinator",
+        cluster.namespace(),
+        8085,
+        &"0".repeat(64),
+    );
     assert_eq!(
         through_the_proxy(&cluster, &unknown.to_url()).await,
         Err(404)
@@ -177,7 +190,9 @@ async fn a_backups_and_a_restores_files_come_through_the_coordinators_service() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_for_what_does_not_exist_fail_naming_it() {
-    let (mut cluster, _) = shop_cluster().await;
+    let Some((mut cluster, _)) = shop_cluster_on_test_server(SERVICE_PROXY).await else {
+        return;
+    };
     cluster.start_coordinator(coordinator_program(), &[]);
     let cases = [
         (
@@ -209,7 +224,9 @@ async fn requests_for_what_does_not_exist_fail_naming_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_download_is_refused_and_its_request_deleted() {
-    let (mut cluster, _) = shop_cluster().await;
+    let Some((mut cluster, _)) = shop_cluster_on_test_server(SERVICE_PROXY).await else {
+        return;
+    };
     cluster.start_coordinator(coordinator_program(), &["--download-validity", "2s"]);
     completed_backup(&cluster, "b1").await;
     let request = download_request(&cluster, "log", DownloadTargetKind::BackupLog, "b1").await;
@@ -295,11 +312,12 @@ async fn server_status(
 }
 
 /// Each agent as `(node, ready)`.
-fn readiness(status: &ServerStatusRequestStatus) -> Vec<(String, bool)> {
+/// Which agents are ready, by node as the test names it.
+fn readiness(cluster: &Cluster, status: &ServerStatusRequestStatus) -> Vec<(String, bool)> {
     status
         .node_agents
         .iter()
-        .map(|agent: &NodeAgentStatus| (agent.node.clone(), agent.ready))
+        .map(|agent: &NodeAgentStatus| (cluster.unscoped(&agent.node), agent.ready))
         .collect()
 }
 
@@ -312,7 +330,7 @@ async fn the_server_status_shows_the_version_and_which_agents_run() {
     }
     cluster.start_coordinator(coordinator_program(), &[]);
     let both = |ready: bool| vec![(NODE.to_owned(), ready), ("node-b".to_owned(), ready)];
-    let status = server_status(&cluster, |status| readiness(status) == both(true)).await;
+    let status = server_status(&cluster, |status| readiness(&cluster, status) == both(true)).await;
     assert_eq!(
         status.server_version.as_deref(),
         Some(env!("CARGO_PKG_VERSION"))
@@ -327,11 +345,14 @@ async fn the_server_status_shows_the_version_and_which_agents_run() {
     cluster.agent(NODE).terminate().await;
     let status = server_status(&cluster, |_| true).await;
     assert_eq!(
-        readiness(&status),
+        readiness(&cluster, &status),
         [(NODE.to_owned(), false), ("node-b".to_owned(), true)]
     );
 
     // A killed one is not ready once its Lease lapses.
     cluster.agent("node-b").kill();
-    server_status(&cluster, |status| readiness(status) == both(false)).await;
+    server_status(&cluster, |status| {
+        readiness(&cluster, status) == both(false)
+    })
+    .await;
 }

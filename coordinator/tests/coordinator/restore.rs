@@ -4,18 +4,19 @@
 use ferry_shared::crd::{Backup, Restore};
 use ferry_shared::names::label;
 use ferry_tests::fixtures;
-use ferry_tests::harness::{Cluster, INSTALL_NAMESPACE, VolumeKind};
+use ferry_tests::harness::{Cluster, VolumeKind};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 use crate::{
-    NODE, assert_failed_validation, backed_up_web_pod, completed, coordinator_program, shop_cluster,
+    NODE, assert_failed_validation, backed_up_web_pod, completed, coordinator_program,
+    shop_cluster, shop_cluster_on,
 };
 
-/// The pods of `namespace` that a restore made.
+/// The pods of `namespace` (as the test names it) that a restore made.
 async fn restored_pods(cluster: &Cluster, namespace: &str) -> Vec<String> {
-    Api::<Pod>::namespaced(cluster.client(), namespace)
+    Api::<Pod>::namespaced(cluster.client(), &cluster.scoped(namespace))
         .list(&ListParams::default().labels(label::RESTORE_NAME))
         .await
         .expect("list pods")
@@ -44,7 +45,7 @@ async fn backups_of_shop_and_kube_system(cluster: &mut Cluster) {
     }
     cluster
         .delete_pod(
-            &Api::<Pod>::namespaced(cluster.client(), "kube-system")
+            &Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("kube-system"))
                 .get("web")
                 .await
                 .unwrap(),
@@ -54,32 +55,38 @@ async fn backups_of_shop_and_kube_system(cluster: &mut Cluster) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restores_into_protected_namespaces_fail_validation_and_create_nothing() {
-    let (mut cluster, _) = shop_cluster().await;
+    let needs = "backups of every namespace of the cluster, kube-system among them";
+    let Some(cluster) = Cluster::start_on_test_server(needs).await else {
+        return;
+    };
+    let (mut cluster, _) = shop_cluster_on(cluster).await;
     backups_of_shop_and_kube_system(&mut cluster).await;
+    let install = cluster.namespace().to_owned();
+    let shop = cluster.scoped("shop");
     let cases = [
         (
             fixtures::restore("mapped-to-kube-system")
                 .backup("shop-only")
                 .map_namespace("shop", "kube-system"),
-            "kube-system (namespaceMapping from shop)",
+            format!("kube-system (namespaceMapping from {shop})"),
         ),
         (
             fixtures::restore("mapped-to-install")
                 .backup("everything")
-                .map_namespace("shop", INSTALL_NAMESPACE),
-            "namespace ferry (namespaceMapping from shop)",
+                .map_namespace("shop", "ferry"),
+            format!("namespace {install} (namespaceMapping from {shop})"),
         ),
         (
             fixtures::restore("included")
                 .backup("everything")
                 .namespaces(["kube-system"]),
-            "namespace kube-system:",
+            "namespace kube-system:".to_owned(),
         ),
         // Neither the Restore nor the Backup names namespaces: found in the backup's objects,
         // which hold every namespace.
         (
             fixtures::restore("whole-backup").backup("everything"),
-            "namespaces ferry, kube-node-lease, kube-public, kube-system: they are",
+            format!("namespaces {install}, kube-node-lease, kube-public, kube-system: they are"),
         ),
     ];
     for (restore, _) in &cases {
@@ -89,7 +96,7 @@ async fn restores_into_protected_namespaces_fail_validation_and_create_nothing()
         let name = restore.name();
         let restore = cluster.wait_finished::<Restore>(&name).await;
         let status = restore.status.unwrap_or_default();
-        assert_failed_validation(&name, status.phase, &status.validation_errors, expected);
+        assert_failed_validation(&name, status.phase, &status.validation_errors, &expected);
         assert_failed_validation(
             &name,
             status.phase,
@@ -97,14 +104,14 @@ async fn restores_into_protected_namespaces_fail_validation_and_create_nothing()
             "--restore-namespace-denylist",
         );
     }
-    for namespace in ["kube-system", INSTALL_NAMESPACE, "shop"] {
+    for namespace in ["kube-system", "ferry", "shop"] {
         assert!(
             restored_pods(&cluster, namespace).await.is_empty(),
             "{namespace}"
         );
     }
     assert!(
-        Api::<Pod>::namespaced(cluster.client(), "kube-system")
+        Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("kube-system"))
             .list(&ListParams::default())
             .await
             .unwrap()
@@ -139,9 +146,12 @@ async fn a_restore_leaves_existing_objects_alone_unless_told_to_update_them() {
     let warnings = kept.status.unwrap().warnings;
     assert_eq!(
         warnings,
-        ["pods/shop/web already exists and differs from the backup; left alone"]
+        [format!(
+            "pods/{}/web already exists and differs from the backup; left alone",
+            cluster.scoped("shop")
+        )]
     );
-    let pod = Api::<Pod>::namespaced(cluster.client(), "shop")
+    let pod = Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop"))
         .get("web")
         .await
         .unwrap();
@@ -155,14 +165,14 @@ async fn a_restore_leaves_existing_objects_alone_unless_told_to_update_them() {
         .create(&cluster)
         .await;
     completed::<Restore>(&cluster, "refresh").await;
-    let pod = Api::<Pod>::namespaced(cluster.client(), "shop")
+    let pod = Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop"))
         .get("web")
         .await
         .unwrap();
     assert_eq!(pod.labels()[label::RESTORE_NAME], "refresh");
     assert_eq!(
         pod.spec.unwrap().node_name.as_deref(),
-        Some(NODE),
+        Some(cluster.scoped(NODE).as_str()),
         "the running pod is untouched"
     );
 }

@@ -87,7 +87,7 @@ async fn a_schedule_makes_backups_from_its_template_and_a_restore_can_name_it() 
         .await;
     cluster
         .wait_for(
-            &Api::<Pod>::namespaced(cluster.client(), "shop-2"),
+            &Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop-2")),
             "web",
             "restored",
             |_: &Pod| true,

@@ -9,6 +9,7 @@ use ferry_shared::crd::{Backup, PodVolumePhase, Restore};
 use ferry_shared::layout::{ObjectStore, gunzip, key};
 use ferry_shared::names::{self, annotation, label};
 use ferry_shared::retry::Retrier;
+use ferry_tests::harness::names::Names;
 use ferry_tests::harness::{Cluster, VolumeKind};
 use ferry_tests::tree::{assert_same_tree, make_rich_tree};
 use ferry_tests::{fixtures, s3};
@@ -29,7 +30,7 @@ pub(crate) async fn back_up_and_lose_the_cluster(
     bucket: &str,
     ca_cert: Option<&str>,
     reference: &Path,
-) {
+) -> Names {
     let mut cluster = Cluster::start().await;
     cluster.create_repository_password(PASSWORD).await;
     create_s3_location_trusting(&cluster, endpoint, bucket, ca_cert).await;
@@ -60,6 +61,7 @@ pub(crate) async fn back_up_and_lose_the_cluster(
         .create(&cluster)
         .await;
     completed::<Backup>(&cluster, "before-the-fire").await;
+    cluster.names().clone()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,11 +69,11 @@ async fn a_fresh_cluster_syncs_the_bucket_and_restores_into_a_mapped_namespace()
     let endpoint = s3::endpoint();
     let bucket = s3::new_bucket(&endpoint);
     let reference = tempfile::tempdir().unwrap();
-    back_up_and_lose_the_cluster(&endpoint, &bucket, None, reference.path()).await;
+    let lost = back_up_and_lose_the_cluster(&endpoint, &bucket, None, reference.path()).await;
 
-    let mut cluster = a_fresh_cluster_syncs_the_backup(&endpoint, &bucket, None).await;
-    restore_into_a_mapped_namespace(&cluster, reference.path()).await;
-    the_results_and_log_are_in_the_bucket(&endpoint, &bucket).await;
+    let mut cluster = a_fresh_cluster_syncs_the_backup(&endpoint, &bucket, None, &lost).await;
+    restore_into_a_mapped_namespace(&cluster, &lost, reference.path()).await;
+    the_results_and_log_are_in_the_bucket(&cluster, &endpoint, &bucket).await;
     cluster
         .coordinator()
         .metrics_showing("ferry_restore_total{phase=\"Completed\"} 1")
@@ -83,8 +85,9 @@ pub(crate) async fn a_fresh_cluster_syncs_the_backup(
     endpoint: &str,
     bucket: &str,
     ca_cert: Option<&str>,
+    lost: &Names,
 ) -> Cluster {
-    let mut cluster = Cluster::start().await;
+    let mut cluster = Cluster::start_after(lost).await;
     cluster.create_repository_password(PASSWORD).await;
     create_s3_location_trusting(&cluster, endpoint, bucket, ca_cert).await;
     cluster.add_node("node-b").await;
@@ -109,13 +112,17 @@ pub(crate) async fn a_fresh_cluster_syncs_the_backup(
 
 /// Restores the synced backup into `shop-restored` and checks each volume against
 /// `reference`.
-pub(crate) async fn restore_into_a_mapped_namespace(cluster: &Cluster, reference: &Path) {
+pub(crate) async fn restore_into_a_mapped_namespace(
+    cluster: &Cluster,
+    lost: &Names,
+    reference: &Path,
+) {
     fixtures::restore("after-the-fire")
         .backup("before-the-fire")
-        .map_namespace("shop", "shop-restored")
+        .map_namespace(&lost.scoped("shop"), "shop-restored")
         .create(cluster)
         .await;
-    let pods = Api::<Pod>::namespaced(cluster.client(), "shop-restored");
+    let pods = Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop-restored"));
     let restored = cluster
         .wait_for(&pods, "db-0", "created by the restore", |_: &Pod| true)
         .await;
@@ -160,7 +167,7 @@ pub(crate) async fn restore_into_a_mapped_namespace(cluster: &Cluster, reference
 }
 
 /// The restore's results and log are in the bucket.
-async fn the_results_and_log_are_in_the_bucket(endpoint: &str, bucket: &str) {
+async fn the_results_and_log_are_in_the_bucket(cluster: &Cluster, endpoint: &str, bucket: &str) {
     let store = ObjectStore::open(
         &bucket_location(endpoint, bucket),
         Retrier::unobserved(std::time::Duration::ZERO),
@@ -171,7 +178,7 @@ async fn the_results_and_log_are_in_the_bucket(endpoint: &str, bucket: &str) {
         .await
         .unwrap()
         .expect("restore results in the bucket");
-    let results = String::from_utf8(gunzip(&results).unwrap()).unwrap();
+    let results = cluster.unscoped(&String::from_utf8(gunzip(&results).unwrap()).unwrap());
     assert!(results.contains("pods/shop-restored/db-0"), "{results}");
     let log = store
         .get(&key::restore_logs("after-the-fire"))

@@ -23,9 +23,10 @@ async fn a_location_with_its_ca_cert_backs_up_and_restores_over_tls() {
     let bucket = s3::new_bucket(&s3::endpoint());
     let ca = tls.ca_pem();
     let reference = tempfile::tempdir().unwrap();
-    back_up_and_lose_the_cluster(&tls.endpoint, &bucket, Some(&ca), reference.path()).await;
-    let cluster = a_fresh_cluster_syncs_the_backup(&tls.endpoint, &bucket, Some(&ca)).await;
-    restore_into_a_mapped_namespace(&cluster, reference.path()).await;
+    let lost =
+        back_up_and_lose_the_cluster(&tls.endpoint, &bucket, Some(&ca), reference.path()).await;
+    let cluster = a_fresh_cluster_syncs_the_backup(&tls.endpoint, &bucket, Some(&ca), &lost).await;
+    restore_into_a_mapped_namespace(&cluster, &lost, reference.path()).await;
     // `ferry` fetches the logs from presigned URLs of the store, trusting the location's CA.
     let log = cluster
         .ferry(ferry(), &["backup", "logs", "before-the-fire"])

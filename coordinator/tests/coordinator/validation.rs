@@ -127,7 +127,7 @@ async fn restores_fail_validation(cluster: &Cluster) {
         assert_failed_validation(&name, status.phase, &status.validation_errors, expected);
     }
     assert!(
-        Api::<Pod>::namespaced(cluster.client(), "shop")
+        Api::<Pod>::namespaced(cluster.client(), &cluster.scoped("shop"))
             .list(&ListParams::default())
             .await
             .unwrap()
