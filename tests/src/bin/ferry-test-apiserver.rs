@@ -1,5 +1,6 @@
-//! Runs Ferry's in-process Kubernetes test API server on its own, for manual use:
-//! `cargo run -p ferry-tests --bin ferry-test-apiserver -- --port 8001 --kubeconfig /tmp/kubeconfig`
+//! Runs Ferry's Kubernetes test API server on its own, as an external API server for the suite
+//! (`scripts/e2e-external.sh`) or for manual use:
+//! `cargo run -p ferry-tests --bin ferry-test-apiserver -- --port 8001 --kubeconfig /tmp/kubeconfig --crds deploy/crds`
 //! then `KUBECONFIG=/tmp/kubeconfig kubectl get crds`.
 
 use std::path::PathBuf;
@@ -17,9 +18,10 @@ struct Args {
     /// Where to write a kubeconfig that points at the server.
     #[arg(long, env = "FERRY_TEST_APISERVER_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// CustomResourceDefinitions to serve: a YAML file or a directory of them.
-    #[arg(long, env = "FERRY_TEST_APISERVER_CRDS", default_value = "deploy/crds")]
-    crds: PathBuf,
+    /// CustomResourceDefinitions to serve from the start: a YAML file or a directory of them.
+    /// Without it the server starts with none, as a cluster Ferry was never installed on.
+    #[arg(long, env = "FERRY_TEST_APISERVER_CRDS")]
+    crds: Option<PathBuf>,
     /// Events per resource kept for watches; older resourceVersions get 410 Gone.
     #[arg(long, env = "FERRY_TEST_APISERVER_HISTORY", default_value_t = 1000)]
     history_limit: usize,
@@ -28,8 +30,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let server = TestApiServer::builder()
-        .crds_from(&args.crds)?
+    let mut builder = TestApiServer::builder();
+    if let Some(crds) = &args.crds {
+        builder = builder.crds_from(crds)?;
+    }
+    let server = builder
         .port(args.port)
         .history_limit(args.history_limit)
         .start()
