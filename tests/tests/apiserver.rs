@@ -2265,7 +2265,7 @@ async fn forbidden_requests_get_the_authorizers_answer() {
     );
     assert_eq!(
         everywhere.message,
-        "deployments.apps is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" cannot list \
+        "deployments.apps is forbidden: User \"system:admin\" cannot list \
          resource \"deployments\" in API group \"apps\" at the cluster scope"
     );
     let details = everywhere.details.unwrap();
@@ -2293,7 +2293,7 @@ async fn forbidden_requests_get_the_authorizers_answer() {
     let named = api_status(secrets.get("token").await);
     assert_eq!(
         named.message,
-        "secrets \"token\" is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" cannot get \
+        "secrets \"token\" is forbidden: User \"system:admin\" cannot get \
          resource \"secrets\" in API group \"\" in the namespace \"app\""
     );
     assert_eq!(named.details.unwrap().name, "token");
