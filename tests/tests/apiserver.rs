@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use axum::http::Request;
-use ferry_tests::apiserver::TestApiServer;
+use ferry_tests::apiserver::{TestApiServer, kubeconfig_with_token};
 use ferry_tests::harness::Cluster;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
@@ -2267,7 +2268,7 @@ async fn forbidden_requests_get_the_authorizers_answer() {
     );
     assert_eq!(
         everywhere.message,
-        "deployments.apps is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" cannot list \
+        "deployments.apps is forbidden: User \"system:admin\" cannot list \
          resource \"deployments\" in API group \"apps\" at the cluster scope"
     );
     let details = everywhere.details.unwrap();
@@ -2295,7 +2296,7 @@ async fn forbidden_requests_get_the_authorizers_answer() {
     let named = api_status(secrets.get("token").await);
     assert_eq!(
         cluster.unscoped(&named.message),
-        "secrets \"token\" is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" cannot get \
+        "secrets \"token\" is forbidden: User \"system:admin\" cannot get \
          resource \"secrets\" in API group \"\" in the namespace \"app\""
     );
     assert_eq!(named.details.unwrap().name, "token");
@@ -2423,4 +2424,402 @@ async fn the_service_proxy_forwards_to_the_endpoint_of_an_existing_port() {
         status["message"],
         "no service port \"9090\" found for service \"web\""
     );
+}
+
+/// A TokenRequest for the service account `namespace/name`, living `seconds` when given.
+async fn request_token(
+    server: &TestApiServer,
+    namespace: &str,
+    name: &str,
+    seconds: Option<i64>,
+) -> Result<TokenRequest, kube::Error> {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: seconds,
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    Api::<ServiceAccount>::namespaced(server.client(), namespace)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+}
+
+/// A client as a child process makes it from `kubeconfig`.
+async fn client_from(kubeconfig: kube::config::Kubeconfig) -> kube::Client {
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A client that sends `token`, from [`kubeconfig_with_token`].
+async fn client_with_token(server: &TestApiServer, token: &str) -> kube::Client {
+    let kubeconfig = kubeconfig_with_token(server.url(), token);
+    client_from(kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap()).await
+}
+
+async fn create_service_account(server: &TestApiServer, namespace: &str, name: &str) {
+    let account = ServiceAccount {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(server.client(), namespace)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+}
+
+/// The TokenRequest API (the ServiceAccount's `token` subresource, "Managing Service Accounts"
+/// in the Kubernetes documentation): discovery lists it; a missing service account is 404; a
+/// request gets itself back with the token, the API server's audience and its expiry (an hour
+/// unless asked), as a 201; a life under ten minutes is invalid.
+#[tokio::test]
+async fn token_requests_issue_tokens_for_existing_service_accounts() {
+    let server = server().await;
+    let core = server.client().list_core_api_resources("v1").await.unwrap();
+    let token = find(&core, "serviceaccounts/token");
+    assert_eq!(
+        (
+            token.kind.as_str(),
+            token.group.as_deref(),
+            token.version.as_deref(),
+            token.verbs,
+            token.namespaced
+        ),
+        (
+            "TokenRequest",
+            Some("authentication.k8s.io"),
+            Some("v1"),
+            vec!["create".to_owned()],
+            true
+        )
+    );
+
+    let missing = api_status(request_token(&server, "default", "ghost", None).await);
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    assert_eq!(missing.message, "serviceaccounts \"ghost\" not found");
+
+    create_service_account(&server, "default", "agent").await;
+    let before = jiff::Timestamp::now();
+    let issued = request_token(&server, "default", "agent", None)
+        .await
+        .unwrap();
+    let status = issued.status.unwrap();
+    assert!(status.token.len() >= 32, "{}", status.token);
+    let life = status.expiration_timestamp.0.duration_since(before);
+    assert!(life.as_secs() >= 3599 && life.as_secs() <= 3601, "{life:?}");
+    assert_eq!(
+        issued.spec.audiences,
+        ["https://kubernetes.default.svc.cluster.local"]
+    );
+    assert_eq!(issued.spec.expiration_seconds, Some(3600));
+    assert_eq!(
+        (
+            issued.metadata.name.as_deref(),
+            issued.metadata.namespace.as_deref()
+        ),
+        (Some("agent"), Some("default"))
+    );
+    let longer = request_token(&server, "default", "agent", Some(7200))
+        .await
+        .unwrap();
+    let longer = longer.status.unwrap();
+    assert_ne!(longer.token, status.token);
+    let life = longer.expiration_timestamp.0.duration_since(before);
+    assert!(life.as_secs() >= 7199 && life.as_secs() <= 7201, "{life:?}");
+
+    let short = api_status(request_token(&server, "default", "agent", Some(60)).await);
+    assert_eq!((short.code, short.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        short.message,
+        "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: \
+         Invalid value: 60: may not specify a duration less than 10 minutes"
+    );
+
+    let path = "/api/v1/namespaces/default/serviceaccounts/agent/token";
+    let (code, _, body) = plain(&server, reqwest::Method::POST, path, "{}").await;
+    assert_eq!(code, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&created["apiVersion"], &created["kind"]),
+        (&json!("authentication.k8s.io/v1"), &json!("TokenRequest"))
+    );
+    let (code, _, _) = plain(&server, reqwest::Method::GET, path, "").await;
+    assert_eq!(code, 405);
+}
+
+/// The service account `t1/ferry-node-agent`, in a server with the namespaces `t1`, `a` and
+/// `b`, and a client with its token, through the kubeconfig a child process would read.
+async fn node_agent(server: &TestApiServer) -> kube::Client {
+    for namespace in ["t1", "a", "b"] {
+        server.create_namespace(namespace).await.unwrap();
+    }
+    create_service_account(server, "t1", "ferry-node-agent").await;
+    let token = request_token(server, "t1", "ferry-node-agent", None)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig_with_token(&path, &token).unwrap();
+    client_from(kube::config::Kubeconfig::read_from(&path).unwrap()).await
+}
+
+/// What the node agent's 403 names.
+const NODE_AGENT: &str = "User \"system:serviceaccount:t1:ferry-node-agent\"";
+
+/// Binds to the node agent the ClusterRole `pod-reader` (list and watch pods) with a
+/// ClusterRoleBinding, and the Role `maps` of `a` (get, list and watch config maps) with a
+/// RoleBinding in `a`.
+async fn grant_node_agent(server: &TestApiServer) {
+    let rule = |verbs: &[&str], resource: &str| {
+        json!({"verbs": verbs, "apiGroups": [""],
+               "resources": [resource]})
+    };
+    let subjects = json!([{"kind": "ServiceAccount", "name": "ferry-node-agent",
+                           "namespace": "t1"}]);
+    let role_ref = |kind: &str, name: &str| {
+        json!({"apiGroup": "rbac.authorization.k8s.io",
+               "kind": kind, "name": name})
+    };
+    let pods = rule(&["list", "watch"], "pods");
+    let cluster_role = json!({"metadata": {"name": "pod-reader"}, "rules": [pods]});
+    let cluster_binding = json!({"metadata": {"name": "pod-reader"}, "subjects": subjects,
+                                 "roleRef": role_ref("ClusterRole", "pod-reader")});
+    let params = PostParams::default();
+    let admin = server.client();
+    let cluster_role: ClusterRole = serde_json::from_value(cluster_role).unwrap();
+    Api::all(admin.clone())
+        .create(&params, &cluster_role)
+        .await
+        .unwrap();
+    let cluster_binding: ClusterRoleBinding = serde_json::from_value(cluster_binding).unwrap();
+    Api::all(admin)
+        .create(&params, &cluster_binding)
+        .await
+        .unwrap();
+    let maps = rule(&["get", "list", "watch"], "configmaps");
+    let role = json!({"metadata": {"name": "maps"}, "rules": [maps]});
+    let binding = json!({"metadata": {"name": "maps"}, "subjects": subjects,
+                         "roleRef": role_ref("Role", "maps")});
+    create_in::<Role>(server, "a", role).await.unwrap();
+    create_in::<RoleBinding>(server, "a", binding)
+        .await
+        .unwrap();
+}
+
+/// RBAC ("Using RBAC Authorization" in the Kubernetes documentation): a service account that
+/// nothing is bound to may discover the API and nothing else, and a denial is the authorizer's
+/// 403 naming it; creating a token is `create` on `serviceaccounts/token`.
+#[tokio::test]
+async fn a_service_account_without_bindings_may_only_discover() {
+    let server = server().await;
+    let agent = node_agent(&server).await;
+    let core = agent.list_core_api_resources("v1").await.unwrap();
+    assert!(find(&core, "pods").namespaced);
+    agent.list_api_groups().await.unwrap();
+    agent.apiserver_version().await.unwrap();
+
+    let pods = api_status(
+        Api::<Pod>::all(agent.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_eq!((pods.code, pods.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        pods.message,
+        format!(
+            "pods is forbidden: {NODE_AGENT} cannot list resource \"pods\" in API group \"\" \
+             at the cluster scope"
+        )
+    );
+    let tokens = api_status(
+        Api::<ServiceAccount>::namespaced(agent, "t1")
+            .create_token_request(
+                "ferry-node-agent",
+                &PostParams::default(),
+                &TokenRequest::default(),
+            )
+            .await,
+    );
+    assert_eq!(
+        tokens.message,
+        format!(
+            "serviceaccounts \"ferry-node-agent\" is forbidden: {NODE_AGENT} cannot create \
+             resource \"serviceaccounts/token\" in API group \"\" in the namespace \"t1\""
+        )
+    );
+}
+
+/// RBAC: a ClusterRoleBinding grants its ClusterRole in every namespace and at the cluster
+/// scope; a RoleBinding grants its Role in its own namespace only, and only the verbs the role
+/// lists; a watch is authorized as one.
+#[tokio::test]
+async fn role_and_cluster_role_bindings_grant_where_they_reach() {
+    let server = server().await;
+    let agent = node_agent(&server).await;
+    grant_node_agent(&server).await;
+    let everywhere = ListParams::default();
+    Api::<Pod>::all(agent.clone())
+        .list(&everywhere)
+        .await
+        .unwrap();
+    Api::<Pod>::namespaced(agent.clone(), "b")
+        .list(&everywhere)
+        .await
+        .unwrap();
+
+    let maps_a: Api<ConfigMap> = Api::namespaced(agent.clone(), "a");
+    let mut changes = maps_a
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    Api::<ConfigMap>::namespaced(server.client(), "a")
+        .create(&PostParams::default(), &config_map("seen"))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(GUARD, changes.next()).await.unwrap();
+    assert!(matches!(first, Some(Ok(WatchEvent::Added(_)))), "{first:?}");
+    assert_eq!(maps_a.list(&everywhere).await.unwrap().items.len(), 1);
+    maps_a.get("seen").await.unwrap();
+
+    let create = api_status(
+        maps_a
+            .create(&PostParams::default(), &config_map("cm"))
+            .await,
+    );
+    assert_eq!(
+        create.message,
+        format!(
+            "configmaps is forbidden: {NODE_AGENT} cannot create resource \"configmaps\" in API \
+             group \"\" in the namespace \"a\""
+        )
+    );
+    let maps_b: Api<ConfigMap> = Api::namespaced(agent.clone(), "b");
+    let elsewhere = api_status(maps_b.list(&everywhere).await);
+    assert_eq!(
+        elsewhere.message,
+        format!(
+            "configmaps is forbidden: {NODE_AGENT} cannot list resource \"configmaps\" in API \
+             group \"\" in the namespace \"b\""
+        )
+    );
+    let watch_b = api_status(maps_b.watch(&WatchParams::default(), "0").await.map(|_| ()));
+    assert!(
+        watch_b
+            .message
+            .contains("cannot watch resource \"configmaps\""),
+        "{}",
+        watch_b.message
+    );
+    let all_maps = api_status(Api::<ConfigMap>::all(agent).list(&everywhere).await);
+    assert!(
+        all_maps.message.ends_with("at the cluster scope"),
+        "{}",
+        all_maps.message
+    );
+}
+
+/// RBAC reads the bindings at each request: a deleted RoleBinding grants nothing more. A
+/// test's `forbid` denies what a binding grants, naming the service account.
+#[tokio::test]
+async fn bindings_grant_until_deleted_and_forbid_still_denies() {
+    let server = server().await;
+    let agent = node_agent(&server).await;
+    grant_node_agent(&server).await;
+    let maps_a: Api<ConfigMap> = Api::namespaced(agent.clone(), "a");
+    maps_a.list(&ListParams::default()).await.unwrap();
+    Api::<RoleBinding>::namespaced(server.client(), "a")
+        .delete("maps", &DeleteParams::default())
+        .await
+        .unwrap();
+    let revoked = api_status(maps_a.list(&ListParams::default()).await);
+    assert_eq!((revoked.code, revoked.reason.as_str()), (403, "Forbidden"));
+
+    let pods = Api::<Pod>::all(agent);
+    pods.list(&ListParams::default()).await.unwrap();
+    server.forbid("list", "", "pods");
+    let forbidden = api_status(pods.list(&ListParams::default()).await);
+    assert_eq!(
+        forbidden.message,
+        format!(
+            "pods is forbidden: {NODE_AGENT} cannot list resource \"pods\" in API group \"\" \
+             at the cluster scope"
+        )
+    );
+}
+
+/// The authentication filter: a token the server never issued, or whose service account was
+/// deleted, is 401 Unauthorized on every path (objects, discovery, exec, the service proxy),
+/// while a request without credentials is the administrator's.
+#[tokio::test]
+async fn unknown_tokens_are_unauthorized() {
+    let server = server().await;
+    create_service_account(&server, "default", "gone").await;
+    let token = request_token(&server, "default", "gone", None)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let gone = client_with_token(&server, &token).await;
+    gone.list_core_api_versions().await.unwrap();
+    Api::<ServiceAccount>::namespaced(server.client(), "default")
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let bogus = client_with_token(&server, "not-a-token").await;
+    for client in [bogus, gone] {
+        let status = api_status(
+            Api::<Pod>::all(client.clone())
+                .list(&ListParams::default())
+                .await,
+        );
+        assert_eq!((status.code, status.reason.as_str()), (401, "Unauthorized"));
+        let discovery = client.list_core_api_versions().await;
+        assert!(
+            matches!(&discovery, Err(kube::Error::Api(status)) if status.code == 401),
+            "{discovery:?}"
+        );
+    }
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (path, token) in [
+        ("/api/v1/pods", token.as_str()),
+        (
+            "/api/v1/namespaces/default/pods/p/exec?command=true&stdout=true",
+            "not-a-token",
+        ),
+        (
+            "/api/v1/namespaces/default/services/web/proxy/",
+            "not-a-token",
+        ),
+        ("/version", "not-a-token"),
+    ] {
+        let answer = http
+            .get(format!("{}{path}", server.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 401, "{path}");
+        assert_eq!(
+            answer.json::<Value>().await.unwrap(),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "Unauthorized", "reason": "Unauthorized", "code": 401}),
+            "{path}"
+        );
+    }
+    Api::<Pod>::all(server.client())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
 }

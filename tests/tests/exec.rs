@@ -347,7 +347,7 @@ async fn a_forbidden_exec_is_403() {
     assert_eq!(status.reason, "Forbidden");
     assert_eq!(
         cluster.unscoped(&status.message),
-        "pods \"web\" is forbidden: User \"system:serviceaccount:ferry:ferry-coordinator\" \
+        "pods \"web\" is forbidden: User \"system:admin\" \
          cannot create resource \"pods/exec\" in API group \"\" in the namespace \"app\""
     );
 }

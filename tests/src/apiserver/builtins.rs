@@ -376,6 +376,7 @@ pub static BUILTINS: [BuiltinKind; 31] = [
         kind: "ServiceAccount",
         short_names: &["sa"],
         strategy: Strategy {
+            rules: Some(Builtin::ServiceAccount),
             returns_deleted_object: true,
             ..Strategy::GENERIC
         },

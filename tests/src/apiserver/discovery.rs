@@ -72,14 +72,19 @@ fn resource_entries(resource: &ResourceType, version: &str) -> Vec<Value> {
         main["categories"] = json!(resource.categories);
     }
     let mut entries = vec![main];
-    for (sub, kind, verbs) in resource.subresources(version) {
-        entries.push(json!({
-            "name": format!("{}/{sub}", resource.plural),
+    for sub in resource.subresources(version) {
+        let mut entry = json!({
+            "name": format!("{}/{}", resource.plural, sub.name),
             "singularName": "",
             "namespaced": resource.namespaced,
-            "kind": kind,
-            "verbs": verbs,
-        }));
+            "kind": sub.kind,
+            "verbs": sub.verbs,
+        });
+        if let Some((group, version)) = sub.group_version {
+            entry["group"] = json!(group);
+            entry["version"] = json!(version);
+        }
+        entries.push(entry);
     }
     entries
 }

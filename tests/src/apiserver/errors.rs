@@ -279,6 +279,25 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message).with_details(details)
     }
 
+    /// `errors.NewForbidden` of a request for no resource: `forbidden: <why>`, with empty details.
+    pub fn forbidden_path(why: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("forbidden: {why}"),
+        )
+        .with_details(json!({}))
+    }
+
+    /// What the authentication filter answers a request whose credentials it does not accept.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized".to_owned(),
+        )
+    }
+
     /// `errors.NewServiceUnavailable`: what the service proxy answers when it has nowhere to go.
     pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::new(

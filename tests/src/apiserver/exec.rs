@@ -19,6 +19,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
+use super::authn::User;
 use super::authz::{self, Attributes};
 use super::errors::{ApiError, GroupResource};
 use super::handlers::App;
@@ -278,19 +280,22 @@ impl Protocol {
 /// Serves one exec request.
 pub async fn handle(
     State(app): State<Arc<App>>,
+    Extension(user): Extension<User>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<Vec<(String, String)>>,
     request: Request,
 ) -> Response {
     let options = ExecOptions::parse(&query);
-    match upgrade(&app, namespace, name, options, request).await {
+    match upgrade(&app, &user, namespace, name, options, request).await {
         Ok(response) | Err(response) => response,
     }
 }
 
-/// The exec of a request that passes every check: the pod it runs in, and what it runs.
+/// The exec of a request from `user` that passes every check: the pod it runs in, and what it
+/// runs.
 fn admit(
     app: &App,
+    user: &User,
     namespace: String,
     name: String,
     options: &ExecOptions,
@@ -305,7 +310,7 @@ fn admit(
     };
     let pod = {
         let state = app.store.lock();
-        authz::authorize(&state.forbidden, &attributes)?;
+        authz::authorize(&state, user, &attributes)?;
         let key = ObjectKey {
             namespace: namespace.clone(),
             name: name.clone(),
@@ -330,6 +335,7 @@ fn admit(
 /// Checks the request, then upgrades the connection and runs the session on it.
 async fn upgrade(
     app: &App,
+    user: &User,
     namespace: String,
     name: String,
     options: ExecOptions,
@@ -343,7 +349,7 @@ async fn upgrade(
         let method = request.method().as_str();
         return Err(ApiError::method_not_allowed(method, &resource).into_response());
     }
-    let exec = admit(app, namespace, name, &options).map_err(IntoResponse::into_response)?;
+    let exec = admit(app, user, namespace, name, &options).map_err(IntoResponse::into_response)?;
     // A websocket upgrade is a GET to axum; the real server takes a POST's upgrade too.
     let (mut parts, _) = request.into_parts();
     parts.method = Method::GET;

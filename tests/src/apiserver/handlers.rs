@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::authn::{self, User};
 use super::authz::{self, Attributes};
 use super::discovery;
 use super::errors::{ApiError, FieldError};
@@ -141,48 +143,57 @@ fn flag(params: &HashMap<String, String>, name: &str) -> bool {
     matches!(params.get(name).map(String::as_str), Some("true" | "1"))
 }
 
-/// The one handler: everything the server serves goes through here.
+/// The one handler: everything the server serves goes through here, from the user that
+/// [`authn::layer`] authenticated.
 pub async fn handle(
     State(app): State<Arc<App>>,
+    Extension(user): Extension<User>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    if let Some(path) = proxy::parse(uri.path()) {
-        return proxy::forward(&app, method, path, uri.query(), &headers, body)
-            .await
-            .unwrap_or_else(IntoResponse::into_response);
-    }
-    let Some(route) = route(uri.path()) else {
-        return ApiError::path_not_found().into_response();
-    };
-    let discovery_document = {
-        let state = app.store.lock();
-        match &route {
-            Route::Version => Some(Some(discovery::version())),
-            Route::CoreVersions => Some(Some(discovery::core_versions(&app.address))),
-            Route::Groups => Some(Some(discovery::group_list(&state.registry))),
-            Route::Group(group) => Some(discovery::group(&state.registry, group)),
-            Route::ResourceList(group, version) => {
-                Some(discovery::resource_list(&state.registry, group, version))
+    let answer = if let Some(path) = proxy::parse(uri.path()) {
+        proxy::forward(&app, &user, method, path, uri.query(), &headers, body).await
+    } else {
+        match route(uri.path()) {
+            Some(Route::Objects(target)) => {
+                objects(&app, &user, &method, target, &headers, &params, &body).await
             }
-            Route::Objects(_) => None,
+            other => non_resource(&app, &user, &method, uri.path(), other),
         }
     };
-    match (discovery_document, route) {
-        (Some(Some(document)), _) if method == Method::GET => {
-            json_response(StatusCode::OK, &document, &[])
+    answer.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A request for no resource: discovery, or a path the server does not serve. RBAC asks about
+/// the path, with the method in lower case as the verb.
+fn non_resource(
+    app: &App,
+    user: &User,
+    method: &Method,
+    path: &str,
+    route: Option<Route>,
+) -> Result<Response, ApiError> {
+    let state = app.store.lock();
+    let verb = method.as_str().to_ascii_lowercase();
+    authz::authorize_path(&state, user, &verb, path)?;
+    let document = match route {
+        Some(Route::Version) => Some(discovery::version()),
+        Some(Route::CoreVersions) => Some(discovery::core_versions(&app.address)),
+        Some(Route::Groups) => Some(discovery::group_list(&state.registry)),
+        Some(Route::Group(group)) => discovery::group(&state.registry, &group),
+        Some(Route::ResourceList(group, version)) => {
+            discovery::resource_list(&state.registry, &group, &version)
         }
-        (Some(_), _) => ApiError::path_not_found().into_response(),
-        (None, Route::Objects(target)) => {
-            match objects(&app, &method, target, &headers, &params, &body).await {
-                Ok(response) => response,
-                Err(error) => error.into_response(),
-            }
+        Some(Route::Objects(_)) | None => None,
+    };
+    match document {
+        Some(document) if *method == Method::GET => {
+            Ok(json_response(StatusCode::OK, &document, &[]))
         }
-        (None, _) => ApiError::path_not_found().into_response(),
+        _ => Err(ApiError::path_not_found()),
     }
 }
 
@@ -308,6 +319,7 @@ struct ObjectRequest<'a> {
 
 async fn objects(
     app: &App,
+    user: &User,
     method: &Method,
     target: Target,
     headers: &HeaderMap,
@@ -315,7 +327,7 @@ async fn objects(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let attributes = request_attributes(method, &target, params);
-    authz::authorize(&app.store.lock().forbidden, &attributes)?;
+    authz::authorize(&app.store.lock(), user, &attributes)?;
     let resource = served_type(app, &target)?;
     let ctx = Context {
         resource: Arc::clone(&resource),
@@ -426,6 +438,7 @@ fn part(target: &Target, resource: &ResourceType) -> Result<Part, ApiError> {
         None => Ok(Part::Main),
         Some("status") if resource.has_status(&target.version) => Ok(Part::Status),
         Some("binding") if resource.builtin() == Some(Builtin::Pod) => Ok(Part::Main),
+        Some("token") if resource.builtin() == Some(Builtin::ServiceAccount) => Ok(Part::Main),
         Some(_) => Err(ApiError::path_not_found()),
     }
 }
@@ -529,20 +542,25 @@ impl ObjectRequest<'_> {
         })
     }
 
-    /// Every verb but watch, by method and by whether the path names one object.
+    /// Every verb but watch, by method and by whether the path names one object. A pod's
+    /// `binding` and a service account's `token` take only a create.
     fn verb(&self) -> Result<Response, ApiError> {
-        let binding = self.target.subresource.as_deref() == Some("binding");
+        let subresource = self.target.subresource.as_deref();
+        let binding = subresource == Some("binding");
+        let token = subresource == Some("token");
+        let create_only = binding || token;
         match (self.method.clone(), self.target.name.as_deref()) {
             (Method::GET, None) => self.list(),
-            (Method::GET, Some(name)) if !binding => self.get(name),
+            (Method::GET, Some(name)) if !create_only => self.get(name),
             (Method::POST, None) if self.resource.namespaced && self.target.namespace.is_none() => {
                 Err(self.not_allowed())
             }
             (Method::POST, None) => self.create(),
             (Method::POST, Some(name)) if binding => self.bind(name),
-            (Method::PUT, Some(name)) if !binding => self.replace(name),
-            (Method::PATCH, Some(name)) if !binding => self.patch(name),
-            (Method::DELETE, Some(name)) if self.ctx.part == Part::Main && !binding => {
+            (Method::POST, Some(name)) if token => self.token(name),
+            (Method::PUT, Some(name)) if !create_only => self.replace(name),
+            (Method::PATCH, Some(name)) if !create_only => self.patch(name),
+            (Method::DELETE, Some(name)) if self.ctx.part == Part::Main && !create_only => {
                 self.delete(name)
             }
             (Method::DELETE, None) if self.resource.verbs().contains(&"deletecollection") => {
@@ -584,6 +602,11 @@ impl ObjectRequest<'_> {
     fn bind(&self, name: &str) -> Result<Response, ApiError> {
         let object = parse_body(self.headers, self.body)?;
         Ok(self.write(|state| operations::bind(state, &self.ctx, name, &object)))
+    }
+
+    fn token(&self, name: &str) -> Result<Response, ApiError> {
+        let request = parse_body(self.headers, self.body)?;
+        Ok(self.write(|state| authn::token_request(state, &self.ctx, name, request)))
     }
 
     fn replace(&self, name: &str) -> Result<Response, ApiError> {

@@ -13,11 +13,17 @@
 //! roles and their bindings, CRDs), each with its real registry's defaults and rules: a
 //! Service's cluster IP and node ports are allocated and released, a Job generates its
 //! selector, a workload's selector must select its template, a binding keeps its `roleRef`.
-//! A test can deny a verb on a resource ([`TestApiServer::forbid`]); the request then gets the
-//! RBAC authorizer's 403. The service proxy forwards to the address a test registers for a
-//! Service ([`TestApiServer::register_service`]). `pods/exec` runs the process that a test's
-//! handler makes in place of the container's ([`TestApiServer::on_exec`]), and streams it over
-//! the kubelet's websocket channel protocol.
+//! A request without credentials comes from the test's administrator (`system:admin`, in
+//! `system:masters`), who may do anything. A ServiceAccount's token, from the TokenRequest API
+//! (`serviceaccounts/<name>/token`), authenticates as the service account, which may do what the
+//! stored Roles, ClusterRoles and their bindings grant it, as RBAC decides; a client gets such a
+//! token's identity with [`kubeconfig_with_token`]. An unknown or expired token, or one whose
+//! service account is gone, is 401. A test can also deny a verb on a resource to every user
+//! ([`TestApiServer::forbid`]). A denied request gets the RBAC authorizer's 403. The service
+//! proxy forwards to the address a test registers for a Service
+//! ([`TestApiServer::register_service`]). `pods/exec` runs the process that a test's handler
+//! makes in place of the container's ([`TestApiServer::on_exec`]), and streams it over the
+//! kubelet's websocket channel protocol.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +34,7 @@
 //! ```
 
 mod allocations;
+mod authn;
 mod authz;
 mod builtins;
 mod discovery;
@@ -37,6 +44,7 @@ mod handlers;
 mod operations;
 mod patch;
 mod proxy;
+mod rbac;
 mod resources;
 mod selectors;
 mod services;
@@ -254,6 +262,10 @@ impl TestApiServerBuilder {
                 axum::routing::any(exec::handle),
             )
             .fallback(handlers::handle)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&app),
+                authn::layer,
+            ))
             .with_state(app);
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -366,20 +378,25 @@ impl TestApiServer {
         &self.url
     }
 
-    /// A client for the server, with `default` as its namespace.
+    /// A client for the server, with `default` as its namespace, as the administrator.
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }
 
-    /// Writes a kubeconfig whose current context points at the server, for child processes.
+    /// Writes a kubeconfig whose current context points at the server, for child processes,
+    /// which act as the administrator.
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), TestServerError> {
-        let path = path.as_ref();
-        std::fs::write(path, kubeconfig(&self.url)).map_err(|source| {
-            TestServerError::WriteKubeconfig {
-                path: path.to_owned(),
-                source,
-            }
-        })
+        write_file(path.as_ref(), &kubeconfig(&self.url))
+    }
+
+    /// Writes a kubeconfig whose current context points at the server with `token` (from a
+    /// TokenRequest), for child processes that act as its service account.
+    pub fn write_kubeconfig_with_token(
+        &self,
+        path: impl AsRef<Path>,
+        token: &str,
+    ) -> Result<(), TestServerError> {
+        write_file(path.as_ref(), &kubeconfig_with_token(&self.url, token))
     }
 
     /// Creates a namespace, which the real server requires before anything is created in it.
@@ -410,8 +427,8 @@ impl TestApiServer {
     /// Denies `verb` (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
     /// `deletecollection`, or `*`) on `resource` (a plural, `plural/subresource`, or `*`) of
     /// `group` (`""` for the core group, or `*`), from now on, as an RBAC authorizer without a
-    /// rule for it does: such a request gets 403 Forbidden. Every client counts as the
-    /// coordinator's service account, the test's own included.
+    /// rule for it does: such a request gets 403 Forbidden, naming its user. It applies to every
+    /// user, the administrator (a client without a token) included, whatever RBAC grants.
     pub fn forbid(&self, verb: &str, group: &str, resource: &str) {
         self.store.lock().forbidden.push(Rule {
             verb: verb.to_owned(),
@@ -494,8 +511,28 @@ impl Drop for TestApiServer {
     }
 }
 
-/// A kubeconfig for a plain-HTTP server without authentication.
+fn write_file(path: &Path, contents: &str) -> Result<(), TestServerError> {
+    std::fs::write(path, contents).map_err(|source| TestServerError::WriteKubeconfig {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A kubeconfig for a plain-HTTP server without credentials: its clients act as the
+/// administrator.
 pub fn kubeconfig(url: &str) -> String {
+    kubeconfig_for(url, "{}")
+}
+
+/// A kubeconfig for a plain-HTTP server whose clients send `token` as their bearer token, and
+/// so act as the service account a TokenRequest issued it for.
+pub fn kubeconfig_with_token(url: &str, token: &str) -> String {
+    let token = Value::String(token.to_owned());
+    kubeconfig_for(url, &format!("{{token: {token}}}"))
+}
+
+/// A kubeconfig whose one user is `user`, a YAML value.
+fn kubeconfig_for(url: &str, user: &str) -> String {
     format!(
         "apiVersion: v1\n\
          kind: Config\n\
@@ -512,6 +549,6 @@ pub fn kubeconfig(url: &str) -> String {
          current-context: ferry-test\n\
          users:\n\
          - name: ferry-test\n  \
-           user: {{}}\n"
+           user: {user}\n"
     )
 }

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::authn::User;
 use super::authz::{self, Attributes};
 use super::errors::{ApiError, GroupResource};
 use super::handlers::App;
@@ -121,9 +122,10 @@ pub fn service_port(service: &Value, name: &str, port: Option<&str>) -> Result<(
     )))
 }
 
-/// Forwards one request through the proxy.
+/// Forwards one request of `user` through the proxy.
 pub async fn forward(
     app: &App,
+    user: &User,
     method: Method,
     proxy: ProxyPath,
     query: Option<&str>,
@@ -147,7 +149,7 @@ pub async fn forward(
     };
     let service = {
         let state = app.store.lock();
-        authz::authorize(&state.forbidden, &attributes)?;
+        authz::authorize(&state, user, &attributes)?;
         let key = ObjectKey {
             namespace: proxy.namespace.clone(),
             name: proxy.service.clone(),

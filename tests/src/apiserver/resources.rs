@@ -19,6 +19,8 @@ pub enum Builtin {
     Namespace,
     Secret,
     Service,
+    /// The `token` subresource, which issues the service account's tokens (TokenRequest).
+    ServiceAccount,
     /// Deployments, StatefulSets, ReplicaSets and DaemonSets: a required selector that selects
     /// the pod template, and is immutable.
     Workload,
@@ -285,17 +287,48 @@ impl ResourceType {
         verbs
     }
 
-    /// Subresources served besides the main resource, with their kind and verbs.
-    pub fn subresources(&self, version: &str) -> Vec<(&'static str, String, Vec<&'static str>)> {
+    /// Subresources served besides the main resource.
+    pub fn subresources(&self, version: &str) -> Vec<Subresource> {
         let mut subresources = Vec::new();
         if self.has_status(version) {
-            subresources.push(("status", self.kind.clone(), vec!["get", "patch", "update"]));
+            let verbs = vec!["get", "patch", "update"];
+            subresources.push(Subresource::new("status", &self.kind, verbs));
         }
-        if self.builtin() == Some(Builtin::Pod) {
-            subresources.push(("binding", "Binding".to_owned(), vec!["create"]));
-            subresources.push(("exec", "PodExecOptions".to_owned(), vec!["create", "get"]));
+        match self.builtin() {
+            Some(Builtin::Pod) => {
+                subresources.push(Subresource::new("binding", "Binding", vec!["create"]));
+                let verbs = vec!["create", "get"];
+                subresources.push(Subresource::new("exec", "PodExecOptions", verbs));
+            }
+            Some(Builtin::ServiceAccount) => subresources.push(Subresource {
+                group_version: Some(("authentication.k8s.io", "v1")),
+                ..Subresource::new("token", "TokenRequest", vec!["create"])
+            }),
+            _ => {}
         }
         subresources
+    }
+}
+
+/// A subresource as discovery lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subresource {
+    pub name: &'static str,
+    pub kind: String,
+    pub verbs: Vec<&'static str>,
+    /// The group and version of its kind, where they are not the resource's own (a
+    /// ServiceAccount's `token` takes an `authentication.k8s.io/v1` TokenRequest).
+    pub group_version: Option<(&'static str, &'static str)>,
+}
+
+impl Subresource {
+    fn new(name: &'static str, kind: &str, verbs: Vec<&'static str>) -> Self {
+        Self {
+            name,
+            kind: kind.to_owned(),
+            verbs,
+            group_version: None,
+        }
     }
 }
 

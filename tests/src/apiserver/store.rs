@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::allocations::Allocations;
+use super::authn::Tokens;
 use super::authz::Rule;
 use super::resources::Registry;
 
@@ -63,6 +64,8 @@ pub struct State {
     pub registry: Registry,
     /// What the authorizer denies.
     pub forbidden: Vec<Rule>,
+    /// The service account tokens issued by TokenRequests.
+    pub tokens: Tokens,
     objects: HashMap<ResourceKey, BTreeMap<ObjectKey, Value>>,
     history: HashMap<ResourceKey, History>,
     /// What the stored Services hold, kept in step by `put` and `remove`.
@@ -86,6 +89,7 @@ impl State {
             history_limit: history_limit.max(1),
             registry,
             forbidden: Vec::new(),
+            tokens: Tokens::default(),
             objects: HashMap::new(),
             history: HashMap::new(),
             allocations: Allocations::default(),
