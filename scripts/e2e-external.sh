@@ -19,15 +19,25 @@ work=$(mktemp -d)
 server_pid=
 services_started=
 cleanup() {
-  [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null || true
-  [[ -n "$services_started" ]] && scripts/test-services.sh stop >/dev/null 2>&1 || true
+  if [[ -n "$server_pid" ]]; then
+    kill "$server_pid" 2>/dev/null || true
+  fi
+  if [[ -n "$services_started" ]]; then
+    scripts/test-services.sh stop >/dev/null 2>&1 || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+if [[ "${1:-}" != "--test-server" && -z "${FERRY_TEST_KUBECONFIG:-}" ]]; then
+  echo "skipped: no cluster (set FERRY_TEST_KUBECONFIG, or pass --test-server)"
+  exit 0
+fi
+
+# The suites run the workspace's binaries: the node agent, the coordinator, the command line.
+cargo build -q --locked --workspace
 if [[ "${1:-}" == "--test-server" ]]; then
   shift
-  cargo build -q --locked -p ferry-tests --bin ferry-test-apiserver
   target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   "$target_dir/debug/ferry-test-apiserver" --kubeconfig "$work/kubeconfig" >"$work/server.log" 2>&1 &
   server_pid=$!
@@ -37,11 +47,6 @@ if [[ "${1:-}" == "--test-server" ]]; then
   done
   [[ -s "$work/kubeconfig" ]] || { cat "$work/server.log" >&2; exit 1; }
   export FERRY_TEST_KUBECONFIG="$work/kubeconfig"
-fi
-
-if [[ -z "${FERRY_TEST_KUBECONFIG:-}" ]]; then
-  echo "skipped: no cluster (set FERRY_TEST_KUBECONFIG, or pass --test-server)"
-  exit 0
 fi
 
 if [[ -z "${FERRY_TEST_S3_ENDPOINT:-}" ]]; then
@@ -54,16 +59,27 @@ fi
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 export FERRY_TEST_BASELINE="$work/baseline" FERRY_TEST_SKIP_LOG="$work/skipped"
 
+nextest=
+cargo nextest --version >/dev/null 2>&1 && nextest=1
+
 leftovers() {
-  cargo nextest run --locked -p ferry-tests --test leftovers --run-ignored ignored-only \
-    --status-level fail --final-status-level none --hide-progress-bar
+  if [[ -n "$nextest" ]]; then
+    cargo nextest run --locked -p ferry-tests --test leftovers --run-ignored ignored-only \
+      --status-level fail --final-status-level none --hide-progress-bar
+  else
+    cargo test -q --locked -p ferry-tests --test leftovers -- --ignored
+  fi
 }
 
 suite() {
   echo "== the end-to-end suite against $FERRY_TEST_KUBECONFIG${FERRY_TEST_RBAC:+, as the ServiceAccounts of deploy/base}"
   : >"$FERRY_TEST_SKIP_LOG"
-  cargo nextest run --locked -p ferry-coordinator -p ferry-node-agent -E 'kind(test)' \
-    --no-fail-fast --hide-progress-bar "$@"
+  if [[ -n "$nextest" ]]; then
+    cargo nextest run --locked -p ferry-coordinator -p ferry-node-agent -E 'kind(test)' \
+      --no-fail-fast --hide-progress-bar "$@"
+  else
+    cargo test --locked -p ferry-coordinator -p ferry-node-agent --tests --no-fail-fast "$@"
+  fi
   echo "$(wc -l <"$FERRY_TEST_SKIP_LOG") test(s) skipped: needs the test server"
   sort "$FERRY_TEST_SKIP_LOG" | sed 's/^/  /'
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Ferry's test command: installs what the tests run against (restic, curl, moto), checks
-# formatting and lints, then runs every test of the workspace with the test S3 server up.
-# Arguments go to the test runner, e.g. `scripts/test.sh transfer_cli`.
+# formatting and lints, then runs every test of the workspace with the test S3 server up, and
+# the end-to-end suites once more against the standalone test API server as an external one,
+# plain and with deploy/base's RBAC (scripts/e2e-external.sh --test-server).
+# Arguments go to the test runner, e.g. `scripts/test.sh transfer_cli`; with them, the run
+# against the external server is left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +27,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
   cargo test --workspace --locked --no-fail-fast "$@"
+fi
+if [[ $# -eq 0 ]]; then
+  scripts/e2e-external.sh --test-server
 fi

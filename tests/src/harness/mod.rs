@@ -10,6 +10,7 @@
 mod kubelet;
 pub mod names;
 mod process;
+mod rbac;
 mod server;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,8 @@ use self::kubelet::ExecDirs;
 pub use self::kubelet::VolumeKind;
 use self::names::Names;
 pub use self::process::{CommandOutput, Process, assert_promtool_accepts};
+use self::rbac::Identities;
+pub use self::rbac::RBAC_ENV;
 pub use self::server::KUBECONFIG_ENV;
 use self::server::Server;
 use crate::apiserver::{ExecRequest, TestApiServer};
@@ -66,13 +69,16 @@ pub struct Cluster {
     dir: TempDir,
     /// The kubeconfig of the harness and the `ferry` command line.
     kubeconfig: PathBuf,
+    /// Under [`RBAC_ENV`], the kubeconfigs of the processes' ServiceAccounts.
+    identities: Option<Identities>,
     processes: Vec<Process>,
     exec_dirs: ExecDirs,
 }
 
 impl Cluster {
     /// Starts a cluster with Ferry's CRDs and the test's install namespace: on the API server
-    /// that [`KUBECONFIG_ENV`] names if it is set, or else on a test server of its own.
+    /// that [`KUBECONFIG_ENV`] names if it is set, or else on a test server of its own. Under
+    /// [`RBAC_ENV`], with `deploy/base`'s ServiceAccounts and RBAC for the processes.
     pub async fn start() -> Self {
         let server = match server::external_kubeconfig() {
             Some(kubeconfig) => Server::external(kubeconfig).await,
@@ -82,8 +88,19 @@ impl Cluster {
                     .expect("start the test API server"),
             ),
         };
-        let cluster = Self::with_server(server);
+        let mut cluster = Self::with_server(server);
         cluster.create_namespace(INSTALL_NAMESPACE).await;
+        if rbac::wanted() {
+            let client = cluster.client();
+            let identities = rbac::service_accounts(
+                &client,
+                &cluster.names,
+                &cluster.namespace,
+                &cluster.kubeconfig,
+                cluster.dir.path(),
+            );
+            cluster.identities = Some(identities.await);
+        }
         cluster
     }
 
@@ -144,6 +161,7 @@ impl Cluster {
             names,
             dir,
             kubeconfig,
+            identities: None,
             processes: Vec::new(),
             exec_dirs,
         }

@@ -53,9 +53,11 @@ impl Cluster {
     pub fn start_agent(&mut self, program: &Path, node: &str, args: &[&str]) -> &mut Process {
         let host_pods = self.host_pods(node);
         let stored = self.scoped(node);
+        let kubeconfig = (self.identities.as_ref()).map(|identities| identities.node_agent.clone());
         self.start_process(
             program,
             node,
+            kubeconfig,
             args,
             &[
                 ("NODE_NAME", stored.as_ref()),
@@ -81,7 +83,9 @@ impl Cluster {
                 )
                 .expect("create the coordinator's Service");
         }
-        let process = self.start_process(program, COORDINATOR, args, &[]);
+        let kubeconfig =
+            (self.identities.as_ref()).map(|identities| identities.coordinator.clone());
+        let process = self.start_process(program, COORDINATOR, kubeconfig, args, &[]);
         let address = process.metrics;
         if let Server::Local(server) = &self.server {
             server.register_service(&self.namespace, COORDINATOR_SERVICE, address);
@@ -93,6 +97,7 @@ impl Cluster {
         &mut self,
         program: &Path,
         role: &str,
+        kubeconfig: Option<PathBuf>,
         args: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> &mut Process {
@@ -103,7 +108,10 @@ impl Cluster {
             .arg("run")
             .args(args)
             .envs(env.iter().copied())
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env(
+                "KUBECONFIG",
+                kubeconfig.unwrap_or_else(|| self.kubeconfig.clone()),
+            )
             .env("FERRY_NAMESPACE", &self.namespace)
             .env("FERRY_METRICS_ADDRESS", metrics.to_string())
             .env("NO_PROXY", "127.0.0.1,localhost")
