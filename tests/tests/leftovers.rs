@@ -7,13 +7,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_tests::harness::{DEADLINE, KUBECONFIG_ENV};
+use ferry_tests::harness::{DEADLINE, KUBECONFIG_ENV, connect};
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 /// The file that holds what the server held before the suite ran.
@@ -29,7 +28,9 @@ const FERRY_CRDS: &str = ".ferry.dev";
 async fn nothing_is_left_behind() {
     let kubeconfig = std::env::var_os(KUBECONFIG_ENV).expect("FERRY_TEST_KUBECONFIG");
     let baseline = PathBuf::from(std::env::var_os(BASELINE_ENV).expect("FERRY_TEST_BASELINE"));
-    let client = connect(PathBuf::from(kubeconfig)).await;
+    let client = connect(&PathBuf::from(kubeconfig))
+        .await
+        .expect("connect to the API server");
     if !baseline.exists() {
         let objects = everything(&client).await.into_iter().collect::<Vec<_>>();
         std::fs::write(&baseline, objects.join("\n")).expect("write the baseline");
@@ -58,14 +59,6 @@ async fn nothing_is_left_behind() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn connect(kubeconfig: PathBuf) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("read the kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("a client configuration");
-    Client::try_from(config).expect("a client")
 }
 
 /// Every namespace and cluster-scoped object a test could make, as `kind/name`.

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 
 use crate::{
     NODE, PASSWORD, agent_program, backed_up_web_pod, completed, coordinator_program,
-    create_s3_location, shop_cluster_on_test_server, synced,
+    create_s3_location, shop_cluster, shop_cluster_on_test_server, synced,
 };
 
 /// What these tests need of the test server: objects of their own that are cluster-wide (a
@@ -809,9 +809,7 @@ async fn keep_only_pods_and_claims(cluster: &Cluster, storage: &Path, backup: &s
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_of_pods_and_claims_only_still_restores() {
-    let Some((mut cluster, storage)) = shop_cluster_on_test_server(CLUSTER_WIDE).await else {
-        return;
-    };
+    let (mut cluster, storage) = shop_cluster().await;
     backed_up_web_pod(&mut cluster, "old").await;
     keep_only_pods_and_claims(&cluster, &storage, "old").await;
     lose_namespace(&cluster, "shop").await;

@@ -40,8 +40,8 @@ use self::names::Names;
 pub use self::process::{CommandOutput, Process, assert_promtool_accepts};
 use self::rbac::Identities;
 pub use self::rbac::RBAC_ENV;
-pub use self::server::KUBECONFIG_ENV;
 use self::server::Server;
+pub use self::server::{KUBECONFIG_ENV, connect};
 use crate::apiserver::{ExecRequest, TestApiServer};
 use crate::fixtures;
 

@@ -75,7 +75,7 @@ impl Server {
 }
 
 /// A client for the server of `kubeconfig`, with its current context.
-async fn connect(kubeconfig: &Path) -> Result<Client, kube::Error> {
+pub async fn connect(kubeconfig: &Path) -> Result<Client, kube::Error> {
     let config = Kubeconfig::read_from(kubeconfig).map_err(kube::Error::InferKubeconfig)?;
     let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
         .await
