@@ -200,11 +200,6 @@ impl Cluster {
         &self.names
     }
 
-    /// Whether the cluster runs on an external API server rather than a test server of its own.
-    pub fn is_external(&self) -> bool {
-        matches!(self.server, Server::External { .. })
-    }
-
     pub fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,

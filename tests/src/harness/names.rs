@@ -70,11 +70,7 @@ impl Names {
     /// Whether an object's stored name is one this test made, or one that Ferry made from
     /// such a name (a restore's namespace mapping keeps the suffix at the end).
     pub fn owns(&self, stored: &str) -> bool {
-        self.ids().any(|id| {
-            stored
-                .strip_suffix(id)
-                .is_some_and(|rest| rest.ends_with('-'))
-        })
+        self.ids().any(|id| made_by(stored, id))
     }
 
     /// The test's id and those of the clusters it lost before.
@@ -96,11 +92,8 @@ impl Names {
     /// pattern such as `*`, or a value that is no valid name (which a test gives to see it
     /// refused), stays as it is.
     pub fn selected_namespace(&self, namespace: &str) -> String {
-        let earlier = Names {
-            id: String::new(),
-            earlier: self.earlier.clone(),
-        };
-        if is_dns_label(namespace) && !earlier.owns(namespace) {
+        let lost = self.earlier.iter().any(|id| made_by(namespace, id));
+        if is_dns_label(namespace) && !lost {
             self.scoped(namespace)
         } else {
             namespace.to_owned()
@@ -144,6 +137,13 @@ impl Names {
             *namespace = self.selected_namespace(namespace);
         }
     }
+}
+
+/// Whether `stored` is a name that the test of id `id` scoped: `<name>-<id>`.
+fn made_by(stored: &str, id: &str) -> bool {
+    stored
+        .strip_suffix(id)
+        .is_some_and(|rest| rest.ends_with('-'))
 }
 
 /// An RFC 1123 label, as namespace names are: lowercase letters, digits and `-`, starting and

@@ -150,10 +150,13 @@ pub(super) fn clean_up(kubeconfig: &Path, names: &Names) {
 }
 
 async fn remove_test_objects(kubeconfig: &Path, names: &Names) -> Result<(), String> {
-    let client = connect(kubeconfig).await.map_err(|err| err.to_string())?;
+    let client = connect(kubeconfig).await.map_err(text)?;
     let namespaces = Api::<Namespace>::all(client.clone());
-    let list = namespaces.list(&ListParams::default()).await;
-    for namespace in list.map_err(|err| err.to_string())? {
+    for namespace in namespaces
+        .list(&ListParams::default())
+        .await
+        .map_err(text)?
+    {
         let name = namespace.name_any();
         if names.owns(&name) {
             empty_namespace(&client, &name).await?;
