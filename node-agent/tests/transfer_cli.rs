@@ -267,6 +267,14 @@ fn ferry_restores_and_continues_what_restic_writes() {
     assert_eq!(backup.parent.as_deref(), Some(id.as_str()));
     assert_eq!(backup.files_new, 0, "{backup:?}");
     assert_eq!(backup.data_blobs, 0, "{backup:?}");
+
+    // Read again in full, every file (the 3 MiB one in several chunks) cuts where restic cut.
+    let mut command = backup_command(&scratch, &repository, &source);
+    command.arg("--no-parent");
+    let (reread, _) = backed_up(command);
+    assert_eq!(reread.files_new, reread.files, "{reread:?}");
+    assert_eq!(reread.data_blobs, 0, "{reread:?}");
+    assert_eq!(reread.data_added, 0, "{reread:?}");
     succeed(restic(&repository, &scratch.password_file()).args(["check", "--read-data"]));
 }
 

@@ -54,10 +54,15 @@ pub mod stream {
     }
 }
 
-/// One-shot decompression into a buffer of a known size, in the shape of the zstd crate's
-/// `bulk` functions.
+/// One-shot compression, and decompression into a buffer of a known size, in the shape of the
+/// zstd crate's `bulk` functions.
 pub mod bulk {
     use super::io;
+
+    /// Compresses `source` into one frame at `level` (0: zstd's default).
+    pub fn compress(source: &[u8], level: i32) -> io::Result<Vec<u8>> {
+        super::compress(source, level)
+    }
 
     /// Decompresses `source` into a buffer of `capacity` bytes; more output is an error.
     pub fn decompress(source: &[u8], capacity: usize) -> io::Result<Vec<u8>> {

@@ -3,14 +3,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rustic_core::SnapshotOptions;
 use rustic_core::repofile::SnapshotFile;
-use rustic_core::{BackupOptions, ParentOptions, SnapshotGroupCriterion, SnapshotOptions};
 use serde::{Deserialize, Serialize};
 
+use super::archive::{self, ArchiveError};
 use super::error::describe;
 use super::source::VolumeSource;
-use super::{EngineError, Repository, warnings};
+use super::{EngineError, Repository};
 use crate::names::SNAPSHOT_HOST;
+
+/// How many unreadable entries the outcome names; the rest are only counted.
+const NAMED_UNREADABLE: usize = 10;
 
 /// Every snapshot stores its volume at the root of its tree, whatever host path it was read
 /// from, so `restic restore <id> --target DIR` gives back the volume as it was.
@@ -95,68 +99,94 @@ impl Repository {
             return Ok(BackupOutcome::default());
         }
 
-        let backup_error = |err: Box<rustic_core::RusticError>| EngineError::Backup {
+        let mut outcome = BackupOutcome::default();
+        let parent = self.parent(request, &mut outcome.warnings)?;
+        let mut snapshot = new_snapshot(request).map_err(|err| EngineError::Backup {
             path: source.clone(),
             cause: describe(&err),
-        };
-        let repo = self
-            .repo
-            .to_indexed_ids()
-            .map_err(|err| EngineError::LoadIndex {
+        })?;
+        snapshot.parent = parent.as_ref().map(|parent| parent.id);
+        let archived = archive::archive(
+            &self.repo,
+            self.backends.repository(),
+            &volume,
+            snapshot,
+            parent.map(|parent| parent.tree),
+            &self.counters,
+        )
+        .map_err(|err| match err {
+            ArchiveError::Index(cause) => EngineError::LoadIndex {
                 location: self.location.clone(),
-                cause: describe(&err),
-            })?;
-
-        let mut outcome = BackupOutcome::default();
-        let parent = match &request.parent {
-            Parent::None => ParentOptions::default().force(true),
-            Parent::Latest => ParentOptions::default().group_by(
-                SnapshotGroupCriterion::new()
-                    .hostname(true)
-                    .label(true)
-                    .paths(true)
-                    .tags(true),
-            ),
-            Parent::Snapshot(parent) => match repo.get_snapshot_from_str(parent, |_| true) {
-                // The snapshot named is used whatever its host, label or tags.
-                Ok(snapshot) => ParentOptions::default()
-                    .group_by(SnapshotGroupCriterion::new())
-                    .parents(vec![snapshot.id.to_hex().to_string()]),
-                Err(err) => {
-                    outcome.warnings.push(format!(
-                        "parent snapshot {parent} could not be used, so every file was read again: {}",
-                        describe(&err)
-                    ));
-                    ParentOptions::default().force(true)
-                }
+                cause,
             },
-        };
-
-        let snapshot = new_snapshot(request).map_err(backup_error)?;
-        let options = BackupOptions::default()
-            .as_path(PathBuf::from(SNAPSHOT_PATH))
-            // A volume re-attached elsewhere, or a CSI clone, gets new inode numbers.
-            .parent_opts(parent.ignore_inode(true));
-        // Warnings of an earlier call in this process belong to that call.
-        warnings::take();
-        let saved = repo
-            .archive(&options, &volume, snapshot, std::slice::from_ref(source))
-            .map_err(backup_error)?;
-        let collected = warnings::take();
-        outcome.unreadable = collected.count;
-        if collected.count > 0 {
+            err => EngineError::Backup {
+                path: source.clone(),
+                cause: err.to_string(),
+            },
+        })?;
+        outcome.unreadable = archived.skipped.len() as u64;
+        if !archived.skipped.is_empty() {
             outcome.warnings.push(format!(
                 "{} entries could not be read and are missing from the snapshot",
-                collected.count
+                archived.skipped.len()
             ));
-            outcome.warnings.extend(collected.first);
+            outcome.warnings.extend(
+                archived
+                    .skipped
+                    .iter()
+                    .take(NAMED_UNREADABLE)
+                    .map(ToString::to_string),
+            );
         }
         outcome.warnings.extend(volume.socket_warning());
 
-        outcome.record(&saved);
+        outcome.record(&archived.snapshot);
         self.counters.finish(outcome.bytes, outcome.files);
         Ok(outcome)
     }
+
+    /// The snapshot the request compares against, if any. A named parent that cannot be
+    /// used is warned of, and every file is read.
+    fn parent(
+        &self,
+        request: &BackupRequest,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<SnapshotFile>, EngineError> {
+        match &request.parent {
+            Parent::None => Ok(None),
+            Parent::Latest => {
+                let wanted = new_snapshot(request).map_err(self.read_error("the snapshots"))?;
+                let snapshots = self
+                    .repo
+                    .get_all_snapshots()
+                    .map_err(self.read_error("the snapshots"))?;
+                Ok(snapshots
+                    .into_iter()
+                    .filter(|snapshot| same_group(snapshot, &wanted))
+                    .max_by(|a, b| a.time.cmp(&b.time)))
+            }
+            Parent::Snapshot(parent) => match self.repo.get_snapshot_from_str(parent, |_| true) {
+                // The snapshot named is used whatever its host, label or tags.
+                Ok(snapshot) => Ok(Some(snapshot)),
+                Err(err) => {
+                    warnings.push(format!(
+                        "parent snapshot {parent} could not be used, so every file was read again: {}",
+                        describe(&err)
+                    ));
+                    Ok(None)
+                }
+            },
+        }
+    }
+}
+
+/// Whether two snapshots have the same host, label, paths and tags, as restic groups them to
+/// find a parent.
+fn same_group(snapshot: &SnapshotFile, wanted: &SnapshotFile) -> bool {
+    snapshot.hostname == wanted.hostname
+        && snapshot.label == wanted.label
+        && snapshot.paths == wanted.paths
+        && snapshot.tags == wanted.tags
 }
 
 /// A snapshot with Ferry's host, the request's label and its tags as `key=value`.
@@ -165,6 +195,7 @@ fn new_snapshot(request: &BackupRequest) -> Result<SnapshotFile, Box<rustic_core
         .host(Some(SNAPSHOT_HOST.to_owned()))
         .to_snapshot()?;
     snapshot.label = request.label.clone().unwrap_or_default();
+    snapshot.paths.add(SNAPSHOT_PATH.to_owned());
     for (key, value) in &request.tags {
         snapshot.tags.add(format!("{key}={value}"));
     }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
-use aes256ctr_poly1305aes::aead::AeadInPlace;
 use aes256ctr_poly1305aes::aead::generic_array::GenericArray;
 use bytesize::ByteSize;
 use rustic_core::repofile::{KeyFile, MasterKey};
@@ -62,21 +61,17 @@ fn write_key(
     password: &str,
 ) -> Result<(), String> {
     let mut salt = vec![0u8; 64];
-    let mut nonce = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|err| format!("no randomness: {err}"))?;
-    getrandom::fill(&mut nonce).map_err(|err| format!("no randomness: {err}"))?;
     let params = scrypt::Params::new(LOG_N, R, P).map_err(|err| err.to_string())?;
     let mut derived = [0u8; 64];
     scrypt::scrypt(password.as_bytes(), &salt, &params, &mut derived)
         .map_err(|err| err.to_string())?;
 
-    let mut sealed = serde_json::to_vec(master).map_err(|err| err.to_string())?;
-    let tag = Aes256CtrPoly1305Aes::new(GenericArray::from_slice(&derived))
-        .encrypt_in_place_detached(GenericArray::from_slice(&nonce), &[], &mut sealed)
-        .map_err(|_| "cannot encrypt the master key".to_owned())?;
-    let mut data = nonce.to_vec();
-    data.extend_from_slice(&sealed);
-    data.extend_from_slice(&tag);
+    let master = serde_json::to_vec(master).map_err(|err| err.to_string())?;
+    let data = super::crypto::seal(
+        &Aes256CtrPoly1305Aes::new(GenericArray::from_slice(&derived)),
+        &master,
+    )?;
 
     let key_file = KeyFile {
         hostname: Some(crate::names::SNAPSHOT_HOST.to_owned()),

@@ -2,18 +2,20 @@
 //! progress sink, and knows nothing of Kubernetes. Its calls block: run them off any async
 //! runtime.
 
+mod archive;
 mod backend;
 mod backup;
 mod claim;
+mod crypto;
 mod error;
 mod key;
 mod location;
+mod logger;
 mod maintenance;
 mod progress;
 mod restore;
 mod source;
 mod target;
-mod warnings;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,10 +34,10 @@ pub use error::EngineError;
 pub use location::{
     RepositoryLocation, S3Location, UNCHECKED_TLS, ca_bundle, read_ca_bundle, trusting,
 };
+pub use logger::EngineLogger;
 pub use maintenance::{CheckReport, PruneReport, SnapshotInfo};
 pub use progress::{ProgressCounters, ProgressSnapshot};
 pub use restore::{RestoreOutcome, RestoreRequest, Restored};
-pub use warnings::{EngineLogger, EngineWarnings};
 
 use crate::retry::Retrier;
 use error::describe;

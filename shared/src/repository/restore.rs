@@ -18,7 +18,6 @@
 //! and changed through handles that never lead out of the target (see `target.rs`), whatever
 //! another writer does to the target meanwhile.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -31,8 +30,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
-use aes256ctr_poly1305aes::aead::AeadInPlace;
-use aes256ctr_poly1305aes::aead::generic_array::GenericArray;
 use bytes::BytesMut;
 use nix::fcntl::OFlag;
 use nix::unistd::Uid;
@@ -41,6 +38,7 @@ use rustic_core::{DataId, FileType, IndexedFullStatus, Repository as RusticRepos
 use serde::{Deserialize, Serialize};
 
 use super::claim::{self, Claim, Decision, FINISHED_LINE, IGNORED_IN_TARGET};
+use super::crypto::{cipher, decode_blob};
 use super::error::describe;
 use super::target::{Attributes, Identity, Target};
 use super::{EngineError, ProgressCounters, Repository};
@@ -526,59 +524,6 @@ fn locate_blobs(
         file.remaining.store(offset, Ordering::Relaxed);
     }
     Ok((packs, blobs))
-}
-
-fn cipher(key: &rustic_core::repofile::MasterKey) -> Aes256CtrPoly1305Aes {
-    let mut bytes = [0u8; 64];
-    bytes[..32].copy_from_slice(&key.encrypt);
-    bytes[32..48].copy_from_slice(&key.mac.k);
-    bytes[48..].copy_from_slice(&key.mac.r);
-    Aes256CtrPoly1305Aes::new(GenericArray::from_slice(&bytes))
-}
-
-/// Decrypts (in place), decompresses and verifies one blob as stored in a pack, and returns
-/// its plaintext: borrowed from `raw` when the blob is not compressed.
-fn decode_blob<'a>(
-    cipher: &Aes256CtrPoly1305Aes,
-    raw: &'a mut [u8],
-    uncompressed: Option<NonZeroU32>,
-    id: &DataId,
-) -> Result<Cow<'a, [u8]>, String> {
-    if raw.len() < 32 {
-        return Err(format!("blob {id} is too short to be encrypted data"));
-    }
-    let (nonce, rest) = raw.split_at_mut(16);
-    let split = rest.len() - 16;
-    let (ciphertext, tag) = rest.split_at_mut(split);
-    cipher
-        .decrypt_in_place_detached(
-            GenericArray::from_slice(nonce),
-            &[],
-            ciphertext,
-            GenericArray::from_slice(tag),
-        )
-        .map_err(|_| format!("blob {id} fails its authentication check: the pack is damaged"))?;
-    let plain = match uncompressed {
-        Some(length) => {
-            let length = length.get() as usize;
-            let plain = zstd::bulk::decompress(ciphertext, length)
-                .map_err(|err| format!("blob {id} cannot be decompressed: {err}"))?;
-            if plain.len() != length {
-                return Err(format!(
-                    "blob {id} decompressed to {} bytes instead of {length}",
-                    plain.len()
-                ));
-            }
-            Cow::Owned(plain)
-        }
-        None => Cow::Borrowed(&*ciphertext),
-    };
-    if !id.blob_matches_reader(plain.len() as u64, &mut &*plain) {
-        return Err(format!(
-            "blob {id} does not match its hash: the pack is damaged"
-        ));
-    }
-    Ok(plain)
 }
 
 /// The handle of the directory whose entries were created last: a tree's entries come

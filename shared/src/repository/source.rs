@@ -1,8 +1,8 @@
 //! The backup source: a volume read through directory handles, so that a pod changing its
 //! volume during a backup can never steer the agent, which runs as root, outside it.
 //!
-//! A walk by path (and rustic_core's own source, which opens each file again by path) follows
-//! a file or directory that the pod swapped for a symlink between the walk and the open. Here
+//! A walk by path, which opens each file again by path, follows a file or directory that the
+//! pod swapped for a symlink between the walk and the open. Here
 //! the volume is opened once; each directory is opened relative to its parent's handle with
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, and each file relative to its directory's
 //! handle with `O_NOFOLLOW | O_NONBLOCK`. A file is read only if it is still the regular file
@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -26,9 +27,6 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{Gid, Group, Uid, User};
 use rustic_core::jiff::Timestamp;
 use rustic_core::repofile::{Metadata, Node, NodeType};
-use rustic_core::{
-    ErrorKind, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
-};
 
 use super::ProgressCounters;
 use crate::handles::{names, open_beneath};
@@ -120,15 +118,15 @@ impl VolumeSource {
     }
 }
 
-impl ReadSource for VolumeSource {
-    type Open = VolumeFile;
-    type Iter = Entries;
-
+impl VolumeSource {
     /// Totals the bytes of regular files and the entries that are not directories, for
-    /// progress; what cannot be read is left to the archiver to report.
-    fn size(&self) -> RusticResult<Option<u64>> {
+    /// progress; what cannot be read is left to the backup to report.
+    pub(crate) fn count_totals(&self) {
         let (mut bytes, mut files) = (0, 0);
-        for found in self.walk().flatten() {
+        for visit in self.walk() {
+            let Visit::Found(Ok(found)) = visit else {
+                continue;
+            };
             let kind = file_kind(&found.stat);
             if kind != SFlag::S_IFDIR {
                 files += 1;
@@ -138,10 +136,10 @@ impl ReadSource for VolumeSource {
             }
         }
         self.counters.set_totals(bytes, files);
-        Ok(Some(bytes))
     }
 
-    fn entries(&self) -> Entries {
+    /// The volume's entries in restic's order, each with restic's metadata.
+    pub(crate) fn entries(&self) -> Entries {
         Entries {
             walk: self.walk(),
             counters: self.counters.clone(),
@@ -162,25 +160,43 @@ pub(crate) struct VolumeFile {
     inode: u64,
 }
 
-impl ReadSourceOpen for VolumeFile {
-    type Reader = File;
+impl VolumeFile {
+    /// The file's path, for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
 
-    fn open(self) -> RusticResult<File> {
+    /// Opens the file beneath its directory, if it is still the regular file the walk saw.
+    pub(crate) fn open(self) -> Result<File, Skipped> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
         let fd = open_entry(&self.dir, &self.name, flags)
-            .map_err(|err| Skipped::from_open(&self.path, err).into_rustic())?;
-        let stat = fstat(&fd).map_err(|err| Skipped::io(&self.path, err).into_rustic())?;
+            .map_err(|err| Skipped::from_open(&self.path, err))?;
+        let stat = fstat(&fd).map_err(|err| Skipped::io(&self.path, err))?;
         if file_kind(&stat) != SFlag::S_IFREG
             || stat.st_dev != self.device
             || stat.st_ino != self.inode
         {
-            return Err(Skipped::replaced(&self.path).into_rustic());
+            return Err(Skipped::replaced(&self.path));
         }
         Ok(File::from(fd))
     }
 }
 
-/// The archiver's view of the walk: each entry with restic's metadata.
+/// One entry of the volume: its node, and for a regular file, the file to read.
+pub(crate) struct Entry {
+    pub(crate) node: Node,
+    pub(crate) open: Option<VolumeFile>,
+}
+
+/// One step of the walk, in restic's order: a directory's entry comes before its contents,
+/// and the walk leaves each directory it entered (the volume's root last).
+pub(crate) enum Step {
+    Entry(Box<Entry>),
+    Skipped(Skipped),
+    Leave,
+}
+
+/// The backup's view of the walk: each entry with restic's metadata.
 pub(crate) struct Entries {
     walk: Walk,
     counters: Arc<ProgressCounters>,
@@ -190,19 +206,22 @@ pub(crate) struct Entries {
 }
 
 impl Iterator for Entries {
-    type Item = RusticResult<ReadSourceEntry<VolumeFile>>;
+    type Item = Step;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        let entry = match self.walk.next()? {
-            Ok(found) => self.entry(found),
-            Err(skipped) => Err(skipped),
-        };
-        Some(entry.map_err(Skipped::into_rustic))
+    fn next(&mut self) -> Option<Step> {
+        Some(match self.walk.next()? {
+            Visit::Leave => Step::Leave,
+            Visit::Found(Ok(found)) => match self.entry(found) {
+                Ok(entry) => Step::Entry(Box::new(entry)),
+                Err(skipped) => Step::Skipped(skipped),
+            },
+            Visit::Found(Err(skipped)) => Step::Skipped(skipped),
+        })
     }
 }
 
 impl Entries {
-    fn entry(&mut self, found: Found) -> Result<ReadSourceEntry<VolumeFile>, Skipped> {
+    fn entry(&mut self, found: Found) -> Result<Entry, Skipped> {
         let stat = &found.stat;
         let mut open = None;
         let node_type = match file_kind(stat) {
@@ -246,8 +265,7 @@ impl Entries {
             self.counters.add_files(1);
         }
         let meta = self.metadata(&found);
-        Ok(ReadSourceEntry {
-            path: found.path,
+        Ok(Entry {
             node: Node::new_node(&found.name, node_type, meta),
             open,
         })
@@ -375,29 +393,35 @@ impl Walk {
     }
 }
 
-impl Iterator for Walk {
-    type Item = Result<Found, Skipped>;
+/// One step of a [`Walk`].
+enum Visit {
+    /// An entry, read or left out; a directory is entered when it is found.
+    Found(Result<Found, Skipped>),
+    /// The walk has seen every entry of the directory it entered last.
+    Leave,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
+impl Iterator for Walk {
+    type Item = Visit;
+
+    fn next(&mut self) -> Option<Visit> {
         if let Some(failed) = self.failed.take() {
-            return Some(Err(failed));
+            return Some(Visit::Found(Err(failed)));
         }
-        loop {
-            let frame = self.stack.last_mut()?;
-            let Some(name) = frame.names.next() else {
-                self.stack.pop();
-                continue;
-            };
-            let dir = frame.dir.clone();
-            let path = frame.path.join(&name);
-            return Some(self.visit(dir, name, path));
-        }
+        let frame = self.stack.last_mut()?;
+        let Some(name) = frame.names.next() else {
+            self.stack.pop();
+            return Some(Visit::Leave);
+        };
+        let dir = frame.dir.clone();
+        let path = frame.path.join(&name);
+        Some(Visit::Found(self.visit(dir, name, path)))
     }
 }
 
 /// An entry left out of the backup, and why.
 #[derive(Debug)]
-struct Skipped {
+pub(crate) struct Skipped {
     path: PathBuf,
     cause: String,
 }
@@ -435,10 +459,18 @@ impl Skipped {
         }
     }
 
-    fn into_rustic(self) -> Box<RusticError> {
-        RusticError::new(ErrorKind::InputOutput, "cannot read `{path}`: {cause}")
-            .attach_context("path", self.path.display().to_string())
-            .attach_context("cause", self.cause)
+    /// A file that failed while it was read.
+    pub(crate) fn read(path: &Path, err: &std::io::Error) -> Self {
+        Self {
+            path: path.to_owned(),
+            cause: err.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot read `{}`: {}", self.path.display(), self.cause)
     }
 }
 

@@ -1,0 +1,93 @@
+//! The parent snapshot's trees, read as the walk reaches each directory. The first tree read
+//! from a pack brings the whole range of that pack's trees, kept within a budget, since the
+//! trees of one snapshot are mostly stored together: a parent on object storage then costs a
+//! request per pack rather than one per directory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
+use bytes::Bytes;
+use rustic_core::repofile::Tree;
+use rustic_core::{FileType, TreeId, WriteBackend};
+
+use super::super::crypto::decode_blob;
+use super::ArchiveError;
+use super::known::TreeLocations;
+
+/// The most bytes of tree packs kept at once.
+const CACHE_BUDGET: usize = 64 << 20;
+
+/// Reads trees of the repository.
+pub(super) struct ParentTrees {
+    backend: Arc<dyn WriteBackend>,
+    cipher: Aes256CtrPoly1305Aes,
+    locations: TreeLocations,
+    /// Ranges of tree packs read, by pack.
+    cache: HashMap<usize, Bytes>,
+    cached: usize,
+}
+
+impl ParentTrees {
+    pub(super) fn new(
+        backend: Arc<dyn WriteBackend>,
+        cipher: Aes256CtrPoly1305Aes,
+        locations: TreeLocations,
+    ) -> Self {
+        Self {
+            backend,
+            cipher,
+            locations,
+            cache: HashMap::new(),
+            cached: 0,
+        }
+    }
+
+    /// The tree `id`.
+    pub(super) fn tree(&mut self, id: TreeId) -> Result<Tree, ArchiveError> {
+        let failed = |cause: String| ArchiveError::ParentTree {
+            tree: id.to_string(),
+            cause,
+        };
+        let location = *self
+            .locations
+            .blobs
+            .get(&*id)
+            .ok_or_else(|| failed("it is not in the index".to_owned()))?;
+        let range = self.pack_range(location.pack).map_err(failed)?;
+        let pack = self.locations.packs[location.pack];
+        let start = (location.offset - pack.start) as usize;
+        let mut raw = range
+            .get(start..start + location.length as usize)
+            .ok_or_else(|| failed("its pack is shorter than the index says".to_owned()))?
+            .to_vec();
+        let plain =
+            decode_blob(&self.cipher, &mut raw, location.uncompressed, &id).map_err(failed)?;
+        serde_json::from_slice(&plain).map_err(|err| failed(format!("it is not a tree: {err}")))
+    }
+
+    /// The bytes of pack `pack` that its trees span, read once.
+    fn pack_range(&mut self, pack: usize) -> Result<Bytes, String> {
+        if let Some(range) = self.cache.get(&pack) {
+            return Ok(range.clone());
+        }
+        let trees = self.locations.packs[pack];
+        let range = self
+            .backend
+            .read_partial(
+                FileType::Pack,
+                &trees.id,
+                true,
+                trees.start,
+                trees.end - trees.start,
+            )
+            .map_err(|err| super::super::error::describe(&err))?;
+        if self.cached + range.len() > CACHE_BUDGET {
+            self.cache.clear();
+            self.cached = 0;
+        }
+        self.cached += range.len();
+        self.cache.insert(pack, range.clone());
+        Ok(range)
+    }
+}

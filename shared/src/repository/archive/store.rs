@@ -1,0 +1,364 @@
+//! Saving blobs: each is compressed (in repositories of version 2, where that makes it
+//! smaller), encrypted and added to a pack of its type; a full pack is written by the thread
+//! that filled it, and listed in the next index file. The format is restic's:
+//!
+//! - a pack is its encrypted blobs, then its encrypted header, then the header's length as a
+//!   little-endian `u32`; a header entry is the blob's type, its stored length, its
+//!   uncompressed length if compressed, and its ID;
+//! - an index file is JSON listing packs and their blobs; index and snapshot files are stored
+//!   encrypted, compressed first (behind a `2` byte) in version 2.
+//!
+//! A pack's and a file's ID is the SHA-256 of what is stored; a blob's is that of its
+//! plaintext.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
+use rustic_core::repofile::{BlobType, ConfigFile};
+use rustic_core::{FileType, Id, WriteBackend};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::super::crypto;
+use super::ArchiveError;
+
+/// Tree packs are kept smaller than data packs, as rustic makes them.
+const TREE_PACK_SIZE: usize = 4 << 20;
+/// An index file is written once it lists this many blobs, as restic does.
+const INDEX_BLOBS: usize = 50_000;
+
+/// The byte before the compressed JSON of a file in a version 2 repository.
+const COMPRESSED_FILE: u8 = 2;
+
+/// Blob IDs are SHA-256 hashes: their first bytes are as good a hash as any.
+#[derive(Default)]
+pub(super) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(byte);
+        }
+    }
+}
+
+/// A set of blob IDs.
+pub(super) type IdSet = HashSet<Id, BuildHasherDefault<IdHasher>>;
+
+/// The figures of what a backup added.
+#[derive(Debug, Default)]
+pub(super) struct Added {
+    pub(super) data_blobs: AtomicU64,
+    pub(super) data_bytes: AtomicU64,
+    pub(super) data_packed: AtomicU64,
+    pub(super) tree_blobs: AtomicU64,
+    pub(super) tree_bytes: AtomicU64,
+    pub(super) tree_packed: AtomicU64,
+}
+
+/// Where blobs go: shared by the threads of one backup.
+pub(super) struct Store {
+    backend: Arc<dyn WriteBackend>,
+    cipher: Aes256CtrPoly1305Aes,
+    /// The zstd level, in repositories that compress.
+    compression: Option<i32>,
+    data: Kind,
+    tree: Kind,
+    index: Mutex<Vec<IndexPack>>,
+    pub(super) added: Added,
+}
+
+/// The blobs of one type: those the repository and this backup hold, and the pack being
+/// filled.
+struct Kind {
+    known: Mutex<IdSet>,
+    pack: Mutex<Pack>,
+}
+
+impl Store {
+    /// A store for the repository of `config`, which already holds the blobs in `data` and
+    /// `trees`.
+    pub(super) fn new(
+        backend: Arc<dyn WriteBackend>,
+        cipher: Aes256CtrPoly1305Aes,
+        config: &ConfigFile,
+        data: IdSet,
+        trees: IdSet,
+    ) -> Result<Self, ArchiveError> {
+        let compression = config
+            .zstd()
+            .map_err(|err| ArchiveError::Config(err.to_string()))?;
+        let data_pack = usize::try_from(config.packsize(BlobType::Data).0).unwrap_or(16 << 20);
+        Ok(Self {
+            backend,
+            cipher,
+            compression,
+            data: Kind::new(data, BlobType::Data, data_pack),
+            tree: Kind::new(trees, BlobType::Tree, TREE_PACK_SIZE),
+            index: Mutex::default(),
+            added: Added::default(),
+        })
+    }
+
+    fn kind(&self, blob: BlobType) -> &Kind {
+        match blob {
+            BlobType::Data => &self.data,
+            BlobType::Tree => &self.tree,
+        }
+    }
+
+    /// Takes the blob `id` on for saving: true if neither the repository nor this backup
+    /// holds it yet, in which case the caller must [`Store::save`] it.
+    pub(super) fn claim(&self, blob: BlobType, id: Id) -> bool {
+        lock(&self.kind(blob).known).insert(id)
+    }
+
+    /// Whether the repository or this backup holds the blob `id`.
+    pub(super) fn holds(&self, blob: BlobType, id: &Id) -> bool {
+        lock(&self.kind(blob).known).contains(id)
+    }
+
+    /// Compresses, encrypts and packs a claimed blob; writes the pack if it is full.
+    pub(super) fn save(
+        &self,
+        blob: BlobType,
+        hash: [u8; 32],
+        plain: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let compressed = match self.compression {
+            Some(level) => zstd::bulk::compress(plain, level)
+                .map_err(|err| ArchiveError::Compress(err.to_string()))?,
+            None => Vec::new(),
+        };
+        let uncompressed = u32::try_from(plain.len()).map_err(|_| ArchiveError::BlobTooLarge)?;
+        let (stored, uncompressed) = if self.compression.is_some() && compressed.len() < plain.len()
+        {
+            (&compressed[..], Some(uncompressed))
+        } else {
+            (plain, None)
+        };
+        let sealed = crypto::seal(&self.cipher, stored).map_err(ArchiveError::Encrypt)?;
+        let figures = match blob {
+            BlobType::Data => (
+                &self.added.data_blobs,
+                &self.added.data_bytes,
+                &self.added.data_packed,
+            ),
+            BlobType::Tree => (
+                &self.added.tree_blobs,
+                &self.added.tree_bytes,
+                &self.added.tree_packed,
+            ),
+        };
+        figures.0.fetch_add(1, Ordering::Relaxed);
+        figures.1.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        figures.2.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let full = lock(&self.kind(blob).pack).add(hash, &sealed, uncompressed);
+        match full {
+            Some(pack) => self.write_pack(pack),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the packs being filled, then the index of every pack not yet listed.
+    pub(super) fn flush(&self) -> Result<(), ArchiveError> {
+        for kind in [&self.data, &self.tree] {
+            let pack = lock(&kind.pack).take();
+            if !pack.blobs.is_empty() {
+                self.write_pack(pack)?;
+            }
+        }
+        let packs = std::mem::take(&mut *lock(&self.index));
+        if packs.is_empty() {
+            return Ok(());
+        }
+        self.write_file(FileType::Index, &IndexFile { packs })
+            .map(|_| ())
+    }
+
+    /// Seals and writes a full pack, and lists it for the index.
+    fn write_pack(&self, pack: Pack) -> Result<(), ArchiveError> {
+        let (bytes, listed) = pack.seal(&self.cipher)?;
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        self.backend
+            .write_bytes(
+                FileType::Pack,
+                &Id::new(hash),
+                listed.cacheable(),
+                bytes.into(),
+            )
+            .map_err(|err| ArchiveError::Write(super::super::error::describe(&err)))?;
+        let full = {
+            let mut index = lock(&self.index);
+            index.push(listed.with_id(hash));
+            if index.iter().map(|pack| pack.blobs.len()).sum::<usize>() >= INDEX_BLOBS {
+                std::mem::take(&mut *index)
+            } else {
+                Vec::new()
+            }
+        };
+        if !full.is_empty() {
+            self.write_file(FileType::Index, &IndexFile { packs: full })?;
+        }
+        Ok(())
+    }
+
+    /// Stores `value` as an encrypted JSON file of type `file`; returns its ID.
+    pub(super) fn write_file(
+        &self,
+        file: FileType,
+        value: &impl Serialize,
+    ) -> Result<Id, ArchiveError> {
+        let json =
+            serde_json::to_vec(value).map_err(|err| ArchiveError::Encode(err.to_string()))?;
+        let plain = match self.compression {
+            Some(level) => {
+                let mut plain = vec![COMPRESSED_FILE];
+                plain.extend(
+                    zstd::bulk::compress(&json, level)
+                        .map_err(|err| ArchiveError::Compress(err.to_string()))?,
+                );
+                plain
+            }
+            None => json,
+        };
+        let sealed = crypto::seal(&self.cipher, &plain).map_err(ArchiveError::Encrypt)?;
+        let id = Id::new(Sha256::digest(&sealed).into());
+        self.backend
+            .write_bytes(file, &id, true, sealed.into())
+            .map_err(|err| ArchiveError::Write(super::super::error::describe(&err)))?;
+        Ok(id)
+    }
+}
+
+impl Kind {
+    fn new(known: IdSet, blob: BlobType, target: usize) -> Self {
+        Self {
+            known: Mutex::new(known),
+            pack: Mutex::new(Pack::new(blob, target)),
+        }
+    }
+}
+
+/// A pack being filled: its encrypted blobs, one after the other, and their entries.
+struct Pack {
+    blob: BlobType,
+    target: usize,
+    bytes: Vec<u8>,
+    blobs: Vec<IndexBlob>,
+}
+
+impl Pack {
+    fn new(blob: BlobType, target: usize) -> Self {
+        Self {
+            blob,
+            target,
+            bytes: Vec::new(),
+            blobs: Vec::new(),
+        }
+    }
+
+    /// Adds a sealed blob; returns the pack, leaving an empty one in its place, once it has
+    /// reached its size.
+    fn add(&mut self, id: [u8; 32], sealed: &[u8], uncompressed: Option<u32>) -> Option<Pack> {
+        if self.bytes.capacity() == 0 {
+            self.bytes.reserve(self.target + (1 << 20));
+        }
+        self.blobs.push(IndexBlob {
+            id,
+            blob: self.blob,
+            offset: self.bytes.len() as u32,
+            length: sealed.len() as u32,
+            uncompressed_length: uncompressed,
+        });
+        self.bytes.extend_from_slice(sealed);
+        (self.bytes.len() >= self.target).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Pack {
+        std::mem::replace(self, Pack::new(self.blob, self.target))
+    }
+
+    /// The pack as stored, and its entry for the index (without its ID, which is the hash
+    /// of what is stored).
+    fn seal(self, cipher: &Aes256CtrPoly1305Aes) -> Result<(Vec<u8>, Listed), ArchiveError> {
+        let mut header = Vec::with_capacity(self.blobs.len() * 41);
+        for blob in &self.blobs {
+            let compressed = blob.uncompressed_length.is_some();
+            header.push(match (blob.blob, compressed) {
+                (BlobType::Data, false) => 0,
+                (BlobType::Tree, false) => 1,
+                (BlobType::Data, true) => 2,
+                (BlobType::Tree, true) => 3,
+            });
+            header.extend_from_slice(&blob.length.to_le_bytes());
+            if let Some(uncompressed) = blob.uncompressed_length {
+                header.extend_from_slice(&uncompressed.to_le_bytes());
+            }
+            header.extend_from_slice(&blob.id);
+        }
+        let header = crypto::seal(cipher, &header).map_err(ArchiveError::Encrypt)?;
+        let mut bytes = self.bytes;
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        Ok((bytes, Listed(self.blobs)))
+    }
+}
+
+/// The blobs of a sealed pack, to be listed in the index under the pack's ID.
+struct Listed(Vec<IndexBlob>);
+
+impl Listed {
+    /// Packs of trees are worth keeping in a cache; packs of data are not.
+    fn cacheable(&self) -> bool {
+        self.0
+            .first()
+            .is_some_and(|blob| blob.blob == BlobType::Tree)
+    }
+
+    fn with_id(self, id: [u8; 32]) -> IndexPack {
+        IndexPack { id, blobs: self.0 }
+    }
+}
+
+/// An index file, as restic writes it.
+#[derive(Serialize)]
+struct IndexFile {
+    packs: Vec<IndexPack>,
+}
+
+#[derive(Serialize)]
+struct IndexPack {
+    #[serde(serialize_with = "hex")]
+    id: [u8; 32],
+    blobs: Vec<IndexBlob>,
+}
+
+#[derive(Serialize)]
+struct IndexBlob {
+    #[serde(serialize_with = "hex")]
+    id: [u8; 32],
+    #[serde(rename = "type")]
+    blob: BlobType,
+    offset: u32,
+    length: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uncompressed_length: Option<u32>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn hex<S: serde::Serializer>(id: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&hex::encode(id))
+}
