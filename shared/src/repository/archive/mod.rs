@@ -54,6 +54,8 @@ pub(super) enum ArchiveError {
     Compress(String),
     #[error("cannot encrypt: {0}")]
     Encrypt(String),
+    #[error("cannot verify what was stored, so the backup stopped (check the node's memory): {0}")]
+    Verify(String),
     #[error("cannot encode: {0}")]
     Encode(String),
     #[error("a chunk is larger than a pack can record")]

@@ -145,6 +145,7 @@ impl Store {
             (plain, None)
         };
         let sealed = crypto::seal(&self.cipher, stored).map_err(ArchiveError::Encrypt)?;
+        self.verify(&sealed, uncompressed, plain)?;
         let figures = match blob {
             BlobType::Data => (
                 &self.added.data_blobs,
@@ -164,6 +165,32 @@ impl Store {
         match full {
             Some(pack) => self.write_pack(pack),
             None => Ok(()),
+        }
+    }
+
+    /// Opens a sealed blob again and checks that it gives back its plaintext, as restic does
+    /// before it stores a blob: memory that flipped a bit while the blob was compressed or
+    /// encrypted fails the backup instead of storing a blob no restore can read.
+    fn verify(
+        &self,
+        sealed: &[u8],
+        uncompressed: Option<u32>,
+        plain: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let mut copy = sealed.to_vec();
+        let opened = crypto::open(&self.cipher, &mut copy, &"a blob just encrypted")
+            .map_err(ArchiveError::Verify)?;
+        let same = match uncompressed {
+            Some(length) => zstd::bulk::decompress(opened, length as usize)
+                .is_ok_and(|decompressed| decompressed == plain),
+            None => opened == plain,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(ArchiveError::Verify(
+                "a blob just compressed and encrypted does not give back its data".to_owned(),
+            ))
         }
     }
 
