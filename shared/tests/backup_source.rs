@@ -1,13 +1,15 @@
 //! Ferry reads volumes through directory handles, yet records exactly what restic's format
 //! expects: the same tree, node for node, as rustic_core's own path-based source records for
-//! the same data. Special files are kept as metadata, sockets with a warning.
+//! the same data. Special files are kept as metadata, sockets with a warning. A parent whose
+//! trees cannot be read costs a full read, not the backup.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use ferry_shared::repository::{
-    BackupOutcome, BackupRequest, OpenMode, ProgressCounters, Repository, RepositoryConfig,
+    BackupOutcome, BackupRequest, OpenMode, Parent, ProgressCounters, Repository, RepositoryConfig,
     RepositoryLocation,
 };
 use ferry_tests::restic::{restic, succeed};
@@ -164,4 +166,61 @@ fn a_volume_that_is_a_symlink_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("symbolic link"), "{err}");
+}
+
+#[test]
+fn a_damaged_parent_tree_costs_a_full_read_and_a_warning_not_the_backup() {
+    let scratch = tempfile::tempdir().unwrap();
+    let volume = scratch.path().join("volume");
+    make_rich_tree(&volume, 3);
+    let repo = scratch.path().join("repo");
+    let first = ferry_backup(&repo, &volume)
+        .snapshot_id
+        .expect("a snapshot");
+
+    // A byte of the root tree, as stored in its pack, flips.
+    let rustic = rustic_repository(&repo);
+    let snapshot = rustic.get_snapshot_from_str(&first, |_| true).unwrap();
+    let entry = rustic.get_index_entry(&snapshot.tree).unwrap();
+    let pack_name = entry.pack.to_hex().to_string();
+    let pack = repo.join("data").join(&pack_name[..2]).join(&pack_name);
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[entry.location.offset as usize + 20] ^= 0xff;
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&pack, bytes).unwrap();
+
+    let second = Repository::open(&config(&repo), OpenMode::Existing, ProgressCounters::new())
+        .unwrap()
+        .backup(&BackupRequest {
+            source: volume.clone(),
+            parent: Parent::Snapshot(first),
+            ..BackupRequest::default()
+        })
+        .expect("the backup goes on without the parent's tree");
+    assert_eq!(second.files_unmodified, 0, "{second:?}");
+    assert_eq!(second.files_new, second.files, "{second:?}");
+    assert_eq!(
+        second.data_blobs, 0,
+        "the data is still deduplicated: {second:?}"
+    );
+    assert!(
+        second
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("trees of the parent snapshot could not be read")),
+        "{:?}",
+        second.warnings
+    );
+
+    // The root tree was stored again, so the new snapshot reads whole.
+    let password_file = scratch.path().join("password");
+    fs::write(&password_file, PASSWORD).unwrap();
+    let id = second.snapshot_id.expect("a snapshot");
+    let target = scratch.path().join("restored");
+    succeed(
+        restic(&repo.display().to_string(), &password_file)
+            .args(["restore", &id, "--target"])
+            .arg(&target),
+    );
+    ferry_tests::tree::assert_same_tree(&volume, &target);
 }

@@ -138,6 +138,13 @@ impl Repository {
                     .map(ToString::to_string),
             );
         }
+        if let Some(first) = archived.parent_failures.first() {
+            outcome.warnings.push(format!(
+                "{} trees of the parent snapshot could not be read, so the files under them were \
+                 read again; run a check of the repository: {first}",
+                archived.parent_failures.len()
+            ));
+        }
         outcome.warnings.extend(volume.socket_warning());
 
         outcome.record(&archived.snapshot);

@@ -48,8 +48,6 @@ pub(super) enum ArchiveError {
     Config(String),
     #[error("cannot read the repository's index: {0}")]
     Index(String),
-    #[error("cannot read tree {tree} of the parent snapshot: {cause}")]
-    ParentTree { tree: String, cause: String },
     #[error("cannot compress: {0}")]
     Compress(String),
     #[error("cannot encrypt: {0}")]
@@ -66,10 +64,12 @@ pub(super) enum ArchiveError {
     Worker(String),
 }
 
-/// A saved snapshot, and the entries left out of it.
+/// A saved snapshot, the entries left out of it, and the parent's trees that could not be
+/// read (whose files were read again).
 pub(super) struct Archived {
     pub(super) snapshot: SnapshotFile,
     pub(super) skipped: Vec<Skipped>,
+    pub(super) parent_failures: Vec<String>,
 }
 
 /// Backs up `volume` into `snapshot` (whose host, label, tags, paths and parent are set),
@@ -109,7 +109,7 @@ pub(super) fn archive(
             params.min() as u64,
             parent,
         )
-        .and_then(|pipeline| pipeline.run(volume.entries()));
+        .run(volume.entries());
         let finished = workers.finish();
         let walked = walked?;
         finished.map(|()| walked)
@@ -119,7 +119,11 @@ pub(super) fn archive(
     snapshot.summary = Some(summary(&counts, &store, start, clock.elapsed()));
     let id = store.write_file(FileType::Snapshot, &snapshot)?;
     snapshot.id = id.into();
-    Ok(Archived { snapshot, skipped })
+    Ok(Archived {
+        snapshot,
+        skipped,
+        parent_failures: parents.failures(),
+    })
 }
 
 fn summary(counts: &Counts, store: &Store, start: Zoned, took: Duration) -> SnapshotSummary {

@@ -1,7 +1,8 @@
 //! The parent snapshot's trees, read as the walk reaches each directory. The first tree read
 //! from a pack brings the whole range of that pack's trees, kept within a budget, since the
 //! trees of one snapshot are mostly stored together: a parent on object storage then costs a
-//! request per pack rather than one per directory.
+//! request per pack rather than one per directory. A tree that cannot be read costs only
+//! reading its files again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use rustic_core::repofile::Tree;
 use rustic_core::{FileType, TreeId, WriteBackend};
 
 use super::super::crypto::decode_blob;
-use super::ArchiveError;
 use super::known::TreeLocations;
 
 /// The most bytes of tree packs kept at once.
@@ -26,6 +26,7 @@ pub(super) struct ParentTrees {
     /// Ranges of tree packs read, by pack.
     cache: HashMap<usize, Bytes>,
     cached: usize,
+    failures: Vec<String>,
 }
 
 impl ParentTrees {
@@ -40,30 +41,42 @@ impl ParentTrees {
             locations,
             cache: HashMap::new(),
             cached: 0,
+            failures: Vec::new(),
         }
     }
 
-    /// The tree `id`.
-    pub(super) fn tree(&mut self, id: TreeId) -> Result<Tree, ArchiveError> {
-        let failed = |cause: String| ArchiveError::ParentTree {
-            tree: id.to_string(),
-            cause,
-        };
+    /// The tree `id`; `None` if it cannot be read, which is recorded, and the files under it
+    /// are then read again rather than the backup failing.
+    pub(super) fn tree(&mut self, id: TreeId) -> Option<Tree> {
+        match self.read(id) {
+            Ok(tree) => Some(tree),
+            Err(cause) => {
+                self.failures.push(format!("tree {id}: {cause}"));
+                None
+            }
+        }
+    }
+
+    /// Why the trees that could not be read could not.
+    pub(super) fn failures(self) -> Vec<String> {
+        self.failures
+    }
+
+    fn read(&mut self, id: TreeId) -> Result<Tree, String> {
         let location = *self
             .locations
             .blobs
             .get(&*id)
-            .ok_or_else(|| failed("it is not in the index".to_owned()))?;
-        let range = self.pack_range(location.pack).map_err(failed)?;
+            .ok_or("it is not in the index")?;
+        let range = self.pack_range(location.pack)?;
         let pack = self.locations.packs[location.pack];
         let start = (location.offset - pack.start) as usize;
         let mut raw = range
             .get(start..start + location.length as usize)
-            .ok_or_else(|| failed("its pack is shorter than the index says".to_owned()))?
+            .ok_or("its pack is shorter than the index says")?
             .to_vec();
-        let plain =
-            decode_blob(&self.cipher, &mut raw, location.uncompressed, &id).map_err(failed)?;
-        serde_json::from_slice(&plain).map_err(|err| failed(format!("it is not a tree: {err}")))
+        let plain = decode_blob(&self.cipher, &mut raw, location.uncompressed, &id)?;
+        serde_json::from_slice(&plain).map_err(|err| format!("it is not a tree: {err}"))
     }
 
     /// The bytes of pack `pack` that its trees span, read once.

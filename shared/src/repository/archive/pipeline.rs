@@ -66,9 +66,9 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
         counters: &'a ProgressCounters,
         alone: u64,
         parent: Option<TreeId>,
-    ) -> Result<Self, ArchiveError> {
-        let root = parent.map(|tree| parents.tree(tree)).transpose()?;
-        Ok(Self {
+    ) -> Self {
+        let root = parent.and_then(|tree| parent_tree(store, parents, tree));
+        Self {
             store,
             workers,
             parents,
@@ -83,7 +83,7 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
             done: HashMap::new(),
             builder: TreeBuilder::new(parent),
             skipped: Vec::new(),
-        })
+        }
     }
 
     /// Walks every step, and returns the root tree and what the snapshot holds.
@@ -115,7 +115,7 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
         let previous = self.previous(&node);
         if node.is_dir() {
             let subtree = previous.and_then(|previous| previous.subtree);
-            let tree = subtree.map(|id| self.parents.tree(id)).transpose()?;
+            let tree = subtree.and_then(|id| parent_tree(self.store, self.parents, id));
             self.parent_trees.push(tree);
             self.events.push_back(Event::Enter(node, subtree));
             return Ok(());
@@ -261,4 +261,14 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
         }
         Ok(())
     }
+}
+
+/// The parent's tree `id`. One that cannot be read is damaged in the repository, so the store
+/// forgets it: the same tree made now is stored again rather than referred to.
+fn parent_tree(store: &Store, parents: &mut ParentTrees, id: TreeId) -> Option<Tree> {
+    let tree = parents.tree(id);
+    if tree.is_none() {
+        store.forget(BlobType::Tree, &id);
+    }
+    tree
 }

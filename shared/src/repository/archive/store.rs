@@ -125,6 +125,11 @@ impl Store {
         lock(&self.kind(blob).known).contains(id)
     }
 
+    /// Counts the blob `id` as missing, so that it is saved again if it is claimed.
+    pub(super) fn forget(&self, blob: BlobType, id: &Id) {
+        lock(&self.kind(blob).known).remove(id);
+    }
+
     /// Compresses, encrypts and packs a claimed blob; writes the pack if it is full.
     pub(super) fn save(
         &self,
