@@ -8,6 +8,7 @@ mod backup;
 mod claim;
 mod crypto;
 mod error;
+mod index;
 mod key;
 mod location;
 mod logger;
@@ -16,6 +17,7 @@ mod progress;
 mod restore;
 mod source;
 mod target;
+mod trees;
 
 use std::fmt;
 use std::path::PathBuf;

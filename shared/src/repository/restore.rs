@@ -40,7 +40,9 @@ use serde::{Deserialize, Serialize};
 use super::claim::{self, Claim, Decision, FINISHED_LINE, IGNORED_IN_TARGET};
 use super::crypto::{cipher, decode_blob};
 use super::error::describe;
+use super::index::{self, Wanted};
 use super::target::{Attributes, Identity, Target};
+use super::trees::TreeReader;
 use super::{EngineError, ProgressCounters, Repository};
 
 /// The most bytes of one pack read in one request (a single larger blob is read whole).
@@ -156,6 +158,16 @@ impl Repository {
         decision: &Decision,
     ) -> Result<RestoreOutcome, EngineError> {
         let cipher = cipher(&self.repo.key());
+        let trees =
+            index::load(&self.repo, Wanted::Trees).map_err(|cause| EngineError::LoadIndex {
+                location: self.location.clone(),
+                cause,
+            })?;
+        let mut trees = TreeReader::new(
+            self.backends.repository(),
+            cipher.clone(),
+            trees.tree_locations,
+        );
         let repo = self
             .repo
             .to_indexed()
@@ -164,7 +176,8 @@ impl Repository {
                 cause: describe(&err),
             })?;
         let mut tree = Walk::for_snapshot(snapshot);
-        tree.walk(&repo, snapshot.tree)?;
+        tree.walk(&mut trees, snapshot.tree)?;
+        drop(trees);
         let plan = plan_reads(&repo, &tree)?;
         // The index is not needed past the plan; the writing has its memory.
         drop(repo);
@@ -282,18 +295,14 @@ impl Walk {
         }
     }
 
-    fn walk(
-        &mut self,
-        repo: &RusticRepository<IndexedFullStatus>,
-        root: TreeId,
-    ) -> Result<(), EngineError> {
+    fn walk(&mut self, trees: &mut TreeReader, root: TreeId) -> Result<(), EngineError> {
         let mut pending = vec![(PathBuf::new(), root)];
         while let Some((dir, tree_id)) = pending.pop() {
-            let tree = repo
-                .get_tree(&tree_id)
-                .map_err(|err| EngineError::ReadRepository {
+            let tree = trees
+                .read(tree_id)
+                .map_err(|cause| EngineError::ReadRepository {
                     what: format!("the tree of {}", display_dir(&dir)),
-                    cause: describe(&err),
+                    cause,
                 })?;
             let mut seen = HashSet::new();
             for node in tree.nodes {

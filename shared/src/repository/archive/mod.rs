@@ -13,8 +13,6 @@
 //! packs that no snapshot uses, for a prune to remove.
 
 mod chunker;
-mod known;
-mod parent;
 mod pipeline;
 mod store;
 mod tree;
@@ -30,9 +28,10 @@ use rustic_core::{FileType, OpenStatus, Repository as RusticRepository, TreeId, 
 
 use super::ProgressCounters;
 use super::crypto;
+use super::index::{self, Wanted};
 use super::source::{Skipped, VolumeSource};
+use super::trees::TreeReader;
 use chunker::ChunkParams;
-use parent::ParentTrees;
 use pipeline::Pipeline;
 use store::Store;
 use tree::Counts;
@@ -86,7 +85,7 @@ pub(super) fn archive(
     let clock = Instant::now();
     let config = repo.config();
     let params = ChunkParams::of(config).map_err(ArchiveError::Config)?;
-    let known = known::load(repo)?;
+    let known = index::load(repo, Wanted::All).map_err(ArchiveError::Index)?;
     let store = Store::new(
         backend.clone(),
         crypto::cipher(&repo.key()),
@@ -94,11 +93,11 @@ pub(super) fn archive(
         known.data,
         known.trees,
     )?;
-    let mut parents = ParentTrees::new(backend, crypto::cipher(&repo.key()), known.tree_locations);
+    let mut parents = TreeReader::new(backend, crypto::cipher(&repo.key()), known.tree_locations);
     let threads = std::thread::available_parallelism()
         .map_or(2, usize::from)
         .min(MOST_WORKERS);
-    let (root, counts, skipped) = std::thread::scope(|scope| {
+    let walked = std::thread::scope(|scope| {
         scope.spawn(|| volume.count_totals());
         let workers = Workers::start(scope, threads, &store, params, counters);
         let walked = Pipeline::new(
@@ -115,14 +114,14 @@ pub(super) fn archive(
         finished.map(|()| walked)
     })?;
     store.flush()?;
-    snapshot.tree = root;
-    snapshot.summary = Some(summary(&counts, &store, start, clock.elapsed()));
+    snapshot.tree = walked.root;
+    snapshot.summary = Some(summary(&walked.counts, &store, start, clock.elapsed()));
     let id = store.write_file(FileType::Snapshot, &snapshot)?;
     snapshot.id = id.into();
     Ok(Archived {
         snapshot,
-        skipped,
-        parent_failures: parents.failures(),
+        skipped: walked.skipped,
+        parent_failures: walked.parent_failures,
     })
 }
 

@@ -13,8 +13,8 @@ use rustic_core::repofile::{BlobType, Node, NodeType, Tree};
 
 use super::super::ProgressCounters;
 use super::super::source::{Entry, Skipped, Step, VolumeFile};
+use super::super::trees::TreeReader;
 use super::ArchiveError;
-use super::parent::ParentTrees;
 use super::store::Store;
 use super::tree::{Change, Counts, TreeBuilder};
 use super::workers::{Batch, FileResult, Workers};
@@ -41,7 +41,7 @@ enum Event {
 pub(super) struct Pipeline<'a, 'scope> {
     store: &'a Store,
     workers: &'a Workers<'scope>,
-    parents: &'a mut ParentTrees,
+    parents: &'a mut TreeReader,
     counters: &'a ProgressCounters,
     /// The smallest file read alone.
     alone: u64,
@@ -55,19 +55,30 @@ pub(super) struct Pipeline<'a, 'scope> {
     out: usize,
     done: HashMap<u64, std::vec::IntoIter<FileResult>>,
     builder: TreeBuilder,
+    skipped: Vec<Skipped>,
+    parent_failures: Vec<String>,
+}
+
+/// What a walk made: the root tree, what the snapshot holds, the entries left out, and why
+/// trees of the parent could not be read (their files were read again).
+pub(super) struct Walked {
+    pub(super) root: TreeId,
+    pub(super) counts: Counts,
     pub(super) skipped: Vec<Skipped>,
+    pub(super) parent_failures: Vec<String>,
 }
 
 impl<'a, 'scope> Pipeline<'a, 'scope> {
     pub(super) fn new(
         store: &'a Store,
         workers: &'a Workers<'scope>,
-        parents: &'a mut ParentTrees,
+        parents: &'a mut TreeReader,
         counters: &'a ProgressCounters,
         alone: u64,
         parent: Option<TreeId>,
     ) -> Self {
-        let root = parent.and_then(|tree| parent_tree(store, parents, tree));
+        let mut parent_failures = Vec::new();
+        let root = parent.and_then(|tree| parent_tree(store, parents, tree, &mut parent_failures));
         Self {
             store,
             workers,
@@ -83,14 +94,12 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
             done: HashMap::new(),
             builder: TreeBuilder::new(parent),
             skipped: Vec::new(),
+            parent_failures,
         }
     }
 
     /// Walks every step, and returns the root tree and what the snapshot holds.
-    pub(super) fn run(
-        mut self,
-        steps: impl Iterator<Item = Step>,
-    ) -> Result<(TreeId, Counts, Vec<Skipped>), ArchiveError> {
+    pub(super) fn run(mut self, steps: impl Iterator<Item = Step>) -> Result<Walked, ArchiveError> {
         for step in steps {
             match step {
                 Step::Entry(entry) => self.entry(*entry)?,
@@ -105,7 +114,12 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
         self.send_batch()?;
         self.settle(0)?;
         let (root, counts) = self.builder.finish(self.store)?;
-        Ok((root, counts, self.skipped))
+        Ok(Walked {
+            root,
+            counts,
+            skipped: self.skipped,
+            parent_failures: self.parent_failures,
+        })
     }
 
     /// Queues one entry: a directory is entered, an unchanged file takes its parent's
@@ -115,7 +129,9 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
         let previous = self.previous(&node);
         if node.is_dir() {
             let subtree = previous.and_then(|previous| previous.subtree);
-            let tree = subtree.and_then(|id| parent_tree(self.store, self.parents, id));
+            let tree = subtree.and_then(|id| {
+                parent_tree(self.store, self.parents, id, &mut self.parent_failures)
+            });
             self.parent_trees.push(tree);
             self.events.push_back(Event::Enter(node, subtree));
             return Ok(());
@@ -263,12 +279,21 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
     }
 }
 
-/// The parent's tree `id`. One that cannot be read is damaged in the repository, so the store
-/// forgets it: the same tree made now is stored again rather than referred to.
-fn parent_tree(store: &Store, parents: &mut ParentTrees, id: TreeId) -> Option<Tree> {
-    let tree = parents.tree(id);
-    if tree.is_none() {
-        store.forget(BlobType::Tree, &id);
+/// The parent's tree `id`. One that cannot be read is recorded, and costs reading the files
+/// under it again; it is damaged in the repository, so the store forgets it: the same tree made
+/// now is stored again rather than referred to.
+fn parent_tree(
+    store: &Store,
+    parents: &mut TreeReader,
+    id: TreeId,
+    failures: &mut Vec<String>,
+) -> Option<Tree> {
+    match parents.read(id) {
+        Ok(tree) => Some(tree),
+        Err(cause) => {
+            failures.push(format!("tree {id}: {cause}"));
+            store.forget(BlobType::Tree, &id);
+            None
+        }
     }
-    tree
 }

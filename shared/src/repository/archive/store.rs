@@ -11,8 +11,6 @@
 //! A pack's and a file's ID is the SHA-256 of what is stored; a blob's is that of its
 //! plaintext.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,6 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::super::crypto;
+use super::super::index::IdSet;
 use super::ArchiveError;
 
 /// Tree packs are kept smaller than data packs, as rustic makes them.
@@ -32,25 +31,6 @@ const INDEX_BLOBS: usize = 50_000;
 
 /// The byte before the compressed JSON of a file in a version 2 repository.
 const COMPRESSED_FILE: u8 = 2;
-
-/// Blob IDs are SHA-256 hashes: their first bytes are as good a hash as any.
-#[derive(Default)]
-pub(super) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes.iter().take(8) {
-            self.0 = (self.0 << 8) | u64::from(byte);
-        }
-    }
-}
-
-/// A set of blob IDs.
-pub(super) type IdSet = HashSet<Id, BuildHasherDefault<IdHasher>>;
 
 /// The figures of what a backup added.
 #[derive(Debug, Default)]

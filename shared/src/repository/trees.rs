@@ -1,8 +1,7 @@
-//! The parent snapshot's trees, read as the walk reaches each directory. The first tree read
+//! Reading a snapshot's trees, for a backup's parent and for a restore. The first tree read
 //! from a pack brings the whole range of that pack's trees, kept within a budget, since the
-//! trees of one snapshot are mostly stored together: a parent on object storage then costs a
-//! request per pack rather than one per directory. A tree that cannot be read costs only
-//! reading its files again.
+//! trees of one snapshot are mostly stored together: a snapshot on object storage then costs
+//! a request per pack of trees rather than one per directory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,24 +11,23 @@ use bytes::Bytes;
 use rustic_core::repofile::Tree;
 use rustic_core::{FileType, TreeId, WriteBackend};
 
-use super::super::crypto::decode_blob;
-use super::known::TreeLocations;
+use super::crypto::decode_blob;
+use super::index::TreeLocations;
 
 /// The most bytes of tree packs kept at once.
-const CACHE_BUDGET: usize = 64 << 20;
+const CACHE_BUDGET: usize = 32 << 20;
 
 /// Reads trees of the repository.
-pub(super) struct ParentTrees {
+pub(super) struct TreeReader {
     backend: Arc<dyn WriteBackend>,
     cipher: Aes256CtrPoly1305Aes,
     locations: TreeLocations,
     /// Ranges of tree packs read, by pack.
     cache: HashMap<usize, Bytes>,
     cached: usize,
-    failures: Vec<String>,
 }
 
-impl ParentTrees {
+impl TreeReader {
     pub(super) fn new(
         backend: Arc<dyn WriteBackend>,
         cipher: Aes256CtrPoly1305Aes,
@@ -41,28 +39,11 @@ impl ParentTrees {
             locations,
             cache: HashMap::new(),
             cached: 0,
-            failures: Vec::new(),
         }
     }
 
-    /// The tree `id`; `None` if it cannot be read, which is recorded, and the files under it
-    /// are then read again rather than the backup failing.
-    pub(super) fn tree(&mut self, id: TreeId) -> Option<Tree> {
-        match self.read(id) {
-            Ok(tree) => Some(tree),
-            Err(cause) => {
-                self.failures.push(format!("tree {id}: {cause}"));
-                None
-            }
-        }
-    }
-
-    /// Why the trees that could not be read could not.
-    pub(super) fn failures(self) -> Vec<String> {
-        self.failures
-    }
-
-    fn read(&mut self, id: TreeId) -> Result<Tree, String> {
+    /// The tree `id`.
+    pub(super) fn read(&mut self, id: TreeId) -> Result<Tree, String> {
         let location = *self
             .locations
             .blobs
@@ -94,7 +75,7 @@ impl ParentTrees {
                 trees.start,
                 trees.end - trees.start,
             )
-            .map_err(|err| super::super::error::describe(&err))?;
+            .map_err(|err| super::error::describe(&err))?;
         if self.cached + range.len() > CACHE_BUDGET {
             self.cache.clear();
             self.cached = 0;
