@@ -4,8 +4,9 @@
 //! A chunk holds at least `min` bytes, unless the file ends first. From there a Rabin
 //! fingerprint of the last 64 bytes is checked before each further byte is taken: the chunk
 //! ends where the fingerprint's low bits (`avg - 1`) are all zero, or at `max` bytes. The
-//! window is filled with the 64 bytes that end at `min`, so the bytes before them are never
-//! fingerprinted: a file smaller than `min` costs no fingerprinting at all.
+//! window is prefilled from the 64 bytes that end at `min` exactly as rustic_core's chunker
+//! prefills it, so Ferry's chunks are rustic's; the bytes before them are never fingerprinted,
+//! and a file smaller than `min` costs no fingerprinting at all.
 
 use std::io::{self, Read};
 

@@ -78,7 +78,9 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
         parent: Option<TreeId>,
     ) -> Self {
         let mut parent_failures = Vec::new();
-        let root = parent.and_then(|tree| parent_tree(store, parents, tree, &mut parent_failures));
+        let root = parent
+            .and_then(|tree| parent_tree(store, parents, tree, &mut parent_failures))
+            .map(by_name);
         Self {
             store,
             workers,
@@ -132,7 +134,7 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
             let tree = subtree.and_then(|id| {
                 parent_tree(self.store, self.parents, id, &mut self.parent_failures)
             });
-            self.parent_trees.push(tree);
+            self.parent_trees.push(tree.map(by_name));
             self.events.push_back(Event::Enter(node, subtree));
             return Ok(());
         }
@@ -262,7 +264,10 @@ impl<'a, 'scope> Pipeline<'a, 'scope> {
                     self.done.remove(&seq);
                 }
                 match result {
-                    Some(Ok(content)) => {
+                    Some(Ok((content, read))) => {
+                        // What was read, not what the walk saw, is the file: restic restores a
+                        // file by its recorded size.
+                        node.meta.size = read;
                         node.content = Some(content);
                         self.builder.add(node, change);
                     }
@@ -296,4 +301,11 @@ fn parent_tree(
             None
         }
     }
+}
+
+/// A parent tree with its nodes in the order [`Pipeline::previous`] searches them: by their
+/// stored names, which escaping can order differently from the raw names a tree is sorted by.
+fn by_name(mut tree: Tree) -> Tree {
+    tree.nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    tree
 }

@@ -29,6 +29,12 @@ const TREE_PACK_SIZE: usize = 4 << 20;
 /// An index file is written once it lists this many blobs, as restic does.
 const INDEX_BLOBS: usize = 50_000;
 
+/// The most blobs in one pack. restic refuses a pack whose header is over 16 MiB, which half a
+/// million tiny blobs would make; rustic closes packs at this count.
+const MOST_BLOBS: usize = 10_000;
+/// The largest blob as sealed: a maximal chunk, stored uncompressed, with its nonce and tag.
+const LARGEST_SEALED: usize = (8 << 20) + 32;
+
 /// The byte before the compressed JSON of a file in a version 2 repository.
 const COMPRESSED_FILE: u8 = 2;
 
@@ -278,10 +284,12 @@ impl Pack {
     }
 
     /// Adds a sealed blob; returns the pack, leaving an empty one in its place, once it has
-    /// reached its size.
+    /// reached its size or its number of blobs.
     fn add(&mut self, id: [u8; 32], sealed: &[u8], uncompressed: Option<u32>) -> Option<Pack> {
         if self.bytes.capacity() == 0 {
-            self.bytes.reserve(self.target + (1 << 20));
+            // Room for the blob that takes the pack past its size, so that it never doubles;
+            // pages reserved and never written take no memory.
+            self.bytes.reserve(self.target + LARGEST_SEALED);
         }
         self.blobs.push(IndexBlob {
             id,
@@ -291,7 +299,7 @@ impl Pack {
             uncompressed_length: uncompressed,
         });
         self.bytes.extend_from_slice(sealed);
-        (self.bytes.len() >= self.target).then(|| self.take())
+        (self.bytes.len() >= self.target || self.blobs.len() >= MOST_BLOBS).then(|| self.take())
     }
 
     fn take(&mut self) -> Pack {
@@ -373,4 +381,27 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn hex<S: serde::Serializer>(id: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&hex::encode(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_closes_at_its_size_or_at_its_number_of_blobs() {
+        let mut pack = Pack::new(BlobType::Data, 1 << 20);
+        for blob in 1..MOST_BLOBS {
+            assert!(pack.add([0; 32], &[0; 33], None).is_none(), "blob {blob}");
+        }
+        let full = pack
+            .add([0; 32], &[0; 33], None)
+            .expect("closed at the count");
+        assert_eq!(full.blobs.len(), MOST_BLOBS);
+        assert!(pack.blobs.is_empty());
+
+        let full = pack
+            .add([1; 32], &vec![0; 1 << 20], None)
+            .expect("closed at the size");
+        assert_eq!(full.blobs.len(), 1);
+    }
 }

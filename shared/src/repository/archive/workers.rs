@@ -18,8 +18,9 @@ use super::ArchiveError;
 use super::chunker::{ChunkParams, Chunks};
 use super::store::Store;
 
-/// What became of one file: its content, or why it is left out.
-pub(super) type FileResult = Result<Vec<DataId>, Skipped>;
+/// What became of one file: its content and how many bytes it held when read, or why it is
+/// left out.
+pub(super) type FileResult = Result<(Vec<DataId>, u64), Skipped>;
 
 /// Files to read, in the walk's order.
 pub(super) struct Batch {
@@ -155,11 +156,17 @@ impl Shared<'_> {
         }
     }
 
+    /// Reads a batch; a panic while reading fails the backup rather than leaving it waiting
+    /// for a batch that never comes back.
     fn read_batch(&self, files: Vec<(VolumeFile, u64)>) -> Result<Vec<FileResult>, ArchiveError> {
-        files
-            .into_iter()
-            .map(|(file, size)| self.read_file(file, size))
-            .collect()
+        let read = || {
+            files
+                .into_iter()
+                .map(|(file, size)| self.read_file(file, size))
+                .collect()
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+            .unwrap_or_else(|_| Err(ArchiveError::Worker("a worker panicked".to_owned())))
     }
 
     /// Reads one file, saving the chunks the repository lacks.
@@ -172,13 +179,15 @@ impl Shared<'_> {
         let offer = size > self.params.min() as u64;
         let mut chunks = Chunks::new(self.params, reader, size);
         let mut content = Vec::new();
+        let mut read = 0;
         loop {
             let chunk = match chunks.next_chunk() {
                 Ok(Some(chunk)) => chunk,
-                Ok(None) => return Ok(Ok(content)),
+                Ok(None) => return Ok(Ok((content, read))),
                 Err(err) => return Ok(Err(Skipped::read(&path, &err))),
             };
             self.counters.add_bytes(chunk.len() as u64);
+            read += chunk.len() as u64;
             let hash: [u8; 32] = Sha256::digest(&chunk).into();
             let id = Id::new(hash);
             if self.store.claim(BlobType::Data, id) {
