@@ -18,12 +18,11 @@ mod store;
 mod tree;
 mod workers;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustic_core::jiff::Zoned;
-use rustic_core::repofile::{SnapshotFile, SnapshotSummary};
+use rustic_core::repofile::{BlobType, SnapshotFile, SnapshotSummary};
 use rustic_core::{FileType, OpenStatus, Repository as RusticRepository, TreeId, WriteBackend};
 
 use super::ProgressCounters;
@@ -86,14 +85,15 @@ pub(super) fn archive(
     let config = repo.config();
     let params = ChunkParams::of(config).map_err(ArchiveError::Config)?;
     let known = index::load(repo, Wanted::All).map_err(ArchiveError::Index)?;
+    let cipher = crypto::cipher(&repo.key());
     let store = Store::new(
         backend.clone(),
-        crypto::cipher(&repo.key()),
+        cipher.clone(),
         config,
         known.data,
         known.trees,
     )?;
-    let mut parents = TreeReader::new(backend, crypto::cipher(&repo.key()), known.tree_locations);
+    let mut parents = TreeReader::new(backend, cipher, known.tree_locations);
     let threads = std::thread::available_parallelism()
         .map_or(2, usize::from)
         .min(MOST_WORKERS);
@@ -126,8 +126,8 @@ pub(super) fn archive(
 }
 
 fn summary(counts: &Counts, store: &Store, start: Zoned, took: Duration) -> SnapshotSummary {
-    let added = |figure: &AtomicU64| figure.load(Ordering::Relaxed);
-    let added_now = &store.added;
+    let (data_blobs, data_bytes, data_packed) = store.added(BlobType::Data).figures();
+    let (tree_blobs, tree_bytes, tree_packed) = store.added(BlobType::Tree).figures();
     let mut summary = SnapshotSummary::default();
     summary.files_new = counts.files_new;
     summary.files_changed = counts.files_changed;
@@ -138,18 +138,25 @@ fn summary(counts: &Counts, store: &Store, start: Zoned, took: Duration) -> Snap
     summary.dirs_changed = counts.dirs_changed;
     summary.dirs_unmodified = counts.dirs_unmodified;
     summary.total_dirs_processed = counts.dirs;
-    summary.data_blobs = added(&added_now.data_blobs);
-    summary.tree_blobs = added(&added_now.tree_blobs);
-    summary.data_added_files = added(&added_now.data_bytes);
-    summary.data_added_files_packed = added(&added_now.data_packed);
-    summary.data_added_trees = added(&added_now.tree_bytes);
-    summary.data_added_trees_packed = added(&added_now.tree_packed);
-    summary.data_added = summary.data_added_files + summary.data_added_trees;
-    summary.data_added_packed = summary.data_added_files_packed + summary.data_added_trees_packed;
+    summary.data_blobs = data_blobs;
+    summary.tree_blobs = tree_blobs;
+    summary.data_added_files = data_bytes;
+    summary.data_added_files_packed = data_packed;
+    summary.data_added_trees = tree_bytes;
+    summary.data_added_trees_packed = tree_packed;
+    summary.data_added = data_bytes + tree_bytes;
+    summary.data_added_packed = data_packed + tree_packed;
     summary.command = "ferry-node-agent backup".to_owned();
     summary.backup_start = start;
     summary.backup_end = Zoned::now();
     summary.backup_duration = took.as_secs_f64();
     summary.total_duration = took.as_secs_f64();
     summary
+}
+
+/// Locks `mutex`; a thread that panicked holding it left nothing half-done that matters here.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -12,7 +12,7 @@
 //! plaintext.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use aes256ctr_poly1305aes::Aes256CtrPoly1305Aes;
 use rustic_core::repofile::{BlobType, ConfigFile};
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::super::crypto;
 use super::super::index::IdSet;
-use super::ArchiveError;
+use super::{ArchiveError, lock};
 
 /// Tree packs are kept smaller than data packs, as rustic makes them.
 const TREE_PACK_SIZE: usize = 4 << 20;
@@ -38,15 +38,31 @@ const LARGEST_SEALED: usize = (8 << 20) + 32;
 /// The byte before the compressed JSON of a file in a version 2 repository.
 const COMPRESSED_FILE: u8 = 2;
 
-/// The figures of what a backup added.
+/// What a backup added of one type of blob.
 #[derive(Debug, Default)]
 pub(super) struct Added {
-    pub(super) data_blobs: AtomicU64,
-    pub(super) data_bytes: AtomicU64,
-    pub(super) data_packed: AtomicU64,
-    pub(super) tree_blobs: AtomicU64,
-    pub(super) tree_bytes: AtomicU64,
-    pub(super) tree_packed: AtomicU64,
+    blobs: AtomicU64,
+    /// Bytes before compression.
+    bytes: AtomicU64,
+    /// Bytes as stored.
+    packed: AtomicU64,
+}
+
+impl Added {
+    fn record(&self, plain: usize, sealed: usize) {
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(plain as u64, Ordering::Relaxed);
+        self.packed.fetch_add(sealed as u64, Ordering::Relaxed);
+    }
+
+    /// Blobs, bytes before compression, and bytes as stored.
+    pub(super) fn figures(&self) -> (u64, u64, u64) {
+        (
+            self.blobs.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.packed.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Where blobs go: shared by the threads of one backup.
@@ -58,14 +74,14 @@ pub(super) struct Store {
     data: Kind,
     tree: Kind,
     index: Mutex<Vec<IndexPack>>,
-    pub(super) added: Added,
 }
 
-/// The blobs of one type: those the repository and this backup hold, and the pack being
-/// filled.
+/// The blobs of one type: those the repository and this backup hold, the pack being filled,
+/// and what this backup added.
 struct Kind {
     known: Mutex<IdSet>,
     pack: Mutex<Pack>,
+    added: Added,
 }
 
 impl Store {
@@ -89,8 +105,12 @@ impl Store {
             data: Kind::new(data, BlobType::Data, data_pack),
             tree: Kind::new(trees, BlobType::Tree, TREE_PACK_SIZE),
             index: Mutex::default(),
-            added: Added::default(),
         })
+    }
+
+    /// What this backup added of blobs of type `blob`.
+    pub(super) fn added(&self, blob: BlobType) -> &Added {
+        &self.kind(blob).added
     }
 
     fn kind(&self, blob: BlobType) -> &Kind {
@@ -137,21 +157,7 @@ impl Store {
         };
         let sealed = crypto::seal(&self.cipher, stored).map_err(ArchiveError::Encrypt)?;
         self.verify(&sealed, uncompressed, plain)?;
-        let figures = match blob {
-            BlobType::Data => (
-                &self.added.data_blobs,
-                &self.added.data_bytes,
-                &self.added.data_packed,
-            ),
-            BlobType::Tree => (
-                &self.added.tree_blobs,
-                &self.added.tree_bytes,
-                &self.added.tree_packed,
-            ),
-        };
-        figures.0.fetch_add(1, Ordering::Relaxed);
-        figures.1.fetch_add(plain.len() as u64, Ordering::Relaxed);
-        figures.2.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.kind(blob).added.record(plain.len(), sealed.len());
         let full = lock(&self.kind(blob).pack).add(hash, &sealed, uncompressed);
         match full {
             Some(pack) => self.write_pack(pack),
@@ -261,6 +267,7 @@ impl Kind {
         Self {
             known: Mutex::new(known),
             pack: Mutex::new(Pack::new(blob, target)),
+            added: Added::default(),
         }
     }
 }
@@ -371,12 +378,6 @@ struct IndexBlob {
     length: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     uncompressed_length: Option<u32>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn hex<S: serde::Serializer>(id: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {

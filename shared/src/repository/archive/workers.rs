@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use super::super::ProgressCounters;
 use super::super::source::{Skipped, VolumeFile};
-use super::ArchiveError;
 use super::chunker::{ChunkParams, Chunks};
 use super::store::Store;
+use super::{ArchiveError, lock};
 
 /// What became of one file: its content and how many bytes it held when read, or why it is
 /// left out.
@@ -108,12 +108,7 @@ impl<'scope> Workers<'scope> {
                 .join()
                 .map_err(|_| ArchiveError::Worker("a worker panicked".to_owned()))?;
         }
-        match self
-            .failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-        {
+        match lock(&self.failure).take() {
             Some(err) => Err(err),
             None => Ok(()),
         }
@@ -149,10 +144,7 @@ impl Shared<'_> {
 
     fn save_offered(&self, chunk: Chunk) {
         if let Err(err) = self.store.save(BlobType::Data, chunk.hash, &chunk.data) {
-            self.failure
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .get_or_insert(err);
+            lock(&self.failure).get_or_insert(err);
         }
     }
 
