@@ -100,11 +100,11 @@ impl Repository {
         }
 
         let mut outcome = BackupOutcome::default();
-        let parent = self.parent(request, &mut outcome.warnings)?;
         let mut snapshot = new_snapshot(request).map_err(|err| EngineError::Backup {
             path: source.clone(),
             cause: describe(&err),
         })?;
+        let parent = self.parent(request, &snapshot, &mut outcome.warnings)?;
         snapshot.parent = parent.as_ref().map(|parent| parent.id);
         let archived = archive::archive(
             &self.repo,
@@ -152,24 +152,25 @@ impl Repository {
         Ok(outcome)
     }
 
-    /// The snapshot the request compares against, if any. A named parent that cannot be
-    /// used is warned of, and every file is read.
+    /// The snapshot the request compares against, if any: for the latest, one of the same
+    /// group as the new snapshot `wanted`. A named parent that cannot be used is warned of, and
+    /// every file is read.
     fn parent(
         &self,
         request: &BackupRequest,
+        wanted: &SnapshotFile,
         warnings: &mut Vec<String>,
     ) -> Result<Option<SnapshotFile>, EngineError> {
         match &request.parent {
             Parent::None => Ok(None),
             Parent::Latest => {
-                let wanted = new_snapshot(request).map_err(self.read_error("the snapshots"))?;
                 let snapshots = self
                     .repo
                     .get_all_snapshots()
                     .map_err(self.read_error("the snapshots"))?;
                 Ok(snapshots
                     .into_iter()
-                    .filter(|snapshot| same_group(snapshot, &wanted))
+                    .filter(|snapshot| same_group(snapshot, wanted))
                     .max_by(|a, b| a.time.cmp(&b.time)))
             }
             Parent::Snapshot(parent) => match self.repo.get_snapshot_from_str(parent, |_| true) {
